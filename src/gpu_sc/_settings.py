@@ -1,0 +1,62 @@
+"""Global settings of gpu_sc (backend choice, chunking, output placement)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+
+__all__ = ["Settings", "settings"]
+
+
+@dataclass
+class Settings:
+    """Process-wide defaults; every step also takes a per-call ``backend=``.
+
+    Attributes
+    ----------
+    backend
+        ``"auto"`` (default), ``"scanpy"``, ``"numpy"`` or ``"cupy"``; aliases ``"cpu"``,
+        ``"gpu"`` and ``"cuda"``. See :func:`gpu_sc.dispatch.resolve_backend`.
+    chunk_rows
+        Rows (cells) per block when a matrix is streamed in row chunks (QC, filtering,
+        normalisation, log1p and HVG statistics of matrices that do not fit the device).
+    max_device_nnz
+        Above this many nonzeros a sparse matrix is processed in row chunks rather than moved
+        whole to the device. CuPy's sparse matrices index with int32, hence ``2**31 - 1``.
+    output
+        ``"host"`` (default, like scanpy): results land in AnnData as NumPy/SciPy arrays;
+        ``"device"``: the engine leaves CuPy arrays in ``adata.X`` and friends.
+    """
+
+    backend: str = "auto"
+    chunk_rows: int = 200_000
+    max_device_nnz: int = 2**31 - 1
+    output: str = "host"
+    _stack: list[dict] = field(default_factory=list, repr=False)
+
+    @contextlib.contextmanager
+    def override(self, **values) -> Iterator[Settings]:
+        """Temporarily change settings, e.g. ``with settings.override(backend="numpy"):``."""
+        names = {f.name for f in fields(self) if not f.name.startswith("_")}
+        unknown = set(values) - names
+        if unknown:
+            raise TypeError(f"unknown setting(s) {sorted(unknown)}; valid: {sorted(names)}")
+        old = {k: getattr(self, k) for k in values}
+        for k, v in values.items():
+            setattr(self, k, v)
+        try:
+            yield self
+        finally:
+            for k, v in old.items():
+                setattr(self, k, v)
+
+
+settings = Settings()
+
+
+def use_backend(name: str):
+    """Context manager: run every step inside the block on backend ``name``."""
+    from .dispatch.backends import canonical_backend_name
+
+    return settings.override(backend=canonical_backend_name(name, allow_auto=True))

@@ -1,0 +1,27 @@
+"""Helpers shared by sub-commands: progress lines and the per-step table."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["print_progress", "provenance_table"]
+
+
+def print_progress(step: str, seconds: float) -> None:
+    print(f"  {step:<30s} {seconds:8.2f} s", file=sys.stderr, flush=True)
+
+
+def provenance_table(adata) -> str:
+    """Markdown table of executed steps: step, backend, requested, seconds, fallback."""
+    from ..dispatch.provenance import provenance
+
+    rows = ["| step | backend | requested | seconds | fallback reason |", "|---|---|---|---:|---|"]
+    total = 0.0
+    for p in provenance(adata):
+        total += p["seconds"]
+        rows.append(
+            f"| {p['step']} | {p['backend']} | {p['requested']} | {p['seconds']:.2f} | "
+            f"{p['fallback_reason'] or ''} |"
+        )
+    rows.append(f"| **total** | | | {total:.2f} | |")
+    return "\n".join(rows)

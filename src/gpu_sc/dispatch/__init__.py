@@ -1,0 +1,35 @@
+"""Backend selection, array namespaces, the step registry and provenance.
+
+Data flow of one step call (``gpu_sc.pp.normalize_total(adata, backend="auto")``)::
+
+    resolve_backend("auto") -> "cupy" | "scanpy" (+ why)
+    registry.engine_impl("normalize_total", "cupy") -> engine function or None
+    run_step(): engine function on ArrayModule("cupy"); GPU resource error -> chunked retry
+                -> scanpy fallback; every call appended to adata.uns["gpu_sc"]["provenance"]
+"""
+
+from .arrays import ArrayModule, array_module, module_of
+from .backends import (
+    BACKENDS,
+    CudaStatus,
+    canonical_backend_name,
+    cuda_status,
+    resolve_backend,
+)
+from .registry import EngineUnsupported, engine_impl, implemented_steps, register, run_step
+
+__all__ = [
+    "BACKENDS",
+    "ArrayModule",
+    "CudaStatus",
+    "EngineUnsupported",
+    "array_module",
+    "canonical_backend_name",
+    "cuda_status",
+    "engine_impl",
+    "implemented_steps",
+    "module_of",
+    "register",
+    "resolve_backend",
+    "run_step",
+]

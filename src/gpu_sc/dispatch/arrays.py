@@ -1,0 +1,123 @@
+"""Array namespaces: one object that gives kernels ``xp`` (dense) and ``sparse`` (CSR/CSC).
+
+Every kernel in :mod:`gpu_sc.kernels` is written once against an :class:`ArrayModule`, so the
+``numpy`` backend (NumPy + scipy.sparse) runs exactly the code the ``cupy`` backend
+(CuPy + cupyx.scipy.sparse) runs on the GPU; only the arrays differ.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["ArrayModule", "array_module", "module_of"]
+
+
+@dataclass(frozen=True)
+class ArrayModule:
+    """The array library a backend computes with.
+
+    Attributes
+    ----------
+    name
+        ``"numpy"`` or ``"cupy"``.
+    xp
+        Dense namespace (``numpy`` or ``cupy``).
+    sparse
+        Sparse namespace (``scipy.sparse`` or ``cupyx.scipy.sparse``).
+    max_nnz
+        Largest number of nonzeros one sparse matrix of this library can hold.
+    """
+
+    name: str
+    xp: ModuleType
+    sparse: ModuleType
+    max_nnz: int
+
+    # -- placement ---------------------------------------------------------------------------
+    def asarray(self, x: Any, dtype=None) -> Any:
+        """Move ``x`` (dense or sparse, host or device) into this namespace, CSR/CSC kept."""
+        if self.name == "numpy":
+            return _to_host(x, dtype)
+        return _to_cupy(self, x, dtype)
+
+    def to_host(self, x: Any) -> Any:
+        """NumPy / SciPy copy of ``x`` (no copy when it already is one)."""
+        return _to_host(x, None)
+
+    def issparse(self, x: Any) -> bool:
+        return sp.issparse(x) or (self.name == "cupy" and self.sparse.issparse(x))
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so timings measure the work and not its launch."""
+        if self.name == "cupy":
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def free_memory(self) -> int | None:
+        """Bytes free on the device (CuPy pool's cached blocks count as free); None on host."""
+        if self.name != "cupy":
+            return None
+        free, _total = self.xp.cuda.runtime.memGetInfo()
+        pool = self.xp.get_default_memory_pool()
+        return int(free + pool.free_bytes())
+
+    def release_memory(self) -> None:
+        """Return cached blocks of CuPy's memory pool to the driver between steps."""
+        if self.name == "cupy":
+            self.xp.get_default_memory_pool().free_all_blocks()
+            self.xp.get_default_pinned_memory_pool().free_all_blocks()
+
+    def random_state(self, seed: int):
+        """A seeded generator in this namespace (``xp.random.RandomState``)."""
+        return self.xp.random.RandomState(seed)
+
+
+def _to_host(x: Any, dtype) -> Any:
+    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+        x = x.get()  # cupy dense -> numpy, cupyx sparse -> scipy sparse
+    if sp.issparse(x):
+        return x.astype(dtype) if dtype is not None and x.dtype != dtype else x
+    return np.asarray(x, dtype=dtype)
+
+
+def _to_cupy(am: ArrayModule, x: Any, dtype) -> Any:
+    cp, csp = am.xp, am.sparse
+    if csp.issparse(x):
+        return x.astype(dtype) if dtype is not None and x.dtype != dtype else x
+    if sp.issparse(x):
+        if x.nnz > am.max_nnz:
+            raise MemoryError(
+                f"sparse matrix with {x.nnz} nonzeros exceeds CuPy's limit of {am.max_nnz}; "
+                "process it in row chunks (gpu_sc.settings.chunk_rows)"
+            )
+        fmt = x.format if x.format in ("csr", "csc") else "csr"
+        x = x.asformat(fmt)
+        if dtype is not None:
+            x = x.astype(dtype)
+        return csp.csr_matrix(x) if fmt == "csr" else csp.csc_matrix(x)
+    return cp.asarray(x, dtype=dtype)
+
+
+@functools.cache
+def array_module(name: str) -> ArrayModule:
+    """The :class:`ArrayModule` of an engine backend (``"numpy"`` or ``"cupy"``)."""
+    if name == "numpy":
+        return ArrayModule("numpy", np, sp, max_nnz=np.iinfo(np.int64).max)
+    if name == "cupy":
+        import cupy
+        import cupyx.scipy.sparse
+
+        return ArrayModule("cupy", cupy, cupyx.scipy.sparse, max_nnz=2**31 - 1)
+    raise ValueError(f"no array module for backend {name!r}; engine backends are numpy, cupy")
+
+
+def module_of(x: Any) -> ArrayModule:
+    """The :class:`ArrayModule` that owns array ``x``."""
+    if type(x).__module__.startswith("cupy"):
+        return array_module("cupy")
+    return array_module("numpy")

@@ -1,0 +1,211 @@
+"""One registry of engine implementations, and :func:`run_step`, the only way steps execute.
+
+Adding an engine step is a local change: a kernel module in :mod:`gpu_sc.kernels`, one
+``@register("step")`` function in :mod:`gpu_sc.engine`, and its tests. Steps without an
+engine implementation run on scanpy, with the fallback logged and recorded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._settings import settings
+from .arrays import ArrayModule, array_module
+from .backends import ENGINE_BACKENDS, canonical_backend_name, cuda_status, resolve_backend
+from .provenance import record_step
+
+__all__ = [
+    "EngineContext",
+    "EngineUnsupported",
+    "engine_impl",
+    "implemented_steps",
+    "register",
+    "run_step",
+]
+
+logger = logging.getLogger("gpu_sc")
+
+
+class EngineUnsupported(Exception):
+    """Raised by an engine implementation *before it changes anything* when a parameter
+    value or input is outside what it implements; the step then runs on scanpy."""
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    """What an engine implementation is given besides AnnData and scanpy's parameters."""
+
+    am: ArrayModule
+    chunked: bool = False  # stream the matrix from host in row blocks of ``chunk_rows``
+    chunk_rows: int = 200_000
+
+
+@dataclass(frozen=True)
+class _Impl:
+    func: Callable[..., Any]
+    chunkable: bool
+
+
+_ENGINE: dict[str, dict[str, _Impl]] = {}
+
+
+def register(step: str, backends: tuple[str, ...] = ENGINE_BACKENDS, *, chunkable: bool = False):
+    """Register ``func(adata, ctx, **scanpy_params)`` as the engine implementation of ``step``.
+
+    Contract for the function: compute everything first and write into ``adata`` last, so
+    that an exception (out of memory, :class:`EngineUnsupported`) leaves ``adata`` as it was.
+    ``chunkable=True`` means it honours ``ctx.chunked``; an out-of-memory error is then
+    retried chunked before falling back to scanpy.
+    """
+
+    def deco(func):
+        for b in backends:
+            _ENGINE.setdefault(step, {})[canonical_backend_name(b, allow_auto=False)] = _Impl(
+                func, chunkable
+            )
+        return func
+
+    return deco
+
+
+def engine_impl(step: str, backend: str) -> Callable[..., Any] | None:
+    """The engine function registered for ``(step, backend)``, or None."""
+    _load_engine()
+    impl = _ENGINE.get(step, {}).get(backend)
+    return impl.func if impl else None
+
+
+def implemented_steps(backend: str) -> list[str]:
+    """Names of the steps the engine implements for ``backend``."""
+    _load_engine()
+    return sorted(s for s, by_backend in _ENGINE.items() if backend in by_backend)
+
+
+def _load_engine() -> None:
+    from .. import engine  # noqa: F401  (importing registers every engine step)
+
+
+def is_gpu_resource_error(exc: BaseException) -> bool:
+    """True for errors that mean 'the GPU could not do this now' rather than a bug:
+    out of device memory, no device, a CUDA driver/runtime failure."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & {"OutOfMemoryError", "CUDARuntimeError", "CUDADriverError", "CompileException"}:
+        return True
+    return isinstance(exc, MemoryError)
+
+
+def run_step(
+    step: str,
+    adata,
+    params: dict[str, Any],
+    *,
+    scanpy_impl: Callable[..., Any],
+    backend: str | None = None,
+) -> Any:
+    """Run ``step`` on ``adata`` with scanpy-named ``params`` on the resolved backend.
+
+    Falls back to ``scanpy_impl`` (logged and recorded) when the engine has no
+    implementation, rejects a parameter, CUDA is unusable, or a GPU resource error
+    persists after a chunked retry. Returns whatever the implementation returns.
+    """
+    requested = canonical_backend_name(settings.backend if backend is None else backend)
+    chosen, why = resolve_backend(requested)
+    fallback_reason = None
+    impl = None
+    if chosen in ENGINE_BACKENDS:
+        _load_engine()
+        impl = _ENGINE.get(step, {}).get(chosen)
+        if impl is None:
+            fallback_reason = f"no {chosen} engine implementation of {step!r} yet"
+        elif chosen == "cupy" and not cuda_status().available:
+            fallback_reason = f"cupy backend unusable: {cuda_status().reason}"
+            impl = None
+
+    t0 = time.perf_counter()
+    result = _NOT_RUN = object()
+    used = chosen
+    if impl is not None:
+        am = array_module(chosen)
+        attempts = [False, True] if impl.chunkable else [False]
+        for chunked in attempts:
+            ctx = EngineContext(am=am, chunked=chunked, chunk_rows=settings.chunk_rows)
+            try:
+                t0 = time.perf_counter()
+                result = impl.func(adata, ctx, **params)
+                am.synchronize()
+                if chunked:
+                    why += "; retried in row chunks after a GPU resource error"
+                break
+            except EngineUnsupported as exc:
+                fallback_reason = f"{step} on {chosen}: {exc}"
+                break
+            except Exception as exc:
+                if not is_gpu_resource_error(exc):
+                    raise
+                fallback_reason = f"{step} on {chosen}: {type(exc).__name__}: {exc}"
+                am.release_memory()
+        if result is not _NOT_RUN:
+            fallback_reason = None
+            if settings.output == "host":
+                _move_to_host(adata)
+            am.release_memory()
+    if result is _NOT_RUN:
+        used = "scanpy"
+        if fallback_reason is not None:
+            logger.warning("gpu_sc: falling back to scanpy for %s: %s", step, fallback_reason)
+        _move_to_host(adata)
+        t0 = time.perf_counter()
+        result = scanpy_impl(adata, **params)
+    seconds = time.perf_counter() - t0
+    target = result if _is_anndata(result) else adata
+    record_step(
+        target,
+        step=step,
+        backend=used,
+        requested=requested,
+        fallback_reason=fallback_reason,
+        params=params,
+        seconds=seconds,
+        note=why,
+    )
+    return result
+
+
+def _is_anndata(x) -> bool:
+    return type(x).__name__ == "AnnData"
+
+
+def _move_to_host(adata) -> None:
+    """Replace device arrays in ``adata`` by host copies (scanpy and h5ad need host arrays)."""
+    if not _is_anndata(adata):
+        return
+    from .arrays import _to_host
+
+    def on_device(x) -> bool:
+        return type(x).__module__.startswith("cupy")
+
+    if on_device(adata.X):
+        adata.X = _to_host(adata.X, None)
+    for mapping in (adata.layers, adata.obsm, adata.varm, adata.obsp):
+        for key in list(mapping.keys()):
+            if on_device(mapping[key]):
+                mapping[key] = _to_host(mapping[key], None)
+
+
+def bind_scanpy_params(func: Callable, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+    """Bind a call to scanpy's signature of ``func``: ``(adata, params with defaults)``."""
+    bound = inspect.signature(func).bind(*args, **kwargs)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    first = next(iter(arguments))
+    adata = arguments.pop(first)
+    # scanpy functions with ``**kwargs`` (leiden's clustering_args): flatten them back.
+    for name, p in inspect.signature(func).parameters.items():
+        if p.kind is inspect.Parameter.VAR_KEYWORD and name in arguments:
+            arguments.update(arguments.pop(name))
+    return adata, arguments

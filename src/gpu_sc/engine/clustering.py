@@ -1,0 +1,1 @@
+"""Engine steps: clustering (registered on import)."""

@@ -1,0 +1,1 @@
+"""Engine steps: embedding (registered on import)."""

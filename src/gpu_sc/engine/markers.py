@@ -1,0 +1,1 @@
+"""Engine steps: markers (registered on import)."""

@@ -1,0 +1,67 @@
+"""Input checks at the pipeline's boundary, each failure naming the problem and the remedy."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["InputError", "validate_counts"]
+
+
+class InputError(ValueError):
+    """The input AnnData cannot be processed as given."""
+
+
+def _values(X) -> np.ndarray:
+    return X.data if sp.issparse(X) else np.asarray(X).ravel()
+
+
+def validate_counts(adata, *, require_integers: bool = True) -> None:
+    """Check that ``adata.X`` holds a usable raw count matrix.
+
+    Raises :class:`InputError` for an empty matrix, NaN/Inf, negative values, an all-zero
+    matrix, duplicate cell names, or (``require_integers``) non-integer values.
+    """
+    n_obs, n_vars = adata.shape
+    if n_obs == 0 or n_vars == 0:
+        raise InputError(f"the matrix is empty ({n_obs} cells x {n_vars} genes); nothing to analyse")
+    X = adata.X
+    if X is None:
+        raise InputError("adata.X is None; put the raw count matrix in adata.X")
+    if not (sp.issparse(X) or isinstance(X, np.ndarray)) and not type(X).__module__.startswith(
+        "cupy"
+    ):
+        X = np.asarray(X)
+    values = _values(X)
+    if type(values).__module__.startswith("cupy"):
+        values = values.get()
+    if not np.issubdtype(values.dtype, np.number):
+        raise InputError(f"adata.X has non-numeric dtype {values.dtype}; counts must be numbers")
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise InputError(
+            f"adata.X contains {bad} NaN or infinite value(s); raw counts must be finite. "
+            "Check how the matrix was produced, or drop the affected cells/genes."
+        )
+    if values.size == 0 or not values.any():
+        raise InputError("adata.X is all zeros; every cell has zero counts")
+    if (values < 0).any():
+        raise InputError(
+            f"adata.X contains negative values (min {values.min():g}); the pipeline needs raw "
+            "counts. Pass the unnormalised matrix (e.g. adata.raw or layers['counts'])."
+        )
+    if require_integers:
+        frac = values != np.round(values)
+        if frac.any():
+            example = values[np.argmax(frac)]
+            raise InputError(
+                f"adata.X holds non-integer values (e.g. {example:g}) but the pipeline starts "
+                "from raw UMI counts. Pass raw counts, or disable normalize_total and log1p "
+                "in the config if the matrix is already normalised."
+            )
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()][0]
+        raise InputError(
+            f"duplicate cell names (e.g. {dup!r}); call adata.obs_names_make_unique() first"
+        )
