@@ -17,17 +17,21 @@ def synthetic(
     n_genes: int = 2000,
     n_types: int = 8,
     *,
+    difficulty: str = "overlapping",
     seed: int = 0,
 ):
     """Raw counts (CSR float32) for ``n_cells`` cells with ``obs['cell_type']`` as truth."""
     import anndata as ad
 
+    fold = {"separated": (6, 15), "overlapping": (2, 5), "trajectory": (2, 5)}.get(difficulty)
+    if fold is None:
+        raise ValueError(f"difficulty must be separated, overlapping or trajectory, not {difficulty!r}")
     rng = np.random.default_rng(seed)
     base = rng.lognormal(mean=-1.0, sigma=1.5, size=n_genes)
     programs = np.ones((n_types, n_genes))
     for t in range(n_types):
         genes = rng.choice(n_genes, size=max(n_genes // 40, 5), replace=False)
-        programs[t, genes] *= rng.uniform(3, 10, size=genes.size)
+        programs[t, genes] *= rng.uniform(*fold, size=genes.size)
     labels = rng.integers(0, n_types, size=n_cells)
     lib = rng.lognormal(mean=0.0, sigma=0.4, size=n_cells)
     mu = base[None, :] * programs[labels] * lib[:, None]
