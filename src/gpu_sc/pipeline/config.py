@@ -162,7 +162,7 @@ class RankGenesConfig:
 
     enabled: bool = True
     methods: list[str] = field(default_factory=lambda: ["t-test", "wilcoxon"])
-    n_genes: int = 100
+    n_genes: int | None = None  # scanpy default: all genes
     use_raw: bool | None = None
     pts: bool = False
     extra: dict = field(default_factory=dict)
