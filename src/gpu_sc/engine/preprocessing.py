@@ -108,10 +108,10 @@ def _sum_dtype(dtype) -> np.dtype:
 def _major_nnz_dtype(x: Any, axis: int) -> np.dtype:
     """dtype of scipy's ``getnnz(axis)`` (indptr's dtype along the compressed axis, else int64)
     or numpy's ``count_nonzero`` (int64)."""
-    if is_device(x) or not sp.issparse(x):
+    if not hasattr(x, "indptr"):  # dense, host or device
         return np.dtype(np.int64)
     compressed = 1 if x.format == "csr" else 0
-    return x.indptr.dtype if axis == compressed else np.dtype(np.int64)
+    return np.dtype(x.indptr.dtype) if axis == compressed else np.dtype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +392,7 @@ def _is_counts(am, x) -> bool:
     data = x.data if am.issparse(x) else x
     if bool(xp.signbit(data).any()):
         return False
-    if xp.issubdtype(data.dtype, xp.integer):
+    if np.issubdtype(data.dtype, np.integer):
         return True
     return not bool(xp.any((data % 1) != 0))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from ..dispatch.arrays import ArrayModule
 from .reductions import axis_sum, with_data
 
@@ -67,7 +69,7 @@ def log1p(am: ArrayModule, x: Any, base: float | None) -> Any:
     ``x`` (integers become float64), division by ``log(base)`` in float64."""
     xp = am.xp
     data = x.data if am.issparse(x) else x
-    if not xp.issubdtype(data.dtype, xp.floating):
+    if not np.issubdtype(data.dtype, np.floating):
         data = data.astype(xp.float64)
     out = xp.log1p(data)
     if base is not None:

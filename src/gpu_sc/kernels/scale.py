@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..dispatch.arrays import ArrayModule
 from .reductions import axis_sum, axis_sum_sq, with_data
 
@@ -47,7 +49,7 @@ def scale_block(
         out = (x.toarray().astype(xp.float64) - mean[None, :]) / std[None, :]
         dtype = xp.float64
     else:
-        dtype = x.dtype if xp.issubdtype(x.dtype, xp.floating) else xp.float64
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else xp.float64
         out = x.astype(xp.float64)
         if zero_center:
             out = (out - mean[None, :]).astype(dtype).astype(xp.float64)
