@@ -76,10 +76,10 @@ class _Blocks:
     mode, else one block (the whole matrix, moved to the device once and reused by every pass).
     """
 
-    def __init__(self, ctx: EngineContext, x: Any, *, csr: bool = True):
+    def __init__(self, ctx: EngineContext, x: Any, *, csr: bool = True, dense_result=False):
         self.am = ctx.am
         self.shape = x.shape
-        self.chunked = bool(ctx.chunked or needs_chunking(ctx.am, x))
+        self.chunked = bool(ctx.chunked or needs_chunking(ctx.am, x, dense_result=dense_result))
         if self.chunked:
             self._source: Iterable = RowBlocks(ctx.am, x, ctx.chunk_rows)
         else:
@@ -586,7 +586,7 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
     am, xp = ctx.am, ctx.am.xp
     keys = [keys] if isinstance(keys, str) else list(keys)
     x = _get_x(adata, layer)
-    blocks = _Blocks(ctx, x)
+    blocks = _Blocks(ctx, x, dense_result=True)
     first = adata.obs[keys[0]] if keys and keys[0] in adata.obs else None
     if first is not None and isinstance(first.dtype, pd.CategoricalDtype):
         if len(keys) > 1:
@@ -655,7 +655,7 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
     x = _get_x(adata, layer)
     if sp.issparse(x) and zero_center:
         warnings.warn("zero-centering a sparse array/matrix densifies it.", UserWarning, 2)
-    blocks = _Blocks(ctx, x)
+    blocks = _Blocks(ctx, x, dense_result=bool(zero_center))
     total = np.zeros(x.shape[1])
     total_sq = np.zeros(x.shape[1])
     for _, _, b in blocks:

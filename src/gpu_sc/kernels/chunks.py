@@ -31,19 +31,27 @@ def _nbytes(x: Any) -> int:
     return int(np.asarray(x).nbytes) if not hasattr(x, "nbytes") else int(x.nbytes)
 
 
-def needs_chunking(am: ArrayModule, x: Any, *, working_copies: int = 3) -> bool:
+def needs_chunking(
+    am: ArrayModule, x: Any, *, working_copies: int = 3, dense_result: bool = False
+) -> bool:
     """Whether host matrix ``x`` must be streamed rather than moved whole to the device.
 
     True when it has more nonzeros than :attr:`gpu_sc.settings.max_device_nnz` (CuPy's int32
-    index limit) or when ``working_copies`` times its size exceeds the device's free memory.
-    A matrix already on the device is never chunked.
+    index limit) or when ``working_copies`` times its size (plus a float64 dense copy when
+    the step densifies, ``dense_result``) exceeds the device's free memory. A matrix already
+    on the device is never chunked.
     """
     if is_device(x):
         return False
     if sp.issparse(x) and x.nnz > min(settings.max_device_nnz, am.max_nnz):
         return True
     free = am.free_memory()
-    return free is not None and working_copies * _nbytes(x) > free
+    if free is None:
+        return False
+    need = working_copies * _nbytes(x)
+    if dense_result:
+        need += 8 * x.shape[0] * x.shape[1]
+    return need > free
 
 
 class RowBlocks:
