@@ -536,3 +536,18 @@ def test_unsupported_parameter_falls_back_to_scanpy(logged):
     step = last_step(adata)
     assert step["backend"] == "scanpy" and "zero_center" in step["fallback_reason"]
     assert adata.obsm["X_pca"].shape == (adata.n_obs, 10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integer_counts_give_scanpys_dtypes(backend, atlas):
+    """Integer matrices: normalize_total makes float32, log1p float64, QC sums int64."""
+    adata = atlas.copy()
+    adata.X = adata.X.astype(np.int32)
+    adata.var["mt"] = adata.var_names.str.startswith("MT-")
+    ours, ref, _, _ = both(pp.calculate_qc_metrics, adata, backend, qc_vars="mt", inplace=True)
+    assert_frames_match(ours.obs, ref.obs)
+    assert_frames_match(ours.var, ref.var)
+    for step in (pp.normalize_total, pp.log1p):
+        ours, ref, _, _ = both(step, adata, backend)
+        assert ours.X.dtype == ref.X.dtype
+        assert max_rel(ours.X, ref.X) <= 1e-6

@@ -80,10 +80,15 @@ class _Blocks:
         self.am = ctx.am
         self.shape = x.shape
         self.chunked = bool(ctx.chunked or needs_chunking(ctx.am, x, dense_result=dense_result))
+        # cupyx sparse matrices hold floats only: integer counts travel as float64 (exact);
+        # steps derive their output dtypes from the host matrix, not from the blocks.
+        dtype = None
+        if ctx.am.name == "cupy" and np.issubdtype(x.dtype, np.integer) and _is_sparse(x):
+            dtype = np.float64
         if self.chunked:
-            self._source: Iterable = RowBlocks(ctx.am, x, ctx.chunk_rows)
+            self._source: Iterable = RowBlocks(ctx.am, x, ctx.chunk_rows, dtype=dtype)
         else:
-            xd = ctx.am.asarray(x)
+            xd = ctx.am.asarray(x, dtype=dtype)
             self._source = [(0, x.shape[0], as_csr(ctx.am, xd) if csr else xd)]
 
     def __iter__(self):
@@ -94,6 +99,10 @@ class _Blocks:
         if self.chunked:
             return stack_rows([self.am.to_host(p) for p in parts])
         return parts[0]
+
+
+def _is_sparse(x: Any) -> bool:
+    return sp.issparse(x) or (is_device(x) and hasattr(x, "indptr"))
 
 
 def _host(am, x) -> np.ndarray:
@@ -290,16 +299,12 @@ def normalize_total(
         raise ValueError("Choose max_fraction between 0 and 1.")
     am = ctx.am
     x = _get_x(adata, layer)
-    sparse_input = sp.issparse(x) or (is_device(x) and am.issparse(x))
+    sparse_input = _is_sparse(x)
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float32)  # as scanpy
     blocks = _Blocks(ctx, x)
-    cast = np.float32 if np.issubdtype(x.dtype, np.integer) else None
-
-    def block_data(b):
-        return b.astype(cast) if cast is not None else b
-
     counts_parts, hi = [], None
     for _, _, b in blocks:
-        b = block_data(b)
         c = norm_k.counts_per_cell(am, b)
         counts_parts.append(_host(am, c))
         if exclude_highly_expressed:
@@ -309,7 +314,7 @@ def normalize_total(
     if exclude_highly_expressed:
         keep_dev = am.asarray(~hi)
         counts = np.concatenate(
-            [_host(am, norm_k.counts_per_cell(am, block_data(b), keep_dev)) for _, _, b in blocks]
+            [_host(am, norm_k.counts_per_cell(am, b, keep_dev)) for _, _, b in blocks]
         )
     if target_sum is None:
         # scanpy: median over all cells for CSR input, over cells with counts for dense input
@@ -321,7 +326,7 @@ def normalize_total(
     parts = []
     for start, stop, b in blocks:
         f = factor_dev if factor_dev is not None else am.asarray(factor[start:stop])
-        parts.append(norm_k.divide_rows(am, block_data(b), f))
+        parts.append(norm_k.divide_rows(am, b, f))
     out = blocks.gather(parts)
     if not inplace:
         return {"X": am.to_host(out), "norm_factor": factor}
@@ -339,6 +344,8 @@ def log1p(adata, ctx: EngineContext, *, base, copy, chunked, chunk_size, layer, 
         raise EngineUnsupported("scanpy rejects chunked=True with a layer")
     am = ctx.am
     x = _get_x(adata, layer)
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float64)  # as scanpy
     blocks = _Blocks(ctx, x, csr=False)
     out = blocks.gather([norm_k.log1p(am, b, base) for _, _, b in blocks])
     _set_x(adata, out, layer)

@@ -58,10 +58,11 @@ class RowBlocks:
     """Host matrix ``x`` as consecutive row blocks of at most ``chunk_rows`` rows.
 
     CSC input is converted to CSR once (row slices of CSC are expensive), so blocks are CSR
-    or dense. Iterating yields ``(start, stop, block)`` with ``block`` on the device of ``am``.
+    or dense. Iterating yields ``(start, stop, block)`` with ``block`` on the device of ``am``
+    (cast to ``dtype`` when given).
     """
 
-    def __init__(self, am: ArrayModule, x: Any, chunk_rows: int):
+    def __init__(self, am: ArrayModule, x: Any, chunk_rows: int, dtype=None):
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
         if is_device(x):
@@ -72,12 +73,13 @@ class RowBlocks:
         self.x = x
         self.chunk_rows = int(chunk_rows)
         self.shape = x.shape
+        self.dtype = dtype
 
     def __iter__(self) -> Iterator[tuple[int, int, Any]]:
         n = self.shape[0]
         for start in range(0, n, self.chunk_rows):
             stop = min(start + self.chunk_rows, n)
-            yield start, stop, self.am.asarray(self.x[start:stop])
+            yield start, stop, self.am.asarray(self.x[start:stop], dtype=self.dtype)
 
 
 def stack_rows(blocks: list[Any]) -> Any:
