@@ -551,3 +551,19 @@ def test_integer_counts_give_scanpys_dtypes(backend, atlas):
         ours, ref, _, _ = both(step, adata, backend)
         assert ours.X.dtype == ref.X.dtype
         assert max_rel(ours.X, ref.X) <= 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_string_batch_columns_are_sanitized_like_scanpy(backend, tutorial_hvg):
+    """scanpy turns repeated-string obs columns into categoricals (regress_out, batched HVG);
+    the engine does the same, after computing."""
+    adata = tutorial_hvg[:, :200].copy()
+    adata.obs["group"] = np.where(np.arange(adata.n_obs) % 2 == 0, "x", "y").astype(object)
+    ours, ref, _, _ = both(pp.regress_out, adata, backend, "group")
+    assert isinstance(ours.obs["group"].dtype, pd.CategoricalDtype)
+    assert max_rel(ours.X, ref.X) <= 1e-4
+    ours, ref, _, _ = both(
+        pp.highly_variable_genes, adata, backend, batch_key="group", n_top_genes=50
+    )
+    assert (ours.var.highly_variable == ref.var.highly_variable).all()
+    assert_frames_match(ours.obs, ref.obs)

@@ -357,11 +357,19 @@ def log1p(adata, ctx: EngineContext, *, base, copy, chunked, chunk_size, layer, 
 # highly variable genes
 
 
+def _sanitized_obs(adata) -> pd.DataFrame:
+    """``adata.obs`` as scanpy's ``sanitize_anndata`` would leave it (string columns with
+    repeated values become categoricals), without touching ``adata``."""
+    obs = adata.obs.copy()
+    adata.strings_to_categoricals(obs)
+    return obs
+
+
 def _batch_codes(adata, batch_key: str | None, *, unique_sorted: bool):
     """Per-cell batch code and the batch labels (one batch when ``batch_key`` is None)."""
     if batch_key is None:
         return None, [None]
-    values = adata.obs[batch_key]
+    values = adata.obs[batch_key] if unique_sorted else _sanitized_obs(adata)[batch_key]
     if unique_sorted:  # seurat_v3: np.unique of the column's values
         labels, codes = np.unique(values.to_numpy(), return_inverse=True)
         return codes.astype(np.int64), list(labels)
@@ -503,6 +511,7 @@ def highly_variable_genes(
     if batch_key is not None:
         adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"]
         adata.var["highly_variable_intersection"] = df["highly_variable_intersection"]
+        adata.strings_to_categoricals()  # scanpy sanitizes adata for batches
     if subset:
         adata._inplace_subset_var(adata.var["highly_variable"].to_numpy())
     return None
@@ -594,7 +603,8 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
     keys = [keys] if isinstance(keys, str) else list(keys)
     x = _get_x(adata, layer)
     blocks = _Blocks(ctx, x, dense_result=True)
-    first = adata.obs[keys[0]] if keys and keys[0] in adata.obs else None
+    obs = _sanitized_obs(adata)
+    first = obs[keys[0]] if keys and keys[0] in obs else None
     if first is not None and isinstance(first.dtype, pd.CategoricalDtype):
         if len(keys) > 1:
             raise ValueError(
@@ -627,9 +637,9 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
         ]
     else:
         for k in keys:
-            if k in adata.obs and not pd.api.types.is_numeric_dtype(adata.obs[k]):
+            if k in obs and not pd.api.types.is_numeric_dtype(obs[k]):
                 raise EngineUnsupported(f"obs[{k!r}] is neither numeric nor categorical")
-        regressors = adata.obs[keys] if keys else adata.obs.copy()
+        regressors = obs[keys] if keys else obs
         regressors.insert(0, "ones", 1.0)
         r_host = regressors.to_numpy().astype(np.float64)
         gram, rtx = None, None
@@ -649,6 +659,7 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
             for start, stop, b in blocks
         ]
     _set_x(adata, blocks.gather(parts), layer)
+    adata.strings_to_categoricals()  # scanpy's sanitize_anndata
     return None
 
 
