@@ -567,3 +567,31 @@ def test_string_batch_columns_are_sanitized_like_scanpy(backend, tutorial_hvg):
     )
     assert (ours.var.highly_variable == ref.var.highly_variable).all()
     assert_frames_match(ours.obs, ref.obs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_results_are_bitwise_reproducible(backend, tutorial_hvg):
+    """Same input, same backend: bitwise the same output (no order-dependent reductions)."""
+    runs = []
+    for _ in range(2):
+        adata = tutorial_hvg.copy()
+        pp.calculate_qc_metrics(adata, inplace=True, percent_top=(10,), backend=backend)
+        pp.highly_variable_genes(adata, flavor="cell_ranger", n_top_genes=300, backend=backend)
+        pp.scale(adata, max_value=10, backend=backend)
+        pp.pca(adata, n_comps=10, backend=backend)
+        runs.append(adata)
+    a, b = runs
+    assert np.array_equal(a.X, b.X)
+    assert np.array_equal(a.obsm["X_pca"], b.obsm["X_pca"])
+    assert a.obs.equals(b.obs) and a.var.equals(b.var)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_steps_on_a_view_write_like_scanpy(backend, counts):
+    ours = counts[counts.obs.n_genes_by_counts < 2000]
+    ref = ours.copy()
+    assert ours.is_view
+    pp.calculate_qc_metrics(ours, inplace=True, percent_top=None, backend=backend)
+    sc.pp.calculate_qc_metrics(ref, inplace=True, percent_top=None)
+    assert not ours.is_view
+    assert_frames_match(ours.obs, ref.obs)

@@ -62,9 +62,14 @@ def _get_x(adata, layer: str | None) -> Any:
     return _plain(x)
 
 
-def _set_x(adata, x: Any, layer: str | None) -> None:
-    if adata.is_view:  # scanpy's view_to_actual
+def _actual(adata) -> None:
+    """Turn a view into an actual AnnData before writing (scanpy's ``view_to_actual``)."""
+    if adata.is_view:
         adata._init_as_actual(adata.copy())
+
+
+def _set_x(adata, x: Any, layer: str | None) -> None:
+    _actual(adata)
     if layer is not None:
         adata.layers[layer] = x
     else:
@@ -206,6 +211,7 @@ def calculate_qc_metrics(
 
     if not inplace:
         return obs, var
+    _actual(adata)
     adata.obs[obs.columns] = obs
     adata.var[var.columns] = var
     return None
@@ -249,8 +255,7 @@ def filter_cells(
     keep = number >= low if low is not None else number <= high
     if not inplace:
         return keep, number
-    if adata.is_view:
-        adata._init_as_actual(adata.copy())
+    _actual(adata)
     adata.obs["n_counts" if by_counts else "n_genes"] = number
     adata._inplace_subset_obs(keep)
     return None
@@ -271,8 +276,7 @@ def filter_genes(
     keep = number >= low if low is not None else number <= high
     if not inplace:
         return keep, number
-    if adata.is_view:
-        adata._init_as_actual(adata.copy())
+    _actual(adata)
     adata.var["n_counts" if by_counts else "n_cells"] = number
     adata._inplace_subset_var(keep)
     return None
@@ -503,6 +507,7 @@ def highly_variable_genes(
 
     if not inplace:
         return df.loc[df["highly_variable"]] if subset else df
+    _actual(adata)
     adata.uns["hvg"] = {"flavor": flavor}
     adata.var["highly_variable"] = df["highly_variable"]
     adata.var["means"] = df["means"]
@@ -580,6 +585,7 @@ def _hvg_seurat_v3(
         if batch_key is None:
             df = df.drop(["highly_variable_nbatches"], axis=1)
         return df.iloc[df["highly_variable"].to_numpy(), :] if subset else df
+    _actual(adata)
     adata.uns["hvg"] = {"flavor": flavor}
     adata.var["highly_variable"] = df["highly_variable"].to_numpy()
     adata.var["highly_variable_rank"] = df["highly_variable_rank"].to_numpy()
@@ -791,8 +797,7 @@ def pca(
     )
     if layer is not None:
         params["layer"] = layer
-    if adata.is_view:
-        adata._init_as_actual(adata.copy())
+    _actual(adata)
     adata.obsm[key_obsm] = x_pca
     adata.varm[key_varm] = loadings
     adata.uns[key_uns] = dict(params=params, variance=variance, variance_ratio=variance_ratio)
