@@ -99,11 +99,15 @@ class _Blocks:
     def __iter__(self):
         return iter(self._source)
 
-    def gather(self, parts: list[Any]) -> Any:
-        """One matrix from per-block results: host-stacked when chunked, else the device one."""
-        if self.chunked:
-            return stack_rows([self.am.to_host(p) for p in parts])
-        return parts[0]
+    def map(self, func) -> Any:
+        """``func(start, stop, block)`` for every block, as one matrix: in chunked mode each
+        block's result moves to host as soon as it is computed and the results are stacked
+        there (the whole result never sits on the device); otherwise the single device result.
+        """
+        if not self.chunked:
+            ((start, stop, b),) = self._source
+            return func(start, stop, b)
+        return stack_rows([self.am.to_host(func(*item)) for item in self])
 
 
 def _is_sparse(x: Any) -> bool:
@@ -327,11 +331,11 @@ def normalize_total(
     if not np.all(factor > 0):
         warnings.warn("Some cells have zero counts", UserWarning, stacklevel=2)
     factor_dev = am.asarray(factor) if not blocks.chunked else None
-    parts = []
-    for start, stop, b in blocks:
+    def divide(start, stop, b):
         f = factor_dev if factor_dev is not None else am.asarray(factor[start:stop])
-        parts.append(norm_k.divide_rows(am, b, f))
-    out = blocks.gather(parts)
+        return norm_k.divide_rows(am, b, f)
+
+    out = blocks.map(divide)
     if not inplace:
         return {"X": am.to_host(out), "norm_factor": factor}
     if key_added is not None:
@@ -351,7 +355,7 @@ def log1p(adata, ctx: EngineContext, *, base, copy, chunked, chunk_size, layer, 
     if np.issubdtype(x.dtype, np.integer):
         x = x.astype(np.float64)  # as scanpy
     blocks = _Blocks(ctx, x, csr=False)
-    out = blocks.gather([norm_k.log1p(am, b, base) for _, _, b in blocks])
+    out = blocks.map(lambda start, stop, b: norm_k.log1p(am, b, base))
     _set_x(adata, out, layer)
     adata.uns["log1p"] = {"base": base}
     return None
@@ -635,12 +639,11 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
         fit = reg_k.categorical_fit(acc["sum"], acc["n"], x.shape[0])
         dev = {k: am.asarray(v) for k, v in fit.items()}
         constant = am.asarray(acc["min"] == acc["max"])
-        parts = [
-            reg_k.categorical_residuals(
+        out = blocks.map(
+            lambda start, stop, b: reg_k.categorical_residuals(
                 am, b, am.asarray(codes[start:stop]), dev["means"], dev["a"], dev["b"], constant
             )
-            for start, stop, b in blocks
-        ]
+        )
     else:
         for k in keys:
             if k in obs and not pd.api.types.is_numeric_dtype(obs[k]):
@@ -660,11 +663,12 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
             out_dtype = np.float32 if x.dtype.itemsize <= 4 else np.float64
         else:
             out_dtype = x.dtype
-        parts = [
-            reg_k.ols_residuals(am, b, am.asarray(r_host[start:stop]), coeff, xp.dtype(out_dtype))
-            for start, stop, b in blocks
-        ]
-    _set_x(adata, blocks.gather(parts), layer)
+        out = blocks.map(
+            lambda start, stop, b: reg_k.ols_residuals(
+                am, b, am.asarray(r_host[start:stop]), coeff, xp.dtype(out_dtype)
+            )
+        )
+    _set_x(adata, out, layer)
     adata.strings_to_categoricals()  # scanpy's sanitize_anndata
     return None
 
@@ -687,11 +691,11 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
         total += _host(am, s)
         total_sq += _host(am, q)
     mean, std = scale_k.mean_std(am, am.asarray(total), am.asarray(total_sq), x.shape[0])
-    parts = [
-        scale_k.scale_block(am, b, mean, std, zero_center=zero_center, max_value=max_value)
-        for _, _, b in blocks
-    ]
-    out = blocks.gather(parts)
+    out = blocks.map(
+        lambda start, stop, b: scale_k.scale_block(
+            am, b, mean, std, zero_center=zero_center, max_value=max_value
+        )
+    )
     _set_x(adata, out, layer)
     adata.var["mean"] = _host(am, mean)
     adata.var["std"] = _host(am, std)
@@ -776,7 +780,7 @@ def pca(
 
         evals, evecs = pca_k.top_eigh_randomized(am, apply_cov, n_feat, n_comps, seed=int(seed))
     evecs = pca_k.flip_signs(am, evecs)
-    x_pca = blocks.gather([pca_k.project_block(am, sub(b), mean, evecs) for _, _, b in blocks])
+    x_pca = blocks.map(lambda start, stop, b: pca_k.project_block(am, sub(b), mean, evecs))
     x_pca = am.to_host(x_pca)
     if x_pca.dtype.descr != np.dtype(dtype).descr:
         x_pca = x_pca.astype(dtype)
