@@ -233,7 +233,7 @@ def _filter_numbers(ctx: EngineContext, x: Any, axis: int, by_counts: bool) -> n
     """Per row (``axis=1``) or column (``axis=0``): total counts (in numpy's sum dtype of the
     data) or number of positive values (int64), as scanpy's filter functions compute them."""
     am = ctx.am
-    blocks = _Blocks(ctx, x)
+    blocks = _Blocks(ctx, x, csr=False)  # the reductions handle CSR and CSC alike
     parts = []
     for _, _, b in blocks:
         if by_counts:

@@ -25,6 +25,8 @@ __all__ = [
     "expm1_values",
     "group_sums",
     "mean_var",
+    "select_cutoffs",
+    "select_top",
     "seurat_v3_norm_var",
 ]
 

@@ -1,9 +1,10 @@
 """Per-row and per-column reductions of dense and sparse matrices, array-generic.
 
-Sums are accumulated in float64 (as scanpy's numba kernels do) and in a fixed order: a row
-reduction of a CSR matrix is a sparse matrix-vector product (one row per segment), a column
-reduction first transposes the matrix into CSR (a sort, deterministic) and then reduces its
-rows. No floating-point scatter-add is used, so results do not depend on thread scheduling.
+Sums are accumulated in float64 (as scanpy's numba kernels do). A row reduction of a CSR
+matrix is a sparse matrix-vector product with a vector of ones (one row per segment); a column
+reduction first converts the matrix to the other compressed format (a sort) and then reduces
+its rows the same way. No floating-point scatter-add is used here; on CuPy the row reduction
+is cuSPARSE's CSR SpMV, whose summation order within a row is fixed by the row layout.
 """
 
 from __future__ import annotations
