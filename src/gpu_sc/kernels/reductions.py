@@ -4,7 +4,8 @@ Sums are accumulated in float64 (as scanpy's numba kernels do). A row reduction 
 matrix is a sparse matrix-vector product with a vector of ones (one row per segment); a column
 reduction first converts the matrix to the other compressed format (a sort) and then reduces
 its rows the same way. No floating-point scatter-add is used here; on CuPy the row reduction
-is cuSPARSE's CSR SpMV, whose summation order within a row is fixed by the row layout.
+is cuSPARSE's CSR SpMV (its run-to-run reproducibility is pinned by the GPU test
+``test_results_are_bitwise_reproducible[cupy]``).
 """
 
 from __future__ import annotations
