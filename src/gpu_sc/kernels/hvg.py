@@ -1,0 +1,177 @@
+"""Highly variable genes: per-gene statistics over cells (array-generic, on the device) and
+the gene-level selection rules of scanpy's flavors (host, on ``n_genes`` numbers).
+
+Device part: sums, sums of squares and nonzero counts per gene and per batch, and the
+clipped sums of ``seurat_v3``. They are accumulators, so row blocks add up. Host part:
+scanpy's binning (``pd.cut`` on means, percentile bins for ``cell_ranger``), dispersion
+normalisation, loess fit of ``seurat_v3`` (scikit-misc, on one point per gene) and ranking.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..dispatch.arrays import ArrayModule
+from .reductions import axis_nnz, axis_sum, axis_sum_sq, with_data
+
+__all__ = [
+    "clipped_sums",
+    "dispersion_table",
+    "expm1_values",
+    "group_sums",
+    "mean_var",
+    "select_cutoffs",
+    "select_top",
+    "seurat_v3_norm_var",
+]
+
+
+def expm1_values(am: ArrayModule, x: Any, base: float | None) -> Any:
+    """``expm1(x)`` (after scaling by ``log(base)`` when the data were logged to ``base``),
+    in the dtype of ``x``, as scanpy's seurat flavor undoes the logarithm."""
+    xp = am.xp
+    data = x.data if am.issparse(x) else x
+    if base is not None:
+        data = (data * xp.float64(math.log(base))).astype(data.dtype)
+    out = xp.expm1(data)
+    return with_data(am, x, out) if am.issparse(x) else out
+
+
+def group_sums(am: ArrayModule, x: Any, codes: Any | None, n_groups: int) -> dict[str, Any]:
+    """Per group of rows (``codes``: group of each row, or None for one group) and gene:
+    ``sum``, ``sumsq`` (float64, shape ``(n_groups, n_genes)``), ``nnz`` (int64) and the
+    number of rows ``n`` per group."""
+    xp = am.xp
+    sums, sqs, nnzs, ns = [], [], [], []
+    for g in range(n_groups):
+        if codes is None:
+            sub = x
+        else:
+            sub = x[xp.flatnonzero(codes == g)]
+        ns.append(sub.shape[0])
+        sums.append(axis_sum(am, sub, axis=0))
+        sqs.append(axis_sum_sq(am, sub, axis=0))
+        nnzs.append(axis_nnz(am, sub, axis=0))
+    return {
+        "sum": xp.stack(sums),
+        "sumsq": xp.stack(sqs),
+        "nnz": xp.stack(nnzs),
+        "n": np.asarray(ns, dtype=np.int64),
+    }
+
+
+def mean_var(total: np.ndarray, total_sq: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased variance from float64 sums, as scanpy's ``_get_mean_var``."""
+    mean = total / n
+    var = total_sq / n - mean**2
+    if n != 1:
+        var *= n / (n - 1)
+    return mean, var
+
+
+def clipped_sums(am: ArrayModule, x: Any, clip_val: Any) -> tuple[Any, Any]:
+    """Per gene, float64 sum and sum of squares of ``min(x, clip_val[gene])`` (zeros stay 0
+    since ``clip_val >= 0``), scanpy's ``_sum_and_sum_squares_clipped``."""
+    xp = am.xp
+    if am.issparse(x):
+        xr = x.tocsr() if x.format != "csr" else x
+        d = xp.minimum(xr.data.astype(xp.float64), clip_val[xr.indices])
+        m = with_data(am, xr, d)
+        return axis_sum(am, m, axis=0), axis_sum(am, m, axis=0, transform=lambda v: v * v)
+    d = xp.minimum(x.astype(xp.float64), clip_val[None, :])
+    return xp.sum(d, axis=0), xp.sum(d * d, axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# gene-level rules (host; n_genes values)
+
+
+def _mad(a: np.ndarray) -> float:
+    """statsmodels' ``robust.mad`` (normalised median absolute deviation around the median)."""
+    from statsmodels.robust import mad
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        return mad(a)
+
+
+def dispersion_table(
+    mean: np.ndarray, var: np.ndarray, *, flavor: str, n_bins: int
+) -> pd.DataFrame:
+    """scanpy's ``means``, ``dispersions`` and ``dispersions_norm`` from per-gene mean/var
+    (of expm1 data for ``seurat``), with seurat's log scale and per-bin normalisation."""
+    mean = mean.copy()
+    mean[mean == 0] = 1e-12
+    dispersion = var / mean
+    if flavor == "seurat":
+        dispersion[dispersion == 0] = np.nan
+        dispersion = np.log(dispersion)
+        mean = np.log1p(mean)
+    df = pd.DataFrame({"means": mean, "dispersions": dispersion})
+    if flavor == "seurat":
+        bins = n_bins
+    else:
+        bins = np.r_[-np.inf, np.percentile(df["means"], np.arange(10, 105, 5)), np.inf]
+    df["mean_bin"] = pd.cut(df["means"], bins=bins)
+    grouped = df.groupby("mean_bin", observed=True)["dispersions"]
+    if flavor == "seurat":
+        stats = grouped.agg(avg="mean", dev="std")
+        single = stats["dev"].isnull()
+        stats.loc[single, "dev"] = stats.loc[single, "avg"]
+        stats.loc[single, "avg"] = 0
+    else:
+        stats = grouped.agg(avg="median", dev=_mad)
+    stats = stats.loc[df["mean_bin"]].set_index(df.index)
+    df["dispersions_norm"] = (df["dispersions"] - stats["avg"]) / stats["dev"]
+    return df
+
+
+def select_cutoffs(df: pd.DataFrame, cutoffs: dict[str, float]) -> np.ndarray:
+    """scanpy's ``_Cutoffs.in_bounds`` on means and NaN-zeroed normalised dispersions."""
+    disp = np.nan_to_num(df["dispersions_norm"].to_numpy())
+    mean = df["means"].to_numpy()
+    return (
+        (mean > cutoffs["min_mean"])
+        & (mean < cutoffs["max_mean"])
+        & (disp > cutoffs["min_disp"])
+        & (disp < cutoffs["max_disp"])
+    )
+
+
+def select_top(dispersion_norm: np.ndarray, n_top_genes: int) -> np.ndarray:
+    """scanpy's ``_subset_genes`` for ``n_top_genes``: all genes at or above the n-th highest
+    normalised dispersion."""
+    n_top_genes = min(n_top_genes, dispersion_norm.size)
+    x = dispersion_norm[~np.isnan(dispersion_norm)]
+    if n_top_genes > x.size:
+        warnings.warn(
+            "`n_top_genes` > number of normalized dispersions, returning all genes with "
+            "normalized dispersions.",
+            UserWarning,
+            stacklevel=2,
+        )
+        n_top_genes = x.size
+    x = np.sort(x)[::-1]
+    return np.nan_to_num(dispersion_norm, nan=-np.inf) >= x[n_top_genes - 1]
+
+
+def seurat_v3_norm_var(
+    mean: np.ndarray, var: np.ndarray, n_obs: int, span: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Loess fit of log10 variance on log10 mean (scikit-misc, as scanpy): returns the
+    regularised standard deviation ``reg_std`` and the clip value per gene."""
+    from skmisc.loess import loess
+
+    not_const = var > 0
+    estimat_var = np.zeros(mean.size, dtype=np.float64)
+    model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
+    model.fit()
+    estimat_var[not_const] = model.outputs.fitted_values
+    reg_std = np.sqrt(10**estimat_var)
+    clip_val = reg_std * np.sqrt(n_obs) + mean
+    return reg_std, clip_val

@@ -1,0 +1,97 @@
+"""PCA through the covariance matrix, with implicit centring of sparse input.
+
+``cov = (X^T X - n mean mean^T) / (n - 1)`` is accumulated over row blocks in float64, so a
+sparse matrix is never densified or centred. Up to :data:`EIGH_MAX_FEATURES` features the
+covariance is eigendecomposed exactly (``xp.linalg.eigh``); above, a randomized block
+subspace iteration on the covariance operator finds the leading eigenpairs.
+
+Sign convention: scanpy's default solver (sklearn ``PCA``, arpack) ends with
+``svd_flip(U, Vt, u_based_decision=False)``: each component (row of ``Vt``) is flipped so that
+its entry of largest absolute value is positive. :func:`flip_signs` applies the same rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..dispatch.arrays import ArrayModule
+
+__all__ = [
+    "EIGH_MAX_FEATURES",
+    "covariance",
+    "flip_signs",
+    "gram_block",
+    "project_block",
+    "top_eigh",
+    "top_eigh_randomized",
+]
+
+#: Above this many features the randomized solver replaces the dense eigendecomposition.
+EIGH_MAX_FEATURES = 10_000
+
+
+def gram_block(am: ArrayModule, x: Any) -> tuple[Any, Any]:
+    """Float64 ``(column sums, X^T X)`` of one row block."""
+    xp = am.xp
+    if am.issparse(x):
+        x64 = x.astype(xp.float64)
+        gram = (x64.T @ x64).toarray()
+        return xp.asarray(x64.sum(axis=0)).ravel(), gram
+    x64 = x.astype(xp.float64)
+    return x64.sum(axis=0), x64.T @ x64
+
+
+def covariance(am: ArrayModule, total: Any, gram: Any, n: int) -> tuple[Any, Any]:
+    """``(mean, covariance with ddof=1)`` from accumulated sums and Gram matrix."""
+    xp = am.xp
+    mean = total / n
+    cov = (gram - n * xp.outer(mean, mean)) / (n - 1)
+    return mean, cov
+
+
+def top_eigh(am: ArrayModule, cov: Any, k: int) -> tuple[Any, Any]:
+    """Leading ``k`` eigenvalues (descending) and eigenvectors (columns) of ``cov``."""
+    xp = am.xp
+    w, v = xp.linalg.eigh(cov)
+    return w[::-1][:k], v[:, ::-1][:, :k]
+
+
+def top_eigh_randomized(
+    am: ArrayModule,
+    apply_cov: Callable[[Any], Any],
+    n_features: int,
+    k: int,
+    *,
+    seed: int = 0,
+    n_oversamples: int = 20,
+    n_iter: int = 30,
+) -> tuple[Any, Any]:
+    """Leading ``k`` eigenpairs of a symmetric PSD operator by block subspace iteration with
+    QR re-orthonormalisation and a final Rayleigh-Ritz step (Halko et al. 2011)."""
+    xp = am.xp
+    rs = am.random_state(seed)
+    q = rs.standard_normal((n_features, min(n_features, k + n_oversamples)))
+    q, _ = xp.linalg.qr(q.astype(xp.float64))
+    for _ in range(n_iter):
+        q, _ = xp.linalg.qr(apply_cov(q))
+    small = q.T @ apply_cov(q)
+    w, u = xp.linalg.eigh((small + small.T) / 2)
+    return w[::-1][:k], (q @ u)[:, ::-1][:, :k]
+
+
+def flip_signs(am: ArrayModule, v: Any) -> Any:
+    """Flip each column of ``v`` so that its entry of largest magnitude is positive."""
+    xp = am.xp
+    idx = xp.argmax(xp.abs(v), axis=0)
+    signs = xp.sign(v[idx, xp.arange(v.shape[1])])
+    signs = xp.where(signs == 0, 1.0, signs)
+    return v * signs[None, :]
+
+
+def project_block(am: ArrayModule, x: Any, mean: Any, v: Any) -> Any:
+    """``(X - mean) @ V`` for one row block in float64 (sparse X stays sparse)."""
+    xp = am.xp
+    if am.issparse(x):
+        return xp.asarray(x.astype(xp.float64) @ v) - (mean @ v)[None, :]
+    return (x.astype(xp.float64) - mean[None, :]) @ v

@@ -1,0 +1,72 @@
+"""Quality-control metrics per cell and per gene (scanpy's ``calculate_qc_metrics``),
+plus the per-cell / per-gene numbers behind ``filter_cells`` and ``filter_genes``.
+
+Each function works on one row block (or the whole matrix) and returns float64 / int64
+accumulators; the engine casts them to scanpy's dtypes after the last block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..dispatch.arrays import ArrayModule
+from .reductions import axis_nnz, axis_sum
+
+__all__ = ["obs_metrics", "top_cumulative_sums", "var_accumulators"]
+
+
+def top_cumulative_sums(am: ArrayModule, x: Any, ns: Sequence[int]) -> Any:
+    """Per row, the sum of its ``n`` largest values for each ``n`` in sorted ``ns``
+    (float64, shape ``(n_rows, len(ns))``); scanpy divides these by the row totals."""
+    xp = am.xp
+    ns = sorted(int(n) for n in ns)
+    if am.issparse(x):
+        x = x.tocsr() if x.format != "csr" else x
+        nnz = x.data.size
+        pos = xp.arange(nnz, dtype=xp.int64)
+        row = xp.searchsorted(x.indptr.astype(xp.int64), pos, side="right") - 1
+        # sort values descending within each row (row order is already ascending)
+        order = xp.lexsort(xp.stack([-x.data.astype(xp.float64), row.astype(xp.float64)]))
+        data = x.data[order].astype(xp.float64)
+        rank = pos - x.indptr.astype(xp.int64)[row]
+        cols = [
+            xp.asarray(_row_sums_of(am, x, data * (rank < n))).reshape(-1, 1) for n in ns
+        ]
+        return xp.concatenate(cols, axis=1)
+    top = -xp.sort(-x.astype(xp.float64), axis=1)[:, : ns[-1]]
+    csum = xp.cumsum(top, axis=1)
+    return csum[:, [n - 1 for n in ns]]
+
+
+def _row_sums_of(am: ArrayModule, x: Any, values: Any) -> Any:
+    m = am.sparse.csr_matrix((values, x.indices, x.indptr), shape=x.shape)
+    return axis_sum(am, m, axis=1)
+
+
+def obs_metrics(
+    am: ArrayModule, x: Any, qc_masks: Sequence[Any], percent_top: Sequence[int] | None
+) -> dict[str, Any]:
+    """Per-row QC accumulators of one block.
+
+    Returns a dict with ``nnz`` (int64), ``total`` (float64), ``top`` (float64 cumulative
+    sums of the largest values, or None) and ``qc`` (list of float64 totals over the genes
+    of each boolean mask in ``qc_masks``).
+    """
+    out = {
+        "nnz": axis_nnz(am, x, axis=1),
+        "total": axis_sum(am, x, axis=1),
+        "top": top_cumulative_sums(am, x, percent_top) if percent_top else None,
+        "qc": [],
+    }
+    if qc_masks:
+        xc = x.tocsc() if am.issparse(x) and x.format != "csc" else x
+        for mask in qc_masks:
+            idx = am.xp.flatnonzero(mask)
+            out["qc"].append(axis_sum(am, xc[:, idx], axis=1))
+    return out
+
+
+def var_accumulators(am: ArrayModule, x: Any) -> tuple[Any, Any]:
+    """Per-column ``(nnz int64, sum float64)`` of one row block; add them up across blocks."""
+    return axis_nnz(am, x, axis=0), axis_sum(am, x, axis=0)
