@@ -106,10 +106,10 @@ def plot_view(
     uns = {k: copy.deepcopy(v) for k, v in adata.uns.items() if k != "gpu_sc"}
     if adata.raw is not None:
         X, var, raw_var = adata.raw.X, adata.raw.var.copy(), adata.raw.var
-        expression = ".raw (log-normalised expression of all genes kept by the gene filter)"
+        expression = "log-normalised expression of all genes, from .raw"
     else:
         X, var, raw_var = adata.X, adata.var.copy(), None
-        expression = ".X (no .raw in the result)"
+        expression = "expression from .X (the result has no .raw)"
     view = ad.AnnData(X=X, obs=adata.obs.copy(), var=var, uns=uns,
                       obsm={k: v for k, v in adata.obsm.items()})  # fmt: skip
     counts_source = None
@@ -232,7 +232,7 @@ def fig_pca(v: PlotView) -> str:
     if color is None:
         raise Skip("neither a chosen gene nor a cluster column to colour by")
     _sc().pl.pca(v.adata, color=color, use_raw=False, size=v.point_size, show=False)
-    return f"First two principal components, coloured by {color} ({v.expression})."
+    return f"First two principal components, coloured by {color}; {v.expression}."
 
 
 def fig_pca_variance(v: PlotView) -> str:
@@ -279,7 +279,7 @@ def fig_umap_genes(v: PlotView) -> str:
     if not v.genes:
         raise Skip(f"none of the chosen genes is in the data ({', '.join(v.genes_absent)})")
     _sc().pl.umap(v.adata, color=v.genes, use_raw=False, size=v.point_size, show=False)
-    text = f"UMAP coloured by {', '.join(v.genes)} ({v.expression})."
+    text = f"UMAP coloured by {', '.join(v.genes)}; {v.expression}."
     if v.genes_absent:
         text += f" Not in the data, skipped: {', '.join(v.genes_absent)}."
     return text
@@ -312,7 +312,7 @@ def _marker_plot(kind: str):
             data, note = v.subsample(), v.subsample_note()
             fig = sc.pl.stacked_violin(data, v.markers, groupby=groupby, use_raw=False,
                                        return_fig=True)
-        text = f"The tutorial's marker genes by {groupby} ({v.expression})."
+        text = f"The tutorial's marker genes by {groupby}; {v.expression}."
         if v.markers_absent:
             text += f" Not in the data, skipped: {', '.join(v.markers_absent)}."
         return fig, text + note

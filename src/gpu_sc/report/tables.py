@@ -25,12 +25,13 @@ def _info(adata) -> dict:
 
 
 def shape_rows(adata) -> list[dict]:
-    """Cells and genes after each step that changed them (plus the input)."""
+    """Cells and genes after the input, each filter, and any other step that changed them."""
     shapes = _info(adata).get("pipeline", {}).get("shapes", [])
     rows, last = [], None
     for s in shapes:
         shape = (int(s["n_obs"]), int(s["n_vars"]))
-        if last is None or shape != last:
+        is_filter = "filter" in s["step"] or "subset" in s["step"]
+        if last is None or shape != last or is_filter:
             rows.append({
                 "step": s["step"], "cells": shape[0], "genes": shape[1],
                 "cells removed": "" if last is None else last[0] - shape[0],
