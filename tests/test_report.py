@@ -248,3 +248,15 @@ def test_read_mapping_toml_and_tsv(tmp_path):
     tsv.write_text("0\tCD4 T\n0\tB\n")
     with pytest.raises(AnnotationError, match="listed twice"):
         read_mapping(tsv)
+
+
+def test_report_annotation_argument_labels_a_copy_not_the_callers_obs(result):
+    from gpu_sc.report import build, figures
+
+    clusters = list(result.obs["leiden"].cat.categories)
+    view = figures.plot_view(result, genes=[], markers=[], groupby="leiden", annotation=None)
+    key = build._annotation(result, view, {c: f"T{c}" for c in clusters}, "leiden")
+    assert key == "cell_type"
+    labels = view.adata.obs["cell_type"].astype(str)
+    assert (labels == "T" + result.obs["leiden"].astype(str)).all()
+    assert not result.obs["cell_type"].astype(str).str.startswith("T").any()  # truth untouched
