@@ -13,7 +13,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,6 @@ class PlotView:
     counts_source: str | None
     point_size: float
     figsize: float
-    notes: list[str] = field(default_factory=list)
     _sub: object | None = None
 
     @property

@@ -24,12 +24,13 @@ figure{display:inline-block;vertical-align:top;margin:8px 16px 16px 0;max-width:
 figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:13px;color:#444;max-width:640px}
 .skipped,.failed{padding:6px 10px;border-radius:4px;font-size:14px;max-width:900px}
-.skipped{background:#fff6d6;border:1px solid #e6cf7a}.failed{background:#fde2e2;border:1px solid #e08a8a}
+.skipped{background:#fff6d6;border:1px solid #e6cf7a}
+.failed{background:#fde2e2;border:1px solid #e08a8a}
 ul.notes li{margin:2px 0}details summary{cursor:pointer;color:#555}
 pre{font-size:11px;white-space:pre-wrap;margin:2px 0}.t{color:#888;font-size:12px}
 """
 
-#: Page sections: (id, title, figure section key or None).
+#: Page sections, in order: (id, title); figures go to the section named by their ``section``.
 SECTIONS = [
     ("qc", "Quality control"),
     ("hvg", "Highly variable genes"),
