@@ -11,5 +11,6 @@ __version__ = "0.1.0"
 from . import datasets, pp, tl  # noqa: E402
 from ._settings import settings, use_backend  # noqa: E402
 from .pipeline import PipelineConfig, pipeline  # noqa: E402
+from .report import report  # noqa: E402
 
-__all__ = ["PipelineConfig", "datasets", "pipeline", "pp", "settings", "tl", "use_backend"]
+__all__ = ["PipelineConfig", "datasets", "pipeline", "pp", "report", "settings", "tl", "use_backend"]

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ._common import print_progress, provenance_table
+from .report import add_report_options, report_kwargs
 
 
 def add_parser(sub) -> None:
@@ -15,6 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--out", required=True, help="result .h5ad (written atomically)")
     p.add_argument("--backend", default="auto", help="auto | scanpy | numpy | cupy (default auto)")
     p.add_argument("--config", help="pipeline config (TOML); defaults: scanpy's PBMC3k tutorial")
+    p.add_argument("--report", metavar="DIR", help="also write the HTML report into DIR")
+    add_report_options(p)
     p.set_defaults(func=run)
 
 
@@ -36,4 +39,10 @@ def run(args) -> int:
     write_h5ad(adata, out)
     print(provenance_table(adata))
     print(f"\nwrote {out} ({adata.n_obs} cells x {adata.n_vars} genes)")
+    if args.report:
+        from ..report import report
+
+        t0 = time.perf_counter()
+        index = report(adata, args.report, **report_kwargs(args))
+        print(f"wrote {index} ({time.perf_counter() - t0:.1f} s)")
     return 0
