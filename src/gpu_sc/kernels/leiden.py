@@ -14,9 +14,11 @@ matrix itself equals igraph's ``modularity`` of scanpy's graph.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..dispatch.arrays import ArrayModule, module_of
 
-__all__ = ["modularity"]
+__all__ = ["leiden", "modularity"]
 
 
 def modularity(adjacency, labels, resolution: float = 1.0, *, am: ArrayModule | None = None):
@@ -86,3 +88,397 @@ def _node_sums(am: ArrayModule, ids, values, n: int):
     cols = xp.arange(ids.shape[0], dtype=xp.int64)
     S = am.sparse.csr_matrix((values[order], cols, indptr), shape=(n, ids.shape[0]))
     return xp.asarray(S.sum(axis=1)).ravel()
+
+
+# ----------------------------------------------------------------------------------------------
+# Leiden
+# ----------------------------------------------------------------------------------------------
+def leiden(
+    adjacency,
+    *,
+    resolution: float = 1.0,
+    n_iterations: int = -1,
+    random_state: int = 0,
+    n_batches: int = 64,
+    max_sweeps: int = 100,
+    am: ArrayModule | None = None,
+):
+    """Deterministic Leiden optimising :func:`modularity` with ``resolution``.
+
+    The three phases of Traag et al. (2019) as igraph's ``community_leiden`` runs them: fast
+    local moving, refinement into well-connected sub-communities, aggregation on the refined
+    partition (initialised with the unrefined one), repeated until every community is one
+    aggregate node. Each phase processes the nodes in a seeded random order cut into
+    ``n_batches`` vertex batches: the nodes of one batch decide simultaneously from vectorised
+    node-to-community weights (sorts and segment sums in a fixed order, no floating-point
+    atomics), so the result is bitwise reproducible for a graph and seed on one device, and a
+    batch sees the moves of the batches before it, like igraph's sequential sweep.
+    Where igraph draws at random (the refinement's choice of a sub-community), this takes the
+    best strictly positive gain, ties going to the smallest community id.
+
+    Parameters
+    ----------
+    adjacency
+        Symmetric non-negative sparse adjacency (scanpy's connectivities), host or device.
+    resolution
+        :math:`\\gamma` of the modularity.
+    n_iterations
+        Number of Leiden iterations, each starting from the previous partition; ``-1``
+        iterates until an iteration changes nothing.
+    random_state
+        Seed of the node orders (drawn on the host with NumPy, so that the ``numpy`` and
+        ``cupy`` backends visit nodes in the same order).
+    n_batches
+        Vertex batches per sweep (more batches: closer to a sequential sweep, more launches).
+    max_sweeps
+        Cap on the sweeps of one local-moving phase.
+    am
+        Array module; inferred from ``adjacency`` when omitted.
+
+    Returns
+    -------
+    labels
+        ``int64`` array (on ``am``'s device): communities numbered ``0..C-1`` by decreasing
+        size, ties by their smallest node index.
+    """
+    am = am or module_of(adjacency)
+    xp = am.xp
+    if n_iterations == 0 or n_iterations < -1:
+        raise ValueError(f"n_iterations must be -1 or positive, not {n_iterations}")
+    graph = _Graph.from_adjacency(am, adjacency)
+    rng = np.random.RandomState(random_state)
+    solver = _Leiden(am, float(resolution), rng, int(n_batches), int(max_sweeps))
+    membership = xp.arange(graph.n, dtype=xp.int64)
+    iteration = 0
+    while n_iterations < 0 or iteration < n_iterations:
+        new = solver.run(graph, membership)
+        changed = not bool((_canonical(am, new) == _canonical(am, membership)).all())
+        membership = new
+        iteration += 1
+        if not changed and n_iterations < 0:
+            break
+    return _by_size(am, membership)
+
+
+class _Graph:
+    """Weighted undirected graph as COO arrays sorted by (row, col), both directions stored."""
+
+    def __init__(self, am: ArrayModule, n: int, row, col, weight):
+        xp = am.xp
+        self.n = n
+        self.row, self.col, self.weight = row, col, weight
+        self.degree = _segment_sum(am, row, weight, n)  # k_i, self-loops included
+        self.two_m = float(self.degree.sum())
+        self.self_loop = xp.zeros(n, dtype=xp.float64)
+        loops = row == col
+        self.self_loop[row[loops]] = weight[loops]
+
+    @classmethod
+    def from_adjacency(cls, am: ArrayModule, adjacency) -> _Graph:
+        xp = am.xp
+        A = am.asarray(adjacency)
+        if not am.issparse(A):
+            A = am.sparse.csr_matrix(A)
+        if A.shape[0] != A.shape[1]:
+            raise ValueError(f"adjacency must be square, not {A.shape}")
+        A = A.tocsr()
+        A.sum_duplicates()
+        A.sort_indices()
+        coo = A.tocoo()
+        keep = coo.data != 0
+        row = coo.row[keep].astype(xp.int64)
+        col = coo.col[keep].astype(xp.int64)
+        weight = coo.data[keep].astype(xp.float64)
+        if bool((weight < 0).any()):
+            raise ValueError("Leiden needs non-negative edge weights")
+        return cls(am, A.shape[0], row, col, weight)
+
+    def coarsen(self, am: ArrayModule, groups, n_groups: int) -> _Graph:
+        """The graph of ``groups``: :math:`M^T A M` as sorted-key segment sums."""
+        xp = am.xp
+        key = groups[self.row] * n_groups + groups[self.col]
+        order = xp.argsort(key, kind="stable")
+        key = key[order]
+        starts, _ = _run_starts(am, key)
+        w = _reduce_runs(am, self.weight[order], starts)
+        k = key[starts]
+        return _Graph(am, n_groups, k // n_groups, k % n_groups, w)
+
+
+class _Leiden:
+    def __init__(self, am, resolution, rng, n_batches, max_sweeps):
+        self.am, self.gamma, self.rng = am, resolution, rng
+        self.n_batches, self.max_sweeps = max(1, n_batches), max_sweeps
+
+    # -- driver ---------------------------------------------------------------------------
+    def run(self, graph: _Graph, membership):
+        """One Leiden iteration from ``membership`` on the original graph."""
+        am, xp = self.am, self.am.xp
+        if graph.two_m == 0.0:
+            return membership
+        node_of = xp.arange(graph.n, dtype=xp.int64)  # original node -> aggregate node
+        g, memb = graph, membership
+        while True:
+            memb = self._move(g, memb)
+            n_clusters = int(xp.unique(memb).shape[0])
+            if n_clusters >= g.n:
+                break
+            refined = self._refine(g, memb)
+            _, refined = xp.unique(refined, return_inverse=True)
+            refined = refined.ravel().astype(xp.int64)
+            n_refined = int(refined.max()) + 1
+            if n_refined >= g.n:  # refinement merged nothing: aggregate the partition itself
+                _, refined = xp.unique(memb, return_inverse=True)
+                refined = refined.ravel().astype(xp.int64)
+                n_refined = int(refined.max()) + 1
+            parent = xp.zeros(n_refined, dtype=xp.int64)
+            parent[refined] = memb  # every refined community lies inside one community
+            node_of = refined[node_of]
+            g = g.coarsen(am, refined, n_refined)
+            _, memb = xp.unique(parent, return_inverse=True)  # ids < number of aggregate nodes
+            memb = memb.ravel().astype(xp.int64)
+        return memb[node_of]
+
+    def _batches(self, n: int):
+        """A seeded node order cut into vertex batches (the permutation is drawn on host)."""
+        order = self.am.asarray(self.rng.permutation(n).astype(np.int64))
+        n_batches = min(self.n_batches, n)
+        bounds = [(n * b) // n_batches for b in range(n_batches + 1)]
+        return [order[bounds[b] : bounds[b + 1]] for b in range(n_batches)]
+
+    def _batch_edges(self, g: _Graph, in_batch):
+        """Edges (u, v, w) with ``u`` in the batch and ``v != u``, sorted by (u, v)."""
+        sel = in_batch[g.row] & (g.row != g.col)
+        return g.row[sel], g.col[sel], g.weight[sel]
+
+    # -- phase 1: fast local moving -------------------------------------------------------
+    def _move(self, g: _Graph, memb):
+        am, xp = self.am, self.am.xp
+        n, k, scale = g.n, g.degree, self.gamma / g.two_m
+        memb = memb.copy()
+        K = _segment_sum(am, memb, k, n)
+        size = xp.bincount(memb, minlength=n)
+        active = xp.ones(n, dtype=bool)
+        for _sweep in range(self.max_sweeps):
+            if not bool(active.any()):
+                break
+            for batch in self._batches(n):
+                nodes = batch[active[batch]]
+                if nodes.shape[0] == 0:
+                    continue
+                active[nodes] = False
+                in_batch = xp.zeros(n, dtype=bool)
+                in_batch[nodes] = True
+                u, v, w = self._batch_edges(g, in_batch)
+                # node -> community weights W[u, c] as segment sums over sorted (u, c) keys
+                c = memb[v]
+                key_u, key_c, wc = _group_pairs(am, u, c, w, n)
+                own = memb[key_u]
+                score = wc - scale * k[key_u] * xp.where(key_c == own, K[key_c] - k[key_u], K[key_c])
+                # staying: w(u, own \ u) - scale k_u (K_own - k_u); 0 weight if no entry
+                stay = -scale * k * (K[memb] - k)
+                is_own = key_c == own
+                stay[key_u[is_own]] = score[is_own]
+                cand_u, cand_c, cand_s = key_u[~is_own], key_c[~is_own], score[~is_own]
+                best_u, best_c, best_s = _row_argmax(am, cand_u, cand_c, cand_s)
+                best_score = xp.full(n, -xp.inf)
+                best_comm = xp.full(n, -1, dtype=xp.int64)
+                best_score[best_u] = best_s
+                best_comm[best_u] = best_c
+                # an empty community (score 0) is an option for a node that is not alone
+                to_empty = (size[memb] > 1) & (best_score < 0.0)
+                best_score = xp.where(to_empty, 0.0, best_score)
+                gain = best_score - stay
+                movers = nodes[gain[nodes] > 1e-12 * k[nodes]]
+                if movers.shape[0] == 0:
+                    continue
+                target = best_comm[movers]
+                empty_movers = to_empty[movers]
+                if bool(empty_movers.any()):
+                    free = xp.nonzero(size == 0)[0]
+                    target[empty_movers] = free[: int(empty_movers.sum())]
+                movers, target = _drop_singleton_swaps(am, memb, size, movers, target)
+                if movers.shape[0] == 0:
+                    continue
+                old = memb[movers]
+                memb[movers] = target
+                K = _segment_sum(am, memb, k, n)
+                size = xp.bincount(memb, minlength=n)
+                # re-examine neighbours of moved nodes that are outside their new community
+                moved = xp.zeros(n, dtype=bool)
+                moved[movers] = True
+                touched = moved[g.row] & (memb[g.col] != memb[g.row])
+                active[g.col[touched]] = True
+                del old
+        return memb
+
+    # -- phase 2: refinement --------------------------------------------------------------
+    def _refine(self, g: _Graph, memb):
+        am, xp = self.am, self.am.xp
+        n, k, scale = g.n, g.degree, self.gamma / g.two_m
+        K_comm = _segment_sum(am, memb, k, n)[memb]  # K_C of each node's community
+        inside = (memb[g.row] == memb[g.col]) & (g.row != g.col)
+        ext_node = _segment_sum(am, g.row[inside], g.weight[inside], n)  # w(v, C \ v)
+        node_ok = ext_node >= scale * k * (K_comm - k)
+        ref = xp.arange(n, dtype=xp.int64)
+        K_ref = k.copy()  # weight of each refined community
+        ext_ref = ext_node.copy()  # its edge weight to the rest of its community
+        size = xp.ones(n, dtype=xp.int64)
+        pending = node_ok.copy()
+        for _sweep in range(self.max_sweeps):
+            if not bool(pending.any()):
+                break
+            progressed = False
+            for batch in self._batches(n):
+                nodes = batch[pending[batch] & (size[ref[batch]] == 1)]
+                pending[batch] = False
+                if nodes.shape[0] == 0:
+                    continue
+                in_batch = xp.zeros(n, dtype=bool)
+                in_batch[nodes] = True
+                u, v, w = self._batch_edges(g, in_batch)
+                same = memb[u] == memb[v]
+                u, v, w = u[same], v[same], w[same]
+                key_u, key_t, wt = _group_pairs(am, u, ref[v], w, n)
+                K_C = K_comm[key_u]
+                ok = ext_ref[key_t] >= scale * K_ref[key_t] * (K_C - K_ref[key_t])
+                score = wt - scale * k[key_u] * K_ref[key_t]
+                ok &= (score > 0.0) & (key_t != ref[key_u])
+                best_u, best_t, _ = _row_argmax(am, key_u[ok], key_t[ok], score[ok])
+                if best_u.shape[0] == 0:
+                    continue
+                movers, target = _drop_singleton_swaps(am, ref, size, best_u, best_t)
+                # a node whose singleton target moved away is retried in a later sweep
+                retry = xp.zeros(n, dtype=bool)
+                retry[best_u] = True
+                retry[movers] = False
+                pending |= retry
+                if movers.shape[0] == 0:
+                    continue
+                progressed = True
+                # exact incremental update of the targets' weight and external weight:
+                # ext_T += ext_v - 2 w(v, T) - (edges between movers joining the same T)
+                wt_mover = xp.zeros(n, dtype=xp.float64)
+                sel = xp.zeros(n, dtype=bool)
+                sel[movers] = True
+                tgt_of = xp.full(n, -1, dtype=xp.int64)
+                tgt_of[movers] = target
+                joined = sel[key_u] & (key_t == tgt_of[key_u])
+                wt_mover[key_u[joined]] = wt[joined]
+                pair = sel[u] & sel[v] & (tgt_of[u] == tgt_of[v])
+                pair_w = _segment_sum(am, tgt_of[u[pair]], w[pair], n)
+                delta_ext = _segment_sum(am, target, ext_node[movers] - 2.0 * wt_mover[movers], n)
+                ext_ref = ext_ref + delta_ext - pair_w
+                K_ref = K_ref + _segment_sum(am, target, k[movers], n)
+                size = size + xp.bincount(target, minlength=n)
+                old = ref[movers]
+                size[old] = 0
+                K_ref[old] = 0.0
+                ext_ref[old] = 0.0
+                ref[movers] = target
+            if not progressed and not bool(pending.any()):
+                break
+        return ref
+
+
+# ----------------------------------------------------------------------------------------------
+# deterministic building blocks (sorts and segment sums; no floating-point atomics)
+# ----------------------------------------------------------------------------------------------
+def _run_starts(am: ArrayModule, sorted_keys):
+    """Start index of each run of equal values in ``sorted_keys``, and the run count."""
+    xp = am.xp
+    if sorted_keys.shape[0] == 0:
+        return xp.zeros(0, dtype=xp.int64), 0
+    new = xp.ones(sorted_keys.shape[0], dtype=bool)
+    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    starts = xp.nonzero(new)[0]
+    return starts, int(starts.shape[0])
+
+
+def _reduce_runs(am: ArrayModule, values, starts):
+    """Sum of ``values`` over the runs beginning at ``starts`` (``add.reduceat``, fixed order)."""
+    xp = am.xp
+    if starts.shape[0] == 0:
+        return xp.zeros(0, dtype=values.dtype)
+    return xp.add.reduceat(values, starts)
+
+
+def _segment_sum(am: ArrayModule, ids, values, n: int):
+    """``out[g] = sum(values[ids == g])`` for ``g < n``, summed in a fixed order."""
+    xp = am.xp
+    out = xp.zeros(n, dtype=xp.float64)
+    if ids.shape[0] == 0:
+        return out
+    order = xp.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts, _ = _run_starts(am, sorted_ids)
+    out[sorted_ids[starts]] = _reduce_runs(am, values[order].astype(xp.float64), starts)
+    return out
+
+
+def _group_pairs(am: ArrayModule, u, c, w, n: int):
+    """Sum ``w`` over equal ``(u, c)`` pairs: the sparse row ``u`` of node-to-community weights."""
+    xp = am.xp
+    key = u * n + c
+    order = xp.argsort(key, kind="stable")
+    key = key[order]
+    starts, _ = _run_starts(am, key)
+    sums = _reduce_runs(am, w[order], starts)
+    key = key[starts]
+    return key // n, key % n, sums
+
+
+def _row_argmax(am: ArrayModule, rows, cols, values):
+    """Per row, the column of the largest value (ties: smallest column) and that value."""
+    xp = am.xp
+    if rows.shape[0] == 0:
+        empty = xp.zeros(0, dtype=xp.int64)
+        return empty, empty, xp.zeros(0, dtype=xp.float64)
+    order = xp.lexsort(xp.stack([cols, -values, rows]))
+    rows_s = rows[order]
+    starts, _ = _run_starts(am, rows_s)
+    pick = order[starts]
+    return rows[pick], cols[pick], values[pick]
+
+
+def _drop_singleton_swaps(am: ArrayModule, memb, size, movers, target):
+    """Cancel moves into a singleton community whose only member moves in the same batch.
+
+    Simultaneous moves would otherwise swap two singletons instead of merging them. Of two
+    singletons that chose each other, the one joining the smaller community id moves.
+    """
+    xp = am.xp
+    n = memb.shape[0]
+    moving = xp.zeros(n, dtype=bool)
+    moving[movers] = True
+    member = xp.full(size.shape[0], -1, dtype=xp.int64)
+    alone = size[memb] == 1
+    nodes = xp.arange(n, dtype=xp.int64)
+    member[memb[alone]] = nodes[alone]
+    tgt_of = xp.full(n, -1, dtype=xp.int64)
+    tgt_of[movers] = target
+    m = member[target]
+    blocked = (m >= 0) & moving[xp.maximum(m, 0)]
+    mutual = blocked & (tgt_of[xp.maximum(m, 0)] == memb[movers]) & (target < memb[movers])
+    keep = ~blocked | mutual
+    return movers[keep], target[keep]
+
+
+def _canonical(am: ArrayModule, membership):
+    """Relabel communities by first appearance, so two partitions compare as partitions."""
+    xp = am.xp
+    _, first, inverse = xp.unique(membership, return_index=True, return_inverse=True)
+    rank = xp.argsort(xp.argsort(first))
+    return rank[inverse.ravel()]
+
+
+def _by_size(am: ArrayModule, membership):
+    """Number communities by decreasing size, ties by their smallest node index."""
+    xp = am.xp
+    _, first, inverse = xp.unique(membership, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    counts = xp.bincount(inverse)
+    order = xp.lexsort(xp.stack([first, -counts]))
+    rank = xp.empty_like(order)
+    rank[order] = xp.arange(order.shape[0], dtype=order.dtype)
+    return rank[inverse].astype(xp.int64)
