@@ -69,7 +69,7 @@ def rank_genes_groups(
     else:
         means_other = xp.broadcast_to(means[iref], means.shape)
         vars_other = xp.broadcast_to(variances[iref], variances.shape)
-        n_other = xp.full(n_groups, sizes[iref])
+        n_other = xp.full(n_groups, float(sizes[iref]))
 
     if method in ("t-test", "t-test_overestim_var"):
         n2 = n_other if method == "t-test" else sizes

@@ -239,17 +239,32 @@ class _Leiden:
             memb = memb.ravel().astype(xp.int64)
         return memb[node_of]
 
-    def _batches(self, n: int):
-        """A seeded node order cut into vertex batches (the permutation is drawn on host)."""
+    def _batches(self, g: _Graph):
+        """A seeded node order cut into vertex batches, each with its nodes' edges.
+
+        The permutation is drawn on the host, so both backends visit nodes in the same
+        order. Edges (self-loops excluded) are grouped by their source's batch with one
+        stable sort, so a batch reads its edges as a contiguous slice.
+        """
+        xp, n = self.am.xp, g.n
         order = self.am.asarray(self.rng.permutation(n).astype(np.int64))
         n_batches = min(self.n_batches, n)
-        bounds = [(n * b) // n_batches for b in range(n_batches + 1)]
-        return [order[bounds[b] : bounds[b + 1]] for b in range(n_batches)]
-
-    def _batch_edges(self, g: _Graph, in_batch):
-        """Edges (u, v, w) with ``u`` in the batch and ``v != u``, sorted by (u, v)."""
-        sel = in_batch[g.row] & (g.row != g.col)
-        return g.row[sel], g.col[sel], g.weight[sel]
+        bounds = np.array([(n * b) // n_batches for b in range(n_batches + 1)], dtype=np.int64)
+        batch_of = xp.empty(n, dtype=xp.int64)
+        batch_of[order] = self.am.asarray(
+            np.searchsorted(bounds, np.arange(n), side="right") - 1
+        )
+        off = g.row != g.col
+        u, v, w = g.row[off], g.col[off], g.weight[off]
+        edge_batch = batch_of[u]
+        by_batch = xp.argsort(edge_batch, kind="stable")
+        u, v, w = u[by_batch], v[by_batch], w[by_batch]
+        edge_bounds = self.am.to_host(
+            xp.searchsorted(edge_batch[by_batch], xp.arange(n_batches + 1, dtype=xp.int64))
+        )
+        for b in range(n_batches):
+            lo, hi = int(edge_bounds[b]), int(edge_bounds[b + 1])
+            yield order[bounds[b] : bounds[b + 1]], u[lo:hi], v[lo:hi], w[lo:hi]
 
     # -- phase 1: fast local moving -------------------------------------------------------
     def _move(self, g: _Graph, memb):
@@ -262,14 +277,13 @@ class _Leiden:
         for _sweep in range(self.max_sweeps):
             if not bool(active.any()):
                 break
-            for batch in self._batches(n):
+            for batch, u, v, w in self._batches(g):
                 nodes = batch[active[batch]]
                 if nodes.shape[0] == 0:
                     continue
+                keep = active[u]
+                u, v, w = u[keep], v[keep], w[keep]
                 active[nodes] = False
-                in_batch = xp.zeros(n, dtype=bool)
-                in_batch[nodes] = True
-                u, v, w = self._batch_edges(g, in_batch)
                 # node -> community weights W[u, c] as segment sums over sorted (u, c) keys
                 c = memb[v]
                 key_u, key_c, wc = _group_pairs(am, u, c, w, n)
@@ -300,7 +314,6 @@ class _Leiden:
                 movers, target = _drop_singleton_swaps(am, memb, size, movers, target)
                 if movers.shape[0] == 0:
                     continue
-                old = memb[movers]
                 memb[movers] = target
                 K = _segment_sum(am, memb, k, n)
                 size = xp.bincount(memb, minlength=n)
@@ -309,7 +322,6 @@ class _Leiden:
                 moved[movers] = True
                 touched = moved[g.row] & (memb[g.col] != memb[g.row])
                 active[g.col[touched]] = True
-                del old
         return memb
 
     # -- phase 2: refinement --------------------------------------------------------------
@@ -329,16 +341,15 @@ class _Leiden:
             if not bool(pending.any()):
                 break
             progressed = False
-            for batch in self._batches(n):
+            for batch, u, v, w in self._batches(g):
                 nodes = batch[pending[batch] & (size[ref[batch]] == 1)]
                 pending[batch] = False
                 if nodes.shape[0] == 0:
                     continue
                 in_batch = xp.zeros(n, dtype=bool)
                 in_batch[nodes] = True
-                u, v, w = self._batch_edges(g, in_batch)
-                same = memb[u] == memb[v]
-                u, v, w = u[same], v[same], w[same]
+                keep = in_batch[u] & (memb[u] == memb[v])
+                u, v, w = u[keep], v[keep], w[keep]
                 key_u, key_t, wt = _group_pairs(am, u, ref[v], w, n)
                 K_C = K_comm[key_u]
                 ok = ext_ref[key_t] >= scale * K_ref[key_t] * (K_C - K_ref[key_t])
