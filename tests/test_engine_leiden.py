@@ -79,7 +79,7 @@ def test_leiden_writes_scanpy_layout_and_is_reproducible(graphs, backend):
     np.testing.assert_array_equal(a.obs["cl"].to_numpy(), b.obs["cl"].to_numpy())
 
 
-def test_leiden_kernel_until_stable_reaches_a_local_optimum(graphs):
+def test_leiden_kernel_until_stable_finds_truth_and_keeps_quality(graphs):
     A = graphs["separated"].obsp["connectivities"]
     labels = leiden_kernel(A, resolution=1.0, n_iterations=-1, random_state=3)
     truth = graphs["separated"].obs["cell_type"].cat.codes.to_numpy()
@@ -108,3 +108,19 @@ def test_leiden_unsupported_options_fall_back_to_scanpy(graphs):
     assert "leiden_R" in adata.obs
     assert provenance(adata)[-1]["backend"] == "scanpy"
     assert "restrict_to" in provenance(adata)[-1]["fallback_reason"]
+
+
+@pytest.mark.gpu
+def test_leiden_cupy_agrees_with_numpy(graphs):
+    import cupy
+
+    A = graphs["pbmc3k"].obsp["connectivities"]
+    host = leiden_kernel(A, resolution=0.9, n_iterations=2, random_state=0)
+    device = leiden_kernel(
+        gpu_sc.dispatch.array_module("cupy").asarray(A),
+        resolution=0.9,
+        n_iterations=2,
+        random_state=0,
+    )
+    assert isinstance(device, cupy.ndarray)
+    assert adjusted_rand_score(host, cupy.asnumpy(device)) >= 0.99

@@ -121,6 +121,8 @@ def paga(adata, ctx, *, groups, use_rna_velocity, model, neighbors_key, copy):
     labels = adata.obs[groups]
     if not isinstance(labels.dtype, pd.CategoricalDtype):
         raise EngineUnsupported(f"obs[{groups!r}] is not categorical (scanpy converts it)")
+    if (labels.cat.codes < 0).any():
+        raise EngineUnsupported(f"obs[{groups!r}] has missing labels")
     distances_key = adata.uns[check].get("distances_key", "distances")
     distances = adata.obsp[distances_key]
     n_groups = len(labels.cat.categories)

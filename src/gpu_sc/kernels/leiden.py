@@ -20,6 +20,10 @@ from ..dispatch.arrays import ArrayModule, module_of
 
 __all__ = ["leiden", "modularity"]
 
+#: safety cap on ``n_iterations=-1`` (an iteration never lowers the quality, so a run that
+#: has not settled by then is cycling between partitions of equal quality)
+_MAX_ITERATIONS_UNTIL_STABLE = 100
+
 
 def modularity(adjacency, labels, resolution: float = 1.0, *, am: ArrayModule | None = None):
     """Modularity with resolution of the partition ``labels`` of ``adjacency``.
@@ -56,9 +60,9 @@ def modularity(adjacency, labels, resolution: float = 1.0, *, am: ArrayModule | 
         return 0.0
     same = codes[A.row] == codes[A.col]
     inside = float(data[same].sum())
-    degree = _node_sums(am, A.row, data, A.shape[0])
+    degree = _segment_sum(am, A.row.astype(xp.int64), data, A.shape[0])
     n_comm = int(codes.max()) + 1
-    comm_degree = _node_sums(am, codes, degree, n_comm)
+    comm_degree = _segment_sum(am, codes, degree, n_comm)
     return inside / two_m - resolution * float((comm_degree * comm_degree).sum()) / two_m**2
 
 
@@ -77,17 +81,6 @@ def _label_codes(am: ArrayModule, labels):
         arr = am.asarray(arr)
     _, codes = xp.unique(arr, return_inverse=True)
     return codes.ravel().astype(xp.int64)
-
-
-def _node_sums(am: ArrayModule, ids, values, n: int):
-    """``out[g] = sum(values[ids == g])`` in a fixed order (a CSR row sum, no atomics)."""
-    xp = am.xp
-    order = xp.argsort(ids, kind="stable")
-    counts = xp.bincount(ids, minlength=n)
-    indptr = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(counts)])
-    cols = xp.arange(ids.shape[0], dtype=xp.int64)
-    S = am.sparse.csr_matrix((values[order], cols, indptr), shape=(n, ids.shape[0]))
-    return xp.asarray(S.sum(axis=1)).ravel()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,7 +117,7 @@ def leiden(
         :math:`\\gamma` of the modularity.
     n_iterations
         Number of Leiden iterations, each starting from the previous partition; ``-1``
-        iterates until an iteration changes nothing.
+        iterates until an iteration changes nothing (at most 100 iterations).
     random_state
         Seed of the node orders (drawn on the host with NumPy, so that the ``numpy`` and
         ``cupy`` backends visit nodes in the same order).
@@ -150,7 +143,8 @@ def leiden(
     solver = _Leiden(am, float(resolution), rng, int(n_batches), int(max_sweeps))
     membership = xp.arange(graph.n, dtype=xp.int64)
     iteration = 0
-    while n_iterations < 0 or iteration < n_iterations:
+    limit = n_iterations if n_iterations > 0 else _MAX_ITERATIONS_UNTIL_STABLE
+    while iteration < limit:
         new = solver.run(graph, membership)
         changed = not bool((_canonical(am, new) == _canonical(am, membership)).all())
         membership = new
@@ -169,9 +163,6 @@ class _Graph:
         self.row, self.col, self.weight = row, col, weight
         self.degree = _segment_sum(am, row, weight, n)  # k_i, self-loops included
         self.two_m = float(self.degree.sum())
-        self.self_loop = xp.zeros(n, dtype=xp.float64)
-        loops = row == col
-        self.self_loop[row[loops]] = weight[loops]
 
     @classmethod
     def from_adjacency(cls, am: ArrayModule, adjacency) -> _Graph:
