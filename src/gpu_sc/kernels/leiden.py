@@ -259,64 +259,83 @@ class _Leiden:
 
     # -- phase 1: fast local moving -------------------------------------------------------
     def _move(self, g: _Graph, memb):
+        """Move nodes to the neighbouring community of largest gain, batch after batch, and
+        revisit the neighbours of moved nodes, until no node moves. The work of a batch is
+        proportional to its nodes and their edges (``loc``/``flag`` are scratch arrays reset
+        after use), so a sweep costs one pass over the graph."""
         am, xp = self.am, self.am.xp
         n, k, scale = g.n, g.degree, self.gamma / g.two_m
         memb = memb.copy()
         K = _segment_sum(am, memb, k, n)
         size = xp.bincount(memb, minlength=n)
         active = xp.ones(n, dtype=bool)
+        flag = xp.zeros(n, dtype=bool)
+        loc = xp.full(n, -1, dtype=xp.int64)
         for _sweep in range(self.max_sweeps):
             if not bool(active.any()):
                 break
             for batch, u, v, w in self._batches(g):
                 nodes = batch[active[batch]]
-                if nodes.shape[0] == 0:
+                m = nodes.shape[0]
+                if m == 0:
                     continue
                 keep = active[u]
-                u, v, w = u[keep], v[keep], w[keep]
+                uu, vv, ww = u[keep], v[keep], w[keep]
                 active[nodes] = False
                 # node -> community weights W[u, c] as segment sums over sorted (u, c) keys
-                c = memb[v]
-                key_u, key_c, wc = _group_pairs(am, u, c, w, n)
+                key_u, key_c, wc = _group_pairs(am, uu, memb[vv], ww, n)
                 own = memb[key_u]
-                score = wc - scale * k[key_u] * xp.where(key_c == own, K[key_c] - k[key_u], K[key_c])
-                # staying: w(u, own \ u) - scale k_u (K_own - k_u); 0 weight if no entry
-                stay = -scale * k * (K[memb] - k)
                 is_own = key_c == own
-                stay[key_u[is_own]] = score[is_own]
-                cand_u, cand_c, cand_s = key_u[~is_own], key_c[~is_own], score[~is_own]
-                best_u, best_c, best_s = _row_argmax(am, cand_u, cand_c, cand_s)
-                best_score = xp.full(n, -xp.inf)
-                best_comm = xp.full(n, -1, dtype=xp.int64)
-                best_score[best_u] = best_s
-                best_comm[best_u] = best_c
+                ku = k[key_u]
+                score = wc - scale * ku * xp.where(is_own, K[key_c] - ku, K[key_c])
+                loc[nodes] = xp.arange(m, dtype=xp.int64)
+                # staying: w(u, own \ u) - scale k_u (K_own - k_u); 0 weight without an entry
+                kn = k[nodes]
+                stay = -scale * kn * (K[memb[nodes]] - kn)
+                stay[loc[key_u[is_own]]] = score[is_own]
+                best_u, best_c, best_s = _row_argmax(
+                    am, key_u[~is_own], key_c[~is_own], score[~is_own]
+                )
+                best_score = xp.full(m, -xp.inf)
+                best_comm = xp.full(m, -1, dtype=xp.int64)
+                best_score[loc[best_u]] = best_s
+                best_comm[loc[best_u]] = best_c
+                loc[nodes] = -1
                 # an empty community (score 0) is an option for a node that is not alone
-                to_empty = (size[memb] > 1) & (best_score < 0.0)
+                to_empty = (size[memb[nodes]] > 1) & (best_score < 0.0)
                 best_score = xp.where(to_empty, 0.0, best_score)
-                gain = best_score - stay
-                movers = nodes[gain[nodes] > 1e-12 * k[nodes]]
+                moves = (best_score - stay) > 1e-12 * kn
+                movers, target = nodes[moves], best_comm[moves]
                 if movers.shape[0] == 0:
                     continue
-                target = best_comm[movers]
-                empty_movers = to_empty[movers]
+                empty_movers = to_empty[moves]
                 if bool(empty_movers.any()):
                     free = xp.nonzero(size == 0)[0]
                     target[empty_movers] = free[: int(empty_movers.sum())]
                 movers, target = _drop_singleton_swaps(am, memb, size, movers, target)
                 if movers.shape[0] == 0:
                     continue
+                old = memb[movers]
                 memb[movers] = target
-                K = _segment_sum(am, memb, k, n)
-                size = xp.bincount(memb, minlength=n)
-                # re-examine neighbours of moved nodes that are outside their new community
-                moved = xp.zeros(n, dtype=bool)
-                moved[movers] = True
-                touched = moved[g.row] & (memb[g.col] != memb[g.row])
-                active[g.col[touched]] = True
+                km = k[movers]
+                _scatter_add(am, K, old, -km)
+                _scatter_add(am, K, target, km)
+                ones = xp.ones(movers.shape[0], dtype=size.dtype)
+                _scatter_add(am, size, old, -ones)
+                _scatter_add(am, size, target, ones)
+                # revisit the neighbours of moved nodes that are outside their new community
+                flag[movers] = True
+                touched = flag[u] & (memb[v] != memb[u])
+                flag[movers] = False
+                active[v[touched]] = True
         return memb
 
     # -- phase 2: refinement --------------------------------------------------------------
     def _refine(self, g: _Graph, memb):
+        """Leiden's refinement: inside each community, nodes start alone; a node still alone
+        and well connected to its community joins the well-connected sub-community of its
+        community with the largest strictly positive gain. Each node gets one visit (a
+        second one only if its move was cancelled as a conflict within its batch)."""
         am, xp = self.am, self.am.xp
         n, k, scale = g.n, g.degree, self.gamma / g.two_m
         K_comm = _segment_sum(am, memb, k, n)[memb]  # K_C of each node's community
@@ -328,20 +347,22 @@ class _Leiden:
         ext_ref = ext_node.copy()  # its edge weight to the rest of its community
         size = xp.ones(n, dtype=xp.int64)
         pending = node_ok.copy()
+        flag = xp.zeros(n, dtype=bool)
+        loc = xp.full(n, -1, dtype=xp.int64)
+        target_of = xp.full(n, -1, dtype=xp.int64)
         for _sweep in range(self.max_sweeps):
             if not bool(pending.any()):
                 break
-            progressed = False
             for batch, u, v, w in self._batches(g):
                 nodes = batch[pending[batch] & (size[ref[batch]] == 1)]
                 pending[batch] = False
                 if nodes.shape[0] == 0:
                     continue
-                in_batch = xp.zeros(n, dtype=bool)
-                in_batch[nodes] = True
-                keep = in_batch[u] & (memb[u] == memb[v])
-                u, v, w = u[keep], v[keep], w[keep]
-                key_u, key_t, wt = _group_pairs(am, u, ref[v], w, n)
+                flag[nodes] = True
+                keep = flag[u] & (memb[u] == memb[v])
+                flag[nodes] = False
+                uu, vv, ww = u[keep], v[keep], w[keep]
+                key_u, key_t, wt = _group_pairs(am, uu, ref[vv], ww, n)
                 K_C = K_comm[key_u]
                 ok = ext_ref[key_t] >= scale * K_ref[key_t] * (K_C - K_ref[key_t])
                 score = wt - scale * k[key_u] * K_ref[key_t]
@@ -350,36 +371,32 @@ class _Leiden:
                 if best_u.shape[0] == 0:
                     continue
                 movers, target = _drop_singleton_swaps(am, ref, size, best_u, best_t)
-                # a node whose singleton target moved away is retried in a later sweep
-                retry = xp.zeros(n, dtype=bool)
-                retry[best_u] = True
-                retry[movers] = False
-                pending |= retry
+                # a node whose move was cancelled is retried in a later sweep
+                flag[movers] = True
+                pending[best_u[~flag[best_u]]] = True
                 if movers.shape[0] == 0:
                     continue
-                progressed = True
-                # exact incremental update of the targets' weight and external weight:
+                # exact update of the targets' weight and external weight:
                 # ext_T += ext_v - 2 w(v, T) - (edges between movers joining the same T)
-                wt_mover = xp.zeros(n, dtype=xp.float64)
-                sel = xp.zeros(n, dtype=bool)
-                sel[movers] = True
-                tgt_of = xp.full(n, -1, dtype=xp.int64)
-                tgt_of[movers] = target
-                joined = sel[key_u] & (key_t == tgt_of[key_u])
-                wt_mover[key_u[joined]] = wt[joined]
-                pair = sel[u] & sel[v] & (tgt_of[u] == tgt_of[v])
-                pair_w = _segment_sum(am, tgt_of[u[pair]], w[pair], n)
-                delta_ext = _segment_sum(am, target, ext_node[movers] - 2.0 * wt_mover[movers], n)
-                ext_ref = ext_ref + delta_ext - pair_w
-                K_ref = K_ref + _segment_sum(am, target, k[movers], n)
-                size = size + xp.bincount(target, minlength=n)
+                mm = movers.shape[0]
+                target_of[movers] = target
+                loc[movers] = xp.arange(mm, dtype=xp.int64)
+                joined = flag[key_u] & (key_t == target_of[key_u])
+                w_to_target = xp.zeros(mm, dtype=xp.float64)
+                w_to_target[loc[key_u[joined]]] = wt[joined]
+                pair = flag[uu] & flag[vv] & (target_of[uu] == target_of[vv])
+                _scatter_add(am, ext_ref, target, ext_node[movers] - 2.0 * w_to_target)
+                _scatter_add(am, ext_ref, target_of[uu[pair]], -ww[pair])
+                _scatter_add(am, K_ref, target, k[movers])
+                _scatter_add(am, size, target, xp.ones(mm, dtype=size.dtype))
+                flag[movers] = False
+                target_of[movers] = -1
+                loc[movers] = -1
                 old = ref[movers]
                 size[old] = 0
                 K_ref[old] = 0.0
                 ext_ref[old] = 0.0
                 ref[movers] = target
-            if not progressed and not bool(pending.any()):
-                break
         return ref
 
 
@@ -398,11 +415,28 @@ def _run_starts(am: ArrayModule, sorted_keys):
 
 
 def _reduce_runs(am: ArrayModule, values, starts):
-    """Sum of ``values`` over the runs beginning at ``starts`` (``add.reduceat``, fixed order)."""
+    """Sum of ``values`` over the runs beginning at ``starts``, in a fixed pairwise order.
+
+    A doubling (Hillis-Steele) suffix sum inside each run: after the pass at distance ``d``,
+    element ``i`` holds the sum of up to ``2 d`` elements of its run from ``i`` on. Every
+    backend adds the same pairs in the same order, with no atomics, and without the
+    cancellation of prefix-sum differences (CuPy's ``add.reduceat`` subtracts a cumsum).
+    Costs ``log2`` of the longest run passes.
+    """
     xp = am.xp
+    m = values.shape[0]
     if starts.shape[0] == 0:
         return xp.zeros(0, dtype=values.dtype)
-    return xp.add.reduceat(values, starts)
+    head = xp.zeros(m, dtype=xp.int64)
+    head[starts] = 1
+    run = xp.cumsum(head) - 1
+    longest = int(xp.diff(starts, append=m).max())
+    x = values.copy()
+    d = 1
+    while d < longest:
+        x[:-d] = x[:-d] + xp.where(run[d:] == run[:-d], x[d:], 0)
+        d *= 2
+    return x[starts]
 
 
 def _segment_sum(am: ArrayModule, ids, values, n: int):
@@ -416,6 +450,18 @@ def _segment_sum(am: ArrayModule, ids, values, n: int):
     starts, _ = _run_starts(am, sorted_ids)
     out[sorted_ids[starts]] = _reduce_runs(am, values[order].astype(xp.float64), starts)
     return out
+
+
+def _scatter_add(am: ArrayModule, out, ids, values) -> None:
+    """``out[ids] += values`` in place with repeated ids summed first in a fixed order
+    (sorted ids, :func:`_reduce_runs`), so no two updates race for one element."""
+    xp = am.xp
+    if ids.shape[0] == 0:
+        return
+    order = xp.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts, _ = _run_starts(am, sorted_ids)
+    out[sorted_ids[starts]] += _reduce_runs(am, values[order], starts)
 
 
 def _group_pairs(am: ArrayModule, u, c, w, n: int):
@@ -448,20 +494,16 @@ def _drop_singleton_swaps(am: ArrayModule, memb, size, movers, target):
 
     Simultaneous moves would otherwise swap two singletons instead of merging them. Of two
     singletons that chose each other, the one joining the smaller community id moves.
+    Costs a sort of the movers (a singleton's member is the mover whose own community it is).
     """
     xp = am.xp
-    n = memb.shape[0]
-    moving = xp.zeros(n, dtype=bool)
-    moving[movers] = True
-    member = xp.full(size.shape[0], -1, dtype=xp.int64)
-    alone = size[memb] == 1
-    nodes = xp.arange(n, dtype=xp.int64)
-    member[memb[alone]] = nodes[alone]
-    tgt_of = xp.full(n, -1, dtype=xp.int64)
-    tgt_of[movers] = target
-    m = member[target]
-    blocked = (m >= 0) & moving[xp.maximum(m, 0)]
-    mutual = blocked & (tgt_of[xp.maximum(m, 0)] == memb[movers]) & (target < memb[movers])
+    own = memb[movers]
+    by_own = xp.argsort(own, kind="stable")
+    own_sorted = own[by_own]
+    pos = xp.minimum(xp.searchsorted(own_sorted, target), movers.shape[0] - 1)
+    member = by_own[pos]  # index (into movers) of the mover that left community ``target``
+    blocked = (size[target] == 1) & (own_sorted[pos] == target)
+    mutual = blocked & (target[member] == own) & (target < own)
     keep = ~blocked | mutual
     return movers[keep], target[keep]
 

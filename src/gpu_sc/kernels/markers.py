@@ -274,7 +274,11 @@ def wilcoxon_rank_sums(am: ArrayModule, X, masks, cells=None, *, block_elements=
         n_ranked = int(rows.shape[0])
         masks = masks[:, rows]
     G = indicator(am, masks)
-    block = max(1, (block_elements or DEFAULT_BLOCK_ELEMENTS) // max(n_ranked, 1))
+    budget = block_elements or DEFAULT_BLOCK_ELEMENTS
+    if hasattr(X, "nnz"):  # sparse blocks cost their stored values, not cells x genes
+        block = max(1, int(budget * n_genes // max(int(X.nnz), 1)))
+    else:
+        block = max(1, budget // max(n_ranked, 1))
     rank_sums = xp.zeros((masks.shape[0], n_genes), dtype=xp.float64)
     tie_sums = xp.zeros(n_genes, dtype=xp.float64)
     for left, right in gene_blocks(n_genes, block):
