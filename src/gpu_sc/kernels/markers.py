@@ -2,8 +2,10 @@
 
 Everything is computed in blocks of genes (columns), so the matrix never has to be dense, or
 on the device, at once: per-group sums, sums of squares and nonzero counts are products of a
-sparse group-indicator matrix with a block; Wilcoxon ranks come from sorting the block's
-dense columns. Numerics follow scanpy 1.11 (``scanpy/tools/_rank_genes_groups.py``): means
+sparse group-indicator matrix with a block; Wilcoxon ranks come from sorting the stored
+values of a sparse block (its zeros are one run of ties) or the columns of a dense one.
+Tie sums add integer-valued terms with ``add.reduceat`` (deterministic on both backends).
+Numerics follow scanpy 1.11 (``scanpy/tools/_rank_genes_groups.py``): means
 and variances in float64 from the data's values, whose squares are rounded to the data type
 first as scanpy's numba kernel does; the unbiased variance ``(E[x^2] - E[x]^2) n / (n - 1)``;
 Welch's t-test as scipy's ``ttest_ind_from_stats``; average ranks of tied values and scipy's
@@ -20,9 +22,9 @@ from ..dispatch.arrays import ArrayModule
 
 __all__ = [
     "GroupSums",
-    "sparse_rank_sums",
     "group_sums",
     "rank_columns",
+    "sparse_rank_sums",
     "t_test",
     "wilcoxon_rank_sums",
     "wilcoxon_z",
