@@ -1,1 +1,155 @@
-"""Engine steps: clustering (registered on import)."""
+"""Engine steps: clustering — ``leiden`` and ``paga`` (registered on import)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from natsort import natsorted
+
+from ..dispatch.registry import EngineUnsupported, register
+from ..kernels.leiden import leiden as _leiden_kernel
+from ..kernels.paga import paga_connectivities
+
+__all__ = ["leiden", "paga"]
+
+
+@register("leiden")
+def leiden(
+    adata,
+    ctx,
+    *,
+    resolution,
+    restrict_to,
+    random_state,
+    key_added,
+    adjacency,
+    directed,
+    use_weights,
+    n_iterations,
+    partition_type,
+    neighbors_key,
+    obsp,
+    copy,
+    flavor,
+    **clustering_args,
+):
+    """Leiden on the engine: :func:`gpu_sc.kernels.leiden.leiden` on scanpy's graph.
+
+    Optimises the objective of scanpy's ``flavor="igraph"`` (modularity with ``resolution``
+    on the undirected weighted graph); ``flavor="leidenalg"`` is accepted only where it
+    optimises the same objective (``directed=False``, default partition type). Labels are
+    numbered by decreasing cluster size.
+    """
+    am = ctx.am
+    if flavor not in ("igraph", "leidenalg"):
+        raise EngineUnsupported(f"flavor={flavor!r} (scanpy reports the error)")
+    if flavor == "igraph" and directed:
+        raise EngineUnsupported("directed=True with flavor='igraph' (scanpy reports the error)")
+    if flavor == "leidenalg" and directed is not False:
+        raise EngineUnsupported("leidenalg on a directed graph optimises another objective")
+    if partition_type is not None:
+        raise EngineUnsupported("only the modularity (RB configuration) partition type")
+    if restrict_to is not None:
+        raise EngineUnsupported("restrict_to is not implemented")
+    extra = {k: v for k, v in clustering_args.items() if k != "objective_function"}
+    if clustering_args.get("objective_function", "modularity") != "modularity" or extra:
+        raise EngineUnsupported(f"clustering arguments {sorted(clustering_args)}")
+    if not isinstance(random_state, numbers.Integral):
+        raise EngineUnsupported("random_state must be an integer seed")
+    if obsp is not None and neighbors_key is not None:
+        raise EngineUnsupported("both obsp and neighbors_key given (scanpy reports the error)")
+    if adjacency is None:
+        adjacency = _choose_graph(adata, obsp, neighbors_key)
+    A = am.asarray(adjacency)
+    if not am.issparse(A):
+        A = am.sparse.csr_matrix(A)
+    A = A.tocsr().astype(am.xp.float64)
+    if not use_weights:
+        A = am.sparse.csr_matrix((am.xp.ones_like(A.data), A.indices, A.indptr), shape=A.shape)
+    gamma = 1.0 if resolution is None else float(resolution)
+    labels = am.to_host(
+        _leiden_kernel(
+            A, resolution=gamma, n_iterations=int(n_iterations), random_state=int(random_state),
+            am=am,
+        )
+    )
+    values = labels.astype("U")
+    adata.obs[key_added] = pd.Categorical(
+        values=values, categories=natsorted(map(str, np.unique(labels)))
+    )
+    adata.uns[key_added] = {
+        "params": dict(resolution=resolution, random_state=random_state, n_iterations=n_iterations)
+    }
+    return None
+
+
+def _choose_graph(adata, obsp, neighbors_key):
+    """The graph scanpy's leiden would use: ``obsp[obsp]`` or the neighbors connectivities."""
+    if obsp is not None:
+        return adata.obsp[obsp]
+    key = "neighbors" if neighbors_key is None else neighbors_key
+    if key not in adata.uns:
+        raise EngineUnsupported(f"no neighbors graph under uns[{key!r}] (scanpy reports it)")
+    return adata.obsp[adata.uns[key].get("connectivities_key", "connectivities")]
+
+
+@register("paga")
+def paga(adata, ctx, *, groups, use_rna_velocity, model, neighbors_key, copy):
+    """PAGA v1.2 connectivities by sparse products on the engine's graph and labels.
+
+    Computed on the engine rather than by running scanpy's PAGA on a host copy: the counts
+    are two sparse products with the group indicator (scanpy builds an igraph graph of all
+    ``n * k`` edges and loops over group pairs in Python, which dominates at atlas scale).
+    The spanning tree of the ``n_groups x n_groups`` result is taken on the host with
+    scipy, exactly as scanpy does.
+    """
+    am = ctx.am
+    if use_rna_velocity:
+        raise EngineUnsupported("use_rna_velocity=True is not implemented")
+    if model != "v1.2":
+        raise EngineUnsupported(f"model={model!r}: only v1.2 is implemented")
+    check = "neighbors" if neighbors_key is None else neighbors_key
+    if check not in adata.uns:
+        raise EngineUnsupported("no neighbors graph (scanpy reports the error)")
+    if groups is None:
+        groups = next((k for k in ("leiden", "louvain") if k in adata.obs.columns), None)
+    if groups is None or groups not in adata.obs.columns:
+        raise EngineUnsupported("no group labels (scanpy reports the error)")
+    labels = adata.obs[groups]
+    if not isinstance(labels.dtype, pd.CategoricalDtype):
+        raise EngineUnsupported(f"obs[{groups!r}] is not categorical (scanpy converts it)")
+    if (labels.cat.codes < 0).any():
+        raise EngineUnsupported(f"obs[{groups!r}] has missing labels")
+    distances_key = adata.uns[check].get("distances_key", "distances")
+    distances = adata.obsp[distances_key]
+    n_groups = len(labels.cat.categories)
+    sizes, _inter, conn = paga_connectivities(
+        distances, labels.cat.codes.to_numpy(), n_groups, am=am
+    )
+    connectivities = sp.csr_matrix(am.to_host(conn))
+    tree = _spanning_tree(connectivities)
+    adata.uns.setdefault("paga", {})
+    adata.uns["paga"]["connectivities"] = connectivities
+    adata.uns["paga"]["connectivities_tree"] = tree
+    adata.uns[f"{groups}_sizes"] = am.to_host(sizes)
+    adata.uns["paga"]["groups"] = groups
+    return None
+
+
+def _spanning_tree(connectivities):
+    """scanpy's ``_get_connectivities_tree_v1_2``: the minimum spanning tree of 1/connectivity,
+    carrying the connectivities of its edges."""
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    inverse = connectivities.copy()
+    inverse.data = 1.0 / inverse.data
+    mst = minimum_spanning_tree(inverse).tocsr()
+    tree = sp.lil_matrix(connectivities.shape, dtype=float)
+    for i in range(mst.shape[0]):
+        neighbors = mst[i].nonzero()[1]
+        if len(neighbors) > 0:
+            tree[i, neighbors] = connectivities[i, neighbors]
+    return tree.tocsr()

@@ -1,1 +1,215 @@
-"""Engine steps: markers (registered on import)."""
+"""Engine steps: markers — ``rank_genes_groups`` (registered on import)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..dispatch.registry import EngineUnsupported, register
+from ..kernels import markers as K
+
+__all__ = ["rank_genes_groups"]
+
+_METHODS = ("t-test", "t-test_overestim_var", "wilcoxon")
+_DTYPES = {
+    "names": "O",
+    "scores": "float32",
+    "logfoldchanges": "float32",
+    "pvals": "float64",
+    "pvals_adj": "float64",
+}
+
+
+@register("rank_genes_groups")
+def rank_genes_groups(
+    adata,
+    ctx,
+    *,
+    groupby,
+    mask_var,
+    use_raw,
+    groups,
+    reference,
+    n_genes,
+    rankby_abs,
+    pts,
+    key_added,
+    copy,
+    method,
+    corr_method,
+    tie_correct,
+    layer,
+    **kwds,
+):
+    """t-test, t-test_overestim_var and Wilcoxon rank-sum markers on the engine.
+
+    Group sums come from sparse indicator products and ranks from sorted dense blocks of
+    genes (:mod:`gpu_sc.kernels.markers`); the small per-group results (one score per group
+    and gene) are finished on the host exactly as scanpy finishes them: Benjamini-Hochberg
+    with statsmodels, the top-``n_genes`` selection with NumPy's argpartition/argsort (so tied
+    scores are ordered as scanpy orders them) and the same structured arrays in ``uns``.
+    """
+    am, xp = ctx.am, ctx.am.xp
+    method = "t-test" if method is None else method
+    plan = _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_method,
+                 layer, kwds)
+    use_raw, X, var_names, groups_order, masks, iref = plan
+    n_cells, n_total_genes = X.shape
+    n_groups = masks.shape[0]
+    if hasattr(X, "format") and X.format == "csr":
+        X = X.tocsc()  # gene blocks are column slices
+
+    sums = K.group_sums(am, X, masks)
+    means, variances = sums.mean_var(xp)
+    sizes = sums.sizes
+    tested = [g for g in range(n_groups) if g != iref]
+    if iref is None:
+        means_other, vars_other = sums.rest_mean_var(xp)
+        n_other = n_cells - sizes
+    else:
+        means_other = xp.broadcast_to(means[iref], means.shape)
+        vars_other = xp.broadcast_to(variances[iref], variances.shape)
+        n_other = xp.full(n_groups, float(sizes[iref]))
+
+    if method in ("t-test", "t-test_overestim_var"):
+        n2 = n_other if method == "t-test" else sizes
+        scores, pvals = K.t_test(
+            am, means, variances, sizes[:, None], means_other, vars_other, n2[:, None]
+        )
+    elif iref is None:
+        rank_sums, tie_sums, n_ranked = K.wilcoxon_rank_sums(am, X, masks)
+        scores, pvals = K.wilcoxon_z(
+            am, rank_sums, tie_sums[None, :], sizes[:, None], n_ranked, tie_correct=tie_correct
+        )
+    else:
+        scores = xp.zeros((n_groups, n_total_genes))
+        pvals = xp.ones((n_groups, n_total_genes))
+        for g in tested:
+            cells = masks[g] | masks[iref]
+            rank_sums, tie_sums, n_ranked = K.wilcoxon_rank_sums(am, X, masks[g : g + 1], cells)
+            scores[g], pvals[g] = (
+                r[0]
+                for r in K.wilcoxon_z(
+                    am, rank_sums, tie_sums[None, :], sizes[g], n_ranked, tie_correct=tie_correct
+                )
+            )
+
+    base = adata.uns.get("log1p", {}).get("base")
+    factor = 1.0 if base is None else float(np.log(base))
+    fold = (xp.expm1(means * factor) + 1e-9) / (xp.expm1(means_other * factor) + 1e-9)
+    logfold = xp.log2(fold)
+
+    scores, pvals, logfold = (am.to_host(a) for a in (scores, pvals, logfold))
+    n_genes_user = n_total_genes if n_genes is None or n_genes > n_total_genes else n_genes
+    stats = _records(
+        groups_order, tested, var_names, scores, pvals, logfold, n_genes_user, rankby_abs,
+        corr_method,
+    )
+    result = {
+        "params": dict(
+            groupby=groupby,
+            reference=reference,
+            method=method,
+            use_raw=use_raw,
+            layer=layer,
+            corr_method=corr_method,
+        )
+    }
+    if pts:
+        names = [str(name) for name in groups_order]
+        result["pts"] = pd.DataFrame(am.to_host(sums.pts()).T, index=var_names, columns=names)
+        if iref is None:
+            result["pts_rest"] = pd.DataFrame(
+                am.to_host(sums.pts_rest()).T, index=var_names, columns=names
+            )
+    result.update(stats)
+    adata.uns["rank_genes_groups" if key_added is None else key_added] = result
+    return None
+
+
+def _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_method, layer,
+          kwds):
+    """Validate like scanpy (anything scanpy rejects or this does not implement raises
+    :class:`EngineUnsupported`, so scanpy runs and reports it) and select the data."""
+    from scanpy._utils import select_groups
+
+    if kwds:
+        raise EngineUnsupported(f"extra arguments {sorted(kwds)}")
+    if mask_var is not None:
+        raise EngineUnsupported("mask_var is not implemented")
+    if method not in _METHODS:
+        raise EngineUnsupported(f"method={method!r}: the engine implements {_METHODS}")
+    if corr_method not in ("benjamini-hochberg", "bonferroni"):
+        raise EngineUnsupported(f"corr_method={corr_method!r} (scanpy reports the error)")
+    if use_raw is None:
+        use_raw = adata.raw is not None
+    elif use_raw and adata.raw is None:
+        raise EngineUnsupported("use_raw=True without .raw (scanpy reports the error)")
+    if layer is not None and use_raw:
+        raise EngineUnsupported("layer with use_raw=True (scanpy reports the error)")
+    if groupby not in adata.obs or not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
+        raise EngineUnsupported(f"obs[{groupby!r}] is not categorical (scanpy converts it)")
+    categories = list(adata.obs[groupby].cat.categories)
+    if groups == "all":
+        order = "all"
+    elif isinstance(groups, str | int):
+        raise EngineUnsupported("groups must be a sequence (scanpy reports the error)")
+    else:
+        order = [str(g) if isinstance(g, int) else g for g in groups]
+        if reference != "rest" and reference not in set(order):
+            order.append(reference)
+        if not set(order) <= set(categories):
+            raise EngineUnsupported(f"groups {order} not all in obs[{groupby!r}]")
+    if reference != "rest" and reference not in categories:
+        raise EngineUnsupported(f"reference {reference!r} is not a group (scanpy reports it)")
+    groups_order, masks = select_groups(adata, order, groupby)
+    if (masks.sum(axis=1) < 2).any():
+        raise EngineUnsupported("a selected group has fewer than 2 cells (scanpy reports it)")
+    if layer is not None:
+        X, var_names = adata.layers[layer], adata.var_names
+    elif use_raw:
+        X, var_names = adata.raw.X, adata.raw.var_names
+    else:
+        X, var_names = adata.X, adata.var_names
+    iref = None
+    if reference != "rest":
+        iref = int(np.where(groups_order == reference)[0][0])
+    return use_raw, X, var_names, groups_order, np.asarray(masks, dtype=bool), iref
+
+
+def _select_top_n(scores, n_top: int):
+    """scanpy's ``_select_top_n`` verbatim: tied scores come out in scanpy's order."""
+    reference_indices = np.arange(scores.shape[0], dtype=int)
+    partition = np.argpartition(scores, -n_top)[-n_top:]
+    partial_indices = np.argsort(scores[partition])[::-1]
+    return reference_indices[partition][partial_indices]
+
+
+def _records(groups_order, tested, var_names, scores, pvals, logfold, n_top, rankby_abs,
+             corr_method):
+    """scanpy's ``compute_statistics`` bookkeeping and structured arrays, from host arrays."""
+    from statsmodels.stats.multitest import multipletests
+
+    n_genes = scores.shape[1]
+    stats = None
+    for g in tested:
+        name = str(groups_order[g])
+        idx = _select_top_n(np.abs(scores[g]) if rankby_abs else scores[g], n_top)
+        if stats is None:
+            stats = pd.DataFrame(columns=pd.MultiIndex.from_tuples([(name, "names")]))
+        stats[name, "names"] = var_names[idx]
+        stats[name, "scores"] = scores[g][idx]
+        p = pvals[g].copy()
+        stats[name, "pvals"] = p[idx]
+        if corr_method == "benjamini-hochberg":
+            p[np.isnan(p)] = 1
+            _, p_adj, _, _ = multipletests(p, alpha=0.05, method="fdr_bh")
+        else:
+            p_adj = np.minimum(p * n_genes, 1.0)
+        stats[name, "pvals_adj"] = p_adj[idx]
+        stats[name, "logfoldchanges"] = logfold[g][idx]
+    stats.columns = stats.columns.swaplevel()
+    return {
+        col: stats[col].to_records(index=False, column_dtypes=_DTYPES[col])
+        for col in stats.columns.levels[0]
+    }
