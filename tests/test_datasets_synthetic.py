@@ -31,9 +31,10 @@ def atlas():
 
 
 def test_same_seed_gives_bitwise_identical_atlas_and_other_seeds_differ():
-    a = synthetic(1200, n_genes=600, n_types=5, difficulty="trajectory", seed=7)
-    b = synthetic(1200, n_genes=600, n_types=5, difficulty="trajectory", seed=7)
-    c = synthetic(1200, n_genes=600, n_types=5, difficulty="trajectory", seed=8)
+    # 4500 cells span three of the generator's row blocks.
+    a = synthetic(4500, n_genes=300, n_types=5, difficulty="trajectory", seed=7)
+    b = synthetic(4500, n_genes=300, n_types=5, difficulty="trajectory", seed=7)
+    c = synthetic(4500, n_genes=300, n_types=5, difficulty="trajectory", seed=8)
     for name in ("data", "indices", "indptr"):
         np.testing.assert_array_equal(getattr(a.X, name), getattr(b.X, name))
     pd.testing.assert_frame_equal(a.obs, b.obs)

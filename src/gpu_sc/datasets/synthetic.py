@@ -85,9 +85,11 @@ def synthetic(
         Number of cell types, at least 2. Types come in families of about three that share a
         gene program.
     difficulty
-        ``"separated"``: strong type programs (scanpy's Leiden recovers the types almost
-        exactly); ``"overlapping"``: sibling types differ by a weak program and 12 % of cells
-        lie on a lineage; ``"trajectory"``: 30 % of cells lie on the lineage.
+        ``"separated"``: strong type programs, 4 % of cells on the lineage (the scanpy
+        tutorial pipeline's Leiden scores an ARI of about 0.9-0.95 against the truth);
+        ``"overlapping"``: sibling types differ by a weaker program, 12 % of cells on the
+        lineage (ARI about 0.75-0.87); ``"trajectory"``: 25 % of cells on the lineage
+        (ARI about 0.65-0.78). Figures measured at 3000-5000 cells, seeds 0-3.
     seed
         Seed of every random draw: the same arguments give bitwise the same matrix.
     median_library_size
@@ -98,7 +100,7 @@ def synthetic(
     Returns
     -------
     AnnData with ``X`` raw counts (CSR float32, integer values, sorted indices), ``obs`` with
-    ``cell_type`` (categorical truth), ``parent_type`` (categorical family), ``is_doublet``,
+    ``cell_type`` (categorical truth; a doublet keeps its first cell's type), ``parent_type`` (categorical family), ``is_doublet``,
     ``is_low_quality`` (bool), ``pseudotime`` (float, NaN off the lineage), and
     ``uns["synthetic"]`` with the arguments and the lineage's end types.
 
@@ -279,8 +281,9 @@ def _cell_design(rng, model: _GeneModel, n_cells, diff, median_lib, doublet_rate
 
     # Some types are larger cells with more RNA; the library size varies within a type too.
     type_size = rng.lognormal(0.0, 0.2, size=n_types)
-    size_of = np.where(on_lineage, np.exp(np.log(type_size[start]) * (1 - np.nan_to_num(
-        pseudotime)) + np.log(type_size[end]) * np.nan_to_num(pseudotime)), type_size[kind])
+    t = np.nan_to_num(pseudotime)  # 0 off the lineage
+    along = np.exp((1 - t) * np.log(type_size[start]) + t * np.log(type_size[end]))
+    size_of = np.where(on_lineage, along, type_size[kind])
     library = median_lib * size_of * rng.lognormal(0.0, 0.35, size=rows)
     mt_frac = rng.lognormal(np.log(0.025), 0.25, size=rows)
 
@@ -315,7 +318,7 @@ def _cell_design(rng, model: _GeneModel, n_cells, diff, median_lib, doublet_rate
 def _draw_counts(model: _GeneModel, cells: _Cells, blocks_seq) -> sp.csr_matrix:
     n, G = cells.n_cells, model.n_genes
     n_blocks = -(-n // _BLOCK_ROWS)
-    work = _BlockBuffers(min(n, _BLOCK_ROWS) * 2, G)  # room for every row to have a partner
+    work = _BlockBuffers(min(n, _BLOCK_ROWS), G)
     out = _CSRBuilder(n)
     for b, seq in enumerate(blocks_seq.spawn(n_blocks)):
         lo, hi = b * _BLOCK_ROWS, min(n, (b + 1) * _BLOCK_ROWS)
@@ -338,11 +341,12 @@ class _BlockBuffers:
     the arithmetic)."""
 
     def __init__(self, rows: int, n_genes: int):
-        self.mu = np.empty((rows, n_genes), dtype=np.float32)
-        self.u = np.empty((rows, n_genes), dtype=np.float32)
-        self.p0 = np.empty((rows, n_genes), dtype=np.float32)
-        self.counts = np.empty(rows * n_genes // 2, dtype=np.int32)
-        self.indices = np.empty(rows * n_genes // 2, dtype=np.int32)
+        drawn = 2 * rows  # room for every output row to have a doublet partner
+        self.mu = np.empty((drawn, n_genes), dtype=np.float32)
+        self.u = np.empty((drawn, n_genes), dtype=np.float32)
+        self.p0 = np.empty((drawn, n_genes), dtype=np.float32)
+        self.counts = np.empty(rows * n_genes, dtype=np.int32)  # at most every output entry
+        self.indices = np.empty(rows * n_genes, dtype=np.int32)
 
 
 class _CSRBuilder:
@@ -430,9 +434,6 @@ def _block_counts(rng, mu: np.ndarray, theta: np.ndarray, partner: np.ndarray, w
     direct_mu = np.empty(n_direct, dtype=np.float64)
     direct_theta = np.empty(n_direct, dtype=np.float64)
     row_nnz = np.zeros(partner.size, dtype=np.int64)
-    if work.counts.size < mu.size:
-        work.counts = np.empty(mu.size, dtype=np.int32)
-        work.indices = np.empty(mu.size, dtype=np.int32)
     nnz = _walk_cdf(mu, theta, u, p0, partner, _DIRECT_MEAN, work.counts, work.indices,
                     row_nnz, direct_at, direct_mu, direct_theta)  # fmt: skip
     counts, indices = work.counts[:nnz], work.indices[:nnz]
