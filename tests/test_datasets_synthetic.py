@@ -137,3 +137,30 @@ def test_generating_200k_cells_finishes():
     adata = synthetic(200_000, seed=3)
     assert adata.shape == (200_000, 2000)
     assert 500 < adata.X.nnz / adata.n_obs < 1200
+
+
+def test_negative_binomial_sampler_matches_mean_and_variance_on_both_paths():
+    # Means below and above the switch from the inverse-CDF walk to gamma-Poisson draws,
+    # and doublet rows that add a partner row's draw.
+    import importlib
+
+    gen = importlib.import_module("gpu_sc.datasets.synthetic")
+    mu_cols = np.array([0.05, 0.5, 3.0, 7.9, 8.1, 40.0], dtype=np.float32)
+    theta = np.array([0.5, 2.0, 4.0, 10.0, 4.0, 20.0], dtype=np.float32)
+    n_out, n_partner = 20000, 10000
+    mu = np.tile(mu_cols, (n_out + n_partner, 1))
+    partner = np.full(n_out, -1, dtype=np.int64)
+    partner[:n_partner] = n_out + np.arange(n_partner)  # the first half are doublets
+    work = gen._BlockBuffers(n_out, mu_cols.size)
+    counts, indices, row_nnz = gen._block_counts(
+        np.random.default_rng(0), mu, theta, partner, work
+    )
+    indptr = np.concatenate([[0], np.cumsum(row_nnz)])
+    X = sp.csr_matrix((counts, indices, indptr), shape=(n_out, mu_cols.size)).toarray()
+    assert counts.min() >= 1
+    single, double = X[n_partner:], X[:n_partner]
+    var = mu_cols + mu_cols**2 / theta
+    for sample, scale in ((single, 1), (double, 2)):
+        se = np.sqrt(scale * var / sample.shape[0])
+        assert (np.abs(sample.mean(axis=0) - scale * mu_cols) < 5 * se).all()
+        np.testing.assert_allclose(sample.var(axis=0), scale * var, rtol=0.12)

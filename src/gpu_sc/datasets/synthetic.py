@@ -99,10 +99,10 @@ def synthetic(
 
     Returns
     -------
-    AnnData with ``X`` raw counts (CSR float32, integer values, sorted indices), ``obs`` with
-    ``cell_type`` (categorical truth; a doublet keeps its first cell's type), ``parent_type`` (categorical family), ``is_doublet``,
-    ``is_low_quality`` (bool), ``pseudotime`` (float, NaN off the lineage), and
-    ``uns["synthetic"]`` with the arguments and the lineage's end types.
+    AnnData with ``X`` raw counts (CSR float32, integer values, sorted indices); ``obs`` with
+    ``cell_type`` (categorical truth; a doublet keeps its first cell's type), ``parent_type``
+    (categorical family), ``is_doublet`` and ``is_low_quality`` (bool), ``pseudotime`` (float,
+    NaN off the lineage); ``uns["synthetic"]`` with the arguments and the lineage's end types.
 
     Notes
     -----
@@ -176,10 +176,10 @@ class _GeneModel:
     parent_of: np.ndarray  # (n_types,) family of each type
     type_profile: np.ndarray  # (n_types, n_genes) float32 nuclear profiles (MT columns 0)
     type_logit: np.ndarray  # (n_types, nuclear genes) float32 log-expression
-    activation: np.ndarray  # (G,) float32 log-fold change of the within-type activation program
+    activation: np.ndarray  # (nuclear,) float32 log-fold change of the within-type program
     activation_genes: np.ndarray  # where ``activation`` is nonzero
-    ramp: np.ndarray  # (G,) float32 log-fold change reached at the lineage's end
-    transient: np.ndarray  # (G,) float32 log-fold change at the lineage's middle
+    ramp: np.ndarray  # (nuclear,) float32 log-fold change reached at the lineage's end
+    transient: np.ndarray  # (nuclear,) float32 log-fold change at the lineage's middle
     lineage: tuple[int, int]  # start and end type
     mt_profile: np.ndarray  # (13,) float32, sums to 1
     theta: np.ndarray  # (n_genes,) float32 NB dispersion (MT genes first)
