@@ -78,7 +78,7 @@ def test_bad_config_names_the_field_and_writes_nothing(small_input, tmp_path, ca
 def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     import anndata as ad
 
-    adata = ad.AnnData(gpu_sc.datasets.synthetic(50, n_genes=30).X)
+    adata = ad.AnnData(gpu_sc.datasets.synthetic(50, n_genes=100).X)
 
     def broken(self, path, **kw):
         path.write_bytes(b"half")
