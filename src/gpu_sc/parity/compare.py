@@ -283,12 +283,15 @@ def _e2e_rows(stage: Stage, side_a, side_b, upstream: list[str], ctx: Context) -
         why = f"no step of the pipeline has a {b_name} engine implementation"
         return [_not_implemented(stage.step, ctx.mode, b_name, why)]
     if not upstream:
-        return [_not_implemented(stage.step, ctx.mode, b_name,
-                                 "nor any step before it")]  # fmt: skip
+        own = side_b.ran[stage.step].fallback_reason
+        why = "; ".join(filter(None, [own, "no engine step ran before it either"]))
+        return [_not_implemented(stage.step, ctx.mode, b_name, why)]
     note = ""
     if stage.step not in upstream:
         shown = ", ".join(upstream[-3:]) + (" ..." if len(upstream) > 3 else "")
-        note = f"this step ran scanpy on both; differences come from engine steps before it ({shown})"
+        note = (
+            f"this step ran scanpy on both; differences come from engine steps before it ({shown})"
+        )
     return _rows(stage, side_a.outputs[stage.step], side_b.outputs[stage.step], ctx, note)
 
 

@@ -336,7 +336,8 @@ def _high_dim(adata) -> np.ndarray:
 
 def _extract_embedding(key: str):
     def extract(adata) -> Extract:
-        return {**_names(adata), "Y": np.array(adata.obsm[key], copy=True), "high": _high_dim(adata)}
+        Y = np.array(adata.obsm[key], copy=True)
+        return {**_names(adata), "Y": Y, "high": _high_dim(adata)}
 
     return extract
 
@@ -414,8 +415,10 @@ def stage_for(step: str, cfg) -> Stage | None:
         "log1p": Stage("log1p", _extract_X,
                        _matrix_comparator("log1p_max_rel_diff", floor_sd=False)),  # fmt: skip
         "highly_variable_genes": Stage("highly_variable_genes", _extract_hvg, _compare_hvg),
-        "regress_out": Stage("regress_out", _extract_X,
-                             _matrix_comparator("regress_out_max_rel_diff", floor_sd=True)),  # fmt: skip
+        "regress_out": Stage(
+            "regress_out", _extract_X,
+            _matrix_comparator("regress_out_max_rel_diff", floor_sd=True),
+        ),  # fmt: skip
         "scale": Stage("scale", _extract_X,
                        _matrix_comparator("scale_max_rel_diff", floor_sd=True)),  # fmt: skip
         "pca": Stage("pca", _extract_pca, _compare_pca, repeat_keys=("X_pca", "PCs")),
