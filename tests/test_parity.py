@@ -305,3 +305,15 @@ def test_cli_exits_one_when_an_engine_stage_misses_its_threshold(tmp_path, monke
     rc, out, _ = _cli(tmp_path, "--no-determinism")
     assert rc == 1
     assert json.loads(out.read_text())["passed"] is False
+
+
+def test_engine_stage_that_omits_an_output_fails(monkeypatch, small):
+    def pca_without_loadings(adata, ctx, **params):
+        sc.pp.pca(adata, **params)
+        del adata.varm["PCs"]
+
+    _install(monkeypatch, "pca", pca_without_loadings)
+    report = compare(small, ("scanpy", "numpy"), SMALL_CONFIG, name="small", determinism=False)
+    row = report.get("pca", "outputs_present", "isolated")
+    assert row.passed is False and "PCs" in row.note
+    assert not report.passed

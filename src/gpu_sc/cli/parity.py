@@ -43,13 +43,14 @@ def run(args) -> int:
     adata, default_name = load_input(args.input)
     config = PipelineConfig.from_toml(args.config) if args.config else None
     backends = args.backends.split(",") if args.backends else None
-    print(f"parity: {default_name}, {adata.n_obs} cells x {adata.n_vars} genes", file=sys.stderr)
+    name = args.name or default_name
+    print(f"parity: {name}, {adata.n_obs} cells x {adata.n_vars} genes", file=sys.stderr)
     report = compare(
         adata,
         backends,
         config,
         seed=args.seed,
-        name=args.name or default_name,
+        name=name,
         determinism=not args.no_determinism,
     )
     text = report.to_markdown()

@@ -152,7 +152,7 @@ class _RecordingRunner(_Runner):
         out = super().step(name, func, *args, **kwargs)
         self.ran[name] = _ran_since(self.adata, n_before)
         if stage is not None:
-            self.outputs[name] = {**stage.extract(self.adata), "ran": self.ran[name].backend}
+            self.outputs[name] = _extract(stage, self.adata, self.ran[name])
         return out
 
     @property
@@ -161,6 +161,16 @@ class _RecordingRunner(_Runner):
             {"step": s, "backend": r.backend, "fallback_reason": r.fallback_reason}
             for s, r in self.ran.items()
         ]
+
+
+def _extract(stage: Stage, adata, ran: _Ran) -> dict[str, Any]:
+    """The stage's outputs, tagged with the backend that produced them; an output missing
+    where scanpy puts it is recorded (and fails the comparison) instead of raising."""
+    try:
+        return {**stage.extract(adata), "ran": ran.backend}
+    except KeyError as exc:
+        return {"missing": f"{exc} not in AnnData after {stage.step} on {ran.backend}",
+                "ran": ran.backend}  # fmt: skip
 
 
 def _c_order(adata) -> None:
@@ -236,7 +246,7 @@ class _Isolated:
         finally:
             _move_to_host(adata)
         ran = _ran_since(adata, n_before)
-        return ran, {**stage.extract(adata), "ran": ran.backend}
+        return ran, _extract(stage, adata, ran)
 
 
 def _has_engine(step: str, pair: tuple[str, str]) -> bool:
@@ -256,6 +266,11 @@ def _not_implemented(stage: str, mode: str, backend: str, why: str | None) -> Ro
 
 
 def _rows(stage: Stage, a, b, ctx: Context, note: str = "") -> list[Row]:
+    missing = [ext["missing"] for ext in (a, b) if "missing" in ext]
+    if missing:
+        t = threshold_for("outputs_present", ctx.mode)
+        return [Row(stage.step, "outputs_present", ctx.mode, 0.0, t.describe(), False,
+                    "; ".join(missing))]  # fmt: skip
     out = []
     for m in stage.compare(a, b, ctx):
         t = threshold_for(m.metric, ctx.mode) if m.gate else None
@@ -298,8 +313,10 @@ def _e2e_rows(stage: Stage, side_a, side_b, upstream: list[str], ctx: Context) -
 def _repeat_rows(stage: Stage, isolated: _Isolated) -> list[Row]:
     if stage.step not in isolated.repeats:
         return []
-    same, note = identical(isolated.outputs[stage.step], isolated.repeats[stage.step],
-                           stage.repeat_keys)  # fmt: skip
+    first, second = isolated.outputs[stage.step], isolated.repeats[stage.step]
+    if "missing" in first or "missing" in second:
+        return []  # already reported by the isolated comparison
+    same, note = identical(first, second, stage.repeat_keys)
     t = threshold_for("identical_rerun", "repeat")
     value = 1.0 if same else 0.0
     return [Row(stage.step, "identical_rerun", "repeat", value, t.describe(), t.check(value),

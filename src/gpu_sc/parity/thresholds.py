@@ -97,6 +97,11 @@ _PCA_CORR = 0.9999
 
 #: metric name -> threshold. Metric names are unique across stages.
 THRESHOLDS: dict[str, Threshold] = {
+    # -- every stage ---------------------------------------------------------------------------
+    "outputs_present": Threshold(
+        "==", 1.0, (*BOTH, "repeat"),
+        "the engine must write every output where scanpy writes it (keys, obs/var columns)",
+    ),  # fmt: skip
     # -- QC, filters, normalisation ----------------------------------------------------------
     "cells_jaccard": Threshold(
         "==", 1.0, BOTH, "cell filters compare integer counts with integer bounds: exact"
