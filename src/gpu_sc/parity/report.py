@@ -131,9 +131,9 @@ class ParityReport:
         for stage, metric in keys:
             cells = by_key[(stage, metric)]
             values = [_cell(cells.get(m)) for m in MODES]
-            thresholds = sorted({r.threshold for r in cells.values() if r.threshold})
+            thresholds = _thresholds(list(cells.values()))
             lines.append(
-                f"| {stage} | {metric} | {' | '.join(values)} | {', '.join(thresholds)} | "
+                f"| {stage} | {metric} | {' | '.join(values)} | {thresholds} | "
                 f"{_verdict(list(cells.values()))} |"
             )
         verdict = "PASS" if self.passed else f"FAIL ({len(self.failures)} metric(s) below bar)"
@@ -167,10 +167,23 @@ def _cell(r: Row | None) -> str:
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e6):
-        return str(int(v))
-    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
-        return f"{v:.2e}"
-    return f"{v:.4f}"
+        text = str(int(v))
+    elif v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
+        text = f"{v:.2e}"
+    else:
+        text = f"{v:.6g}"  # 6 digits: 0.99989 must not print as a passing-looking 0.9999
+    return text + (" ✗" if r.passed is False else "")
+
+
+def _thresholds(rows: list[Row]) -> str:
+    """The bars of one (stage, metric), with the modes they bind in when not all of them."""
+    out = []
+    for bar in dict.fromkeys(r.threshold for r in rows if r.threshold):
+        modes = [r.mode for r in rows if r.threshold == bar]
+        measured = [r.mode for r in rows if r.value is not None]
+        suffix = "" if modes == measured else " (" + ", ".join(_MODE_TITLES[m] for m in modes) + ")"
+        out.append(bar + suffix)
+    return ", ".join(out)
 
 
 def _verdict(rows: list[Row]) -> str:
