@@ -156,9 +156,10 @@ def small():
 
 
 def _install(monkeypatch, step: str, func) -> None:
-    """Register ``func`` as the numpy engine implementation of ``step`` for one test."""
+    """For one test, make ``func`` the only engine implementation there is (numpy, ``step``):
+    the other steps run scanpy whatever the engine implements by now."""
     registry._load_engine()
-    monkeypatch.setitem(registry._ENGINE, step, {"numpy": registry._Impl(func, False)})
+    monkeypatch.setattr(registry, "_ENGINE", {step: {"numpy": registry._Impl(func, False)}})
 
 
 def _scanpy_pca(adata, ctx, **params):

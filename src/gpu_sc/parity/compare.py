@@ -303,7 +303,7 @@ def _e2e_rows(stage: Stage, side_a, side_b, upstream: list[str], ctx: Context) -
         return [_not_implemented(stage.step, ctx.mode, b_name, why)]
     note = ""
     if stage.step not in upstream:
-        shown = ", ".join(upstream[-3:]) + (" ..." if len(upstream) > 3 else "")
+        shown = ("... " if len(upstream) > 3 else "") + ", ".join(upstream[-3:])
         note = (
             f"this step ran scanpy on both; differences come from engine steps before it ({shown})"
         )
