@@ -22,7 +22,7 @@ from ..pipeline.run import rank_genes_key
 from . import metrics as M
 from .thresholds import EMBEDDING_K, KNN_EXACT_MAX_CELLS, MARKER_TOP_N, PCA_N_COMPONENTS
 
-__all__ = ["Measured", "Stage", "stage_for", "registry_name"]
+__all__ = ["Context", "Measured", "Stage", "identical", "registry_name", "stage_for"]
 
 ENGINE_BACKENDS = ("numpy", "cupy")
 
