@@ -126,3 +126,57 @@ def umap(
     adata.uns[key_uns] = dict(params=params)
     adata.obsm[key_obsm] = y
     return None
+
+
+@register("tsne")
+def tsne(
+    adata,
+    ctx,
+    *,
+    n_pcs,
+    use_rep,
+    perplexity,
+    metric,
+    early_exaggeration,
+    learning_rate,
+    random_state,
+    use_fast_tsne,
+    n_jobs,
+    key_added,
+    copy,
+):
+    # random_state only seeds scikit-learn's PCA initialisation, which is deterministic here
+    # (covariance eigendecomposition); use_fast_tsne picks another CPU implementation of the
+    # same method, so neither changes what the engine computes.
+    from scanpy import settings as sc_settings
+
+    from ..kernels import tsne as _tsne
+
+    if metric not in ("euclidean", "cosine"):
+        raise EngineUnsupported(f"metric={metric!r}; the engine implements euclidean and cosine")
+    am = ctx.am
+    x = choose_representation(adata, am, use_rep=use_rep, n_pcs=n_pcs)
+    y, kl, n_iter, _ = _tsne.tsne(
+        am,
+        x,
+        perplexity=float(perplexity),
+        early_exaggeration=float(early_exaggeration),
+        learning_rate=learning_rate,
+        metric=metric,
+    )
+    n_jobs = sc_settings.n_jobs if n_jobs is None else n_jobs
+    params = dict(
+        perplexity=perplexity,
+        early_exaggeration=early_exaggeration,
+        learning_rate=learning_rate,
+        n_jobs=n_jobs,
+        metric=metric,
+        use_rep=use_rep,
+    )
+    key_uns, key_obsm = ("tsne", "X_tsne") if key_added is None else (key_added, key_added)
+    adata.obsm[key_obsm] = y
+    adata.uns[key_uns] = dict(params={k: v for k, v in params.items() if v is not None})
+    # Not written by scanpy: the objective at the end, like sklearn's TSNE.kl_divergence_.
+    adata.uns[key_uns]["kl_divergence"] = kl
+    adata.uns[key_uns]["n_iter"] = int(n_iter)
+    return None
