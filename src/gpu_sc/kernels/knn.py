@@ -96,7 +96,7 @@ def knn(
         best_d = xp.take_along_axis(best_d, order, axis=1)
         best_i = xp.take_along_axis(best_i, order, axis=1)
         out_idx[r0:r1] = best_i
-        out_dist[r0:r1] = xp.where(xp.isneginf(best_d), 0.0, best_d)
+        out_dist[r0:r1] = xp.where(xp.isinf(best_d), 0.0, best_d)  # self: -inf -> 0
     if metric == "euclidean":
         if round32:  # scikit-learn takes the root in float32, then returns float64
             out_dist = xp.sqrt(out_dist.astype(xp.float32)).astype(xp.float64)

@@ -24,6 +24,7 @@ import math
 
 from ..dispatch.arrays import ArrayModule
 from .knn import knn as _knn
+from .segment import segment_ids
 
 __all__ = ["joint_probabilities", "kl_divergence_exact", "pca_init", "tsne"]
 
@@ -135,7 +136,7 @@ def _attraction(am, P, y, rows=None):
 
 
 def _entry_rows(xp, P):
-    return xp.repeat(xp.arange(P.shape[0]), xp.diff(P.indptr))
+    return segment_ids(xp, xp.diff(P.indptr))
 
 
 def _repulsion_exact(am, y, tile_elements: int = 2**22):
@@ -174,19 +175,23 @@ def _lagrange_weights(xp, t, p):
     return xp.stack(cols, axis=1)
 
 
-def _repulsion_fft(am, y, *, n_interp: int = 3, min_boxes: int = 50, max_boxes: int = 400):
-    """FIt-SNE's interpolation-based repulsion for 2-D embeddings (same outputs as
+def _repulsion_fft(am, y, *, n_interp: int = 3, min_boxes: int = 50, max_boxes: int = 200,
+                   boxes_per_unit: float = 1.0):
+    """FIt-SNE-style interpolation-based repulsion for 2-D embeddings (same outputs as
     :func:`_repulsion_exact`, approximately).
 
-    With ``K2 = (1 + |y_i - y_j|^2)^-2`` and charges ``1, y, |y|^2`` convolved on the grid,
-    ``rep_i = y_i A_i - B_i`` and ``sum_j w_ij = (1 + |y_i|^2) A_i - 2 y_i . B_i + C_i``.
+    Unit charges are spread to a regular grid (Lagrange interpolation on ``n_interp`` nodes
+    per box), convolved by FFT with the translation-invariant kernels ``w = 1 / (1 + |d|^2)``
+    (for ``Z``) and ``w^2 d`` (the repulsive force itself), and interpolated back. Convolving
+    the force kernel directly (rather than ``w^2`` with charges ``1, y, |y|^2`` as FIt-SNE
+    does) keeps the interpolation error independent of where the embedding sits.
     """
     xp = am.xp
     n, dim = y.shape
     yd = y.astype(xp.float64)
     lo = yd.min(axis=0)
     span = float((yd.max(axis=0) - lo).max()) * (1 + 1e-6) + 1e-12
-    n_boxes = int(min(max_boxes, max(min_boxes, math.ceil(span))))
+    n_boxes = int(min(max_boxes, max(min_boxes, math.ceil(span * boxes_per_unit))))
     h = span / n_boxes
     m = n_boxes * n_interp
     spacing = h / n_interp
@@ -195,37 +200,31 @@ def _repulsion_fft(am, y, *, n_interp: int = 3, min_boxes: int = 50, max_boxes: 
     box = xp.minimum(xp.floor(rel).astype(xp.int64), n_boxes - 1)
     weights = [_lagrange_weights(xp, rel[:, c] - box[:, c], n_interp) for c in range(dim)]
     base = [box[:, c] * n_interp for c in range(dim)]
-    # The 9 grid nodes of each point, and their interpolation weights.
+    # The n_interp^2 grid nodes of each point, and their interpolation weights.
     kx, ky = xp.meshgrid(xp.arange(n_interp), xp.arange(n_interp), indexing="ij")
     kx, ky = kx.ravel(), ky.ravel()
     node = (base[0][:, None] + kx[None, :]) * m + (base[1][:, None] + ky[None, :])
     wgt = weights[0][:, kx] * weights[1][:, ky]
-    point = xp.repeat(xp.arange(n, dtype=xp.int64), n_interp**dim)
-    # Spreading (grid x points) and interpolation (points x grid) as CSR products: a fixed
-    # summation order instead of atomic scatter-adds.
+    # Interpolation (points x grid) and spreading (its transpose, made CSR) as sparse
+    # products: a fixed summation order instead of atomic scatter-adds.
+    per = n_interp**dim
     W = am.sparse.csr_matrix(
-        (wgt.ravel(), node.ravel(), xp.arange(0, n * n_interp**dim + 1, n_interp**dim)),
-        shape=(n, m * m),
+        (wgt.ravel(), node.ravel(), xp.arange(0, n * per + 1, per)), shape=(n, m * m)
     )
-    Wt = W.T.tocsr()
-    sq = (yd * yd).sum(axis=1)
-    charges = xp.stack([xp.ones(n), yd[:, 0], yd[:, 1], sq], axis=1)
-    grid = Wt @ charges  # (m*m, 4)
+    charges = W.T.tocsr() @ xp.ones(n)
 
     offs = xp.arange(2 * m)
     offs = xp.where(offs < m, offs, offs - 2 * m).astype(xp.float64) * spacing
-    kern = 1.0 / (1.0 + offs[:, None] ** 2 + offs[None, :] ** 2) ** 2
-    kern_hat = xp.fft.rfft2(kern)
-    padded = xp.zeros((4, 2 * m, 2 * m))
-    padded[:, :m, :m] = grid.T.reshape(4, m, m)
-    conv = xp.fft.irfft2(xp.fft.rfft2(padded) * kern_hat[None], s=(2 * m, 2 * m))
-    pot = conv[:, :m, :m].reshape(4, m * m).T
-    at = W @ xp.ascontiguousarray(pot)  # (n, 4): A, B_x, B_y, C
-    A, B, C = at[:, 0], at[:, 1:3], at[:, 3]
-    rep = yd * A[:, None] - B
-    sum_w = (1.0 + sq) * A - 2.0 * (yd * B).sum(axis=1) + C
-    z = float(sum_w.sum()) - n  # drop the self terms w_ii = 1
-    return rep.astype(y.dtype), z
+    dx, dy = offs[:, None], offs[None, :]
+    w = 1.0 / (1.0 + dx * dx + dy * dy)
+    kernels = xp.stack([w, w * w * dx, w * w * dy])
+    padded = xp.zeros((2 * m, 2 * m))
+    padded[:m, :m] = charges.reshape(m, m)
+    conv = xp.fft.irfft2(xp.fft.rfft2(padded)[None] * xp.fft.rfft2(kernels), s=(2 * m, 2 * m))
+    pot = xp.ascontiguousarray(conv[:, :m, :m].reshape(3, m * m).T)
+    at = W @ pot  # (n, 3): sum_j w_ij, and the force
+    z = float(at[:, 0].sum()) - n  # drop the self terms w_ii = 1
+    return at[:, 1:].astype(y.dtype), z
 
 
 def kl_divergence_exact(am: ArrayModule, P, y) -> float:

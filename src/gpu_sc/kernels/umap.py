@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dispatch.arrays import ArrayModule
+from .segment import segment_ids
 
 __all__ = ["find_ab_params", "make_epochs_per_sample", "optimize_layout", "spectral_layout"]
 
@@ -201,7 +202,7 @@ def optimize_layout(
             next_sample[act] += eps[act]
             total = int(n_neg.sum())
             if total:
-                src = xp.repeat(h, n_neg)  # sorted, as heads are
+                src = h[segment_ids(xp, n_neg)]  # sorted, as heads are
                 k = rng.randint(0, n, size=total).astype(xp.int64)
                 diff = y[src] - y[k]
                 d2 = (diff * diff).sum(axis=1)
