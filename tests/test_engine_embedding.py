@@ -105,6 +105,23 @@ def test_umap_spectral_initialisation_matches_umap_learn(small_graph, backend):
     assert np.corrcoef(d_ref.ravel(), d_new.ravel())[0, 1] > 0.95
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_synthetic_atlas_umap_and_tsne_quality_match_scanpy(small_graph, backend):
+    ref, new = small_graph.copy(), small_graph.copy()
+    sc.tl.umap(ref)
+    gpu_sc.tl.umap(new, backend=backend)
+    sc.tl.tsne(ref)
+    gpu_sc.tl.tsne(new, backend=backend)
+    X = small_graph.obsm["X_pca"]
+    for key in ("X_umap", "X_tsne"):
+        (p_ref, t_ref), (p_new, t_new) = _quality(X, ref.obsm[key]), _quality(X, new.obsm[key])
+        assert abs(p_new - p_ref) <= 0.02, (key, p_new, p_ref)
+        assert abs(t_new - t_ref) <= 0.02, (key, t_new, t_ref)
+    P = tsne_kernel.joint_probabilities(array_module("numpy"), X, 30.0)
+    kl_ref, kl_new = kl_divergence(P, ref.obsm["X_tsne"]), kl_divergence(P, new.obsm["X_tsne"])
+    assert kl_new <= 1.05 * kl_ref, (kl_new, kl_ref)
+
+
 @pytest.fixture(scope="module")
 def pbmc_tsne(pbmc3k_raw):
     """scanpy's and the numpy engine's t-SNE of tutorial PBMC3k (40 PCs), computed once."""
