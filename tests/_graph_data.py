@@ -50,3 +50,11 @@ def synthetic_atlas(n_cells: int, difficulty: str = "separated"):
     sc.pp.log1p(adata)
     sc.pp.pca(adata, n_comps=50)
     return adata
+
+
+def assert_ran_on_engine(adata, step: str, backend: str) -> None:
+    """The last recorded step is ``step`` and it ran on ``backend`` (no fallback to scanpy)."""
+    from gpu_sc.dispatch.provenance import provenance
+
+    last = provenance(adata)[-1]
+    assert (last["step"], last["backend"]) == (step, backend), last

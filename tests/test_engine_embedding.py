@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse
-from _graph_data import pbmc3k_tutorial, synthetic_atlas
+from _graph_data import assert_ran_on_engine, pbmc3k_tutorial, synthetic_atlas
 
 import gpu_sc
 from gpu_sc.dispatch.arrays import array_module
@@ -45,8 +45,10 @@ def test_pbmc3k_umap_quality_matches_scanpy(pbmc_graph, backend):
     sc.tl.umap(ref)
     new = pbmc_graph.copy()
     gpu_sc.tl.umap(new, backend=backend)
+    assert_ran_on_engine(new, "umap", backend)
     X = pbmc_graph.obsm["X_pca"][:, :40]
-    (p_ref, t_ref), (p_new, t_new) = _quality(X, ref.obsm["X_umap"]), _quality(X, new.obsm["X_umap"])
+    ref_q, new_q = _quality(X, ref.obsm["X_umap"]), _quality(X, new.obsm["X_umap"])
+    (p_ref, t_ref), (p_new, t_new) = ref_q, new_q
     assert abs(p_new - p_ref) <= 0.02, (p_new, p_ref)
     assert abs(t_new - t_ref) <= 0.02, (t_new, t_ref)
     Y = new.obsm["X_umap"]
@@ -90,6 +92,7 @@ def test_umap_given_initial_positions_are_used_like_scanpy(small_graph, backend,
     ref, new = adata.copy(), adata.copy()
     sc.tl.umap(ref, init_pos=init_pos, maxiter=0)
     gpu_sc.tl.umap(new, init_pos=init_pos, maxiter=0, backend=backend)
+    assert_ran_on_engine(new, "umap", backend)
     np.testing.assert_allclose(new.obsm["X_umap"], ref.obsm["X_umap"], rtol=1e-5, atol=1e-5)
 
 
@@ -112,6 +115,7 @@ def test_synthetic_atlas_umap_and_tsne_quality_match_scanpy(small_graph, backend
     gpu_sc.tl.umap(new, backend=backend)
     sc.tl.tsne(ref)
     gpu_sc.tl.tsne(new, backend=backend)
+    assert_ran_on_engine(new, "tsne", backend)
     X = small_graph.obsm["X_pca"]
     for key in ("X_umap", "X_tsne"):
         (p_ref, t_ref), (p_new, t_new) = _quality(X, ref.obsm[key]), _quality(X, new.obsm[key])
@@ -129,13 +133,15 @@ def pbmc_tsne(pbmc3k_raw):
     ref, new = base.copy(), base.copy()
     sc.tl.tsne(ref, n_pcs=40)
     gpu_sc.tl.tsne(new, n_pcs=40, backend="numpy")
+    assert_ran_on_engine(new, "tsne", "numpy")
     return base, ref, new
 
 
 def test_pbmc3k_tsne_quality_and_kl_match_scanpy(pbmc_tsne):
     base, ref, new = pbmc_tsne
     X = base.obsm["X_pca"][:, :40]
-    (p_ref, t_ref), (p_new, t_new) = _quality(X, ref.obsm["X_tsne"]), _quality(X, new.obsm["X_tsne"])
+    ref_q, new_q = _quality(X, ref.obsm["X_tsne"]), _quality(X, new.obsm["X_tsne"])
+    (p_ref, t_ref), (p_new, t_new) = ref_q, new_q
     assert abs(p_new - p_ref) <= 0.02, (p_new, p_ref)
     assert abs(t_new - t_ref) <= 0.02, (t_new, t_ref)
     # One objective for both: KL(P || Q) on the same affinities P.

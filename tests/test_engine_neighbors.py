@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scanpy as sc
-from _graph_data import pbmc3k_tutorial, synthetic_atlas
+from _graph_data import assert_ran_on_engine, pbmc3k_tutorial, synthetic_atlas
 
 import gpu_sc
 from gpu_sc.dispatch.arrays import array_module
@@ -49,6 +49,7 @@ def _run_both(adata, backend, **kw):
     sc.pp.neighbors(ref, **kw)
     new = adata.copy()
     gpu_sc.pp.neighbors(new, backend=backend, **kw)
+    assert_ran_on_engine(new, "neighbors", backend)
     return ref, new
 
 
