@@ -46,6 +46,9 @@ def test_pbmc3k_umap_quality_matches_scanpy(pbmc_graph, backend):
     new = pbmc_graph.copy()
     gpu_sc.tl.umap(new, backend=backend)
     assert_ran_on_engine(new, "umap", backend)
+    # The graph UMAP reads is left exactly as it was.
+    before, after = pbmc_graph.obsp["connectivities"], new.obsp["connectivities"]
+    assert (before != after).nnz == 0 and np.array_equal(before.indices, after.indices)
     X = pbmc_graph.obsm["X_pca"][:, :40]
     ref_q, new_q = _quality(X, ref.obsm["X_umap"]), _quality(X, new.obsm["X_umap"])
     (p_ref, t_ref), (p_new, t_new) = ref_q, new_q

@@ -58,7 +58,8 @@ def umap(
         raise ValueError(f"Did not find .uns[{neighbors_key!r}]. Run `sc.pp.neighbors` first.")
     neigh = adata.uns[neighbors_key]
     conns_key = neigh.get("connectivities_key", "connectivities")
-    graph = am.sparse.csr_matrix(am.asarray(adata.obsp[conns_key]), dtype=xp.float32)
+    # A copy: the pruning below works in place and must not touch adata's graph.
+    graph = am.sparse.csr_matrix(am.asarray(adata.obsp[conns_key]), dtype=xp.float32, copy=True)
     n = graph.shape[0]
     neigh_params = neigh.get("params", {})
 

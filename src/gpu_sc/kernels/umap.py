@@ -153,7 +153,7 @@ def optimize_layout(
     """
     xp = am.xp
     f32 = xp.float32
-    graph = am.sparse.csr_matrix(graph)
+    graph = am.sparse.csr_matrix(graph, copy=True)
     graph.sort_indices()
     n = graph.shape[0]
     coo = graph.tocoo()
