@@ -1,0 +1,223 @@
+"""UMAP layout of a fuzzy graph, array-generic and deterministic.
+
+Follows ``umap.umap_.simplicial_set_embedding`` as scanpy calls it: edges lighter than
+``max / n_epochs`` dropped, ``epochs_per_sample`` from the weights, spectral initialisation
+(noisy-scaled to 10), rescaling to ``[0, 10]``, ``n_epochs`` of attraction along sampled edges
+and ``negative_sample_rate`` repulsions per sample, learning rate ``alpha * (1 - epoch / n)``
+and gradients clipped to 4, with the same per-edge sampling schedule.
+
+One difference by design: umap-learn applies the edge updates one after another (in parallel,
+Hogwild style, on several threads), which is not reproducible in parallel. Here each epoch is
+one deterministic vectorised step: every gradient of the epoch is computed from the positions
+at the start of the epoch, and the per-vertex sums are sparse-matrix products (a fixed
+reduction order, no floating-point atomics), so a seed gives the same embedding bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dispatch.arrays import ArrayModule
+from .segment import segment_ids
+
+__all__ = ["find_ab_params", "make_epochs_per_sample", "optimize_layout", "spectral_layout"]
+
+_CLIP = 4.0
+
+
+def find_ab_params(spread: float, min_dist: float) -> tuple[float, float]:
+    """umap's ``find_ab_params``: fit ``1 / (1 + a x^(2b))`` to the offset exponential (host)."""
+    from scipy.optimize import curve_fit
+
+    def curve(x, a, b):
+        return 1.0 / (1.0 + a * x ** (2 * b))
+
+    xv = np.linspace(0, spread * 3, 300)
+    yv = np.zeros(xv.shape)
+    yv[xv < min_dist] = 1.0
+    yv[xv >= min_dist] = np.exp(-(xv[xv >= min_dist] - min_dist) / spread)
+    params, _ = curve_fit(curve, xv, yv)
+    return float(params[0]), float(params[1])
+
+
+def make_epochs_per_sample(xp, weights, n_epochs: int):
+    """umap's ``make_epochs_per_sample``: ``n_epochs / (n_epochs * w / max w)``, -1 for w = 0."""
+    n_samples = n_epochs * (weights / weights.max())
+    safe = xp.where(n_samples > 0, n_samples, 1.0)
+    return xp.where(n_samples > 0, float(n_epochs) / safe, -1.0)
+
+
+def spectral_layout(am: ArrayModule, graph, dim: int, seed: int, data=None):
+    """umap's ``spectral_layout``: the eigenvectors 2..dim+1 of the normalised Laplacian.
+
+    The smallest eigenvalues of ``I - D^-1/2 A D^-1/2`` are the largest of
+    ``D^-1/2 A D^-1/2``, found with ``eigsh(which="LA")`` (available in SciPy and CuPy).
+    Disconnected graphs are laid out per component around a meta-layout of the components as
+    umap's ``multi_component_layout`` does (component centroids of ``data``). Connected
+    components and the meta-layout are computed on the host: an ``O(edges)`` pass and a
+    ``components x components`` problem.
+
+    Returns
+    -------
+    ``(n, dim)`` float64 array in ``am``'s namespace.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    graph = am.sparse.csr_matrix(graph)
+    n = graph.shape[0]
+    n_comp, labels = connected_components(am.to_host(graph))
+    if n_comp == 1:
+        return _component_spectral(am, graph, dim, seed)
+    rng = np.random.RandomState(seed)
+    if n_comp > 2 * dim:
+        meta = _component_meta_layout(data, n_comp, labels, dim, seed, rng)
+    else:
+        k = int(np.ceil(n_comp / 2.0))
+        base = np.hstack([np.eye(k), np.zeros((k, dim - k))])
+        meta = np.vstack([base, -base])[:n_comp]
+    result = np.empty((n, dim))
+    for label in range(n_comp):
+        members = np.flatnonzero(labels == label)
+        dist = np.sqrt(((meta - meta[label]) ** 2).sum(axis=1))
+        data_range = dist[dist > 0].min() / 2.0
+        if members.size < 2 * dim or members.size <= dim + 1:
+            noise = rng.uniform(-data_range, data_range, (members.size, dim))
+            result[members] = noise + meta[label]
+            continue
+        idx = am.asarray(members)
+        emb = am.to_host(_component_spectral(am, graph[idx][:, idx], dim, seed))
+        result[members] = emb * (data_range / np.abs(emb).max()) + meta[label]
+    return am.asarray(result)
+
+
+def _component_spectral(am: ArrayModule, graph, dim: int, seed: int):
+    import importlib
+
+    xp = am.xp
+    linalg = importlib.import_module(am.sparse.__name__ + ".linalg")
+    n = graph.shape[0]
+    deg = xp.asarray(graph.sum(axis=0)).ravel().astype(xp.float64)
+    inv_sqrt = 1.0 / xp.sqrt(deg)
+    D = am.sparse.diags(inv_sqrt)
+    M = (D @ graph.astype(xp.float64) @ D).tocsr()
+    k = dim + 1
+    ncv = min(n - 1, max(2 * k + 1, int(np.sqrt(n))))
+    try:
+        vals, vecs = linalg.eigsh(M, k=k, which="LA", ncv=ncv, tol=1e-4, v0=xp.ones(n),
+                                  maxiter=n * 5)
+    except Exception:  # noqa: BLE001  (no convergence: umap falls back to a random layout)
+        return am.random_state(seed).uniform(-10.0, 10.0, (n, dim))
+    order = xp.argsort(-vals)[1:k]
+    return vecs[:, order]
+
+
+def _component_meta_layout(data, n_comp, labels, dim, seed, rng):
+    """umap's ``component_layout``: spectral embedding of the components' centroid affinities."""
+    if data is None:
+        return rng.random_sample((n_comp, dim)) * 10.0
+    from sklearn.manifold import SpectralEmbedding
+    from sklearn.metrics import pairwise_distances
+
+    data = np.asarray(data, dtype=np.float64)
+    centroids = np.stack([data[labels == c].mean(axis=0) for c in range(n_comp)])
+    affinity = np.exp(-(pairwise_distances(centroids) ** 2))
+    emb = SpectralEmbedding(n_components=dim, affinity="precomputed", random_state=seed)
+    emb = emb.fit_transform(affinity)
+    return emb / emb.max()
+
+
+def noisy_scale_coords(am: ArrayModule, coords, rng, max_coord=10.0, noise=0.0001):
+    """umap's ``noisy_scale_coords``: scale to ``max_coord`` and add tiny gaussian noise."""
+    xp = am.xp
+    coords = (coords * (max_coord / xp.abs(coords).max())).astype(xp.float32)
+    return coords + rng.normal(scale=noise, size=coords.shape).astype(xp.float32)
+
+
+def optimize_layout(
+    am: ArrayModule,
+    embedding,
+    graph,
+    *,
+    n_epochs: int,
+    a: float,
+    b: float,
+    gamma: float = 1.0,
+    initial_alpha: float = 1.0,
+    negative_sample_rate: int = 5,
+    seed: int = 0,
+):
+    """Optimise ``embedding`` (``(n, dim)``) for the fuzzy ``graph`` (CSR) over ``n_epochs``.
+
+    ``graph`` holds the edges to sample (already pruned of weights below ``max / n_epochs``).
+    Returns the float32 embedding.
+    """
+    xp = am.xp
+    f32 = xp.float32
+    graph = am.sparse.csr_matrix(graph, copy=True)
+    graph.sort_indices()
+    n = graph.shape[0]
+    coo = graph.tocoo()
+    head = xp.asarray(coo.row, dtype=xp.int64)
+    tail = xp.asarray(coo.col, dtype=xp.int64)
+    weights = xp.asarray(coo.data, dtype=xp.float64)
+    n_edges = int(head.size)
+    eps = make_epochs_per_sample(xp, weights, n_epochs)
+    eps_neg = eps / negative_sample_rate
+    next_sample = eps.copy()
+    next_neg = eps_neg.copy()
+    # (vertex x edge) incidence: +1 at the edge's head, -1 at its tail. One product with it
+    # adds each edge's attraction to its head and subtracts it from its tail, in a fixed order.
+    edge_ids = xp.arange(n_edges, dtype=xp.int64)
+    incidence = am.sparse.csr_matrix(
+        (
+            xp.concatenate([xp.ones(n_edges, f32), -xp.ones(n_edges, f32)]),
+            (xp.concatenate([head, tail]), xp.concatenate([edge_ids, edge_ids])),
+        ),
+        shape=(n, n_edges),
+    )
+    rng = am.random_state(seed)
+    y = xp.asarray(embedding, dtype=f32).copy()
+    a32, b32 = f32(a), f32(b)
+    alpha = float(initial_alpha)
+    for epoch in range(n_epochs):
+        active = (next_sample <= epoch) & (eps > 0)
+        act = xp.flatnonzero(active)
+        if act.size:
+            h, t = head[act], tail[act]
+            diff = y[h] - y[t]
+            d2 = (diff * diff).sum(axis=1)
+            pos = d2 > 0
+            safe = xp.where(pos, d2, f32(1.0))
+            coeff = (-2.0 * a32 * b32 * safe ** (b32 - 1.0)) / (a32 * safe**b32 + 1.0)
+            coeff = xp.where(pos, coeff, f32(0.0)).astype(f32)
+            grad = xp.clip(coeff[:, None] * diff, -_CLIP, _CLIP).astype(f32)
+            full = xp.zeros((n_edges, y.shape[1]), dtype=f32)
+            full[act] = grad
+            update = incidence @ full
+
+            # Negative samples: as many per active edge as umap's schedule owes it.
+            n_neg = xp.floor((epoch - next_neg[act]) / eps_neg[act]).astype(xp.int64)
+            n_neg = xp.maximum(n_neg, 0)
+            next_neg[act] += n_neg * eps_neg[act]
+            next_sample[act] += eps[act]
+            total = int(n_neg.sum())
+            if total:
+                src = h[segment_ids(xp, n_neg)]  # sorted, as heads are
+                k = rng.randint(0, n, size=total).astype(xp.int64)
+                diff = y[src] - y[k]
+                d2 = (diff * diff).sum(axis=1)
+                pos = d2 > 0
+                safe = xp.where(pos, d2, f32(1.0))
+                coeff = (2.0 * f32(gamma) * b32) / ((f32(0.001) + safe) * (a32 * safe**b32 + 1.0))
+                coeff = xp.where(pos, coeff, f32(0.0)).astype(f32)
+                rep = xp.clip(coeff[:, None] * diff, -_CLIP, _CLIP).astype(f32)
+                counts = xp.bincount(src, minlength=n)
+                indptr = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(counts)])
+                gather = am.sparse.csr_matrix(
+                    (xp.ones(total, f32), xp.arange(total, dtype=xp.int64), indptr),
+                    shape=(n, total),
+                )
+                update = update + gather @ rep
+            y = y + f32(alpha) * xp.asarray(update, dtype=f32)
+        alpha = initial_alpha * (1.0 - float(epoch) / float(n_epochs))
+    return y
