@@ -71,9 +71,9 @@ def _uses() -> list[tuple[str, int, str]]:
 def _known(name: str, names: set[str]) -> bool:
     """``name`` is a CuPy name, or an attribute of a listed object whose own attributes the
     list does not enumerate (``xp.cuda.Device``); ufuncs and listed modules are enumerated."""
-    if name in names:
-        return True
     parts = name.split(".")
+    if name in names or parts[-1].startswith("__"):  # module dunders (``__name__``)
+        return True
     for cut in range(len(parts) - 1, 1, -1):
         prefix = ".".join(parts[:cut])
         if prefix in names:
