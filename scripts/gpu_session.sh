@@ -28,9 +28,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PHASE=${1:-all}
 OUT=${OUT:-$ROOT/out/gpu_session}
-mkdir -p "$OUT"
 SUMMARY=$OUT/summary.txt
-: >"$SUMMARY"
 
 note() { echo "$*" | tee -a "$SUMMARY"; }
 
@@ -150,6 +148,8 @@ case "$PHASE" in
     *) echo "usage: $0 prepare|check|tests|parity|bench|all" >&2; exit 2 ;;
 esac
 
+mkdir -p "$OUT"
+: >"$SUMMARY"
 setup_device || { table; exit 1; }
 case "$PHASE" in
     check) ;;

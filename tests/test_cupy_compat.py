@@ -154,6 +154,16 @@ def test_pca_products_without_transposed_sparse_ops_equal_scipy(fmt):
     np.testing.assert_allclose(pca_k.t_matmul(NP, x, v), x64.T @ v, rtol=1e-12, atol=1e-12)
 
 
+def test_gpu_session_script_parses_and_rejects_unknown_phases(tmp_path):
+    import subprocess
+
+    script = SRC.parents[1] / "scripts" / "gpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    res = subprocess.run(["bash", str(script), "nonsense"], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)})  # fmt: skip
+    assert res.returncode == 2 and "usage:" in res.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # on a GPU
 
