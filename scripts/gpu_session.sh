@@ -15,6 +15,8 @@
 # ---- on the device: one `run` call of the device tool per phase --------------------------------
 # (each command may last 600 s; $OUT is emptied before each call, so each phase packs its own
 # results into one tarball plus a log, well under the 8 files that come back):
+#   run(command="bash scripts/gpu_session.sh check",  carry=[".whl", ".data"], timeout_s=300)
+#     (optional, cheap: installs the wheels and checks cupy/scanpy/anndata and the device)
 #   run(command="bash scripts/gpu_session.sh tests",  carry=[".whl", ".data"], timeout_s=600)
 #   run(command="bash scripts/gpu_session.sh parity", carry=[".whl", ".data"], timeout_s=600)
 #   run(command="bash scripts/gpu_session.sh bench",  carry=[".whl", ".data"], timeout_s=600)
