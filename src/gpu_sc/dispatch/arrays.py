@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["ArrayModule", "array_module", "module_of"]
+__all__ = ["ArrayModule", "array_module", "device_sparse_dtype", "module_of"]
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,28 @@ def _to_host(x: Any, dtype) -> Any:
     return np.asarray(x, dtype=dtype)
 
 
+def device_sparse_dtype(dtype) -> np.dtype:
+    """The dtype a host sparse matrix of ``dtype`` gets on the device.
+
+    cupyx.scipy.sparse stores only bool, float32, float64, complex64 and complex128 values:
+    integer counts travel as float64 (exact below 2**53) and float16 as float32, instead of
+    failing in cupyx's constructor with a ValueError.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        return np.dtype(np.float64)
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    return dtype
+
+
 def _to_cupy(am: ArrayModule, x: Any, dtype) -> Any:
     cp, csp = am.xp, am.sparse
     if csp.issparse(x):
         return x.astype(dtype) if dtype is not None and x.dtype != dtype else x
     if sp.issparse(x):
+        if dtype is None:
+            dtype = device_sparse_dtype(x.dtype)
         if x.nnz > am.max_nnz:
             raise MemoryError(
                 f"sparse matrix with {x.nnz} nonzeros exceeds CuPy's limit of {am.max_nnz}; "
@@ -97,7 +114,7 @@ def _to_cupy(am: ArrayModule, x: Any, dtype) -> Any:
             )
         fmt = x.format if x.format in ("csr", "csc") else "csr"
         x = x.asformat(fmt)
-        if dtype is not None:
+        if x.dtype != dtype:
             x = x.astype(dtype)
         return csp.csr_matrix(x) if fmt == "csr" else csp.csc_matrix(x)
     return cp.asarray(x, dtype=dtype)

@@ -681,7 +681,7 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
         raise EngineUnsupported("mask_obs is not implemented")
     am = ctx.am
     x = _get_x(adata, layer)
-    if sp.issparse(x) and zero_center:
+    if _is_sparse(x) and zero_center:  # host or device sparse
         warnings.warn("zero-centering a sparse array/matrix densifies it.", UserWarning, 2)
     blocks = _Blocks(ctx, x, dense_result=bool(zero_center))
     total = np.zeros(x.shape[1])
@@ -774,7 +774,7 @@ def pca(
             for _, _, b in blocks:
                 bs = sub(b)
                 xv = bs.astype(xp.float64) @ v
-                part = bs.T.astype(xp.float64) @ xv
+                part = pca_k.t_matmul(am, bs, xv)
                 acc = part if acc is None else acc + part
             return (acc - n_obs * xp.outer(mean, mean @ v)) / (n_obs - 1)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..dispatch.arrays import ArrayModule
+from .reductions import axis_sum
 
 __all__ = [
     "EIGH_MAX_FEATURES",
@@ -23,6 +24,7 @@ __all__ = [
     "flip_signs",
     "gram_block",
     "project_block",
+    "t_matmul",
     "top_eigh",
     "top_eigh_randomized",
 ]
@@ -32,14 +34,32 @@ EIGH_MAX_FEATURES = 10_000
 
 
 def gram_block(am: ArrayModule, x: Any) -> tuple[Any, Any]:
-    """Float64 ``(column sums, X^T X)`` of one row block."""
+    """Float64 ``(column sums, X^T X)`` of one row block.
+
+    Sparse column sums go through :func:`~gpu_sc.kernels.reductions.axis_sum` (a row
+    reduction of the CSC form), not ``x.sum(axis=0)``: cupyx computes the latter as a
+    transposed cuSPARSE SpMV, which scatters with atomics (run-to-run differences).
+    """
     xp = am.xp
     if am.issparse(x):
         x64 = x.astype(xp.float64)
         gram = (x64.T @ x64).toarray()
-        return xp.asarray(x64.sum(axis=0)).ravel(), gram
+        return axis_sum(am, x64, axis=0), gram
     x64 = x.astype(xp.float64)
     return x64.sum(axis=0), x64.T @ x64
+
+
+def t_matmul(am: ArrayModule, x: Any, v: Any) -> Any:
+    """``X^T @ v`` in float64 for a row block ``x`` and a dense ``v``.
+
+    A sparse ``x`` is transposed explicitly into CSR first (a permutation of its values),
+    so the product is a non-transposed sparse-dense product: cuSPARSE's transposed SpMM,
+    which cupyx would call for ``x.T @ v``, accumulates with atomics.
+    """
+    xp = am.xp
+    if am.issparse(x):
+        return xp.asarray(x.T.tocsr().astype(xp.float64) @ v)
+    return x.T.astype(xp.float64) @ v
 
 
 def covariance(am: ArrayModule, total: Any, gram: Any, n: int) -> tuple[Any, Any]:

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# The GPU session in one script: CuPy tests, PBMC3k parity scanpy vs cupy, and the benchmark.
+#
+# Nothing here has run on a GPU yet: the first session with a device runs it and commits
+# what it brings back (benchmarks/results/, with the GPU name) and fixes what fails.
+#
+# ---- on the developer machine (repository root), once per session ---------------------------
+#   bash scripts/gpu_session.sh prepare
+# downloads into .whl/ the cp312 wheels the device image lacks (../shared/device/wheels.txt;
+# GPU_SC_SHARED names another shared folder),
+# pinned to the versions of this machine's venv so both sides run the same scanpy/anndata, and
+# copies the PBMC3k tarball into .data/pbmc3k/. Both folders are in .gitignore: they travel
+# only as `carry` and are never committed.
+#
+# ---- on the device: one `run` call of the device tool per phase --------------------------------
+# (each command may last 600 s; $OUT is emptied before each call, so each phase packs its own
+# results into one tarball plus a log, well under the 8 files that come back):
+#   run(command="bash scripts/gpu_session.sh check",  carry=[".whl", ".data"], timeout_s=300)
+#     (optional, cheap: installs the wheels and checks cupy/scanpy/anndata and the device)
+#   run(command="bash scripts/gpu_session.sh tests",  carry=[".whl", ".data"], timeout_s=600)
+#   run(command="bash scripts/gpu_session.sh parity", carry=[".whl", ".data"], timeout_s=600)
+#   run(command="bash scripts/gpu_session.sh bench",  carry=[".whl", ".data"], timeout_s=600)
+# or, while the device time allows it, all three in one call (`... gpu_session.sh all`, each
+# phase then gets PHASE_SECONDS, default 170 s). Settings (environment): PHASE_SECONDS (default
+# 540 for one phase), BENCH_CELLS (100000,1000000), BENCH_REPEATS (3), BENCH_BUDGET (seconds per
+# scanpy step, default 60), PYTEST_ARGS (extra pytest arguments).
+# Each phase prints a short table last; the device tool returns it in output_tail.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PHASE=${1:-all}
+OUT=${OUT:-$ROOT/out/gpu_session}
+SUMMARY=$OUT/summary.txt
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+prepare() {
+    local venv=${VENV_PYTHON:-/work/main/.venv/bin/python}
+    local shared=${GPU_SC_SHARED:-$ROOT/../shared}
+    [ -d "$shared" ] || shared=/work/shared  # a helper's worktree sits one level deeper
+    local wheels=$shared/device/wheels.txt
+    local names=() name pinned version
+    mkdir -p .whl .data/pbmc3k
+    for name in $(grep -v '^\s*#' "$wheels" | sed '/^\s*$/d'); do
+        version=$("$venv" -m pip show "$name" 2>/dev/null | awk '/^Version:/ {print $2}')
+        pinned=$name${version:+==$version}
+        names+=("$pinned")
+    done
+    local plat=()
+    for p in manylinux_2_39 manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 \
+        manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014 manylinux_2_5 manylinux1; do
+        plat+=(--platform "${p}_x86_64")
+    done
+    for pinned in "${names[@]}"; do
+        python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+            --python-version 3.12 --implementation cp "${plat[@]}" -d .whl "$pinned" \
+            || echo "prepare: could not get $pinned" >&2
+    done
+    cp -f "$shared/data/pbmc3k/pbmc3k_filtered_gene_bc_matrices.tar.gz" .data/pbmc3k/
+    # two versions of one package stop the device's pip install: say so now
+    ls .whl | sed -E 's/-[0-9][^-]*-.*//' | sort | uniq -d | sed 's/^/prepare: two wheels of /'
+    du -sh .whl .data
+}
+
+setup_device() {
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || { note "setup: wheel install failed"; return 1; }
+    export PYTHONPATH=/tmp/site:$ROOT/src:$ROOT PYTHONUNBUFFERED=1
+    export GPU_SC_PBMC3K=$ROOT/.data/pbmc3k MPLBACKEND=Agg
+    python3 - <<'EOF' 2>&1 | tee -a "$SUMMARY" || return 1
+import cupy, scanpy, anndata, gpu_sc
+from gpu_sc.dispatch import cuda_status
+props = cupy.cuda.runtime.getDeviceProperties(0)
+name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+print(f"device: {name}; cupy {cupy.__version__}; CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}; "
+      f"scanpy {scanpy.__version__}; anndata {anndata.__version__}")
+status = cuda_status()
+print(f"gpu_sc cuda_status: available={status.available} ({status.reason})")
+raise SystemExit(0 if status.available else 1)
+EOF
+}
+
+gpu_tag() {
+    python3 -c "import cupy; n = cupy.cuda.runtime.getDeviceProperties(0)['name']; \
+n = n.decode() if isinstance(n, bytes) else n; print(''.join(c if c.isalnum() else '-' for c in n))"
+}
+
+run_tests() {
+    local limit=$1
+    note "== tests: pytest -m gpu (the cupy parametrizations, parity suite on cupy included)"
+    timeout "$limit" python3 -m pytest -m gpu -q -rfEs -p no:cacheprovider \
+        --junitxml="$OUT/pytest-gpu.xml" ${PYTEST_ARGS:-} tests >"$OUT/pytest-gpu.log" 2>&1
+    local rc=$?
+    tail -n 25 "$OUT/pytest-gpu.log"
+    note "tests: exit $rc ($(grep -Eo '[0-9]+ (passed|failed|skipped|error)' "$OUT/pytest-gpu.log" \
+        | tr '\n' ' '))"
+}
+
+run_parity() {
+    local limit=$1
+    note "== parity: PBMC3k, scanpy vs cupy"
+    timeout "$limit" python3 -m gpu_sc.cli parity \
+        "$ROOT/.data/pbmc3k/pbmc3k_filtered_gene_bc_matrices.tar.gz" --backends scanpy,cupy \
+        --out "$OUT/parity-pbmc3k.json" --markdown "$OUT/parity-pbmc3k.md" \
+        >"$OUT/parity.log" 2>&1
+    local rc=$?
+    note "parity: exit $rc (0 = every engine stage within its threshold)"
+}
+
+run_bench() {
+    local limit=$1 dir
+    dir=$OUT/bench-$(gpu_tag)
+    note "== bench: ${BENCH_CELLS:-100000,1000000} cells, scanpy vs cupy -> $(basename "$dir")"
+    if ! python3 -m gpu_sc.cli bench --help >/dev/null 2>&1; then
+        note "bench: no 'gpu-sc bench' command in this checkout (merge the bench branch)"
+        return 0
+    fi
+    timeout "$limit" python3 -m gpu_sc.cli bench --cells "${BENCH_CELLS:-100000,1000000}" \
+        --backends scanpy,cupy --repeats "${BENCH_REPEATS:-3}" --budget "${BENCH_BUDGET:-60}" \
+        --out "$dir" >"$OUT/bench.log" 2>&1
+    note "bench: exit $?"
+}
+
+table() {
+    # the short table printed last: tests, parity rows that failed, bench markdown head
+    echo
+    echo "==================== gpu_session summary ===================="
+    cat "$SUMMARY"
+    if [ -f "$OUT/parity-pbmc3k.md" ]; then
+        echo "-- parity (rows marked FAIL, if any):"
+        grep -E '^\| stage|FAIL' "$OUT/parity-pbmc3k.md" | head -n 20
+    fi
+    local md
+    md=$(ls "$OUT"/bench-*/*.md 2>/dev/null | head -n 1)
+    [ -n "$md" ] && { echo "-- bench:"; head -n 30 "$md"; }
+    return 0
+}
+
+pack() {
+    # at most 8 files come back: the summary and logs stay loose, everything else in one tarball
+    (cd "$OUT" && find . -mindepth 1 -maxdepth 1 ! -name summary.txt ! -name '*.log' \
+        ! -name "results-$PHASE.tar.gz" -print0 \
+        | tar --null -czf "results-$PHASE.tar.gz" -T - --remove-files 2>/dev/null) || true
+}
+
+case "$PHASE" in
+    prepare) prepare; exit $? ;;
+    tests | parity | bench | all) ;;
+    check) ;;
+    *) echo "usage: $0 prepare|check|tests|parity|bench|all" >&2; exit 2 ;;
+esac
+
+mkdir -p "$OUT"
+: >"$SUMMARY"
+setup_device || { table; exit 1; }
+case "$PHASE" in
+    check) ;;
+    tests) run_tests "${PHASE_SECONDS:-540}" ;;
+    parity) run_parity "${PHASE_SECONDS:-540}" ;;
+    bench) run_bench "${PHASE_SECONDS:-540}" ;;
+    all)
+        run_tests "${PHASE_SECONDS:-170}"
+        run_parity "${PHASE_SECONDS:-170}"
+        run_bench "${PHASE_SECONDS:-170}"
+        ;;
+esac
+table
+pack
