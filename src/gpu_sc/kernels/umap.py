@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dispatch.arrays import ArrayModule
+from .reductions import axis_sum
 from .segment import segment_ids
 
 __all__ = ["find_ab_params", "make_epochs_per_sample", "optimize_layout", "spectral_layout"]
@@ -96,7 +97,9 @@ def _component_spectral(am: ArrayModule, graph, dim: int, seed: int):
     xp = am.xp
     linalg = importlib.import_module(am.sparse.__name__ + ".linalg")
     n = graph.shape[0]
-    deg = xp.asarray(graph.sum(axis=0)).ravel().astype(xp.float64)
+    # Row sums (the graph is symmetric): cupyx computes column sums as a transposed SpMV with
+    # atomics, which would make the spectral start differ from run to run on the GPU.
+    deg = axis_sum(am, graph, axis=1)
     inv_sqrt = 1.0 / xp.sqrt(deg)
     D = am.sparse.diags(inv_sqrt)
     M = (D @ graph.astype(xp.float64) @ D).tocsr()
