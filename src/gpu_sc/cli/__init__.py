@@ -11,7 +11,7 @@ import sys
 __all__ = ["main"]
 
 #: Sub-command modules of :mod:`gpu_sc.cli`, in the order ``--help`` lists them.
-COMMANDS = ["run", "demo", "info"]
+COMMANDS = ["run", "demo", "info", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
