@@ -79,7 +79,7 @@ def test_bench_markdown_table_and_png_plot(smoke):
     out, rep = smoke
     md = (out / "bench.md").read_text()
     assert "| step | backend | ran on | time s | spread | speedup | peak RSS | peak GPU | ×floor |" in md
-    assert "## 400 cells" in md
+    assert "#### 400 cells" in md
     for step in DISPATCHED:
         assert f"| {step} | scanpy | scanpy |" in md
         assert f"| {step} | numpy | " in md

@@ -81,7 +81,7 @@ def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: context, then per size a step × backend table."""
     p, m = report["parameters"], report["machine"]
     lines = [
-        "# gpu_sc benchmark",
+        "**gpu_sc benchmark** (`" + p.get("command", "gpu-sc bench") + "`)",
         "",
         f"Machine: {m['hostname']}, {m['cpu_model']} ({m['cpu_cores_usable']} usable of "
         f"{m['cpu_cores']} cores), {_bytes(m['memory_bytes'])} RAM, GPU: {m['gpu'] or 'none'}. "
@@ -114,7 +114,7 @@ def markdown(report: dict[str, Any]) -> str:
         n = size["n_cells"]
         inp = size["input"]
         lines += [
-            f"## {n:,} cells",
+            f"#### {n:,} cells",
             "",
             f"Input {inp['n_obs']:,} × {inp['n_vars']:,}, {inp['nnz']:,} nonzeros "
             f"(generated in {size['generate_s']:.1f} s on the {size['generated_on']}, excluded).",
@@ -180,17 +180,23 @@ def _order(rows, n):
 
 
 def plot(report: dict[str, Any], path: str | Path) -> None:
-    """Log-log time vs cells: one panel per step (total first), one line per backend."""
+    """Log-log time vs cells: one panel per step (total first), one line per backend;
+    min–max bars, x = ran over the budget, dashed line = the budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report["rows"] if r["median_s"] is not None and r["median_s"] > 0]
+    # Partial totals (steps skipped for the budget) are not comparable across sizes.
+    rows = [r for r in report["rows"] if r["median_s"] is not None and r["median_s"] > 0
+            and r["status"] != "partial"]  # fmt: skip
     steps: list[str] = ["total"]
     for r in report["rows"]:
         if r["step"] not in steps:
             steps.append(r["step"])
+    # Steps that never take a millisecond (bookkeeping) would only plot timer noise.
+    steps = [s for s in steps if any(r["median_s"] >= 1e-3 for r in rows if r["step"] == s)]
+    budget = report["parameters"]["budget_s"]
     backends = report["parameters"]["backends"]
     ncols = 4
     nrows = max(1, math.ceil(len(steps) / ncols))
@@ -204,7 +210,14 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
             x, y, lo, hi = map(list, zip(*pts, strict=True))
             yerr = [[a - b for a, b in zip(y, lo, strict=True)],
                     [b - a for a, b in zip(y, hi, strict=True)]]  # fmt: skip
-            ax.errorbar(x, y, yerr=yerr, marker="o", capsize=2, label=backend)
+            line = ax.errorbar(x, y, yerr=yerr, marker="o", capsize=2, label=backend)
+            over = [(r["n_cells"], r["median_s"]) for r in rows if r["step"] == step
+                    and r["backend"] == backend and r["status"] == "over_budget"]  # fmt: skip
+            if over:
+                ax.scatter(*zip(*over, strict=True), marker="x", s=80,
+                           color=line.lines[0].get_color(), zorder=3)  # fmt: skip
+        if budget is not None and step != "total":
+            ax.axhline(budget, color="grey", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(step, fontsize=9)
