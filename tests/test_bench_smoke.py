@@ -159,3 +159,42 @@ def test_gpu_peak_sees_a_transient_device_allocation():
         assert gpu.peak() >= 64 * 2**20
         gpu.reset()
         assert gpu.peak() < 64 * 2**20
+
+
+def test_markdown_states_distance_to_the_million_cell_gpu_goal(smoke):
+    import copy
+
+    from gpu_sc.bench import markdown
+
+    _, rep = smoke
+    rep = copy.deepcopy(rep)
+    rep["sizes"][0]["n_cells"] = 1_000_000
+    for r in list(rep["rows"]):
+        r["n_cells"] = 1_000_000
+        if r["backend"] == "numpy":
+            rep["rows"].append({**r, "backend": "cupy"})
+    md = markdown(rep)
+    goal = next(line for line in md.splitlines() if "goal (≤ 30 s" in line)
+    assert "the time goal" in goal and "held back most by" in goal
+
+
+def test_a_failing_backend_is_recorded_as_an_error_and_not_rerun(tmp_path, monkeypatch):
+    from gpu_sc.bench import BenchConfig, run_bench
+    from gpu_sc.bench import runner
+
+    real = runner._run_once
+
+    def failing(base, pcfg, backend, host, gpu):
+        if backend == "numpy":
+            raise MemoryError("pretend the engine ran out of memory")
+        return real(base, pcfg, backend, host, gpu)
+
+    monkeypatch.setattr(runner, "_run_once", failing)
+    rep = run_bench(BenchConfig(cells=[200, 300], backends=["scanpy", "numpy"], steps="log1p",
+                                repeats=1, warmup=False))  # fmt: skip
+    totals = {(r["n_cells"], r["backend"]): r for r in rep["rows"] if r["step"] == "total"}
+    assert totals[200, "numpy"]["status"] == "error"
+    assert "MemoryError: pretend" in totals[200, "numpy"]["note"]
+    assert totals[300, "numpy"]["status"] == "skipped_error"
+    assert totals[300, "scanpy"]["status"] == "ok"
+    assert [r for r in rep["rows"] if r["backend"] == "numpy" and r["step"] != "total"] == []

@@ -44,7 +44,7 @@ def machine_info(with_gpu: bool) -> dict[str, Any]:
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": usable,
         "memory_bytes": _mem_total_bytes(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "gpu": None,
     }
     if with_gpu:

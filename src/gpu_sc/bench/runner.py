@@ -10,7 +10,9 @@ Budget (``budget_s`` per step and backend): a step whose time at the previous si
 more than the budget at this size is not run; it is recorded with status ``skipped_budget``
 and the predicted time, and the steps that need it with ``skipped_dependency``. A step that
 runs over the budget is kept with status ``over_budget`` and that backend is not repeated at
-this size (its remaining repeats would only cost time). The prediction is
+this size (its remaining repeats would only cost time). A run that raises (out of memory,
+an engine bug) is recorded as an ``error`` total with the message; that backend is then
+not run at this or larger sizes. The prediction is
 ``t_prev * (n / n_prev) ** k`` with ``k`` from the last two measured sizes, clamped to
 ``[1, 3]`` (``k = 1`` from a single size).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -84,6 +87,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
     import gpu_sc
 
     requested, enabled = expand_steps(cfg.steps)
+    load_start = _load()
     pcfg = pipeline_config(enabled)
     uses_gpu = "cupy" in cfg.backends
     devices: dict[str, DeviceRates] = {}
@@ -100,6 +104,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
     history: dict[tuple[str, str], list[tuple[int, float]]] = {}
     labels_seen: dict[str, list[str]] = {}  # section -> pipeline labels it produced
     warmup_s: dict[str, float] = {}
+    failed: dict[str, dict[str, Any]] = {}  # backend -> first error (not run at larger sizes)
 
     with HostPeak() as host, GpuPeak(uses_gpu) as gpu:
         if cfg.warmup:
@@ -124,13 +129,20 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
                           "input": _state(base)})  # fmt: skip
             plans = {b: _plan(cfg, b, n, enabled, history, labels_seen) for b in cfg.backends}
             runs: dict[str, list[_Run]] = {b: [] for b in cfg.backends}
-            stopped: set[str] = set()
+            stopped = set(failed)
             for rep in range(cfg.repeats):
                 for backend in cfg.backends:
                     if backend in stopped:
                         continue
                     log(f"{n} cells, {backend}, repeat {rep + 1}/{cfg.repeats}")
-                    run = _run_once(base, plans[backend].config(pcfg), backend, host, gpu)
+                    try:
+                        run = _run_once(base, plans[backend].config(pcfg), backend, host, gpu)
+                    except Exception as exc:  # out of memory, an engine bug: keep the rest
+                        failed[backend] = {"n_cells": n, "error": f"{type(exc).__name__}: {exc}"}
+                        stopped.add(backend)
+                        log(f"{n} cells, {backend}: failed: {failed[backend]['error']}")
+                        gc.collect()
+                        continue
                     runs[backend].append(run)
                     if cfg.budget_s is not None and any(
                         s["seconds"] > cfg.budget_s for s in run.steps
@@ -139,6 +151,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
             del base
             gc.collect()
             for backend in cfg.backends:
+                if backend in failed:  # successful repeats before a failure are dropped too
+                    rows.append(_error_row(n, backend, failed[backend]))
+                    continue
                 rows += _rows_for(n, backend, runs[backend], plans[backend], cfg, devices)
                 for r in rows:
                     if r["n_cells"] == n and r["backend"] == backend and r["median_s"] is not None:
@@ -152,6 +167,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
             _add_speedups(rows, n)
 
     env = environment("cupy" if uses_gpu else None)
+    machine = machine_info(uses_gpu)
+    machine["load_average_start"] = load_start
     return {
         "schema": SCHEMA,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -170,7 +187,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
             "data_generated_on": "host (gpu_sc.datasets.synthetic)",
             "pipeline_config": pcfg.to_dict(),
         },
-        "machine": machine_info(uses_gpu),
+        "machine": machine,
         "versions": env["versions"],
         "devices": {k: v.to_dict() for k, v in devices.items()},
         "memory_method": {"host_rss": host.method,
@@ -180,6 +197,11 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
         "sizes": sizes,
         "rows": rows,
     }
+
+
+def _load() -> list[float] | None:
+    """1/5/15-minute load averages: other processes on the machine skew timings."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 # -- one pipeline run ---------------------------------------------------------------------------
@@ -397,6 +419,16 @@ def _row(n, backend, step, times, ran_on) -> dict[str, Any]:
         "predicted_s": None,
         "note": None,
     }
+
+
+def _error_row(n: int, backend: str, failure: dict[str, Any]) -> dict[str, Any]:
+    row = _row(n, backend, "total", [], [])
+    if failure["n_cells"] == n:
+        row.update(status="error", note=failure["error"])
+    else:
+        row.update(status="skipped_error",
+                   note=f"not run: failed at {failure['n_cells']} cells ({failure['error']})")
+    return row
 
 
 def _max(values) -> int | None:
