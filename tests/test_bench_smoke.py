@@ -10,6 +10,7 @@ import pytest
 
 from gpu_sc.bench import expand_steps, measure_device, predict_seconds, step_work
 from gpu_sc.bench.memory import GpuPeak, HostPeak
+from gpu_sc.bench.report import TABLE_HEADER
 from gpu_sc.cli import main
 
 STEPS = "qc,normalize_total,log1p,hvg,scale"
@@ -78,7 +79,7 @@ def test_bench_rows_carry_floors_memory_and_speedups(smoke):
 def test_bench_markdown_table_and_png_plot(smoke):
     out, rep = smoke
     md = (out / "bench.md").read_text()
-    assert "| step | backend | ran on | time s | spread | speedup | peak RSS | peak GPU | ×floor |" in md
+    assert TABLE_HEADER in md
     assert "#### 400 cells" in md
     for step in DISPATCHED:
         assert f"| {step} | scanpy | scanpy |" in md
@@ -198,3 +199,21 @@ def test_a_failing_backend_is_recorded_as_an_error_and_not_rerun(tmp_path, monke
     assert totals[300, "numpy"]["status"] == "skipped_error"
     assert totals[300, "scanpy"]["status"] == "ok"
     assert [r for r in rep["rows"] if r["backend"] == "numpy" and r["step"] != "total"] == []
+
+
+def test_cupy_backend_runs_on_the_gpu_or_is_shown_as_a_fallback():
+    from gpu_sc.bench import BenchConfig, run_bench
+    from gpu_sc.dispatch import cuda_status
+
+    rep = run_bench(BenchConfig(cells=[200], backends=["cupy"], steps="log1p", repeats=1,
+                                warmup=False))  # fmt: skip
+    assert rep["parameters"]["backends"] == ["cupy"]
+    row = next(r for r in rep["rows"] if r["step"] == "log1p")
+    if cuda_status().available:
+        assert "gpu" in rep["devices"] and rep["machine"]["gpu"]
+        assert rep["rows"][-1]["peak_gpu_bytes"] is not None
+    else:
+        assert "gpu" not in rep["devices"] and rep["machine"]["gpu"] is None
+        assert row["ran_on"] == ["scanpy"] and "cupy" in row["fallback_reason"]
+    if row["ran_on"] == ["scanpy"]:
+        assert row["fallback_reason"] and row["floor_device"] == "host"

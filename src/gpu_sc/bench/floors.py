@@ -11,8 +11,8 @@ implementation: every array is read/written exactly once, every operation (a log
 comparison in a sort) counts as one matmul-speed flop, and intermediate arrays are assumed to
 stay in cache. Symbols: ``n`` cells and ``g`` genes at the step's input, ``nnz`` stored values
 of a sparse ``X`` (``n*g`` when dense), ``k`` neighbours, ``d`` PCs used, ``E = n*k`` graph
-edges, ``nr``/``gr``/``nnzr`` the same for ``adata.raw`` (marker genes run on it); ``E`` is the stored
-entries of ``obsp['connectivities']`` when the graph exists.
+edges, ``nr``/``gr``/``nnzr`` the same for ``adata.raw`` (marker genes run on it);
+``E`` is the stored entries of ``obsp['connectivities']`` when the graph exists.
 
 - filter_cells, filter_genes, calculate_qc_metrics: read CSR values + column indices once
   (``8*nnz`` bytes), ``2*nnz`` ops (count and sum).
@@ -240,8 +240,8 @@ def _rank_genes(params, s):
     nr = s.get("raw_n_obs", s["n_obs"])
     nnzr = s.get("raw_nnz", s["nnz"])
     if params.get("method") == "wilcoxon":
-        return Work(8 * nnzr, nnzr * math.log2(max(nr, 2)),
-                    "rank stored values per gene: 8*nnz(raw) B, nnz*log2(n) comparisons")  # fmt: skip
+        what = "rank stored values per gene: 8*nnz(raw) B, nnz*log2(n) comparisons"
+        return Work(8 * nnzr, nnzr * math.log2(max(nr, 2)), what)
     return Work(8 * nnzr, 3 * nnzr, "per-group sums over raw in one pass: 8*nnz(raw) B")
 
 

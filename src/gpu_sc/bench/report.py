@@ -9,7 +9,11 @@ from typing import Any
 
 from ..io import atomic_path
 
-__all__ = ["markdown", "plot", "write_outputs"]
+__all__ = ["TABLE_HEADER", "markdown", "plot", "write_outputs"]
+
+TABLE_HEADER = (
+    "| step | backend | ran on | time s | spread | speedup | peak RSS | peak GPU | ×floor |"
+)
 
 
 def write_outputs(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -136,7 +140,7 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(_goal_line(t, rows, n))
         lines += [
             "",
-            "| step | backend | ran on | time s | spread | speedup | peak RSS | peak GPU | ×floor |",
+            TABLE_HEADER,
             "|---|---|---|---:|---|---:|---:|---:|---:|",
         ]
         for r in sorted((r for r in rows if r["n_cells"] == n), key=_order(rows, n)):
@@ -203,7 +207,7 @@ def _order(rows, n):
     return lambda r: (steps.index(r["step"]), backends.index(r["backend"]))
 
 
-# -- plot -------------------------------------------------------------------------------------------
+# -- plot ----------------------------------------------------------------------------------
 
 
 def plot(report: dict[str, Any], path: str | Path) -> None:

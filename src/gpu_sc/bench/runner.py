@@ -109,8 +109,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
     with HostPeak() as host, GpuPeak(uses_gpu) as gpu:
         if cfg.warmup:
             n_warm = min(WARMUP_CELLS, cfg.cells[0])
-            warm = gpu_sc.datasets.synthetic(n_warm, cfg.n_genes, cfg.n_types,
-                                             difficulty=cfg.difficulty, seed=cfg.seed + 1)  # fmt: skip
+            warm = gpu_sc.datasets.synthetic(
+                n_warm, cfg.n_genes, cfg.n_types, difficulty=cfg.difficulty, seed=cfg.seed + 1
+            )
             for backend in cfg.backends:
                 log(f"warm-up: {backend} on {n_warm} cells")
                 t0 = time.perf_counter()
@@ -266,7 +267,7 @@ def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
     peaks_rss = [s["peak_rss"] for s in steps if s["peak_rss"] is not None]
     peaks_gpu = [s["peak_gpu"] for s in steps if s["peak_gpu"] is not None]
     del adata
-    if backend == "cupy":
+    if gpu.enabled:  # return the pool's cached blocks: the next run starts from empty
         from ..dispatch.arrays import array_module
 
         array_module("cupy").release_memory()
