@@ -42,7 +42,9 @@ logger = logging.getLogger("gpu_sc")
 
 SCHEMA = 1
 #: Cells of the warm-up run per backend (compiles numba / CUDA kernels outside the timings).
-WARMUP_CELLS = 1000
+#: Above scanpy's 4096-cell switch from exact kNN to pynndescent, so that its JIT compilation
+#: (minutes on 2 cores) is warmed up too; never more than the smallest benchmarked size.
+WARMUP_CELLS = 5000
 
 
 @dataclass
