@@ -97,8 +97,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"difficulty={p['difficulty']!r}, seed={p['seed']})`, generated once per size on the "
         f"host; every backend gets a fresh copy per repeat. Repeats: {p['repeats']}; budget per "
         f"step: {_budget(p['budget_s'])}; steps: {', '.join(p['steps_enabled'])}.",
-        "",
     ]
+    if p.get("note"):
+        lines.append(f"Note: {p['note']}.")
+    lines.append("")
     for name, d in report["devices"].items():
         lines.append(
             f"Floors on {name} ({d['name']}): copy {d['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, "
