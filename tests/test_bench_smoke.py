@@ -21,7 +21,7 @@ DISPATCHED = ["calculate_qc_metrics", "normalize_total", "log1p", "highly_variab
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     rc = main(["bench", "--cells", "400", "--repeats", "1", "--backends", "scanpy,numpy",
-               "--steps", STEPS, "--out", str(out)])  # fmt: skip
+               "--steps", STEPS, "--note", "smoke run", "--out", str(out)])  # fmt: skip
     assert rc == 0
     return out, json.loads((out / "bench.json").read_text())
 
@@ -29,6 +29,9 @@ def smoke(tmp_path_factory):
 def test_bench_json_has_context_and_a_row_per_size_backend_and_step(smoke):
     _, rep = smoke
     assert rep["parameters"]["cells"] == [400]
+    assert rep["parameters"]["command"].startswith(
+        "gpu-sc bench --cells 400 --backends scanpy,numpy"
+    )
     assert rep["parameters"]["backends"] == ["scanpy", "numpy"]
     assert rep["parameters"]["steps_enabled"] == ["qc", "normalize_total", "log1p", "hvg", "scale"]
     assert rep["machine"]["cpu_model"] and rep["machine"]["cpu_cores"] >= 1
@@ -81,6 +84,7 @@ def test_bench_markdown_table_and_png_plot(smoke):
     md = (out / "bench.md").read_text()
     assert TABLE_HEADER in md
     assert "#### 400 cells" in md
+    assert "Note: smoke run." in md
     for step in DISPATCHED:
         assert f"| {step} | scanpy | scanpy |" in md
         assert f"| {step} | numpy | " in md

@@ -16,6 +16,23 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _command(args) -> str:
+    """The command line that reproduces this run (from the parsed arguments)."""
+    parts = ["gpu-sc bench", f"--cells {args.cells}", f"--backends {args.backends}",
+             f"--steps {args.steps}", f"--repeats {args.repeats}"]  # fmt: skip
+    if args.budget is not None:
+        parts.append(f"--budget {args.budget:g}")
+    if args.seed != 0:
+        parts.append(f"--seed {args.seed}")
+    if args.difficulty != "overlapping":
+        parts.append(f"--difficulty {args.difficulty}")
+    if args.genes != 2000:
+        parts.append(f"--genes {args.genes}")
+    if args.no_warmup:
+        parts.append("--no-warmup")
+    return " ".join([*parts, f"--out {args.out}"])
+
+
 def add_parser(sub) -> None:
     from ..bench.steps import SECTIONS
 
@@ -44,6 +61,8 @@ def add_parser(sub) -> None:
     p.add_argument("--no-warmup", action="store_true",
                    help="skip the small warm-up run per backend (JIT compilation then "
                    "lands in the first size's timings)")
+    p.add_argument("--note", help="free text stored in bench.json and shown in bench.md "
+                   "(e.g. what else ran on the machine)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)  # fmt: skip
 
@@ -68,7 +87,9 @@ def run(args) -> int:
         print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
     report = run_bench(cfg, log=log)
-    report["parameters"]["command"] = "gpu-sc bench " + " ".join(sys.argv[2:])
+    report["parameters"]["command"] = _command(args)
+    if args.note:
+        report["parameters"]["note"] = args.note
     paths = write_outputs(report, args.out)
     for r in report["rows"]:
         if r["step"] == "total":
