@@ -106,6 +106,8 @@ def test_bench_budget_flags_overruns_then_skips_predicted_steps(tmp_path):
     rows = {(r["n_cells"], r["step"]): r for r in rep["rows"]}
     first = rows[300, "normalize_total"]
     assert first["status"] == "over_budget" and first["repeats"] == 1  # measured, flagged
+    assert rows[300, "var_names_make_unique"]["repeats"] == 2  # other steps keep repeating
+    assert rows[300, "total"]["repeats"] == 1  # only the full repeat counts end to end
     skipped = rows[600, "normalize_total"]
     assert skipped["status"] == "skipped_budget" and skipped["median_s"] is None
     assert skipped["predicted_s"] == pytest.approx(first["median_s"] * 2, rel=1e-6)

@@ -9,8 +9,9 @@ with its reason), and memory peaks are taken between consecutive steps.
 Budget (``budget_s`` per step and backend): a step whose time at the previous sizes predicts
 more than the budget at this size is not run; it is recorded with status ``skipped_budget``
 and the predicted time, and the steps that need it with ``skipped_dependency``. A step that
-runs over the budget is kept with status ``over_budget`` and that backend is not repeated at
-this size (its remaining repeats would only cost time). A run that raises (out of memory,
+runs over the budget is kept with status ``over_budget`` and measured once: later repeats of
+that backend at this size leave it (and the steps that need it) out, and the end-to-end
+total counts only the full repeats. A run that raises (out of memory,
 an engine bug) is recorded as an ``error`` total with the message; that backend is then
 not run at this or larger sizes. The prediction is
 ``t_prev * (n / n_prev) ** k`` with ``k`` from the last two measured sizes, clamped to
@@ -41,10 +42,11 @@ __all__ = ["BenchConfig", "run_bench"]
 logger = logging.getLogger("gpu_sc")
 
 SCHEMA = 1
-#: Cells of the warm-up run per backend (compiles numba / CUDA kernels outside the timings).
-#: Above scanpy's 4096-cell switch from exact kNN to pynndescent, so that its JIT compilation
-#: (minutes on 2 cores) is warmed up too; never more than the smallest benchmarked size.
-WARMUP_CELLS = 5000
+#: Cells of the warm-up run per backend (compiles numba / CUDA kernels outside the timings),
+#: never more than the smallest benchmarked size. Measured: pynndescent (scanpy's kNN above
+#: 4096 cells) compiles for 9 s at 5*10^3 cells, then 22 s more at its first 10^4-cell call,
+#: then nothing at 2*10^4; so warm up at up to 2*10^4 cells.
+WARMUP_CELLS = 20_000
 
 
 @dataclass
@@ -138,6 +140,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
                     if backend in stopped:
                         continue
                     log(f"{n} cells, {backend}, repeat {rep + 1}/{cfg.repeats}")
+                    partial = bool(plans[backend].no_repeat)
                     try:
                         run = _run_once(base, plans[backend].config(pcfg), backend, host, gpu)
                     except Exception as exc:  # out of memory, an engine bug: keep the rest
@@ -146,11 +149,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
                         log(f"{n} cells, {backend}: failed: {failed[backend]['error']}")
                         gc.collect()
                         continue
+                    run.complete = not partial
                     runs[backend].append(run)
-                    if cfg.budget_s is not None and any(
-                        s["seconds"] > cfg.budget_s for s in run.steps
-                    ):
-                        stopped.add(backend)
+                    if cfg.budget_s is not None:
+                        plans[backend].stop_repeating(run, cfg.budget_s, enabled)
             del base
             gc.collect()
             for backend in cfg.backends:
@@ -216,6 +218,7 @@ class _Run:
     steps: list[dict[str, Any]]
     peak_rss: int | None
     peak_gpu: int | None
+    complete: bool = True  # False: sections over the budget were left out of this repeat
 
 
 def _state(adata) -> dict[str, Any]:
@@ -293,19 +296,29 @@ def _work_dict(record: dict | None, state: dict) -> dict | None:
 
 @dataclass
 class _Plan:
-    """Sections a backend skips at one size, and why."""
+    """Sections a backend skips at one size, and why; and those it stops repeating."""
 
     skipped: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> reason
+    no_repeat: set[str] = field(default_factory=set)  # ran over the budget: measured once
 
     def config(self, pcfg):
-        if not self.skipped:
+        off = set(self.skipped) | self.no_repeat
+        if not off:
             return pcfg
         from ..pipeline import PipelineConfig
 
         cfg = PipelineConfig.coerce(pcfg)
-        for section in self.skipped:
+        for section in off:
             getattr(cfg, section).enabled = False
         return cfg
+
+    def stop_repeating(self, run: _Run, budget_s: float, enabled: list[str]) -> None:
+        """Leave the sections that ran over the budget (and those needing them) out of the
+        next repeats; the other steps keep their repeats."""
+        for s in run.steps:
+            section = section_of(s["step"])
+            if section is not None and s["seconds"] > budget_s:
+                self.no_repeat |= {section, *dependents(section, enabled)}
 
 
 def predict_seconds(points: list[tuple[int, float]], n: int) -> float | None:
@@ -390,13 +403,14 @@ def _rows_for(n, backend, runs: list[_Run], plan: _Plan, cfg, devices) -> list[d
             else:
                 row["note"] = f"not run: needs {why['needs']}, which is over the budget"
             rows.append(row)
-    totals = [run.total_s for run in runs]
+    # A repeat that left out over-budget sections is not a full pipeline: not in the total.
+    totals = [run.total_s for run in runs if run.complete]
     total = _row(n, backend, "total", totals, sorted({b for r in rows for b in r["ran_on"]}))
     total["status"] = "partial" if plan.skipped else "ok"
     total["note"] = ("excludes steps skipped for the budget" if plan.skipped
                      else "pipeline wall time, data generation excluded")  # fmt: skip
-    total["peak_rss_bytes"] = _max(run.peak_rss for run in runs)
-    total["peak_gpu_bytes"] = _max(run.peak_gpu for run in runs)
+    total["peak_rss_bytes"] = _max(run.peak_rss for run in runs if run.complete)
+    total["peak_gpu_bytes"] = _max(run.peak_gpu for run in runs if run.complete)
     rows.append(total)
     return rows
 
