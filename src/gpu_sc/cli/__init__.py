@@ -11,7 +11,7 @@ import sys
 __all__ = ["main"]
 
 #: Sub-command modules of :mod:`gpu_sc.cli`, in the order ``--help`` lists them.
-COMMANDS = ["run", "demo", "info", "parity", "report", "annotate"]
+COMMANDS = ["run", "demo", "info", "parity", "bench", "report", "annotate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

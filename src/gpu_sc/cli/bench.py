@@ -1,0 +1,99 @@
+"""``gpu-sc bench --cells 10000,100000 --backends scanpy,cupy --out DIR``: the benchmark."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(float(v)) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--cells must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ValueError("--cells is empty")
+    return values
+
+
+def _command(args) -> str:
+    """The command line that reproduces this run (from the parsed arguments)."""
+    parts = ["gpu-sc bench", f"--cells {args.cells}", f"--backends {args.backends}",
+             f"--steps {args.steps}", f"--repeats {args.repeats}"]  # fmt: skip
+    if args.budget is not None:
+        parts.append(f"--budget {args.budget:g}")
+    if args.seed != 0:
+        parts.append(f"--seed {args.seed}")
+    if args.difficulty != "overlapping":
+        parts.append(f"--difficulty {args.difficulty}")
+    if args.genes != 2000:
+        parts.append(f"--genes {args.genes}")
+    if args.no_warmup:
+        parts.append("--no-warmup")
+    return " ".join([*parts, f"--out {args.out}"])
+
+
+def add_parser(sub) -> None:
+    from ..bench.steps import SECTIONS
+
+    p = sub.add_parser(
+        "bench",
+        help="benchmark backends per step and end to end; write bench.json/.md/.png",
+        description="Generate a synthetic atlas per size, run the pipeline on every backend "
+        "(fresh copy per repeat, same process) and report per-step median time, spread, "
+        "peak host/GPU memory, speedup over scanpy and time / roofline floor.",
+    )
+    p.add_argument("--cells", default="10000,100000,1000000",
+                   help="comma-separated atlas sizes (default 10000,100000,1000000)")
+    p.add_argument("--backends", default="scanpy,cupy",
+                   help="comma-separated: scanpy, numpy, cupy (default scanpy,cupy)")
+    p.add_argument("--steps", default="all",
+                   help="'all' or comma-separated sections (prerequisites are added): "
+                   + ", ".join(SECTIONS))
+    p.add_argument("--repeats", type=int, default=3, help="runs per size and backend (default 3)")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="per-step time budget; steps predicted over it are recorded "
+                   "as '> budget' instead of run (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic atlas (default 0)")
+    p.add_argument("--difficulty", default="overlapping",
+                   choices=["separated", "overlapping", "trajectory"])
+    p.add_argument("--genes", type=int, default=2000, help="genes of the atlas (default 2000)")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="skip the small warm-up run per backend (JIT compilation then "
+                   "lands in the first size's timings)")
+    p.add_argument("--note", help="free text stored in bench.json and shown in bench.md "
+                   "(e.g. what else ran on the machine)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run)  # fmt: skip
+
+
+def run(args) -> int:
+    from ..bench import BenchConfig, run_bench, write_outputs
+
+    cfg = BenchConfig(
+        cells=_int_list(args.cells),
+        backends=[b.strip() for b in args.backends.split(",") if b.strip()],
+        steps=args.steps,
+        repeats=args.repeats,
+        budget_s=args.budget,
+        seed=args.seed,
+        difficulty=args.difficulty,
+        n_genes=args.genes,
+        warmup=not args.no_warmup,
+    )
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    report = run_bench(cfg, log=log)
+    report["parameters"]["command"] = _command(args)
+    if args.note:
+        report["parameters"]["note"] = args.note
+    paths = write_outputs(report, args.out)
+    for r in report["rows"]:
+        if r["step"] == "total":
+            log(f"{r['n_cells']} cells, {r['backend']}: end to end "
+                f"{r['median_s']:.2f} s ({r['status']})")  # fmt: skip
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
