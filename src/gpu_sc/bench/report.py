@@ -214,7 +214,8 @@ def _order(rows, n):
 
 def plot(report: dict[str, Any], path: str | Path) -> None:
     """Log-log time vs cells: one panel per step (total first), one line per backend;
-    min–max bars, x = ran over the budget, dashed line = the budget."""
+    min–max bars, x = ran over the budget, hollow = predicted over it (not run), dashed
+    line = the budget (drawn where times come within 10x of it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,7 +250,13 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
             if over:
                 ax.scatter(*zip(*over, strict=True), marker="x", s=80,
                            color=line.lines[0].get_color(), zorder=3)  # fmt: skip
-        if budget is not None and step != "total":
+            pred = [(r["n_cells"], r["predicted_s"]) for r in report["rows"] if r["step"] == step
+                    and r["backend"] == backend and r["predicted_s"]]  # fmt: skip
+            if pred:
+                ax.scatter(*zip(*pred, strict=True), marker="o", facecolors="none",
+                           edgecolors=line.lines[0].get_color(), zorder=3)  # fmt: skip
+        top = max((r["max_s"] for r in rows if r["step"] == step), default=0)
+        if budget is not None and step != "total" and top >= budget / 10:
             ax.axhline(budget, color="grey", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
