@@ -366,6 +366,38 @@ def _compare_embedding(a, b, ctx) -> list[Measured]:
     ]
 
 
+def _extract_tsne(adata) -> Extract:
+    """The embedding, plus what t-SNE's objective needs: the representation t-SNE ran on (its
+    ``use_rep``, else all of ``X_pca`` as scanpy's default ``n_pcs=None`` takes) and perplexity."""
+    ext = _extract_embedding("X_tsne")(adata)
+    params = adata.uns.get("tsne", {}).get("params", {})
+    rep = params.get("use_rep", "X_pca")
+    X = adata.X if rep == "X" else adata.obsm[rep]
+    ext["tsne_input"] = np.array(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+    ext["perplexity"] = float(params.get("perplexity", 30.0))
+    return ext
+
+
+def _compare_tsne(a, b, ctx) -> list[Measured]:
+    from ..dispatch.arrays import array_module
+    from ..kernels.embedding_quality import kl_divergence
+    from ..kernels.tsne import joint_probabilities
+
+    rows = _compare_embedding(a, b, ctx)
+    if not np.array_equal(a["cells"], b["cells"]):
+        return rows  # different cells end to end: no shared P to score both embeddings with
+    # One P (the reference side's input) scores both embeddings: the same objective for both.
+    P = joint_probabilities(array_module("numpy"), a["tsne_input"], a["perplexity"])
+    kl_a, kl_b = kl_divergence(P, a["Y"]), kl_divergence(P, b["Y"])
+    a_name, b_name = ctx.backends
+    return [
+        *rows,
+        Measured(f"tsne_kl[{a_name}]", kl_a, f"perplexity {a['perplexity']:g}, exact Q"),
+        Measured(f"tsne_kl[{b_name}]", kl_b),
+        Measured("tsne_kl_rel_diff", (kl_b - kl_a) / kl_a, f"({b_name} - {a_name}) / {a_name}"),
+    ]
+
+
 # -- markers -------------------------------------------------------------------------------------
 def _extract_markers(key: str, groupby: str):
     def extract(adata) -> Extract:
@@ -429,7 +461,7 @@ def stage_for(step: str, cfg) -> Stage | None:
         "paga": Stage("paga", _extract_paga, _compare_paga),
         "umap": Stage("umap", _extract_embedding("X_umap"), _compare_embedding,
                       repeat_keys=("Y",)),  # fmt: skip
-        "tsne": Stage("tsne", _extract_embedding("X_tsne"), _compare_embedding,
+        "tsne": Stage("tsne", _extract_tsne, _compare_tsne,
                       repeat_keys=("Y",)),  # fmt: skip
     }
     return table.get(step)

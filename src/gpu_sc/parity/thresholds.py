@@ -172,6 +172,11 @@ THRESHOLDS: dict[str, Threshold] = {
         "abs<=", 0.02, BOTH,
         "trustworthiness (a neighbourhood-preservation score): within 0.02 of the reference's",
     ),  # fmt: skip
+    "tsne_kl_rel_diff": Threshold(
+        "abs<=", 0.05, BOTH,
+        "t-SNE's objective KL(P||Q), both embeddings scored by one function on the same P "
+        "(perplexity as run, on the representation t-SNE used): within 5% of the reference's",
+    ),  # fmt: skip
     # -- determinism ---------------------------------------------------------------------------
     "identical_rerun": Threshold(
         "==", 1.0, ("repeat",),
