@@ -27,6 +27,17 @@ def result(pbmc3k_raw):
 
 
 @pytest.fixture(scope="module")
+def result_numpy(pbmc3k_raw):
+    """The whole tutorial on gpu_sc's engine (the code the GPU runs), on NumPy."""
+    return gpu_sc.pipeline(pbmc3k_raw.copy(), backend="numpy")
+
+
+@pytest.fixture(params=["scanpy", "numpy"])
+def any_result(request):
+    return request.getfixturevalue("result" if request.param == "scanpy" else "result_numpy")
+
+
+@pytest.fixture(scope="module")
 def by_hand(pbmc3k_raw):
     """The same tutorial, written as plain scanpy calls."""
     a = pbmc3k_raw.copy()
@@ -61,19 +72,19 @@ def _shape_after(adata, step):
     return row["n_obs"], row["n_vars"]
 
 
-def test_filters_give_the_tutorial_shapes(result):
-    assert _shape_after(result, "filter_genes") == (2700, 13714)
-    assert _shape_after(result, "qc_filter") == (2638, 13714)
-    assert result.raw.shape == (2638, 13714)
+def test_filters_give_the_tutorial_shapes(any_result):
+    assert _shape_after(any_result, "filter_genes") == (2700, 13714)
+    assert _shape_after(any_result, "qc_filter") == (2638, 13714)
+    assert any_result.raw.shape == (2638, 13714)
 
 
-def test_seurat_hvg_selects_1838_genes(result):
-    assert result.n_vars == 1838
-    assert result.raw.var.shape[0] == 13714
+def test_seurat_hvg_selects_1838_genes(any_result):
+    assert any_result.n_vars == 1838
+    assert any_result.raw.var.shape[0] == 13714
 
 
-def test_leiden_finds_7_to_9_clusters(result):
-    assert 7 <= result.obs["leiden"].nunique() <= 9
+def test_leiden_finds_7_to_9_clusters(any_result):
+    assert 7 <= any_result.obs["leiden"].nunique() <= 9
 
 
 def _top(adata, key, group, n=10):
@@ -84,7 +95,8 @@ def _matches(genes, markers):
     return any(g.startswith(m[:-1]) if m.endswith("*") else g == m for g in genes for m in markers)
 
 
-def test_canonical_markers_lead_distinct_clusters_by_wilcoxon(result):
+def test_canonical_markers_lead_distinct_clusters_by_wilcoxon(any_result):
+    result = any_result
     key = rank_genes_key("wilcoxon")
     groups = list(result.obs["leiden"].cat.categories)
     hits = {
@@ -133,6 +145,12 @@ def test_provenance_records_every_step(result):
     assert all(p["backend"] == "scanpy" and p["fallback_reason"] is None for p in dispatched)
     assert result.uns["gpu_sc"]["versions"]["scanpy"] == sc.__version__
     assert result.uns["gpu_sc"]["pipeline"]["backend"] == "scanpy"
+
+
+def test_numpy_engine_ran_every_dispatched_step(result_numpy):
+    dispatched = [p for p in provenance(result_numpy) if p["backend"] != "anndata"]
+    fallbacks = [(p["step"], p["fallback_reason"]) for p in dispatched if p["backend"] != "numpy"]
+    assert not fallbacks
 
 
 def test_results_plot_with_scanpy_unchanged(result, tmp_path):
