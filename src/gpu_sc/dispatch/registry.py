@@ -52,6 +52,7 @@ class _Impl:
 
 
 _ENGINE: dict[str, dict[str, _Impl]] = {}
+_NOT_RUN = object()  # sentinel: no implementation has produced a result yet
 
 
 def register(step: str, backends: tuple[str, ...] = ENGINE_BACKENDS, *, chunkable: bool = False):
@@ -127,7 +128,7 @@ def run_step(
             impl = None
 
     t0 = time.perf_counter()
-    result = _NOT_RUN = object()
+    result = _NOT_RUN
     used = chosen
     if impl is not None:
         am = array_module(chosen)

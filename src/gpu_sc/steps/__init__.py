@@ -50,7 +50,5 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
         "``'numpy'`` or ``'cupy'``. The call is recorded in ``adata.uns['gpu_sc']``.\n\n"
         "scanpy's documentation follows.\n\n" + (scanpy_func.__doc__ or "")
     )
-    step.__wrapped__ = None  # inspect.signature must see the signature above, not scanpy's
-    del step.__wrapped__
     step.__module__ = f"gpu_sc.{namespace}"
     return step
