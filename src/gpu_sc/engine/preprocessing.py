@@ -244,19 +244,27 @@ def _filter_numbers(ctx: EngineContext, x: Any, axis: int, by_counts: bool) -> n
     return number.astype(_sum_dtype(x.dtype) if by_counts else np.int64)
 
 
+def _filter_mask(ctx: EngineContext, adata, axis: int, thresholds: dict):
+    """scanpy's filter rule, shared by filter_cells (``axis=1``) and filter_genes (``axis=0``):
+    ``thresholds`` are ``min_counts, min_<n>, max_counts, max_<n>`` by scanpy's names.
+    Returns ``(by_counts, number per row/column, keep mask)``."""
+    _one_threshold(tuple(thresholds), tuple(thresholds.values()))
+    min_counts, min_n, max_counts, max_n = thresholds.values()
+    by_counts = min_n is None and max_n is None
+    number = _filter_numbers(ctx, _get_x(adata, None), axis=axis, by_counts=by_counts)
+    low = min_counts if min_n is None else min_n
+    high = max_counts if max_n is None else max_n
+    keep = number >= low if low is not None else number <= high
+    return by_counts, number, keep
+
+
 @register("filter_cells", chunkable=True)
 def filter_cells(
     adata, ctx: EngineContext, *, min_counts, min_genes, max_counts, max_genes, inplace, copy
 ):
-    _one_threshold(
-        ("min_counts", "min_genes", "max_counts", "max_genes"),
-        (min_counts, min_genes, max_counts, max_genes),
-    )
-    by_counts = min_genes is None and max_genes is None
-    number = _filter_numbers(ctx, _get_x(adata, None), axis=1, by_counts=by_counts)
-    low = min_counts if min_genes is None else min_genes
-    high = max_counts if max_genes is None else max_genes
-    keep = number >= low if low is not None else number <= high
+    by_counts, number, keep = _filter_mask(ctx, adata, 1, dict(
+        min_counts=min_counts, min_genes=min_genes, max_counts=max_counts, max_genes=max_genes
+    ))  # fmt: skip
     if not inplace:
         return keep, number
     _actual(adata)
@@ -269,15 +277,9 @@ def filter_cells(
 def filter_genes(
     adata, ctx: EngineContext, *, min_counts, min_cells, max_counts, max_cells, inplace, copy
 ):
-    _one_threshold(
-        ("min_counts", "min_cells", "max_counts", "max_cells"),
-        (min_counts, min_cells, max_counts, max_cells),
-    )
-    by_counts = min_cells is None and max_cells is None
-    number = _filter_numbers(ctx, _get_x(adata, None), axis=0, by_counts=by_counts)
-    low = min_counts if min_cells is None else min_cells
-    high = max_counts if max_cells is None else max_cells
-    keep = number >= low if low is not None else number <= high
+    by_counts, number, keep = _filter_mask(ctx, adata, 0, dict(
+        min_counts=min_counts, min_cells=min_cells, max_counts=max_counts, max_cells=max_cells
+    ))  # fmt: skip
     if not inplace:
         return keep, number
     _actual(adata)
