@@ -140,3 +140,34 @@ def test_unsupported_parameters_are_refused_before_touching_adata(pbmc):
         with pytest.raises(EngineUnsupported):
             impl(adata, ctx, **{**base, **change})
     assert "neighbors" not in adata.uns and "distances" not in adata.obsp
+
+
+def test_knn_merges_few_candidates_even_on_data_sorted_by_type(monkeypatch):
+    # Atlases are often stored sorted by sample or cell type. The column blocks after the first
+    # are filtered against each row's current k-th distance; with columns visited in order, a
+    # first block of one type would let nearly all of a row's own type through (~1/8 of all
+    # entries here). The engine must keep about k * (1 + ln(n / 1024)) candidates per row.
+    from gpu_sc.kernels import knn as knn_k
+
+    am = array_module("numpy")
+    rng = np.random.default_rng(1)
+    n, k, n_types = 8000, 15, 8
+    centers = rng.normal(scale=5.0, size=(n_types, 20))
+    X = np.concatenate([c + rng.normal(size=(n // n_types, 20)) for c in centers])
+    seen = {"entries": 0, "candidates": 0}
+    original = knn_k._within_threshold
+
+    def counting(xp, d, kth, columns):
+        out = original(xp, d, kth, columns)
+        seen["entries"] += d.size
+        if out is not None:
+            seen["candidates"] += int(np.isfinite(out[0]).sum())
+        return out
+
+    monkeypatch.setattr(knn_k, "_within_threshold", counting)
+    idx, dist = knn_k.knn(X, k, am=am, tile_elements=2**20)
+    assert seen["entries"] > 0.8 * n * n  # the filter saw (nearly) every distance
+    assert seen["candidates"] / n < 2 * k * (1 + np.log(n / 1024))
+    exact = ((X[:, None] - X[None]) ** 2).sum(-1)
+    expected = np.argsort(exact, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(idx, expected)

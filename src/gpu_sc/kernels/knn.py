@@ -1,9 +1,18 @@
 """Exact k-nearest neighbours by tiled matrix products, array-generic.
 
 The distance matrix is never materialised: rows are processed in tiles, and for each row tile
-the columns are scanned in tiles, each tile's distances computed by one matrix product
+the columns are scanned in blocks, each block's distances computed by one matrix product
 (``|x|^2 + |y|^2 - 2 x.y`` for euclidean, ``1 - x.y / (|x||y|)`` for cosine) and merged into a
-running per-row top ``k`` with ``argpartition``. Peak memory is one ``rows x cols`` tile.
+running per-row top ``k``. Peak memory is one ``rows x cols`` tile.
+
+Selection without sorting the tiles: only the first (narrow) column block goes through
+``argpartition``; every later block is first filtered against each row's current ``k``-th
+distance, and only the few entries below it (their number falls like ``k * width / seen``) are
+merged. This matters on CuPy, whose ``argpartition`` sorts whole rows: sorting every distance
+would cost far more than computing it. Columns are visited in a fixed pseudo-random order
+(atlases are often stored sorted by sample or cell type, and a first block of one type gives
+the other types useless thresholds) and in blocks doubling in width up to the tile, so the
+thresholds tighten early: a row keeps about ``k * (1 + ln(n / 1024))`` candidates in all.
 
 Output follows scikit-learn's brute-force ``kneighbors`` on the training set, which scanpy uses
 for exact neighbours: row ``i`` lists the point itself first (distance 0), then its ``k - 1``
@@ -12,6 +21,8 @@ does not depend on the order in which tiles are visited.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..dispatch.arrays import ArrayModule, module_of
 
@@ -73,25 +84,36 @@ def knn(
 
     cols_per_tile = max(k, min(n, tile_elements // max(1, min(n, 4096))))
     rows_per_tile = max(1, min(n, tile_elements // cols_per_tile))
+    # Columns in a fixed order drawn on the host, so every backend visits them alike.
+    perm_host = np.random.default_rng(0).permutation(n)
+    perm = xp.asarray(perm_host.astype(np.int64))
+    position = xp.asarray(np.argsort(perm_host).astype(np.int64))  # column position of point i
+    Xc, sqc = X[perm], sq[perm]
     out_idx = xp.empty((n, k), dtype=xp.int64)
     out_dist = xp.empty((n, k), dtype=xp.float64)
     for r0 in range(0, n, rows_per_tile):
         r1 = min(n, r0 + rows_per_tile)
         best_d = best_i = None
-        for c0 in range(0, n, cols_per_tile):
-            c1 = min(n, c0 + cols_per_tile)
-            d = _tile_distances(xp, X, sq, r0, r1, c0, c1, metric)
+        for c0, c1 in _column_blocks(n, k, cols_per_tile):
+            d = _tile_distances(xp, X[r0:r1], sq[r0:r1], Xc[c0:c1], sqc[c0:c1], metric)
             if round32:
                 d = d.astype(xp.float32).astype(xp.float64)
             # The point itself goes first whatever the rounding of its own distance.
-            rows = xp.arange(max(r0, c0), min(r1, c1))
-            if rows.size:
-                d[rows - r0, rows - c0] = -xp.inf
-            i = xp.broadcast_to(xp.arange(c0, c1, dtype=xp.int64), d.shape)
-            if best_d is not None:
-                d = xp.concatenate([best_d, d], axis=1)
-                i = xp.concatenate([best_i, i], axis=1)
-            best_d, best_i = _top_k(xp, d, i, k)
+            own = position[r0:r1]
+            here = xp.nonzero((own >= c0) & (own < c1))[0]
+            d[here, own[here] - c0] = -xp.inf
+            if best_d is None:
+                i = xp.broadcast_to(perm[c0:c1], d.shape)
+                best_d, best_i = _top_k(xp, d, i, k)
+                continue
+            cand = _within_threshold(xp, d, best_d.max(axis=1), perm[c0:c1])
+            if cand is not None:
+                best_d, best_i = _top_k(
+                    xp,
+                    xp.concatenate([best_d, cand[0]], axis=1),
+                    xp.concatenate([best_i, cand[1]], axis=1),
+                    k,
+                )
         order = _sort_rows(xp, best_d, best_i)
         best_d = xp.take_along_axis(best_d, order, axis=1)
         best_i = xp.take_along_axis(best_i, order, axis=1)
@@ -107,13 +129,53 @@ def knn(
     return out_idx, out_dist
 
 
-def _tile_distances(xp, X, sq, r0, r1, c0, c1, metric):
-    """Squared euclidean (or cosine) distances between rows ``r0:r1`` and ``c0:c1``."""
-    g = X[r0:r1] @ X[c0:c1].T
+# Width of the first column block: wide enough that the k-th distance among it is a useful
+# threshold, narrow enough that selecting it (a full sort on CuPy) is cheap.
+_FIRST_BLOCK = 1024
+
+
+def _column_blocks(n: int, k: int, widest: int):
+    """Column ranges ``[c0, c1)`` covering ``0..n``: the first ``max(k, 1024)`` wide (at most
+    ``widest``), each next one twice as wide, capped at ``widest``."""
+    width = min(widest, max(k, _FIRST_BLOCK))
+    c0 = 0
+    while c0 < n:
+        c1 = min(n, c0 + width)
+        yield c0, c1
+        c0 = c1
+        width = min(widest, 2 * width)
+
+
+def _within_threshold(xp, d, kth, columns):
+    """Entries of the tile ``d`` at most their row's current ``k``-th distance.
+
+    ``columns`` are the point indices of the tile's columns. Returns ``(distances, indices)``
+    padded per row to the largest count (with ``inf`` and an index past every point, which never
+    enter the top ``k``), or ``None`` when no row has one. Equal distances are kept: the column
+    may have a smaller index than the current ``k``-th and then ranks before it.
+    """
+    mask = d <= kth[:, None]
+    counts = mask.sum(axis=1)
+    width = int(counts.max())
+    if width == 0:
+        return None
+    rows, cols = xp.nonzero(mask)  # row-major: grouped by row, columns increasing
+    starts = xp.cumsum(counts) - counts
+    slot = xp.arange(rows.shape[0]) - starts[rows]
+    cand_d = xp.full((d.shape[0], width), xp.inf)
+    cand_i = xp.full((d.shape[0], width), xp.iinfo(xp.int64).max, dtype=xp.int64)
+    cand_d[rows, slot] = d[rows, cols]
+    cand_i[rows, slot] = columns[cols]
+    return cand_d, cand_i
+
+
+def _tile_distances(xp, A, sq_a, B, sq_b, metric):
+    """Squared euclidean (or cosine) distances between the rows of ``A`` and of ``B``."""
+    g = A @ B.T
     if metric == "cosine":
         return xp.clip(1.0 - g, 0.0, 2.0)
     # Summed in scikit-learn's order, (|x|^2 - 2 x.y) + |y|^2, to round like it does.
-    d = (sq[r0:r1, None] + (-2.0) * g) + sq[None, c0:c1]
+    d = (sq_a[:, None] + (-2.0) * g) + sq_b[None, :]
     return xp.maximum(d, 0.0)
 
 
