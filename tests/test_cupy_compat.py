@@ -114,6 +114,9 @@ _FORBIDDEN = [
      "CuPy's sort/argsort accept only kind=None or 'stable'"),
     (re.compile(r"sparse\.\w+_array\b"), "keep the *_matrix classes shared by scipy and cupyx"),
     (re.compile(r"\.getnnz\("), "count nonzeros with reductions.axis_nnz (one code path)"),
+    (re.compile(r"\bnp\.\w+\(\s*adata\.(X|layers|obsm|obsp|varm|raw)\b"),
+     "adata's matrices may live on the device (device output); CuPy refuses implicit "
+     "conversion, so go through am.to_host"),
 ]
 
 
