@@ -31,10 +31,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gpu_sc.dispatch.arrays import array_module, device_sparse_dtype
+from gpu_sc.dispatch.arrays import _to_host, array_module, device_sparse_dtype, is_device_array
 from gpu_sc.kernels import leiden as leiden_k
 from gpu_sc.kernels import markers as markers_k
 from gpu_sc.kernels import pca as pca_k
+from gpu_sc.kernels.chunks import is_device
 from gpu_sc.kernels.reductions import axis_nnz, axis_sum
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "gpu_sc"
@@ -113,6 +114,9 @@ _FORBIDDEN = [
      "CuPy's sort/argsort accept only kind=None or 'stable'"),
     (re.compile(r"sparse\.\w+_array\b"), "keep the *_matrix classes shared by scipy and cupyx"),
     (re.compile(r"\.getnnz\("), "count nonzeros with reductions.axis_nnz (one code path)"),
+    (re.compile(r"\bnp\.\w+\(\s*adata\.(X|layers|obsm|obsp|varm|raw)\b"),
+     "adata's matrices may live on the device (device output); CuPy refuses implicit "
+     "conversion, so go through am.to_host"),
 ]
 
 
@@ -133,6 +137,18 @@ def test_engine_code_avoids_idioms_that_break_or_race_on_cupy():
 )
 def test_sparse_values_cupyx_cannot_store_travel_as_floats(dtype, expected):
     assert device_sparse_dtype(dtype) == np.dtype(expected)
+
+
+def test_subclasses_of_device_arrays_count_as_device_arrays():
+    """AnnData wraps views of CuPy arrays in subclasses defined in ``anndata._core.views``:
+    judging by the class's own module would send them to ``np.asarray`` (which CuPy refuses)."""
+    host = np.arange(3.0)
+    fake_cupy = type("ndarray", (), {"__module__": "cupy._core.core", "get": lambda self: host})
+    view = type("CupyArrayView", (fake_cupy,), {"__module__": "anndata._core.views"})()
+    assert is_device_array(view) and is_device(view)
+    assert _to_host(view, None) is host
+    for plain in (host, sp.csr_matrix(np.eye(2)), [1.0], 1.0):
+        assert not is_device_array(plain)
 
 
 def _sparse(fmt="csr", seed=0, shape=(300, 40), density=0.2):
@@ -316,6 +332,28 @@ def test_marker_group_sums_repeat_bitwise(cp_am):
         assert _bits_equal(a, b), field
         np.testing.assert_allclose(a, getattr(markers_k.group_sums(NP, x, masks), field),
                                    rtol=1e-12)  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", ["csr", "csc", "dense"])
+def test_anndata_views_of_device_matrices_reach_the_engine_as_plain_device_arrays(cp_am, fmt):
+    import anndata as ad
+
+    from gpu_sc.dispatch.arrays import module_of
+    from gpu_sc.engine.preprocessing import _get_x
+
+    x = _sparse("csr" if fmt == "dense" else fmt)
+    x = x.toarray() if fmt == "dense" else x
+    adata = ad.AnnData(X=cp_am.asarray(x))
+    view = adata[::2]
+    assert type(view.X).__module__.startswith("anndata")  # the wrapper this guards against
+    assert module_of(view.X).name == "cupy"
+    got = _get_x(view, None)
+    assert type(got).__module__.startswith("cupy")
+    want = x[::2]
+    got_host = cp_am.to_host(got)
+    np.testing.assert_array_equal(got_host.toarray() if sp.issparse(got_host) else got_host,
+                                  want.toarray() if sp.issparse(want) else want)  # fmt: skip
 
 
 @pytest.mark.gpu

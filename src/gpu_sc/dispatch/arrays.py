@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["ArrayModule", "array_module", "device_sparse_dtype", "module_of"]
+__all__ = ["ArrayModule", "array_module", "device_sparse_dtype", "is_device_array", "module_of"]
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,18 @@ class ArrayModule:
         return self.xp.random.RandomState(seed)
 
 
+def is_device_array(x: Any) -> bool:
+    """True for CuPy / cupyx arrays, subclasses included.
+
+    The class's own module is not enough: AnnData wraps views of device arrays in
+    subclasses defined in ``anndata._core.views`` (``CupyArrayView``,
+    ``CupySparseCSRView``, ``CupySparseCSCView``), which must count as device arrays too.
+    """
+    return any(c.__module__.startswith("cupy") for c in type(x).__mro__)
+
+
 def _to_host(x: Any, dtype) -> Any:
-    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+    if hasattr(x, "get") and is_device_array(x):
         x = x.get()  # cupy dense -> numpy, cupyx sparse -> scipy sparse
     if sp.issparse(x):
         return x.astype(dtype) if dtype is not None and x.dtype != dtype else x
@@ -135,6 +145,6 @@ def array_module(name: str) -> ArrayModule:
 
 def module_of(x: Any) -> ArrayModule:
     """The :class:`ArrayModule` that owns array ``x``."""
-    if type(x).__module__.startswith("cupy"):
+    if is_device_array(x):
         return array_module("cupy")
     return array_module("numpy")

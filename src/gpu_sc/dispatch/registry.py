@@ -186,9 +186,7 @@ def _move_to_host(adata) -> None:
     if not _is_anndata(adata):
         return
     from .arrays import _to_host
-
-    def on_device(x) -> bool:
-        return type(x).__module__.startswith("cupy")
+    from .arrays import is_device_array as on_device
 
     if on_device(adata.X):
         adata.X = _to_host(adata.X, None)

@@ -65,7 +65,8 @@ def umap(
 
     init_given = None
     if isinstance(init_pos, str) and init_pos in adata.obsm:
-        init_given = np.asarray(adata.obsm[init_pos], dtype=np.float32)
+        # obsm may hold a device array (device output): np.asarray would raise on it
+        init_given = np.asarray(am.to_host(adata.obsm[init_pos]), dtype=np.float32)
     elif isinstance(init_pos, str) and init_pos == "paga":
         from scanpy.tools._utils import get_init_pos_from_paga
 

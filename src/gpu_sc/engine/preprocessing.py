@@ -39,11 +39,24 @@ __all__: list[str] = []
 def _plain(x: Any) -> Any:
     """Drop AnnData's view wrapper classes (no copy of the values)."""
     if type(x).__module__.startswith("anndata"):
+        if is_device(x):  # CupyArrayView / CupySparseCS[RC]View: np.asarray would raise
+            return _plain_device(x)
         if sp.issparse(x):
             cls = sp.csr_matrix if x.format == "csr" else sp.csc_matrix
             return cls((x.data, x.indices, x.indptr), shape=x.shape)
         return np.asarray(x)
     return x
+
+
+def _plain_device(x: Any) -> Any:
+    """The plain CuPy / cupyx object behind AnnData's view of a device array (no copy)."""
+    import cupy
+    import cupyx.scipy.sparse as csp
+
+    if hasattr(x, "indptr"):
+        cls = csp.csr_matrix if x.format == "csr" else csp.csc_matrix
+        return cls((x.data, x.indices, x.indptr), shape=x.shape)
+    return x.view(type=cupy.ndarray)
 
 
 def _get_x(adata, layer: str | None) -> Any:

@@ -15,14 +15,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._settings import settings
-from ..dispatch.arrays import ArrayModule
+from ..dispatch.arrays import ArrayModule, is_device_array
 
 __all__ = ["RowBlocks", "is_device", "needs_chunking", "stack_rows"]
 
 
 def is_device(x: Any) -> bool:
-    """True for CuPy / cupyx arrays."""
-    return type(x).__module__.startswith("cupy")
+    """True for CuPy / cupyx arrays (AnnData's views of them included)."""
+    return is_device_array(x)
 
 
 def _nbytes(x: Any) -> int:

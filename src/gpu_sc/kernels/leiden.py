@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dispatch.arrays import ArrayModule, module_of
+from ..dispatch.arrays import ArrayModule, is_device_array, module_of
 
 __all__ = ["leiden", "modularity"]
 
@@ -69,7 +69,7 @@ def modularity(adjacency, labels, resolution: float = 1.0, *, am: ArrayModule | 
 def _label_codes(am: ArrayModule, labels):
     """Integer community codes ``0..C-1`` of ``labels`` on ``am``'s device."""
     xp = am.xp
-    if type(labels).__module__.startswith("cupy"):
+    if is_device_array(labels):
         arr = labels
     else:
         import numpy as np
