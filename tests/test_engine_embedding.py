@@ -111,6 +111,31 @@ def test_umap_spectral_initialisation_matches_umap_learn(small_graph, backend):
     assert np.corrcoef(d_ref.ravel(), d_new.ravel())[0, 1] > 0.95
 
 
+def test_unconverged_spectral_start_falls_back_to_random_layout_with_a_warning(monkeypatch):
+    # CuPy's eigsh returns its last iterate instead of raising as ARPACK does: the engine
+    # checks the residuals itself, so both backends reject an unconverged start alike.
+    import scipy.sparse.linalg as spla
+
+    from gpu_sc.kernels import umap as umap_kernel
+
+    am = array_module("numpy")
+    rng = np.random.default_rng(0)
+    A = scipy.sparse.random(200, 200, density=0.05, random_state=1)
+    A = ((A + A.T) + scipy.sparse.diags(np.ones(200))).tocsr()  # connected: self loops + noise
+    A = (A + scipy.sparse.csr_matrix(np.ones((200, 200)) * 1e-3)).tocsr()
+    good = umap_kernel.spectral_layout(am, A, 2, seed=0)
+    assert good.shape == (200, 2) and np.abs(good).max() < 1.0  # eigenvectors, not [-10, 10]
+
+    def unconverged(M, k, **kwargs):
+        return np.linspace(0.1, 0.9, k), rng.normal(size=(M.shape[0], k))
+
+    monkeypatch.setattr(spla, "eigsh", unconverged)
+    with pytest.warns(UserWarning, match="Spectral initialisation failed.*residual"):
+        fallback = umap_kernel.spectral_layout(am, A, 2, seed=0)
+    expected = am.random_state(0).uniform(-10.0, 10.0, (200, 2))
+    np.testing.assert_array_equal(fallback, expected)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_synthetic_atlas_umap_and_tsne_quality_match_scanpy(small_graph, backend):
     ref, new = small_graph.copy(), small_graph.copy()

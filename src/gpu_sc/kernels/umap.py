@@ -15,6 +15,8 @@ reduction order, no floating-point atomics), so a seed gives the same embedding 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..dispatch.arrays import ArrayModule
@@ -108,10 +110,41 @@ def _component_spectral(am: ArrayModule, graph, dim: int, seed: int):
     try:
         vals, vecs = linalg.eigsh(M, k=k, which="LA", ncv=ncv, tol=1e-4, v0=xp.ones(n),
                                   maxiter=n * 5)
-    except Exception:  # noqa: BLE001  (no convergence: umap falls back to a random layout)
+        failure = _eigen_residual_failure(am, M, vals, vecs)
+    except Exception as err:  # noqa: BLE001  (SciPy raises ArpackNoConvergence)
+        failure = f"{type(err).__name__}: {err}"
+    if failure is not None:
+        # umap's own behaviour: warn and start from a uniform random layout.
+        warnings.warn(
+            f"Spectral initialisation failed ({failure}); falling back to a random layout.",
+            UserWarning,
+            stacklevel=3,
+        )
         return am.random_state(seed).uniform(-10.0, 10.0, (n, dim))
     order = xp.argsort(-vals)[1:k]
     return vecs[:, order]
+
+
+# Largest accepted residual |M v - lambda v| of an eigenpair (unit v, |lambda| <= 1). eigsh is
+# asked for tol=1e-4; a hundred times that is far outside what a converged solve leaves.
+_EIGEN_RESIDUAL_MAX = 1e-2
+
+
+def _eigen_residual_failure(am: ArrayModule, M, vals, vecs) -> str | None:
+    """Why the eigenpairs are not usable, or ``None``.
+
+    SciPy's ``eigsh`` raises when ARPACK does not converge; CuPy's returns whatever its last
+    restart left. Checking the residuals makes both backends reject an unconverged start.
+    """
+    xp = am.xp
+    if not bool(xp.all(xp.isfinite(vals))) or not bool(xp.all(xp.isfinite(vecs))):
+        return "non-finite eigenpairs"
+    norms = xp.sqrt((vecs * vecs).sum(axis=0))
+    resid = xp.sqrt(((M @ vecs - vecs * vals[None, :]) ** 2).sum(axis=0)) / norms
+    worst = float(resid.max())
+    if worst > _EIGEN_RESIDUAL_MAX:
+        return f"eigenvector residual {worst:.2g} > {_EIGEN_RESIDUAL_MAX:g}"
+    return None
 
 
 def _component_meta_layout(data, n_comp, labels, dim, seed, rng):
