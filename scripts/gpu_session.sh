@@ -34,6 +34,17 @@ SUMMARY=$OUT/summary.txt
 
 note() { echo "$*" | tee -a "$SUMMARY"; }
 
+# Beyond wheels.txt (shared, not ours to edit), found by rehearsing the device on a CPU
+# machine with the image's packages (numpy 2.5.2, pandas 3.x, no scanpy):
+#  - pandas, pytz, tzdata: the image's pandas is 3.x (it has neither pytz nor tzdata, which
+#    every pandas 2 needs), while anndata 0.12.19 requires pandas<3 and, under pandas 3,
+#    refuses to write an .h5ad (obs_names become a nullable StringArray: "RuntimeError:
+#    anndata.settings.allow_write_nullable_strings is False"). Carry the venv's pandas 2.
+#  - py-cpuinfo2: what pytest-benchmark 5.3 requires; py-cpuinfo (in wheels.txt) is skipped
+#    because both ship the same top-level `cpuinfo` package into /tmp/site.
+EXTRA_WHEELS=(pandas pytz tzdata py-cpuinfo2)
+SKIP_WHEELS=(py-cpuinfo)
+
 prepare() {
     local venv=${VENV_PYTHON:-/work/main/.venv/bin/python}
     local shared=${GPU_SC_SHARED:-$ROOT/../shared}
@@ -41,9 +52,11 @@ prepare() {
     local wheels=$shared/device/wheels.txt
     local names=() name pinned version
     mkdir -p .whl .data/pbmc3k
-    for name in $(grep -v '^\s*#' "$wheels" | sed '/^\s*$/d'); do
+    for name in $(grep -v '^\s*#' "$wheels" | sed '/^\s*$/d') "${EXTRA_WHEELS[@]}"; do
+        [[ " ${SKIP_WHEELS[*]} " == *" $name "* ]] && continue
         version=$("$venv" -m pip show "$name" 2>/dev/null | awk '/^Version:/ {print $2}')
         pinned=$name${version:+==$version}
+        [ -n "$version" ] || echo "prepare: $name is not in $venv: taking the newest" >&2
         names+=("$pinned")
     done
     local plat=()
@@ -67,13 +80,36 @@ setup_device() {
         --target /tmp/site .whl/*.whl || { note "setup: wheel install failed"; return 1; }
     export PYTHONPATH=/tmp/site:$ROOT/src:$ROOT PYTHONUNBUFFERED=1
     export GPU_SC_PBMC3K=$ROOT/.data/pbmc3k MPLBACKEND=Agg
-    python3 - <<'EOF' 2>&1 | tee -a "$SUMMARY" || return 1
-import cupy, scanpy, anndata, gpu_sc
+    # one line per package (version and where it comes from), then the device; a failed import
+    # is one line naming the package, not a traceback, and fails the phase
+    python3 - <<'EOF' 2>&1 | tee -a "$SUMMARY"
+import importlib, sys, warnings
+warnings.simplefilter("ignore", FutureWarning)  # scanpy/anndata: `__version__` is deprecated
+ok = True
+for name in ("numpy", "scipy", "pandas", "numba", "sklearn", "anndata", "scanpy", "igraph",
+             "leidenalg", "pynndescent", "umap", "skmisc", "cupy", "gpu_sc"):
+    try:
+        mod = importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - any import failure, in one line
+        ok = False
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"setup: cannot import {name}: {type(exc).__name__}: {msg}")
+        continue
+    where = (getattr(mod, "__file__", None) or "?").split("/site-packages/")[-1]
+    print(f"  {name:<12} {str(getattr(mod, '__version__', '?')):<12} {where}")
+if not ok:
+    print(f"setup: FAILED (python {sys.version.split()[0]} at {sys.executable})")
+    raise SystemExit(1)
+import cupy
 from gpu_sc.dispatch import cuda_status
-props = cupy.cuda.runtime.getDeviceProperties(0)
-name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-print(f"device: {name}; cupy {cupy.__version__}; CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}; "
-      f"scanpy {scanpy.__version__}; anndata {anndata.__version__}")
+try:
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    cuda = cupy.cuda.runtime.runtimeGetVersion()
+except Exception as exc:  # noqa: BLE001
+    print(f"setup: FAILED: cupy imports but sees no device: {type(exc).__name__}: {exc}")
+    raise SystemExit(1)
+print(f"device: {name}; CUDA runtime {cuda}")
 status = cuda_status()
 print(f"gpu_sc cuda_status: available={status.available} ({status.reason})")
 raise SystemExit(0 if status.available else 1)
