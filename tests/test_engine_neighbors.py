@@ -171,3 +171,20 @@ def test_knn_merges_few_candidates_even_on_data_sorted_by_type(monkeypatch):
     exact = ((X[:, None] - X[None]) ** 2).sum(-1)
     expected = np.argsort(exact, axis=1, kind="stable")[:, :k]
     np.testing.assert_array_equal(idx, expected)
+
+
+def test_knn_tile_size_does_not_follow_free_device_memory():
+    # The tile's shape sets the matrix products' shapes, which can change a distance's last
+    # bit: sizing it from free memory would make neighbours at near ties vary between runs.
+    from types import SimpleNamespace
+
+    from gpu_sc.kernels import knn as knn_k
+
+    def with_free(free):
+        return knn_k.default_tile_elements(SimpleNamespace(free_memory=lambda: free))
+
+    host = with_free(None)
+    roomy = {with_free(gib * 2**30) for gib in (20, 40, 70, 139)}
+    assert len(roomy) == 1 and roomy.pop() > host
+    tight = with_free(2 * 2**30)  # little free memory: smaller tiles rather than out-of-memory
+    assert host <= tight < with_free(40 * 2**30)

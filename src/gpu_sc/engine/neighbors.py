@@ -96,8 +96,7 @@ def neighbors(
     # scanpy's brute-force transformer asks for min(n_obs - 1, n_neighbors) others plus self,
     # then keeps the first n_neighbors columns.
     k = min(n_neighbors, n_obs)
-    tile = _tile_elements(am)
-    indices, dists = _knn(x, k, metric, am=am, tile_elements=tile)
+    indices, dists = _knn(x, k, metric, am=am)
     distances = knn_to_csr(indices, dists, am=am)
     if method == "umap":
         conns = _conn.fuzzy_simplicial_set(indices, dists, n_obs, n_neighbors, am=am)
@@ -121,11 +120,3 @@ def neighbors(
     adata.obsp[dists_key] = distances
     adata.obsp[conns_key] = conns
     return None
-
-
-def _tile_elements(am) -> int:
-    """Elements of one float64 distance tile: 128 MiB on the host, ~1/8 of free device memory."""
-    free = am.free_memory()
-    if free is None:
-        return 2**24
-    return int(max(2**24, min(2**30, free // (8 * 8 * 3))))

@@ -16,8 +16,9 @@ thresholds tighten early: a row keeps about ``k * (1 + ln(n / 1024))`` candidate
 
 Output follows scikit-learn's brute-force ``kneighbors`` on the training set, which scanpy uses
 for exact neighbours: row ``i`` lists the point itself first (distance 0), then its ``k - 1``
-nearest other points by increasing distance; ties are broken by the smaller index, so the result
-does not depend on the order in which tiles are visited.
+nearest other points by increasing distance; ties are broken by the smaller index, so ties do
+not depend on the order in which tiles are visited. (The tile size can change a distance's last
+bit through the matrix product's shape; it is fixed per backend: :func:`default_tile_elements`.)
 """
 
 from __future__ import annotations
@@ -26,10 +27,28 @@ import numpy as np
 
 from ..dispatch.arrays import ArrayModule, module_of
 
-__all__ = ["knn", "knn_to_csr"]
+__all__ = ["default_tile_elements", "knn", "knn_to_csr"]
 
-# Elements of one distance tile (float64): 2**24 elements = 128 MiB.
-_TILE_ELEMENTS = 2**24
+# Elements of one float64 distance tile: 128 MiB on the host, 2 GiB on a device.
+_HOST_TILE = 2**24
+_DEVICE_TILE = 2**28
+
+
+def default_tile_elements(am: ArrayModule) -> int:
+    """Elements of one float64 distance tile, fixed per backend.
+
+    The tile's shape decides the matrix products' shapes, and a BLAS may round a product's
+    last bit differently for another shape: a tile sized from the free memory would let the
+    same input give other neighbours (at near ties) from one run to the next. So the size is
+    fixed, and only shrinks when the device has too little free memory for it (about 8 tiles:
+    the tile, its mask and the candidates' temporaries).
+    """
+    free = am.free_memory()
+    if free is None:
+        return _HOST_TILE
+    if free >= 8 * 8 * _DEVICE_TILE:
+        return _DEVICE_TILE
+    return int(max(_HOST_TILE, free // (8 * 8)))
 
 
 def knn(
@@ -38,7 +57,7 @@ def knn(
     metric: str = "euclidean",
     *,
     am: ArrayModule | None = None,
-    tile_elements: int = _TILE_ELEMENTS,
+    tile_elements: int | None = None,
 ):
     """Exact ``k`` nearest neighbours of every row of ``X`` among the rows of ``X``.
 
@@ -54,7 +73,8 @@ def knn(
     am
         Array module; inferred from ``X`` when omitted.
     tile_elements
-        Upper bound on the elements of one distance tile (memory bound).
+        Upper bound on the elements of one distance tile; by default
+        :func:`default_tile_elements` (fixed per backend, for reproducible results).
 
     Returns
     -------
@@ -67,6 +87,8 @@ def knn(
     am = am or module_of(X)
     xp = am.xp
     X = xp.asarray(X)
+    if tile_elements is None:
+        tile_elements = default_tile_elements(am)
     # scikit-learn computes float32 data's squared distances in float64, rounds them to
     # float32 and takes the root in float32: do the same so distances match it bit for bit.
     round32 = X.dtype == xp.float32
@@ -97,7 +119,9 @@ def knn(
         for c0, c1 in _column_blocks(n, k, cols_per_tile):
             d = _tile_distances(xp, X[r0:r1], sq[r0:r1], Xc[c0:c1], sqc[c0:c1], metric)
             if round32:
-                d = d.astype(xp.float32).astype(xp.float64)
+                # Kept in float32: the values are float32-exact, so comparisons and the
+                # selection are the same, on half the bytes; the kept ones become float64.
+                d = d.astype(xp.float32)
             # The point itself goes first whatever the rounding of its own distance.
             own = position[r0:r1]
             here = xp.nonzero((own >= c0) & (own < c1))[0]
@@ -105,6 +129,7 @@ def knn(
             if best_d is None:
                 i = xp.broadcast_to(perm[c0:c1], d.shape)
                 best_d, best_i = _top_k(xp, d, i, k)
+                best_d = best_d.astype(xp.float64)
                 continue
             cand = _within_threshold(xp, d, best_d.max(axis=1), perm[c0:c1])
             if cand is not None:
@@ -172,11 +197,15 @@ def _within_threshold(xp, d, kth, columns):
 def _tile_distances(xp, A, sq_a, B, sq_b, metric):
     """Squared euclidean (or cosine) distances between the rows of ``A`` and of ``B``."""
     g = A @ B.T
+    # In place: one tile in memory instead of one per temporary, the same roundings.
     if metric == "cosine":
-        return xp.clip(1.0 - g, 0.0, 2.0)
+        xp.subtract(1.0, g, out=g)
+        return xp.clip(g, 0.0, 2.0, out=g)
     # Summed in scikit-learn's order, (|x|^2 - 2 x.y) + |y|^2, to round like it does.
-    d = (sq_a[:, None] + (-2.0) * g) + sq_b[None, :]
-    return xp.maximum(d, 0.0)
+    g *= -2.0
+    g += sq_a[:, None]
+    g += sq_b[None, :]
+    return xp.maximum(g, 0.0, out=g)
 
 
 def _top_k(xp, d, i, k):
