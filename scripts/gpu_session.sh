@@ -153,8 +153,9 @@ run_bench() {
     fi
     timeout "$limit" python3 -m gpu_sc.cli bench --cells "${BENCH_CELLS:-100000,1000000}" \
         --backends scanpy,cupy --repeats "${BENCH_REPEATS:-3}" --budget "${BENCH_BUDGET:-60}" \
+        --time-limit $((limit * 2 / 3)) \
         --out "$dir" >"$OUT/bench.log" 2>&1
-    note "bench: exit $?"
+    note "bench: exit $? (results are written after each size; --time-limit stops new repeats)"
 }
 
 table() {

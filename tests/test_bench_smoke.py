@@ -117,6 +117,40 @@ def test_bench_budget_flags_overruns_then_skips_predicted_steps(tmp_path):
     assert "⚠" in md
 
 
+def test_bench_time_limit_stops_starting_repeats_and_reports_what_ran(tmp_path):
+    # A device lease ends hard: past --time-limit no new repeat starts, the sizes not reached
+    # are recorded as not run, and the outputs are complete files.
+    rc = main(["bench", "--cells", "300,600", "--repeats", "3", "--backends", "scanpy,numpy",
+               "--steps", "normalize_total", "--time-limit", "1e-9", "--no-warmup",
+               "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    rep = json.loads((tmp_path / "bench.json").read_text())
+    assert "time limit" in rep["parameters"]["stopped"]
+    totals = {(r["n_cells"], r["backend"]): r for r in rep["rows"] if r["step"] == "total"}
+    assert set(totals) == {(300, "scanpy"), (300, "numpy"), (600, "scanpy"), (600, "numpy")}
+    assert all(t["status"] == "time_limit" and t["median_s"] is None for t in totals.values())
+    md = (tmp_path / "bench.md").read_text()
+    assert "**Stopped early**" in md and "sizes not run: 600 cells" in md
+
+
+def test_bench_writes_results_after_every_size(tmp_path, monkeypatch):
+    # What a run killed during its last size leaves behind: the sizes it completed.
+    from gpu_sc.bench import report as report_mod
+
+    written = []
+    original = report_mod.write_outputs
+
+    def spy(report, out_dir):
+        written.append(sorted({r["n_cells"] for r in report["rows"]}))
+        return original(report, out_dir)
+
+    monkeypatch.setattr("gpu_sc.bench.write_outputs", spy)
+    rc = main(["bench", "--cells", "300,600", "--repeats", "1", "--backends", "scanpy",
+               "--steps", "normalize_total", "--no-warmup", "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    assert written[:2] == [[300], [300, 600]]  # after 300 cells, after 600, then the final
+
+
 def test_predict_seconds_follows_the_measured_scaling():
     assert predict_seconds([], 1000) is None
     assert predict_seconds([(1000, 2.0)], 4000) == pytest.approx(8.0)  # one size: linear

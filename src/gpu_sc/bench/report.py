@@ -57,7 +57,7 @@ def _ratio(x: float | None, suffix: str = "×") -> str:
 def _time_cell(r: dict) -> str:
     if r["status"] == "skipped_budget":
         return "> budget"
-    if r["status"] in ("skipped_dependency", "skipped_error"):
+    if r["status"] in ("skipped_dependency", "skipped_error", "time_limit"):
         return "not run"
     if r["status"] == "error":
         return "error"
@@ -100,6 +100,13 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     if p.get("note"):
         lines.append(f"Note: {p['note']}.")
+    if p.get("stopped"):
+        reached = {size["n_cells"] for size in report["sizes"]}
+        missing = [f"{n:,}" for n in p["cells"] if n not in reached]
+        lines.append(
+            f"**Stopped early**: {p['stopped']}; repeats at that size may be fewer than asked"
+            + (f"; sizes not run: {', '.join(missing)} cells." if missing else ".")
+        )
     lines.append("")
     for name, d in report["devices"].items():
         lines.append(

@@ -63,6 +63,7 @@ class BenchConfig:
     n_genes: int = 2000
     n_types: int = 8
     warmup: bool = True
+    time_limit_s: float | None = None
 
     def __post_init__(self):
         if not self.cells or any(int(n) < 1 for n in self.cells):
@@ -77,10 +78,22 @@ class BenchConfig:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         if self.budget_s is not None and self.budget_s <= 0:
             raise ValueError(f"budget must be > 0 seconds, got {self.budget_s}")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise ValueError(f"time limit must be > 0 seconds, got {self.time_limit_s}")
 
 
-def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+def run_bench(
+    cfg: BenchConfig,
+    log: Callable[[str], None] = lambda msg: None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run the benchmark and return the report (the content of ``bench.json``).
+
+    ``checkpoint``, when given, receives the report so far after every completed size, so a
+    run killed later (a device lease ending) still leaves the sizes it finished. With
+    ``cfg.time_limit_s``, no new repeat starts once that many seconds have passed since the
+    start: the repeats done are reported, the sizes not reached get a ``time_limit`` row per
+    backend, and ``parameters["stopped"]`` says why.
 
     Returns
     -------
@@ -90,6 +103,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
     """
     import gpu_sc
 
+    started = time.perf_counter()
+    stopped_reason: str | None = None
     requested, enabled = expand_steps(cfg.steps)
     load_start = _load()
     pcfg = pipeline_config(enabled)
@@ -110,6 +125,41 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
     warmup_s: dict[str, float] = {}
     failed: dict[str, dict[str, Any]] = {}  # backend -> first error (not run at larger sizes)
 
+    def report() -> dict[str, Any]:
+        """The report so far (the content of ``bench.json``)."""
+        env = environment("cupy" if uses_gpu else None)
+        machine = machine_info(uses_gpu)
+        machine["load_average_start"] = load_start
+        return {
+            "schema": SCHEMA,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "parameters": {
+                "cells": cfg.cells,
+                "backends": cfg.backends,
+                "steps_requested": requested,
+                "steps_enabled": enabled,
+                "repeats": cfg.repeats,
+                "budget_s": cfg.budget_s,
+                "seed": cfg.seed,
+                "difficulty": cfg.difficulty,
+                "n_genes": cfg.n_genes,
+                "n_types": cfg.n_types,
+                "warmup_cells": min(WARMUP_CELLS, cfg.cells[0]) if cfg.warmup else 0,
+                "data_generated_on": "host (gpu_sc.datasets.synthetic)",
+                "pipeline_config": pcfg.to_dict(),
+                "stopped": stopped_reason,
+            },
+            "machine": machine,
+            "versions": env["versions"],
+            "devices": {k: v.to_dict() for k, v in devices.items()},
+            "memory_method": {"host_rss": host.method,
+                              "gpu": "CuPy default pool, in-use bytes after every allocation"
+                              if gpu.enabled else None},  # fmt: skip
+            "warmup_s": warmup_s,
+            "sizes": sizes,
+            "rows": rows,
+        }
+
     with HostPeak() as host, GpuPeak(uses_gpu) as gpu:
         if cfg.warmup:
             n_warm = min(WARMUP_CELLS, cfg.cells[0])
@@ -125,6 +175,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
             gc.collect()
 
         for n in cfg.cells:
+            if stopped_reason is not None:
+                rows += [_limit_row(n, b, stopped_reason) for b in cfg.backends]
+                continue
             log(f"generating {n} cells (host)")
             t0 = time.perf_counter()
             base = gpu_sc.datasets.synthetic(n, cfg.n_genes, cfg.n_types,
@@ -135,10 +188,19 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
             plans = {b: _plan(cfg, b, n, enabled, history, labels_seen) for b in cfg.backends}
             runs: dict[str, list[_Run]] = {b: [] for b in cfg.backends}
             stopped = set(failed)
+            # Engines before scanpy within a repeat: when a time limit cuts a size short, it
+            # cuts the reference (often predicted over the budget anyway), not the engine.
+            run_order = sorted(cfg.backends, key=lambda b: b == "scanpy")
             for rep in range(cfg.repeats):
-                for backend in cfg.backends:
+                for backend in run_order:
                     if backend in stopped:
                         continue
+                    elapsed = time.perf_counter() - started
+                    if cfg.time_limit_s is not None and elapsed > cfg.time_limit_s:
+                        stopped_reason = (f"time limit {cfg.time_limit_s:g} s reached after "
+                                          f"{elapsed:.0f} s, at {n} cells")  # fmt: skip
+                        log(f"stopping: {stopped_reason}")
+                        break
                     log(f"{n} cells, {backend}, repeat {rep + 1}/{cfg.repeats}")
                     partial = bool(plans[backend].no_repeat)
                     try:
@@ -153,11 +215,16 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
                     runs[backend].append(run)
                     if cfg.budget_s is not None:
                         plans[backend].stop_repeating(run, cfg.budget_s, enabled)
+                if stopped_reason is not None:
+                    break
             del base
             gc.collect()
             for backend in cfg.backends:
                 if backend in failed:  # successful repeats before a failure are dropped too
                     rows.append(_error_row(n, backend, failed[backend]))
+                    continue
+                if not runs[backend]:  # the time limit came before its first repeat
+                    rows.append(_limit_row(n, backend, stopped_reason or "no repeat ran"))
                     continue
                 rows += _rows_for(n, backend, runs[backend], plans[backend], cfg, devices)
                 for r in rows:
@@ -170,38 +237,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
                         if sec is not None and s["step"] not in labels_seen.setdefault(sec, []):
                             labels_seen[sec].append(s["step"])
             _add_speedups(rows, n)
+            if checkpoint is not None:
+                checkpoint(report())
 
-    env = environment("cupy" if uses_gpu else None)
-    machine = machine_info(uses_gpu)
-    machine["load_average_start"] = load_start
-    return {
-        "schema": SCHEMA,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "parameters": {
-            "cells": cfg.cells,
-            "backends": cfg.backends,
-            "steps_requested": requested,
-            "steps_enabled": enabled,
-            "repeats": cfg.repeats,
-            "budget_s": cfg.budget_s,
-            "seed": cfg.seed,
-            "difficulty": cfg.difficulty,
-            "n_genes": cfg.n_genes,
-            "n_types": cfg.n_types,
-            "warmup_cells": min(WARMUP_CELLS, cfg.cells[0]) if cfg.warmup else 0,
-            "data_generated_on": "host (gpu_sc.datasets.synthetic)",
-            "pipeline_config": pcfg.to_dict(),
-        },
-        "machine": machine,
-        "versions": env["versions"],
-        "devices": {k: v.to_dict() for k, v in devices.items()},
-        "memory_method": {"host_rss": host.method,
-                          "gpu": "CuPy default pool, in-use bytes after every allocation"
-                          if gpu.enabled else None},  # fmt: skip
-        "warmup_s": warmup_s,
-        "sizes": sizes,
-        "rows": rows,
-    }
+    return report()
 
 
 def _load() -> list[float] | None:
@@ -445,6 +484,12 @@ def _error_row(n: int, backend: str, failure: dict[str, Any]) -> dict[str, Any]:
     else:
         row.update(status="skipped_error",
                    note=f"not run: failed at {failure['n_cells']} cells ({failure['error']})")
+    return row
+
+
+def _limit_row(n: int, backend: str, reason: str) -> dict[str, Any]:
+    row = _row(n, backend, "total", [], [])
+    row.update(status="time_limit", note=f"not run: {reason}")
     return row
 
 

@@ -61,6 +61,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-warmup", action="store_true",
                    help="skip the small warm-up run per backend (JIT compilation then "
                    "lands in the first size's timings)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="start no new repeat after this many seconds; what ran is reported "
+                   "(outputs are also written after every size, so a killed run keeps them)")
     p.add_argument("--note", help="free text stored in bench.json and shown in bench.md "
                    "(e.g. what else ran on the machine)")
     p.add_argument("--out", required=True, help="output directory")
@@ -80,20 +83,28 @@ def run(args) -> int:
         difficulty=args.difficulty,
         n_genes=args.genes,
         warmup=not args.no_warmup,
+        time_limit_s=args.time_limit,
     )
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
-    report = run_bench(cfg, log=log)
-    report["parameters"]["command"] = _command(args)
-    if args.note:
-        report["parameters"]["note"] = args.note
-    paths = write_outputs(report, args.out)
+    def finish(report):
+        report["parameters"]["command"] = _command(args)
+        if args.note:
+            report["parameters"]["note"] = args.note
+        return write_outputs(report, args.out)
+
+    def checkpoint(report):
+        finish(report)
+        log(f"wrote the results so far to {args.out}")
+
+    report = run_bench(cfg, log=log, checkpoint=checkpoint)
+    paths = finish(report)
     for r in report["rows"]:
         if r["step"] == "total":
-            log(f"{r['n_cells']} cells, {r['backend']}: end to end "
-                f"{r['median_s']:.2f} s ({r['status']})")  # fmt: skip
+            took = "not run" if r["median_s"] is None else f"{r['median_s']:.2f} s"
+            log(f"{r['n_cells']} cells, {r['backend']}: end to end {took} ({r['status']})")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
