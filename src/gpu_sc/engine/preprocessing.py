@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..dispatch.arrays import module_of
 from ..dispatch.registry import EngineContext, EngineUnsupported, register
 from ..kernels import hvg as hvg_k
 from ..kernels import normalize as norm_k
@@ -37,26 +38,19 @@ __all__: list[str] = []
 
 
 def _plain(x: Any) -> Any:
-    """Drop AnnData's view wrapper classes (no copy of the values)."""
-    if type(x).__module__.startswith("anndata"):
-        if is_device(x):  # CupyArrayView / CupySparseCS[RC]View: np.asarray would raise
-            return _plain_device(x)
-        if sp.issparse(x):
-            cls = sp.csr_matrix if x.format == "csr" else sp.csc_matrix
-            return cls((x.data, x.indices, x.indptr), shape=x.shape)
-        return np.asarray(x)
-    return x
+    """Drop AnnData's view wrapper classes (no copy of the values), on host or device.
 
-
-def _plain_device(x: Any) -> Any:
-    """The plain CuPy / cupyx object behind AnnData's view of a device array (no copy)."""
-    import cupy
-    import cupyx.scipy.sparse as csp
-
+    The device views (``CupyArrayView``, ``CupySparseCS[RC]View``) subclass CuPy's classes as
+    the host views subclass NumPy's and SciPy's, so one rewrap through their array module
+    serves both (``np.asarray`` would raise on the device ones).
+    """
+    if not type(x).__module__.startswith("anndata"):
+        return x
+    am = module_of(x)
     if hasattr(x, "indptr"):
-        cls = csp.csr_matrix if x.format == "csr" else csp.csc_matrix
+        cls = am.sparse.csr_matrix if x.format == "csr" else am.sparse.csc_matrix
         return cls((x.data, x.indices, x.indptr), shape=x.shape)
-    return x.view(type=cupy.ndarray)
+    return x.view(type=am.xp.ndarray)
 
 
 def _get_x(adata, layer: str | None) -> Any:

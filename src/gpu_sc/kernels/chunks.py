@@ -15,14 +15,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._settings import settings
-from ..dispatch.arrays import ArrayModule, is_device_array
+from ..dispatch.arrays import ArrayModule
+from ..dispatch.arrays import is_device_array as is_device  # AnnData's device views included
 
 __all__ = ["RowBlocks", "is_device", "needs_chunking", "stack_rows"]
-
-
-def is_device(x: Any) -> bool:
-    """True for CuPy / cupyx arrays (AnnData's views of them included)."""
-    return is_device_array(x)
 
 
 def _nbytes(x: Any) -> int:

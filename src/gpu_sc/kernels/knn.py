@@ -116,6 +116,7 @@ def knn(
     for r0 in range(0, n, rows_per_tile):
         r1 = min(n, r0 + rows_per_tile)
         best_d = best_i = None
+        own = position[r0:r1]  # column positions of this tile's points themselves
         for c0, c1 in _column_blocks(n, k, cols_per_tile):
             d = _tile_distances(xp, X[r0:r1], sq[r0:r1], Xc[c0:c1], sqc[c0:c1], metric)
             if round32:
@@ -123,7 +124,6 @@ def knn(
                 # selection are the same, on half the bytes; the kept ones become float64.
                 d = d.astype(xp.float32)
             # The point itself goes first whatever the rounding of its own distance.
-            own = position[r0:r1]
             here = xp.nonzero((own >= c0) & (own < c1))[0]
             d[here, own[here] - c0] = -xp.inf
             if best_d is None:
