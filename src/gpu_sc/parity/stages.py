@@ -20,7 +20,13 @@ import scipy.sparse as sp
 
 from ..pipeline.run import rank_genes_key
 from . import metrics as M
-from .thresholds import EMBEDDING_K, KNN_EXACT_MAX_CELLS, MARKER_TOP_N, PCA_N_COMPONENTS
+from .thresholds import (
+    EMBEDDING_K,
+    KNN_EXACT_MAX_CELLS,
+    MARKER_MATCH_JACCARD,
+    MARKER_TOP_N,
+    PCA_N_COMPONENTS,
+)
 
 __all__ = ["Context", "Measured", "Stage", "identical", "registry_name", "stage_for"]
 
@@ -415,16 +421,37 @@ def _extract_markers(key: str, groupby: str):
 
 def _compare_markers(a, b, ctx) -> list[Measured]:
     ia, ib, cells = _common(a["cells"], b["cells"])
-    pairs = M.match_clusters(a["labels"][ia], b["labels"][ib])
-    agree = M.marker_agreement(a["markers"], b["markers"], pairs, MARKER_TOP_N)
+    labels_a, labels_b = a["labels"][ia], b["labels"][ib]
+    pairs = M.match_clusters(labels_a, labels_b)
+    # Gate only pairs that are the same cluster (cell-set Jaccard): markers of a cluster that
+    # gained or lost many cells differ for that reason, which leiden_ari already measures.
+    sizes_a = pd.Series(labels_a).value_counts()
+    sizes_b = pd.Series(labels_b).value_counts()
+    same, differ = [], []
+    for ca, cb, shared in pairs:
+        jaccard = shared / (sizes_a[ca] + sizes_b[cb] - shared)
+        (same if jaccard >= MARKER_MATCH_JACCARD else differ).append((ca, cb, shared))
+    agree = M.marker_agreement(a["markers"], b["markers"], same, MARKER_TOP_N)
     n_a, n_b = len(a["markers"]), len(b["markers"])
-    matched = f"{len(pairs)} clusters matched (Hungarian) of {n_a} / {n_b}"
-    return [
+    matched = (
+        f"{len(same)} of {len(pairs)} Hungarian-matched clusters ({n_a} / {n_b}) share their "
+        f"cells (Jaccard >= {MARKER_MATCH_JACCARD:g})"
+    )
+    rows = [
         Measured("top25_overlap_min", agree["overlap_min"], matched),
         Measured("top25_overlap_mean", agree["overlap_mean"]),
         Measured("score_spearman_min", agree["spearman_min"], "scores of genes both report"),
         Measured("score_spearman_mean", agree["spearman_mean"]),
+        Measured("clusters_compared", float(len(same))),
     ]
+    if differ:
+        other = M.marker_agreement(a["markers"], b["markers"], differ, MARKER_TOP_N)
+        rows.append(Measured(
+            "top25_overlap_min[membership differs]", other["overlap_min"],
+            f"{len(differ)} matched pair(s) below Jaccard {MARKER_MATCH_JACCARD:g}: "
+            "reported, not gated",
+        ))  # fmt: skip
+    return rows
 
 
 # -- the table -------------------------------------------------------------------------------
