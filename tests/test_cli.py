@@ -9,6 +9,7 @@ import pytest
 
 import gpu_sc
 from gpu_sc.cli import main
+from gpu_sc.dispatch.provenance import provenance
 from gpu_sc.io import read_h5ad, write_h5ad
 
 FAST = """
@@ -43,7 +44,7 @@ def test_run_writes_result_with_provenance(small_input, fast_config, tmp_path, c
     assert "neighbors" in printed.err  # per-step progress lines
     res = read_h5ad(out)
     assert "leiden" in res.obs and "X_umap" in res.obsm and "X_tsne" not in res.obsm
-    steps = [p["step"] for p in res.uns["gpu_sc"]["provenance"]]
+    steps = [p["step"] for p in provenance(res)]
     assert "umap" in steps and "tsne" not in steps
 
 
