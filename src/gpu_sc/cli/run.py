@@ -34,12 +34,12 @@ def run(args) -> int:
     if out.suffix != ".h5ad":
         raise ValueError(f"--out must end in .h5ad, got {out}")
     config = PipelineConfig.from_toml(args.config) if args.config else PipelineConfig()
-    backend, why = resolve_backend(args.backend)
-    print(f"backend: {backend} ({why})", file=sys.stderr)
     t0 = time.perf_counter()
     adata = read(args.input)
     print(f"read {args.input}: {adata.n_obs} cells x {adata.n_vars} genes "
           f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)  # fmt: skip
+    backend, why = resolve_backend(args.backend)
+    print(f"backend: {backend} ({why})", file=sys.stderr)
     pipeline(adata, config, backend=args.backend, progress=print_progress, strict=args.strict)
     write_h5ad(adata, out)
     print(provenance_table(adata))
