@@ -260,3 +260,12 @@ def test_progress_bars_are_silent_off_a_terminal(capsys):
     assert list(progress(range(5), desc="test")) == list(range(5))
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_atomic_false_runs_in_place_without_the_copy():
+    adata = gpu_sc.datasets.synthetic(400, n_genes=300, seed=0)
+    seen = []
+    gpu_sc.pipeline(adata, FAST, backend="numpy", atomic=False,
+                    progress=lambda step, s: seen.append(len(provenance(adata))))  # fmt: skip
+    assert seen == sorted(seen) and seen[0] >= 1  # the caller's object grows step by step
+    assert seen[-1] == len(provenance(adata))

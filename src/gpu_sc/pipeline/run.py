@@ -34,6 +34,7 @@ def pipeline(
     copy: bool = False,
     progress: Callable[[str, float], None] | None = None,
     strict: bool | None = None,
+    atomic: bool = True,
 ):
     """Run scanpy's PBMC3k workflow on ``adata`` (raw counts), step by step.
 
@@ -57,6 +58,10 @@ def pipeline(
         a GPU resource error) into a :class:`~gpu_sc.dispatch.FallbackError`, for jobs that
         must know the engine ran. ``None``: ``gpu_sc.settings.strict``, whose default is
         ``GPU_SC_STRICT=1`` in the environment.
+    atomic
+        ``True`` (default): a failure leaves ``adata`` unchanged (see Notes). ``False``: the
+        steps run on ``adata`` itself, without the extra copy, and a failure leaves it
+        half-processed (for benchmarks, or data too large to hold twice).
 
     Returns
     -------
@@ -68,11 +73,11 @@ def pipeline(
 
     Notes
     -----
-    The steps run on a copy of ``adata``, which replaces the caller's contents only when
-    every step has succeeded: on any error, including ``KeyboardInterrupt``, ``adata`` is
-    exactly as it was and a retry starts from the same input. This costs one extra copy of
-    the input in memory while the pipeline runs (the copy shrinks as cells and genes are
-    filtered); ``copy=True`` costs the same.
+    With ``atomic=True`` the steps run on a copy of ``adata``, which replaces the caller's
+    contents only when every step has succeeded: on any error, including
+    ``KeyboardInterrupt``, ``adata`` is exactly as it was and a retry starts from the same
+    input. This costs one extra copy of the input in memory while the pipeline runs (the
+    copy shrinks as cells and genes are filtered); ``copy=True`` costs the same.
     """
     cfg = PipelineConfig.coerce(config)
     requested = canonical_backend_name(backend)
@@ -88,7 +93,7 @@ def pipeline(
         why = f"{why}, but {reason}"
     logger.info("gpu_sc pipeline: backend %s (%s)", resolved, why)
 
-    work = adata.copy()
+    work = adata.copy() if copy or atomic else adata
     shapes: list[dict] = [{"step": "input", "n_obs": work.n_obs, "n_vars": work.n_vars}]
     n_before = len(provenance(work))
     runner = _Runner(work, shapes, progress)
@@ -115,7 +120,8 @@ def pipeline(
     })  # fmt: skip
     if copy:
         return work
-    adata._init_as_actual(work)  # commit: the caller's object takes the result's contents
+    if work is not adata:
+        adata._init_as_actual(work)  # commit: the caller's object takes the result's contents
     return adata
 
 
