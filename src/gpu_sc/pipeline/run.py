@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import pp, tl
 from .._settings import settings
@@ -57,7 +58,8 @@ def pipeline(
         Turn every fallback to scanpy (unusable CUDA, a step or parameter the engine lacks,
         a GPU resource error) into a :class:`~gpu_sc.dispatch.FallbackError`, for jobs that
         must know the engine ran. ``None``: ``gpu_sc.settings.strict``, whose default is
-        ``GPU_SC_STRICT=1`` in the environment.
+        ``GPU_SC_STRICT=1`` in the environment. ``"auto"`` choosing scanpy on a machine
+        without CUDA is the requested behaviour, not a fallback.
     atomic
         ``True`` (default): a failure leaves ``adata`` unchanged (see Notes). ``False``: the
         steps run on ``adata`` itself, without the extra copy, and a failure leaves it
@@ -298,26 +300,26 @@ def _paga_layout(adata, threshold: float = 0.01) -> str:
     matplotlib.use("Agg", force=False)
     import scanpy as sc
 
-    conn = adata.uns["paga"]["connectivities"]
+    conn = sp.csr_matrix(adata.uns["paga"]["connectivities"])
     n_groups = conn.shape[0]
-    weights = np.asarray(conn.data if hasattr(conn, "data") else conn, dtype=float)
+    weights = sp.triu(conn.maximum(conn.T), k=1).tocoo().data  # one weight per edge
     n_kept = int((weights >= threshold).sum())
     if n_kept > 0:
         sc.pl.paga(adata, plot=False, random_state=0, threshold=threshold)
-        return f"layout 'fr' of the {n_kept // 2} PAGA edge(s) with weight >= {threshold:g}"
+        return f"layout 'fr' of the {n_kept} PAGA edge(s) with weight >= {threshold:g}"
     n_any = int((weights > 0).sum())
     if n_any > 0:
         try:
             sc.pl.paga(adata, plot=False, random_state=0, threshold=0)
             note = (f"no PAGA edge with weight >= {threshold:g}; layout 'fr' of all "
-                    f"{n_any // 2} nonzero edge(s) (threshold 0)")  # fmt: skip
+                    f"{n_any} nonzero edge(s) (threshold 0)")  # fmt: skip
             logger.warning("gpu_sc: paga_layout: %s", note)
             return note
         except AttributeError:  # the same scanpy/scipy incompatibility, in another form
             pass
     angles = 2 * np.pi * np.arange(n_groups) / max(n_groups, 1)
     adata.uns["paga"]["pos"] = np.column_stack([np.cos(angles), np.sin(angles)])
-    note = (f"no PAGA edge with weight >= {threshold:g} ({n_any // 2} nonzero); the "
+    note = (f"no PAGA edge with weight >= {threshold:g} ({n_any} nonzero); the "
             f"{n_groups} groups placed on a circle")  # fmt: skip
     logger.warning("gpu_sc: paga_layout: %s", note)
     return note
