@@ -15,7 +15,7 @@ import types
 
 __version__ = "0.1.0"
 
-from ._settings import settings, use_backend  # noqa: E402
+from ._settings import settings, use_backend
 
 #: Public name -> (module, attribute or None for the module itself), imported on first use.
 _LAZY = {

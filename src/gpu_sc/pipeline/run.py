@@ -13,7 +13,12 @@ from .. import pp, tl
 from .._settings import settings
 from ..dispatch.backends import canonical_backend_name, cuda_status, resolve_backend
 from ..dispatch.provenance import provenance, record_step, store_pipeline_record
-from ..dispatch.registry import FallbackError, _move_to_host, _quiet_unusable_cuda, strict_mode
+from ..dispatch.registry import (
+    FallbackError,
+    _move_to_host,
+    _quiet_unusable_cuda,
+    strict_mode,
+)
 from .config import PipelineConfig
 from .validate import InputError, validate_counts
 
