@@ -9,6 +9,7 @@ import pytest
 
 import gpu_sc
 from gpu_sc.cli import main
+from gpu_sc.dispatch.provenance import provenance
 from gpu_sc.io import read_h5ad, write_h5ad
 
 FAST = """
@@ -41,9 +42,10 @@ def test_run_writes_result_with_provenance(small_input, fast_config, tmp_path, c
     printed = capsys.readouterr()
     assert "| leiden | scanpy |" in printed.out and "wrote" in printed.out
     assert "neighbors" in printed.err  # per-step progress lines
+    assert "backend: scanpy (requested 'scanpy')" in printed.err  # what --backend resolved to
     res = read_h5ad(out)
     assert "leiden" in res.obs and "X_umap" in res.obsm and "X_tsne" not in res.obsm
-    steps = [p["step"] for p in res.uns["gpu_sc"]["provenance"]]
+    steps = [p["step"] for p in provenance(res)]
     assert "umap" in steps and "tsne" not in steps
 
 

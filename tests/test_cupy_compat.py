@@ -362,7 +362,7 @@ def test_device_resident_pipeline_runs_the_engine_where_numpy_does_and_ends_on_h
     parity suite runs with host output), so AnnData's subsetting, ``.raw`` and the engine's
     device inputs are exercised only here."""
     import gpu_sc
-    from gpu_sc.dispatch.provenance import provenance
+    from gpu_sc.dispatch.provenance import pipeline_record, provenance
     from sklearn.metrics import adjusted_rand_score
 
     on_gpu = gpu_sc.pipeline(pbmc3k_raw.copy(), backend="cupy")
@@ -373,7 +373,7 @@ def test_device_resident_pipeline_runs_the_engine_where_numpy_does_and_ends_on_h
     engine_gaps = [(step, g, c) for (step, g), (_, c) in zip(gpu_steps, cpu_steps, strict=True)
                    if c == "numpy" and g != "cupy"]  # fmt: skip
     assert not engine_gaps, f"steps the numpy engine ran but cupy did not: {engine_gaps}"
-    assert on_gpu.uns["gpu_sc"]["pipeline"]["shapes"] == on_cpu.uns["gpu_sc"]["pipeline"]["shapes"]
+    assert pipeline_record(on_gpu)["shapes"] == pipeline_record(on_cpu)["shapes"]
     arrays = [on_gpu.X, on_gpu.raw.X, *on_gpu.layers.values(), *on_gpu.obsm.values(),
               *on_gpu.varm.values(), *on_gpu.obsp.values()]  # fmt: skip
     assert not [type(a) for a in arrays if type(a).__module__.startswith("cupy")]

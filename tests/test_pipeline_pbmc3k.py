@@ -8,7 +8,7 @@ import pytest
 import scanpy as sc
 
 import gpu_sc
-from gpu_sc.dispatch.provenance import provenance
+from gpu_sc.dispatch.provenance import pipeline_record, provenance
 from gpu_sc.pipeline.run import rank_genes_key
 
 CANONICAL = {
@@ -67,7 +67,7 @@ def by_hand(pbmc3k_raw):
 
 
 def _shape_after(adata, step):
-    shapes = adata.uns["gpu_sc"]["pipeline"]["shapes"]
+    shapes = pipeline_record(adata)["shapes"]
     (row,) = [s for s in shapes if s["step"] == step]
     return row["n_obs"], row["n_vars"]
 

@@ -4,13 +4,61 @@
 >>> adata = gpu_sc.datasets.pbmc3k()
 >>> gpu_sc.pipeline(adata)            # backend="auto": cupy if CUDA answers, else scanpy
 >>> adata.uns["gpu_sc"]["provenance"]  # per step: backend, params, seconds, fallback
+
+Submodules that import scanpy (``pp``, ``tl``, ``pipeline``, ``report``, ``datasets``) load on
+first use, so ``import gpu_sc`` and ``gpu-sc --help`` stay fast.
 """
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
-from . import datasets, pp, tl  # noqa: E402
-from ._settings import settings, use_backend  # noqa: E402
-from .pipeline import PipelineConfig, pipeline  # noqa: E402
-from .report import report  # noqa: E402
+from ._settings import settings, use_backend
 
-__all__ = ["PipelineConfig", "datasets", "pipeline", "pp", "report", "settings", "tl", "use_backend"]
+#: Public name -> (module, attribute or None for the module itself), imported on first use.
+_LAZY = {
+    "datasets": ("datasets", None),
+    "dispatch": ("dispatch", None),
+    "io": ("io", None),
+    "pp": ("pp", None),
+    "tl": ("tl", None),
+    "PipelineConfig": ("pipeline", "PipelineConfig"),
+    "pipeline": ("pipeline", "pipeline"),
+    "report": ("report", "report"),
+}
+
+__all__ = [
+    "PipelineConfig", "datasets", "dispatch", "io", "pipeline", "pp", "report", "settings", "tl",
+    "use_backend",
+]  # fmt: skip
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'gpu_sc' has no attribute {name!r}") from None
+    mod = importlib.import_module(f".{module}", __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``gpu_sc.pipeline`` and ``gpu_sc.report`` the functions: importing the
+    subpackage of the same name (``from gpu_sc.pipeline import ...``) would otherwise
+    replace the attribute with the subpackage."""
+
+    def __setattr__(self, name, value):
+        if name in ("pipeline", "report") and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

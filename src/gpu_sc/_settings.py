@@ -27,12 +27,17 @@ class Settings:
     output
         ``"host"`` (default, like scanpy): results land in AnnData as NumPy/SciPy arrays;
         ``"device"``: the engine leaves CuPy arrays in ``adata.X`` and friends.
+    strict
+        ``True``: a step that would fall back to scanpy raises
+        :class:`gpu_sc.dispatch.FallbackError` instead; ``None`` (default): ``True`` when
+        the environment sets ``GPU_SC_STRICT=1``.
     """
 
     backend: str = "auto"
     chunk_rows: int = 200_000
     max_device_nnz: int = 2**31 - 1
     output: str = "host"
+    strict: bool | None = None
     _stack: list[dict] = field(default_factory=list, repr=False)
 
     @contextlib.contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -36,29 +35,37 @@ class atomic_path:
 
 
 def write_h5ad(adata, path: str | Path) -> Path:
-    """Write ``adata`` atomically; ``uns['gpu_sc']`` (lists of dicts) is stored as JSON text."""
+    """Write ``adata`` atomically: to a temporary file beside ``path``, renamed on success.
+
+    ``uns['gpu_sc']`` is stored natively (see :mod:`gpu_sc.dispatch.provenance`), so
+    ``anndata.read_h5ad`` reads the file back without gpu_sc. A block of an older form (lists
+    of dicts) is first converted to that form in ``adata`` itself.
+    """
+    from .dispatch.provenance import UNS_KEY, to_native
+
     path = Path(path)
-    info = adata.uns.get("gpu_sc")
-    if info is not None:
-        adata.uns["gpu_sc"] = {"json": json.dumps(info, default=str)}
-    try:
-        with atomic_path(path) as tmp:
-            adata.write_h5ad(tmp)
-    finally:
-        if info is not None:
-            adata.uns["gpu_sc"] = info
+    if UNS_KEY in adata.uns:
+        adata.uns[UNS_KEY] = to_native(adata.uns[UNS_KEY])
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
     return path
 
 
 def read_h5ad(path: str | Path):
-    """Read an h5ad written by :func:`write_h5ad` (or any h5ad), restoring ``uns['gpu_sc']``."""
+    """Read an h5ad (any, including one written by :func:`write_h5ad`).
+
+    Files from earlier gpu_sc versions, which stored ``uns['gpu_sc']`` as JSON text, are
+    converted to the current form; read ``provenance`` with
+    :func:`gpu_sc.dispatch.provenance.provenance`.
+    """
     import anndata as ad
+
+    from .dispatch.provenance import UNS_KEY, to_native
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     adata = ad.read_h5ad(path)
-    info = adata.uns.get("gpu_sc")
-    if isinstance(info, dict) and set(info) == {"json"}:
-        adata.uns["gpu_sc"] = json.loads(str(info["json"]))
+    if UNS_KEY in adata.uns:
+        adata.uns[UNS_KEY] = to_native(adata.uns[UNS_KEY])
     return adata

@@ -5,10 +5,16 @@ every backend on identical synthetic atlases, with speedups over scanpy from the
 ``bench.json``, ``bench.md`` and ``bench.png``.
 """
 
-from .floors import DeviceRates, Work, floor_seconds, measure_device, step_work
-from .report import markdown, plot, write_outputs
-from .runner import BenchConfig, predict_seconds, run_bench
-from .steps import SECTIONS, expand_steps
+import importlib
+
+# Loaded on first use, so that ``gpu-sc --help`` (which lists SECTIONS) imports no numerics.
+_LAZY = {
+    **dict.fromkeys(("DeviceRates", "Work", "floor_seconds", "measure_device", "step_work"),
+                    "floors"),
+    **dict.fromkeys(("markdown", "plot", "write_outputs"), "report"),
+    **dict.fromkeys(("BenchConfig", "predict_seconds", "run_bench"), "runner"),
+    **dict.fromkeys(("SECTIONS", "expand_steps"), "steps"),
+}  # fmt: skip
 
 __all__ = [
     "SECTIONS",
@@ -25,3 +31,15 @@ __all__ = [
     "step_work",
     "write_outputs",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

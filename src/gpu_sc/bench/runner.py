@@ -306,7 +306,9 @@ def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
     host.reset()
     gpu.reset()
     t0 = time.perf_counter()
-    gpu_sc.pipeline(adata, pcfg, backend=backend, progress=progress)
+    # In place (atomic=False): the run already has its own copy, progress() reads its
+    # provenance as it grows, and the peaks stay those of the steps themselves.
+    gpu_sc.pipeline(adata, pcfg, backend=backend, progress=progress, atomic=False)
     total = time.perf_counter() - t0
     peaks_rss = [s["peak_rss"] for s in steps if s["peak_rss"] is not None]
     peaks_gpu = [s["peak_gpu"] for s in steps if s["peak_gpu"] is not None]

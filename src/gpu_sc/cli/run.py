@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="auto", help="auto | scanpy | numpy | cupy (default auto)")
     p.add_argument("--config", help="pipeline config (TOML); defaults: scanpy's PBMC3k tutorial")
     p.add_argument("--report", metavar="DIR", help="also write the HTML report into DIR")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="fail instead of falling back to scanpy (also GPU_SC_STRICT=1)")
     add_report_options(p)
     p.set_defaults(func=run)
 
@@ -24,6 +26,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from .. import pipeline
     from ..datasets import read
+    from ..dispatch import resolve_backend
     from ..io import write_h5ad
     from ..pipeline import PipelineConfig
 
@@ -35,7 +38,9 @@ def run(args) -> int:
     adata = read(args.input)
     print(f"read {args.input}: {adata.n_obs} cells x {adata.n_vars} genes "
           f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)  # fmt: skip
-    pipeline(adata, config, backend=args.backend, progress=print_progress)
+    backend, why = resolve_backend(args.backend)
+    print(f"backend: {backend} ({why})", file=sys.stderr)
+    pipeline(adata, config, backend=args.backend, progress=print_progress, strict=args.strict)
     write_h5ad(adata, out)
     print(provenance_table(adata))
     print(f"\nwrote {out} ({adata.n_obs} cells x {adata.n_vars} genes)")

@@ -16,13 +16,22 @@ from .backends import (
     cuda_status,
     resolve_backend,
 )
-from .registry import EngineUnsupported, engine_impl, implemented_steps, register, run_step
+from .registry import (
+    EngineUnsupported,
+    FallbackError,
+    engine_impl,
+    implemented_steps,
+    register,
+    run_step,
+    strict_mode,
+)
 
 __all__ = [
     "BACKENDS",
     "ArrayModule",
     "CudaStatus",
     "EngineUnsupported",
+    "FallbackError",
     "array_module",
     "canonical_backend_name",
     "cuda_status",
@@ -32,4 +41,5 @@ __all__ = [
     "register",
     "resolve_backend",
     "run_step",
+    "strict_mode",
 ]

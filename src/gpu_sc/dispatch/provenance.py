@@ -1,4 +1,17 @@
-"""Per-step provenance in ``adata.uns["gpu_sc"]``: what ran where, how, and how long."""
+"""Per-step provenance in ``adata.uns["gpu_sc"]``: what ran where, how, and how long.
+
+Everything here is stored in types that ``AnnData.write_h5ad`` and ``write_zarr`` write
+natively, so a result round-trips through anndata and scanpy without gpu_sc:
+
+- ``provenance``: a :class:`pandas.DataFrame`, one row per executed step, columns
+  :data:`PROVENANCE_COLUMNS` (``fallback_reason`` ``""`` for none, ``params`` JSON text);
+- ``pipeline``: strings, a dict of step counts per backend, ``config`` as JSON text and
+  ``shapes`` as a DataFrame (step, n_obs, n_vars);
+- ``versions`` (a dict of strings), ``machine`` and, on a GPU, ``device``.
+
+Read them with :func:`provenance` and :func:`pipeline_record`, which also accept the older
+forms (a list of dicts; the JSON text of ``gpu_sc.io`` files written before).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +21,24 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["environment", "provenance", "record_step"]
+__all__ = [
+    "PROVENANCE_COLUMNS",
+    "environment",
+    "pipeline_record",
+    "provenance",
+    "record_step",
+    "store_pipeline_record",
+    "to_native",
+]
 
 UNS_KEY = "gpu_sc"
+
+#: Columns of ``adata.uns["gpu_sc"]["provenance"]``, in order.
+PROVENANCE_COLUMNS = (
+    "step", "backend", "requested", "fallback_reason", "params", "seconds", "note",
+)  # fmt: skip
 
 
 def record_step(
@@ -25,31 +52,128 @@ def record_step(
     seconds: float,
     note: str = "",
 ) -> None:
-    """Append one step to ``adata.uns["gpu_sc"]["provenance"]``."""
+    """Append one row to ``adata.uns["gpu_sc"]["provenance"]`` (a DataFrame)."""
     info = adata.uns.setdefault(UNS_KEY, {})
-    info.setdefault("provenance", [])
-    if not isinstance(info["provenance"], list):  # read back from h5ad as JSON text
-        info["provenance"] = json.loads(str(info["provenance"]))
-    info["provenance"].append(
-        {
-            "step": step,
-            "backend": backend,
-            "requested": requested,
-            "fallback_reason": fallback_reason,
-            "params": jsonable(dict(params)),
-            "seconds": float(seconds),
-            "note": note,
-        }
-    )
+    row = {
+        "step": str(step),
+        "backend": str(backend),
+        "requested": str(requested),
+        "fallback_reason": fallback_reason or "",
+        "params": json.dumps(jsonable(dict(params))),
+        "seconds": float(seconds),
+        "note": note or "",
+    }
+    info["provenance"] = _append_row(_provenance_frame(info.get("provenance")), row)
     info.update(environment(backend))
 
 
 def provenance(adata) -> list[dict[str, Any]]:
-    """The list of executed steps recorded on ``adata`` (empty when none)."""
-    prov = adata.uns.get(UNS_KEY, {}).get("provenance", [])
-    if isinstance(prov, str):
-        return json.loads(prov)
-    return list(prov)
+    """The executed steps recorded on ``adata``, one dict each (empty when none).
+
+    Keys are :data:`PROVENANCE_COLUMNS`; ``params`` is a dict and ``fallback_reason`` ``None``
+    when the requested backend ran the step.
+    """
+    info = adata.uns.get(UNS_KEY, {})
+    prov = info.get("provenance") if isinstance(info, Mapping) else None
+    if prov is None:
+        return []
+    if isinstance(prov, str):  # a gpu_sc.io file of an earlier version
+        prov = json.loads(prov)
+    if not isinstance(prov, pd.DataFrame):  # a list of dicts (earlier in-memory form)
+        return [dict(p) for p in prov]
+    rows = []
+    for rec in prov.to_dict("records"):
+        rec = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()}
+        rec["params"] = json.loads(rec["params"]) if rec.get("params") else {}
+        rec["fallback_reason"] = rec.get("fallback_reason") or None
+        rec["seconds"] = float(rec.get("seconds", 0.0))
+        rows.append(rec)
+    return rows
+
+
+def store_pipeline_record(adata, record: Mapping[str, Any]) -> None:
+    """Store the pipeline's own record (backend, config, shapes) in writable form."""
+    rec = dict(record)
+    if "config" in rec and not isinstance(rec["config"], str):
+        rec["config"] = json.dumps(jsonable(rec["config"]))
+    if "shapes" in rec and not isinstance(rec["shapes"], pd.DataFrame):
+        shapes = pd.DataFrame(list(rec["shapes"]), columns=["step", "n_obs", "n_vars"])
+        shapes.index = shapes.index.astype(str)
+        rec["shapes"] = shapes
+    adata.uns.setdefault(UNS_KEY, {})["pipeline"] = rec
+
+
+def pipeline_record(adata) -> dict[str, Any]:
+    """``adata.uns["gpu_sc"]["pipeline"]`` decoded: ``config`` a dict, ``shapes`` a list of
+    ``{step, n_obs, n_vars}`` dicts (``{}`` when the pipeline did not run)."""
+    info = adata.uns.get(UNS_KEY, {})
+    rec = info.get("pipeline") if isinstance(info, Mapping) else None
+    if not isinstance(rec, Mapping):
+        return {}
+    out = dict(rec)
+    if isinstance(out.get("config"), str):
+        out["config"] = json.loads(out["config"])
+    shapes = out.get("shapes")
+    if isinstance(shapes, pd.DataFrame):
+        out["shapes"] = [
+            {"step": str(r["step"]), "n_obs": int(r["n_obs"]), "n_vars": int(r["n_vars"])}
+            for r in shapes.to_dict("records")
+        ]
+    for key, value in out.items():
+        if isinstance(value, np.generic):
+            out[key] = value.item()
+    return out
+
+
+def to_native(info: Any) -> Any:
+    """``uns["gpu_sc"]`` of any earlier form (JSON text, lists of dicts) in the writable form."""
+    if isinstance(info, Mapping) and set(info) == {"json"}:
+        info = json.loads(str(info["json"]))
+    if not isinstance(info, Mapping):
+        return info
+    info = dict(info)
+    prov = info.get("provenance")
+    if prov is not None and not isinstance(prov, pd.DataFrame):
+        holder = _Holder({UNS_KEY: {"provenance": prov}})
+        frame = _provenance_frame(None)
+        for rec in provenance(holder):
+            frame = _append_row(frame, {
+                "step": str(rec.get("step", "")), "backend": str(rec.get("backend", "")),
+                "requested": str(rec.get("requested", "")),
+                "fallback_reason": rec.get("fallback_reason") or "",
+                "params": json.dumps(jsonable(rec.get("params") or {})),
+                "seconds": float(rec.get("seconds") or 0.0), "note": str(rec.get("note") or ""),
+            })  # fmt: skip
+        info["provenance"] = frame
+    if isinstance(info.get("pipeline"), Mapping):
+        holder = _Holder({})
+        store_pipeline_record(holder, info["pipeline"])
+        info["pipeline"] = holder.uns[UNS_KEY]["pipeline"]
+    return info
+
+
+class _Holder:  # the one attribute the readers above use
+    def __init__(self, uns):
+        self.uns = uns
+
+
+def _provenance_frame(prov) -> pd.DataFrame:
+    if isinstance(prov, pd.DataFrame):
+        return prov
+    if prov is None:
+        frame = pd.DataFrame({c: pd.Series(dtype=float if c == "seconds" else object)
+                              for c in PROVENANCE_COLUMNS})  # fmt: skip
+        frame.index = frame.index.astype(str)
+        return frame
+    return to_native({"provenance": prov})["provenance"]
+
+
+def _append_row(frame: pd.DataFrame, row: dict) -> pd.DataFrame:
+    new = pd.DataFrame([row], columns=list(PROVENANCE_COLUMNS), index=[str(len(frame))])
+    new = new.astype({c: object for c in PROVENANCE_COLUMNS if c != "seconds"})
+    if len(frame) == 0:
+        return new
+    return pd.concat([frame, new])
 
 
 def environment(backend: str | None = None) -> dict[str, Any]:

@@ -7,8 +7,11 @@ engine implementation run on scanpy, with the fallback logged and recorded.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +25,12 @@ from .provenance import record_step
 __all__ = [
     "EngineContext",
     "EngineUnsupported",
+    "FallbackError",
     "engine_impl",
     "implemented_steps",
     "register",
     "run_step",
+    "strict_mode",
 ]
 
 logger = logging.getLogger("gpu_sc")
@@ -34,6 +39,32 @@ logger = logging.getLogger("gpu_sc")
 class EngineUnsupported(Exception):
     """Raised by an engine implementation *before it changes anything* when a parameter
     value or input is outside what it implements; the step then runs on scanpy."""
+
+
+class FallbackError(RuntimeError):
+    """A step would have fallen back to scanpy while strict mode is on
+    (``strict=True``, ``gpu_sc.settings.strict`` or ``GPU_SC_STRICT=1``)."""
+
+
+def strict_mode() -> bool:
+    """Whether fallbacks are errors: ``settings.strict``, or ``GPU_SC_STRICT`` when it is None."""
+    if settings.strict is not None:
+        return bool(settings.strict)
+    return os.environ.get("GPU_SC_STRICT", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# Set by the pipeline, which warns once that CUDA is unusable: the per-step fallbacks for that
+# reason are then logged at INFO (still recorded in the provenance).
+_UNUSABLE_CUDA_WARNED = contextvars.ContextVar("gpu_sc_unusable_cuda_warned", default=False)
+
+
+@contextlib.contextmanager
+def _quiet_unusable_cuda():
+    token = _UNUSABLE_CUDA_WARNED.set(True)
+    try:
+        yield
+    finally:
+        _UNUSABLE_CUDA_WARNED.reset(token)
 
 
 @dataclass(frozen=True)
@@ -112,7 +143,8 @@ def run_step(
 
     Falls back to ``scanpy_impl`` (logged and recorded) when the engine has no
     implementation, rejects a parameter, CUDA is unusable, or a GPU resource error
-    persists after a chunked retry. Returns whatever the implementation returns.
+    persists after a chunked retry; in strict mode (:func:`strict_mode`) raises
+    :class:`FallbackError` instead. Returns whatever the implementation returns.
     """
     requested = canonical_backend_name(settings.backend if backend is None else backend)
     chosen, why = resolve_backend(requested)
@@ -130,6 +162,7 @@ def run_step(
     t0 = time.perf_counter()
     result = _NOT_RUN
     used = chosen
+    first_error = ""
     if impl is not None:
         am = array_module(chosen)
         attempts = [False, True] if impl.chunkable else [False]
@@ -140,7 +173,11 @@ def run_step(
                 result = impl.func(adata, ctx, **params)
                 am.synchronize()
                 if chunked:
-                    why += "; retried in row chunks after a GPU resource error"
+                    why += f"; retried in row chunks after a GPU resource error ({first_error})"
+                    logger.warning(
+                        "gpu_sc: %s on %s succeeded in row chunks after a GPU resource error "
+                        "(%s)", step, chosen, first_error,
+                    )  # fmt: skip
                 break
             except EngineUnsupported as exc:
                 fallback_reason = f"{step} on {chosen}: {exc}"
@@ -149,6 +186,7 @@ def run_step(
                 if not is_gpu_resource_error(exc):
                     raise
                 fallback_reason = f"{step} on {chosen}: {type(exc).__name__}: {exc}"
+                first_error = first_error or f"{type(exc).__name__}: {exc}"
                 am.release_memory()
         if result is not _NOT_RUN:
             fallback_reason = None
@@ -158,7 +196,13 @@ def run_step(
     if result is _NOT_RUN:
         used = "scanpy"
         if fallback_reason is not None:
-            logger.warning("gpu_sc: falling back to scanpy for %s: %s", step, fallback_reason)
+            if strict_mode():
+                raise FallbackError(
+                    f"{step}: strict mode forbids falling back to scanpy: {fallback_reason}"
+                )
+            quiet = _UNUSABLE_CUDA_WARNED.get() and fallback_reason.startswith("cupy backend")
+            logger.log(logging.INFO if quiet else logging.WARNING,
+                       "gpu_sc: falling back to scanpy for %s: %s", step, fallback_reason)
         _move_to_host(adata)
         t0 = time.perf_counter()
         result = scanpy_impl(adata, **params)

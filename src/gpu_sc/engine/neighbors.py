@@ -8,6 +8,7 @@ exact at every size.
 
 from __future__ import annotations
 
+import logging
 
 from ..dispatch.registry import EngineUnsupported, register
 from ..kernels import connectivities as _conn
@@ -15,6 +16,8 @@ from ..kernels.knn import knn as _knn
 from ..kernels.knn import knn_to_csr
 
 __all__ = ["choose_representation", "neighbors"]
+
+logger = logging.getLogger("gpu_sc")
 
 _N_PCS = 50  # scanpy.settings.N_PCS
 
@@ -91,8 +94,9 @@ def neighbors(
     am = ctx.am
     x = choose_representation(adata, am, use_rep=use_rep, n_pcs=n_pcs)
     n_obs = adata.n_obs
-    if n_neighbors > n_obs:  # scanpy: very small data sets
+    if n_neighbors > n_obs:  # scanpy: very small data sets, with scanpy's warning
         n_neighbors = 1 + int(0.5 * n_obs)
+        logger.warning("gpu_sc: n_obs too small: adjusting to n_neighbors = %d", n_neighbors)
     # scanpy's brute-force transformer asks for min(n_obs - 1, n_neighbors) others plus self,
     # then keeps the first n_neighbors columns.
     k = min(n_neighbors, n_obs)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._progress import progress
 from ..dispatch.arrays import ArrayModule, module_of
 
 __all__ = ["default_tile_elements", "knn", "knn_to_csr"]
@@ -113,7 +114,7 @@ def knn(
     Xc, sqc = X[perm], sq[perm]
     out_idx = xp.empty((n, k), dtype=xp.int64)
     out_dist = xp.empty((n, k), dtype=xp.float64)
-    for r0 in range(0, n, rows_per_tile):
+    for r0 in progress(range(0, n, rows_per_tile), desc="kNN", unit="tile"):
         r1 = min(n, r0 + rows_per_tile)
         best_d = best_i = None
         own = position[r0:r1]  # column positions of this tile's points themselves

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._progress import progress
 from ..dispatch.arrays import ArrayModule
 
 __all__ = [
@@ -286,7 +287,8 @@ def wilcoxon_rank_sums(am: ArrayModule, X, masks, cells=None, *, block_elements=
         block = max(1, budget // max(n_ranked, 1))
     rank_sums = xp.zeros((masks.shape[0], n_genes), dtype=xp.float64)
     tie_sums = xp.zeros(n_genes, dtype=xp.float64)
-    for left, right in gene_blocks(n_genes, block):
+    blocks = list(gene_blocks(n_genes, block))
+    for left, right in progress(blocks, desc="wilcoxon", unit="gene block"):
         blk = column_block(am, X, left, right)
         if rows is not None:
             blk = blk[rows]

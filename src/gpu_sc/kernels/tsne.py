@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+from .._progress import progress
 from ..dispatch.arrays import ArrayModule
 from .knn import knn as _knn
 from .segment import segment_ids
@@ -324,7 +325,7 @@ def _gradient_descent(am, objective, y, P, it, max_iter, *, momentum, learning_r
     best_iter = i = it
     lr = xp.float32(learning_rate)
     mom = xp.float32(momentum)
-    for i in range(it, max_iter):
+    for i in progress(range(it, max_iter), desc="t-SNE", unit="iter"):
         check = (i + 1) % _N_ITER_CHECK == 0
         e, grad = objective(y, P, check or i == max_iter - 1)
         if e is not None:

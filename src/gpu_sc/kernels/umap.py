@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from .._progress import progress
 from ..dispatch.arrays import ArrayModule
 from .reductions import axis_sum
 from .segment import segment_ids
@@ -215,7 +216,7 @@ def optimize_layout(
     y = xp.asarray(embedding, dtype=f32).copy()
     a32, b32 = f32(a), f32(b)
     alpha = float(initial_alpha)
-    for epoch in range(n_epochs):
+    for epoch in progress(range(n_epochs), desc="UMAP", unit="epoch"):
         active = (next_sample <= epoch) & (eps > 0)
         act = xp.flatnonzero(active)
         if act.size:

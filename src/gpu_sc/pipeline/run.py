@@ -7,12 +7,18 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import pp, tl
 from .._settings import settings
-from ..dispatch.backends import canonical_backend_name, resolve_backend
-from ..dispatch.provenance import record_step
-from ..dispatch.registry import _move_to_host
+from ..dispatch.backends import canonical_backend_name, cuda_status, resolve_backend
+from ..dispatch.provenance import provenance, record_step, store_pipeline_record
+from ..dispatch.registry import (
+    FallbackError,
+    _move_to_host,
+    _quiet_unusable_cuda,
+    strict_mode,
+)
 from .config import PipelineConfig
 from .validate import InputError, validate_counts
 
@@ -33,6 +39,8 @@ def pipeline(
     backend: str = "auto",
     copy: bool = False,
     progress: Callable[[str, float], None] | None = None,
+    strict: bool | None = None,
+    atomic: bool = True,
 ):
     """Run scanpy's PBMC3k workflow on ``adata`` (raw counts), step by step.
 
@@ -45,42 +53,82 @@ def pipeline(
     backend
         ``"auto"`` (cupy when CUDA is usable, else scanpy), ``"scanpy"``, ``"numpy"``,
         ``"cupy"`` or an alias. Steps the engine lacks run on scanpy, recorded as fallbacks.
+        An explicit ``"cupy"`` without a usable GPU logs one warning and runs on scanpy.
     copy
-        Work on a copy and return it; otherwise ``adata`` is modified in place.
+        Return the result as a new object and leave ``adata`` unchanged; otherwise the
+        result replaces the contents of ``adata`` (in place, like scanpy).
     progress
         Called as ``progress(step, seconds)`` after each step (the CLI prints a line).
+    strict
+        Turn every fallback to scanpy (unusable CUDA, a step or parameter the engine lacks,
+        a GPU resource error) into a :class:`~gpu_sc.dispatch.FallbackError`, for jobs that
+        must know the engine ran. ``None``: ``gpu_sc.settings.strict``, whose default is
+        ``GPU_SC_STRICT=1`` in the environment. ``"auto"`` choosing scanpy on a machine
+        without CUDA is the requested behaviour, not a fallback.
+    atomic
+        ``True`` (default): a failure leaves ``adata`` unchanged (see Notes). ``False``: the
+        steps run on ``adata`` itself, without the extra copy, and a failure leaves it
+        half-processed (for benchmarks, or data too large to hold twice).
 
     Returns
     -------
     The processed AnnData (``adata`` itself unless ``copy``). ``adata.uns["gpu_sc"]`` holds
-    ``provenance`` (one dict per executed step), ``pipeline`` (config, backend, shapes),
-    ``versions`` and, on a GPU, ``device``.
+    ``provenance`` (a DataFrame, one row per executed step; read it as dicts with
+    :func:`gpu_sc.dispatch.provenance.provenance`), ``pipeline`` (requested and resolved
+    backend, the backends that ran, config as JSON, shapes), ``versions`` and, on a GPU,
+    ``device``; all of it writable by ``adata.write_h5ad`` and ``adata.write_zarr``.
+
+    Notes
+    -----
+    With ``atomic=True`` the steps run on a copy of ``adata``, which replaces the caller's
+    contents only when every step has succeeded: on any error, including
+    ``KeyboardInterrupt``, ``adata`` is exactly as it was and a retry starts from the same
+    input. This costs one extra copy of the input in memory while the pipeline runs (the
+    copy shrinks as cells and genes are filtered); ``copy=True`` costs the same.
     """
     cfg = PipelineConfig.coerce(config)
     requested = canonical_backend_name(backend)
     resolved, why = resolve_backend(requested)
-    validate_counts(adata)
-    if copy:
-        adata = adata.copy()
+    strict = strict_mode() if strict is None else bool(strict)
+    norm_off = not cfg.normalize_total.enabled and not cfg.log1p.enabled
+    validate_counts(adata, require_integers=not norm_off)
+    if resolved == "cupy" and not cuda_status().available:
+        reason = f"cupy backend unusable: {cuda_status().reason}"
+        if strict:
+            raise FallbackError(f"pipeline: strict mode forbids running on scanpy: {reason}")
+        logger.warning("gpu_sc: %s; every step runs on scanpy (recorded per step)", reason)
+        why = f"{why}, but {reason}"
     logger.info("gpu_sc pipeline: backend %s (%s)", resolved, why)
 
-    shapes: list[dict] = [{"step": "input", "n_obs": adata.n_obs, "n_vars": adata.n_vars}]
-    runner = _Runner(adata, shapes, progress)
+    work = adata.copy() if copy or atomic else adata
+    shapes: list[dict] = [{"step": "input", "n_obs": work.n_obs, "n_vars": work.n_vars}]
+    n_before = len(provenance(work))
+    runner = _Runner(work, shapes, progress)
     # On cupy the working matrix stays on the device between engine steps; host at the end.
     output = "device" if resolved == "cupy" else "host"
     try:
-        with settings.override(backend=resolved, output=output):
+        with settings.override(backend=resolved, output=output, strict=strict), \
+                _quiet_unusable_cuda():
             _run_steps(runner, cfg)
     finally:
         _move_to_host(runner.adata)
-    adata = runner.adata
-    adata.uns.setdefault("gpu_sc", {})["pipeline"] = {
+    work = runner.adata
+    ran = [p["backend"] for p in provenance(work)[n_before:] if p["backend"] != "anndata"]
+    used = {b: ran.count(b) for b in dict.fromkeys(ran)}
+    store_pipeline_record(work, {
         "requested_backend": requested,
-        "backend": resolved,
+        "resolved_backend": resolved,
+        "backend": ", ".join(used) or resolved,
         "backend_reason": why,
+        "steps_by_backend": used,
+        "strict": strict,
         "config": cfg.to_dict(),
         "shapes": shapes,
-    }
+    })  # fmt: skip
+    if copy:
+        return work
+    if work is not adata:
+        adata._init_as_actual(work)  # commit: the caller's object takes the result's contents
     return adata
 
 
@@ -96,10 +144,12 @@ class _Runner:
         out = func(self.adata, *args, **kwargs)
         seconds = time.perf_counter() - t0
         if len(self.adata.uns.get("gpu_sc", {}).get("provenance", [])) == n_before:
-            # Not a dispatched step (subsetting, .raw): record it all the same.
+            # Not a dispatched step (subsetting, .raw): record it all the same, with the note
+            # the step returned (if any) on what it did.
             record_step(
                 self.adata, step=name, backend="anndata", requested="anndata",
                 fallback_reason=None, params=kwargs, seconds=seconds,
+                note=out if isinstance(out, str) else "",
             )  # fmt: skip
         self.shapes.append({"step": name, "n_obs": self.adata.n_obs, "n_vars": self.adata.n_vars})
         if self.progress is not None:
@@ -140,6 +190,12 @@ def _run_steps(r: _Runner, cfg: PipelineConfig) -> None:
     if c.enabled:
         a = r.adata
         a.var["mt"] = a.var_names.str.startswith(c.mt_prefix)
+        if not a.var["mt"].any():
+            logger.warning(
+                "gpu_sc: qc.mt_prefix %r matches none of the %d genes, so pct_counts_mt is 0 and "
+                "max_pct_counts_mt removes no cell; set qc.mt_prefix (mouse: 'mt-')",
+                c.mt_prefix, a.n_vars,
+            )  # fmt: skip
         r.step("calculate_qc_metrics", pp.calculate_qc_metrics, qc_vars=["mt"], percent_top=None,
                log1p=False, inplace=True, **c.extra)  # fmt: skip
         keep = np.ones(a.n_obs, dtype=bool)
@@ -204,6 +260,8 @@ def _run_steps(r: _Runner, cfg: PipelineConfig) -> None:
                n_iterations=c.n_iterations, directed=c.directed, random_state=c.random_state,
                key_added=c.key_added, **c.extra)  # fmt: skip
     groupby = cfg.leiden.key_added
+    if cfg.leiden.enabled and cfg.rank_genes_groups.enabled:
+        _check_marker_groups(r.adata, groupby, cfg.leiden.resolution)
     c = cfg.paga
     if c.enabled:
         r.step("paga", tl.paga, groups=groupby, **c.extra)
@@ -233,15 +291,65 @@ def _run_steps(r: _Runner, cfg: PipelineConfig) -> None:
                 r.adata.uns["rank_genes_groups"] = r.adata.uns[key]
 
 
-def _paga_layout(adata):
+def _paga_layout(adata, threshold: float = 0.01) -> str:
     """PAGA node positions (``uns['paga']['pos']``), as ``scanpy.pl.paga(plot=False)`` makes
-    them in the tutorial; ``umap(init_pos='paga')`` starts from them."""
+    them in the tutorial; ``umap(init_pos='paga')`` starts from them.
+
+    When no PAGA edge reaches scanpy's drawing ``threshold`` (well-separated groups),
+    ``scanpy.pl.paga`` 1.11 with scipy >= 1.15 raises ``AttributeError`` on the empty edge
+    list; the layout is then made from all nonzero edges (threshold 0) or, with none at all,
+    the groups are placed on a circle. Returns a note saying which layout was made.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import scanpy as sc
 
-    sc.pl.paga(adata, plot=False, random_state=0)
+    conn = sp.csr_matrix(adata.uns["paga"]["connectivities"])
+    n_groups = conn.shape[0]
+    weights = sp.triu(conn.maximum(conn.T), k=1).tocoo().data  # one weight per edge
+    n_kept = int((weights >= threshold).sum())
+    if n_kept > 0:
+        sc.pl.paga(adata, plot=False, random_state=0, threshold=threshold)
+        return f"layout 'fr' of the {n_kept} PAGA edge(s) with weight >= {threshold:g}"
+    n_any = int((weights > 0).sum())
+    if n_any > 0:
+        try:
+            sc.pl.paga(adata, plot=False, random_state=0, threshold=0)
+            note = (f"no PAGA edge with weight >= {threshold:g}; layout 'fr' of all "
+                    f"{n_any} nonzero edge(s) (threshold 0)")  # fmt: skip
+            logger.warning("gpu_sc: paga_layout: %s", note)
+            return note
+        except AttributeError:  # the same scanpy/scipy incompatibility, in another form
+            pass
+    angles = 2 * np.pi * np.arange(n_groups) / max(n_groups, 1)
+    adata.uns["paga"]["pos"] = np.column_stack([np.cos(angles), np.sin(angles)])
+    note = (f"no PAGA edge with weight >= {threshold:g} ({n_any} nonzero); the "
+            f"{n_groups} groups placed on a circle")  # fmt: skip
+    logger.warning("gpu_sc: paga_layout: %s", note)
+    return note
+
+
+def _check_marker_groups(adata, groupby: str, resolution: float) -> None:
+    """Fail before the marker step, naming the resolution, when ``rank_genes_groups`` cannot
+    rank the clustering (one group, or groups of a single cell)."""
+    if groupby not in adata.obs:
+        return
+    sizes = adata.obs[groupby].value_counts()
+    sizes = sizes[sizes > 0]
+    if len(sizes) < 2:
+        raise InputError(
+            f"leiden at resolution {resolution:g} found {len(sizes)} cluster; rank_genes_groups "
+            "needs at least 2: raise leiden.resolution or disable rank_genes_groups"
+        )
+    small = sizes[sizes < 2]
+    if len(small):
+        names = ", ".join(map(str, small.index[:5])) + (", ..." if len(small) > 5 else "")
+        raise InputError(
+            f"leiden at resolution {resolution:g} found {len(small)} single-cell cluster(s) "
+            f"({names}) that rank_genes_groups cannot test; lower leiden.resolution or disable "
+            "rank_genes_groups"
+        )
 
 
 def _check_not_empty(adata, after: str) -> None:

@@ -99,8 +99,9 @@ def plot_view(
     """Build the :class:`PlotView` of a result (no copy of the large matrices)."""
     import anndata as ad
 
-    info = adata.uns.get("gpu_sc", {})
-    config = info.get("pipeline", {}).get("config", {}) if isinstance(info, dict) else {}
+    from ..dispatch.provenance import pipeline_record
+
+    config = pipeline_record(adata).get("config", {})
     log1p = bool(config.get("log1p", {}).get("enabled", True))
     uns = {k: copy.deepcopy(v) for k, v in adata.uns.items() if k != "gpu_sc"}
     if adata.raw is not None:

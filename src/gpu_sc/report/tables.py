@@ -26,7 +26,9 @@ def _info(adata) -> dict:
 
 def shape_rows(adata) -> list[dict]:
     """Cells and genes after the input, each filter, and any other step that changed them."""
-    shapes = _info(adata).get("pipeline", {}).get("shapes", [])
+    from ..dispatch.provenance import pipeline_record
+
+    shapes = pipeline_record(adata).get("shapes", [])
     rows, last = [], None
     for s in shapes:
         shape = (int(s["n_obs"]), int(s["n_vars"]))
@@ -103,8 +105,10 @@ def provenance_rows(adata) -> list[dict]:
 
 def environment_rows(adata, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     """(name, value) pairs: pipeline backend, device, machine, library versions."""
+    from ..dispatch.provenance import pipeline_record
+
     info = _info(adata)
-    pipe = info.get("pipeline", {})
+    pipe = pipeline_record(adata)
     rows = []
     if pipe:
         rows.append(("backend", f"{pipe.get('backend', '?')} (requested "
