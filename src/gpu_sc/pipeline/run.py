@@ -14,7 +14,7 @@ from ..dispatch.backends import canonical_backend_name, resolve_backend
 from ..dispatch.provenance import record_step
 from ..dispatch.registry import _move_to_host
 from .config import PipelineConfig
-from .validate import InputError, validate_counts
+from .validate import InputError, prepare_counts, validate_counts
 
 __all__ = ["pipeline", "rank_genes_key"]
 
@@ -62,6 +62,7 @@ def pipeline(
     validate_counts(adata)
     if copy:
         adata = adata.copy()
+    prepare_counts(adata)
     logger.info("gpu_sc pipeline: backend %s (%s)", resolved, why)
 
     shapes: list[dict] = [{"step": "input", "n_obs": adata.n_obs, "n_vars": adata.n_vars}]
