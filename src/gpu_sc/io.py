@@ -188,8 +188,9 @@ class atomic_path:
                 exc.errno in _NO_SPACE or "No space left" in str(exc)
             ):
                 raise OutputError(
-                    f"no space left to write {self.path} ({os.strerror(exc.errno or 28)}); "
-                    "nothing was written, free some space or write elsewhere"
+                    f"cannot write {self.path}: {os.strerror(exc.errno or errno.ENOSPC)}; "
+                    "nothing was written: free some space (or raise the quota or file-size "
+                    "limit) or write elsewhere"
                 ) from None
             return False
         try:

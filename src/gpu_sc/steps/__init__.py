@@ -121,7 +121,7 @@ def check_step_input(step: str, adata, params: dict) -> None:
     if values is None:
         return
     if getattr(values, "dtype", None) == np.float16 and where is not None:
-        logger.warning("gpu_sc: %s: %s is float16; converted to float32 (float16 is not "
+        logger.warning("%s: %s is float16; converted to float32 (float16 is not "
                        "computed correctly)", step, what)  # fmt: skip
         values = values.astype(np.float32)
         if where == "X":
@@ -145,6 +145,8 @@ def count_nonfinite(values) -> int:
     if np.dtype(dtype).kind not in "fc":
         return 0
     xp = module_of(data).xp
-    if bool(xp.isfinite(xp.sum(data))):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = xp.sum(data)
+    if bool(xp.isfinite(total)):
         return 0
     return int(xp.count_nonzero(~xp.isfinite(data)))  # the sum may merely have overflowed
