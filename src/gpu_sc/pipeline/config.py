@@ -432,6 +432,13 @@ def _check_extra(cfg, section: str, func_name: str, reserved: tuple[str, ...], e
         names += [p.name for p in more if p.kind is p.POSITIONAL_OR_KEYWORD
                   and p.name not in ("graph", "weights", "resolution", "n_iterations")]  # fmt: skip
         open_kwargs = False
+    if section == "rank_genes_groups":
+        # scanpy hands its **kwds to logreg's LogisticRegression and ignores them otherwise.
+        if "logreg" in cfg.rank_genes_groups.methods:
+            from sklearn.linear_model import LogisticRegression
+
+            names += list(inspect.signature(LogisticRegression).parameters)
+        open_kwargs = False
     fields = {f.name for f in dataclasses.fields(typing.get_type_hints(PipelineConfig)[section])}
     for key in extra:
         where = f"config.{section}.extra.{key}"
