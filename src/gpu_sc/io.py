@@ -12,6 +12,7 @@ caller down nor leaves the temporary behind.
 from __future__ import annotations
 
 import errno
+import faulthandler
 import json
 import logging
 import os
@@ -230,14 +231,21 @@ def run_isolated(func, *args) -> None:
     freed after ENOSPC); in a child that crash cannot take the caller down. An interrupt
     here kills the child first. Without ``fork`` (or when it fails) runs in this process.
     """
-    if not hasattr(os, "fork") or os.environ.get("GPU_SC_WRITE_IN_PROCESS"):
+    if not hasattr(os, "fork") or not hasattr(signal, "pthread_sigmask") or os.environ.get(
+        "GPU_SC_WRITE_IN_PROCESS"
+    ):
         _test_delay()
         func(*args)
         return
     r, w = os.pipe()
+    # No signal handler may run inside fork's own hooks (an exception raised there is printed
+    # and lost): hold SIGINT/SIGTERM/SIGHUP back until the fork is done, in both processes.
+    held = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         pid = os.fork()
     except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(r)
         os.close(w)
         logger.warning("gpu_sc: cannot fork a writer process (%s); writing in this one", exc)
@@ -246,14 +254,24 @@ def run_isolated(func, *args) -> None:
         return
     if pid == 0:  # the child: write, report an exception through the pipe, never return
         code = 0
+        stderr = None
         try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(r)
             _die_with_parent()
-            # h5py reports its failed frees after ENOSPC as 'Exception ignored'; the failure
-            # itself reaches the parent through the pipe.
+            # After a failed write h5py prints tracebacks of its failing frees; the failure
+            # itself reaches the parent through the pipe. The child's stderr is therefore
+            # held back, and passed on only when the write succeeds (warnings).
             sys.unraisablehook = lambda _unraisable: None
+            faulthandler.disable()  # a crash here is the parent's to report
+            stderr = (tempfile.TemporaryFile(), os.dup(2))
+            sys.stderr.flush()
+            os.dup2(stderr[0].fileno(), 2)
             _test_delay()
             func(*args)
+            sys.stderr.flush()
+            stderr[0].seek(0)
+            os.write(stderr[1], stderr[0].read())
         except BaseException as exc:
             code = 1
             try:
@@ -269,6 +287,7 @@ def run_isolated(func, *args) -> None:
             os._exit(code)
     os.close(w)
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a held signal is raised here
         with os.fdopen(r, "rb") as fh:
             payload = fh.read()
         _, status = os.waitpid(pid, 0)
