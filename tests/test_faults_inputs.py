@@ -307,3 +307,27 @@ def test_step_unknown_keyword_names_the_step(lognorm):
     with pytest.raises(TypeError) as err:
         gpu_sc.pp.neighbors(lognorm.copy(), foo=1)
     assert_one_line(err.value, "gpu_sc.pp.neighbors", "foo")
+
+
+def test_step_on_a_view_with_nan_is_rejected(lognorm):
+    a = lognorm.copy()
+    _nan_X(a)  # the NaN is in row 4
+    view = a[2:200]
+    assert view.is_view
+    with pytest.raises(InputError) as err:
+        gpu_sc.pp.scale(view, backend="numpy")
+    assert_one_line(err.value, "pp.scale", "NaN or infinite")
+
+
+def test_step_float16_on_a_view_is_promoted(lognorm, caplog):
+    a = lognorm.copy()
+    a.X = a.X.toarray().astype(np.float16)
+    ref = a[10:200].copy()
+    ref.X = ref.X.astype(np.float32)
+    view = a[10:200]
+    with caplog.at_level(logging.WARNING, logger="gpu_sc"):
+        gpu_sc.pp.scale(view, backend="numpy")
+    gpu_sc.pp.scale(ref, backend="numpy")
+    assert view.X.dtype == np.float32
+    np.testing.assert_allclose(view.X, ref.X, rtol=1e-5, atol=1e-6)
+    assert any("float16" in r.getMessage() for r in caplog.records)

@@ -124,6 +124,8 @@ def check_step_input(step: str, adata, params: dict) -> None:
         logger.warning("%s: %s is float16; converted to float32 (float16 is not "
                        "computed correctly)", step, what)  # fmt: skip
         values = values.astype(np.float32)
+        if adata.is_view:  # a view writes back into its float16 parent: make it actual first
+            adata._init_as_actual(adata.copy())
         if where == "X":
             adata.X = values
         else:
