@@ -351,3 +351,26 @@ except Exception as exc:
     assert_one_line(lines[0], "OutputError", "No space left on device", "nothing was written")
     assert lines[-1] == "LEFT:"
     assert "Traceback" not in res.stderr
+
+
+def test_cli_keeps_an_ignored_sighup_and_restores_handlers(monkeypatch):
+    """``nohup gpu-sc run ...`` must survive the hangup; handlers are restored afterwards."""
+    import gpu_sc.cli.info
+
+    during = {}
+
+    def record(args):
+        during.update(hup=signal.getsignal(signal.SIGHUP), term=signal.getsignal(signal.SIGTERM))
+        return 0
+
+    monkeypatch.setattr(gpu_sc.cli.info, "run", record)
+    old_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    old_term = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["info"]) == 0
+        assert during["hup"] is signal.SIG_IGN  # kept ignored during the command
+        assert during["term"] is not old_term  # SIGTERM is turned into an interrupt
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is old_term
+    finally:
+        signal.signal(signal.SIGHUP, old_hup)

@@ -71,6 +71,8 @@ def _catch_termination() -> dict:
         if sig is None:
             continue
         try:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # ignored on purpose (nohup): keep it so
             previous[sig] = signal.signal(sig, _raise_terminated)
         except (ValueError, OSError):  # not the main thread
             pass
