@@ -374,3 +374,18 @@ def test_cli_keeps_an_ignored_sighup_and_restores_handlers(monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is old_term
     finally:
         signal.signal(signal.SIGHUP, old_hup)
+
+
+@pytest.mark.parametrize("exc", [
+    OSError(28, "No space left on device"),
+    OSError(122, "Disk quota exceeded"),
+    RuntimeError("Can't decrement id ref count (file write failed: errno = 28, error message = "
+                 "'No space left on device')"),
+], ids=["ENOSPC", "EDQUOT", "hdf5_text_only"])  # fmt: skip
+def test_no_space_errors_become_one_line_and_leave_nothing(tmp_path, exc):
+    with pytest.raises(OutputError) as err:
+        with atomic_path(tmp_path / "r.h5ad") as tmp:
+            tmp.write_bytes(b"half")
+            raise exc
+    assert_one_line(err.value, "cannot write", "nothing was written", "free some space")
+    assert list(tmp_path.iterdir()) == []

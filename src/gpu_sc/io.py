@@ -185,11 +185,10 @@ class atomic_path:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             self._discard()
-            if isinstance(exc, OSError) and not isinstance(exc, OutputError) and (
-                exc.errno in _NO_SPACE or "No space left" in str(exc)
-            ):
+            code = _no_space_errno(exc)
+            if code is not None:
                 raise OutputError(
-                    f"cannot write {self.path}: {os.strerror(exc.errno or errno.ENOSPC)}; "
+                    f"cannot write {self.path}: {os.strerror(code)}; "
                     "nothing was written: free some space (or raise the quota or file-size "
                     "limit) or write elsewhere"
                 ) from None
@@ -204,6 +203,19 @@ class atomic_path:
                                   "give a file name") from None  # fmt: skip
             raise
         return False
+
+
+def _no_space_errno(exc: BaseException) -> int | None:
+    """ENOSPC, EDQUOT or EFBIG when ``exc`` reports one (HDF5 may only say it in the text)."""
+    if isinstance(exc, OutputError) or not isinstance(exc, Exception):
+        return None
+    if getattr(exc, "errno", None) in _NO_SPACE:
+        return exc.errno
+    text = str(exc)
+    for code in _NO_SPACE:
+        if f"errno = {code}," in text or os.strerror(code) in text:
+            return code
+    return None
 
 
 def _die_with_parent() -> None:
@@ -229,11 +241,10 @@ def run_isolated(func, *args) -> None:
 
     HDF5 may crash the process after a failed write (h5py segfaults when its objects are
     freed after ENOSPC); in a child that crash cannot take the caller down. An interrupt
-    here kills the child first. Without ``fork`` (or when it fails) runs in this process.
+    here kills the child first. Off Linux, when ``fork`` fails, or with
+    ``GPU_SC_WRITE_IN_PROCESS=1`` it runs in this process.
     """
-    if not hasattr(os, "fork") or not hasattr(signal, "pthread_sigmask") or os.environ.get(
-        "GPU_SC_WRITE_IN_PROCESS"
-    ):
+    if not sys.platform.startswith("linux") or os.environ.get("GPU_SC_WRITE_IN_PROCESS"):
         _test_delay()
         func(*args)
         return
