@@ -331,3 +331,23 @@ def test_step_float16_on_a_view_is_promoted(lognorm, caplog):
     assert view.X.dtype == np.float32
     np.testing.assert_allclose(view.X, ref.X, rtol=1e-5, atol=1e-6)
     assert any("float16" in r.getMessage() for r in caplog.records)
+
+
+def test_prepare_counts_contract(counts, caplog):
+    """What the runner relies on: float16 X -> float32 in place (also on a view), logged;
+    anything else untouched and silent."""
+    from gpu_sc.pipeline.validate import prepare_counts
+
+    a = counts.copy()
+    a.X = a.X.toarray().astype(np.float16)
+    view = a[:100]
+    with caplog.at_level(logging.WARNING, logger="gpu_sc"):
+        prepare_counts(view)
+    assert view.X.dtype == np.float32 and not view.is_view and view.n_obs == 100
+    assert any("float16" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    b = counts.copy()
+    X = b.X
+    with caplog.at_level(logging.WARNING, logger="gpu_sc"):
+        prepare_counts(b)
+    assert b.X is X and not caplog.records
