@@ -299,9 +299,11 @@ class Num:
     ne: float | None = None
     none: bool = False
     why: str = ""
+    finite: bool = True  # False: +-inf allowed (never NaN)
 
     def describe(self) -> str:
-        parts = ["an integer" if self.kind is int else "a finite number"]
+        parts = ["an integer" if self.kind is int else
+                 "a finite number" if self.finite else "a number (not NaN)"]  # fmt: skip
         if self.ge is not None:
             parts.append(f">= {self.ge:g}")
         if self.gt is not None:
@@ -313,7 +315,9 @@ class Num:
     def ok(self, v) -> bool:
         if v is None:
             return self.none
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
+            return False
+        if self.finite and not math.isfinite(v):
             return False
         if self.kind is int and not isinstance(v, int):
             return False
@@ -350,8 +354,8 @@ CONSTRAINTS: dict[str, Num | OneOf] = {
     "normalize_total.target_sum": Num(gt=0, none=True),
     "hvg.flavor": OneOf(("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")),
     "hvg.min_mean": Num(),
-    "hvg.max_mean": Num(),
-    "hvg.min_disp": Num(),
+    "hvg.max_mean": Num(finite=False, why="inf: no upper limit"),
+    "hvg.min_disp": Num(finite=False),
     "hvg.n_top_genes": Num(int, ge=1, none=True),
     "scale.max_value": Num(gt=0, none=True),
     "pca.n_comps": Num(int, ge=1),
