@@ -351,3 +351,10 @@ def test_prepare_counts_contract(counts, caplog):
     with caplog.at_level(logging.WARNING, logger="gpu_sc"):
         prepare_counts(b)
     assert b.X is X and not caplog.records
+
+
+def test_step_copy_true_leaves_the_caller_s_float16_alone(lognorm):
+    a16 = lognorm.copy()
+    a16.X = a16.X.toarray().astype(np.float16)
+    out = gpu_sc.pp.log1p(a16, copy=True, backend="numpy")
+    assert a16.X.dtype == np.float16 and out.X.dtype == np.float32

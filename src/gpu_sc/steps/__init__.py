@@ -44,13 +44,13 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
             adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
         except TypeError as exc:
             raise TypeError(f"gpu_sc.{namespace}.{name}: {exc}") from None
-        if name not in _GRAPH_STEPS:
-            check_step_input(f"gpu_sc.{namespace}.{name}", adata, params)
         copy = bool(params.get("copy", False))
         if copy:
             # Run in place on a copy: engine and scanpy paths then share one code path.
             adata = adata.copy()
             params["copy"] = False
+        if name not in _GRAPH_STEPS:  # after the copy: a promotion must not touch the caller's
+            check_step_input(f"gpu_sc.{namespace}.{name}", adata, params)
         result = run_step(name, adata, params, scanpy_impl=scanpy_impl, backend=backend)
         return adata if copy else result
 
