@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 __all__ = ["main"]
@@ -33,16 +34,54 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(message)s",
     )
+    previous = _catch_termination()
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("gpu-sc: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"gpu-sc {args.command}: interrupted by {signal.Signals(signum).name}; "
+              "unfinished output removed", file=sys.stderr)  # fmt: skip
+        return 128 + signum
     except Exception as exc:  # one line for the user; --verbose shows the traceback
         if args.verbose:
             raise
-        print(f"gpu-sc {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())
+        print(f"gpu-sc {args.command}: error: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1
+    finally:
+        _restore(previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM/SIGHUP, so ``finally`` blocks and context
+    managers (the atomic output's cleanup) run as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum, _frame):
+    raise Terminated(signum)
+
+
+def _catch_termination() -> dict:
+    previous = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is None:
+            continue
+        try:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # ignored on purpose (nohup): keep it so
+            previous[sig] = signal.signal(sig, _raise_terminated)
+        except (ValueError, OSError):  # not the main thread
+            pass
+    return previous
+
+
+def _restore(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 __all__ = ["print_progress", "provenance_table"]
 
 
 def print_progress(step: str, seconds: float) -> None:
     print(f"  {step:<30s} {seconds:8.2f} s", file=sys.stderr, flush=True)
+    delay = os.environ.get("GPU_SC_TEST_STEP_DELAY")  # test hook: a signal lands mid-run
+    if delay:
+        time.sleep(float(delay))
 
 
 def provenance_table(adata) -> str:

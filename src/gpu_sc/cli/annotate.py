@@ -17,11 +17,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..io import read_h5ad, write_h5ad
+    from ..io import check_output_path, read_h5ad, write_h5ad
     from ..report import apply_annotation
 
     if not str(args.out).endswith(".h5ad"):
         raise ValueError(f"--out must end in .h5ad, got {args.out}")
+    check_output_path(args.out)
     adata = read_h5ad(args.result)
     apply_annotation(adata, args.mapping, groupby=args.groupby, key=args.key,
                      overwrite=args.overwrite)  # fmt: skip

@@ -23,8 +23,9 @@ def run(args) -> int:
     from .. import pipeline
     from ..datasets import synthetic
     from ..dispatch import resolve_backend
-    from ..io import write_h5ad
+    from ..io import check_output_path, write_h5ad
 
+    check_output_path(args.out)
     backend, why = resolve_backend(args.backend)
     print(f"backend: {backend} ({why})", file=sys.stderr)
     adata = synthetic(args.cells, seed=args.seed)

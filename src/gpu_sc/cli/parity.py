@@ -36,10 +36,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..io import atomic_path
+    from ..io import atomic_path, check_output_path
     from ..parity import compare
     from ..pipeline import PipelineConfig
 
+    for path in (args.out, args.markdown):
+        if path:
+            check_output_path(path)
     adata, default_name = load_input(args.input)
     config = PipelineConfig.from_toml(args.config) if args.config else None
     backends = args.backends.split(",") if args.backends else None

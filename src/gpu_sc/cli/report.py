@@ -39,9 +39,10 @@ def _split(text: str) -> list[str]:
 
 
 def run(args) -> int:
-    from ..io import read_h5ad
+    from ..io import check_output_path, read_h5ad
     from ..report import report
 
+    check_output_path(args.out, directory=True)
     t0 = time.perf_counter()
     adata = read_h5ad(args.result)
     index = report(adata, args.out, **report_kwargs(args))

@@ -27,12 +27,15 @@ def run(args) -> int:
     from .. import pipeline
     from ..datasets import read
     from ..dispatch import resolve_backend
-    from ..io import write_h5ad
+    from ..io import check_output_path, write_h5ad
     from ..pipeline import PipelineConfig
 
     out = Path(args.out)
     if out.suffix != ".h5ad":
         raise ValueError(f"--out must end in .h5ad, got {out}")
+    check_output_path(out)  # before reading or computing anything
+    if args.report:
+        check_output_path(args.report, directory=True)
     config = PipelineConfig.from_toml(args.config) if args.config else PipelineConfig()
     t0 = time.perf_counter()
     adata = read(args.input)

@@ -20,7 +20,7 @@ from ..dispatch.registry import (
     strict_mode,
 )
 from .config import PipelineConfig
-from .validate import InputError, validate_counts
+from .validate import InputError, prepare_counts, validate_counts
 
 __all__ = ["pipeline", "rank_genes_key"]
 
@@ -101,6 +101,7 @@ def pipeline(
     logger.info("gpu_sc pipeline: backend %s (%s)", resolved, why)
 
     work = adata.copy() if copy or atomic else adata
+    prepare_counts(work)  # float16 -> float32 on the working object (logged)
     shapes: list[dict] = [{"step": "input", "n_obs": work.n_obs, "n_vars": work.n_vars}]
     n_before = len(provenance(work))
     runner = _Runner(work, shapes, progress)

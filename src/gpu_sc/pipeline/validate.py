@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["InputError", "validate_counts"]
+__all__ = ["InputError", "prepare_counts", "validate_counts"]
+
+logger = logging.getLogger("gpu_sc")
 
 
 class InputError(ValueError):
@@ -65,3 +69,24 @@ def validate_counts(adata, *, require_integers: bool = True) -> None:
         raise InputError(
             f"duplicate cell names (e.g. {dup!r}); call adata.obs_names_make_unique() first"
         )
+
+
+def prepare_counts(adata) -> None:
+    """Bring ``adata.X`` to a dtype every backend computes correctly, in place.
+
+    float16 becomes float32, with a logged warning: the engine would otherwise compute in
+    float16 (counts above 2048 lose integers, the HVG set and the clusters change) and
+    scanpy's numba kernels raise ``NotImplementedError: float16``. Any other dtype is left
+    as it is; idempotent, and free unless X is float16. Call it on the object the pipeline
+    works on, after :func:`validate_counts` (a view is first made an actual AnnData).
+    """
+    X = adata.X
+    if X is not None and getattr(X, "dtype", None) == np.float16:
+        logger.warning(
+            "gpu_sc: adata.X is float16; converted to float32 (float16 is not computed "
+            "correctly: scanpy's kernels reject it and it holds integers only up to 2048)"
+        )
+        X = X.astype(np.float32)
+        if adata.is_view:  # a view's X setter writes back into the float16 parent
+            adata._init_as_actual(adata.copy())
+        adata.X = X

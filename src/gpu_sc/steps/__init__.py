@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from ..dispatch.arrays import module_of
 from ..dispatch.registry import bind_scanpy_params, run_step
+
+logger = logging.getLogger("gpu_sc")
+
+# Steps that read a graph, not values: nothing to check at their boundary.
+_GRAPH_STEPS = frozenset({"leiden", "paga", "umap"})
+# Steps that are fine on an empty AnnData (the pipeline says what emptied it after them).
+_EMPTY_OK = frozenset({"filter_cells", "filter_genes", "calculate_qc_metrics"})
 
 __all__ = ["make_step"]
 
@@ -29,12 +40,17 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
 
     @functools.wraps(scanpy_func)
     def step(*args, backend: str | None = None, **kwargs):
-        adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
+        try:
+            adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
+        except TypeError as exc:
+            raise TypeError(f"gpu_sc.{namespace}.{name}: {exc}") from None
         copy = bool(params.get("copy", False))
         if copy:
             # Run in place on a copy: engine and scanpy paths then share one code path.
             adata = adata.copy()
             params["copy"] = False
+        if name not in _GRAPH_STEPS:  # after the copy: a promotion must not touch the caller's
+            check_step_input(f"gpu_sc.{namespace}.{name}", adata, params)
         result = run_step(name, adata, params, scanpy_impl=scanpy_impl, backend=backend)
         return adata if copy else result
 
@@ -52,3 +68,87 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
     )
     step.__module__ = f"gpu_sc.{namespace}"
     return step
+
+
+def _step_values(step: str, adata, params: dict) -> tuple[str, Any, str | None]:
+    """``(description, matrix, layer)`` of what ``step`` reads (``layer``: where it lives,
+    ``"X"`` for ``adata.X``, None when it is not in X or a layer)."""
+    name = step.split(".")[-1]
+    if name in ("neighbors", "tsne"):
+        rep = params.get("use_rep")
+        if rep is None and params.get("n_pcs") != 0 and adata.n_vars > 50 and "X_pca" in adata.obsm:
+            rep = "X_pca"  # scanpy's choice for use_rep=None
+        if rep not in (None, "X") and rep in adata.obsm:
+            return f"adata.obsm[{rep!r}]", adata.obsm[rep], None
+        return "adata.X", adata.X, "X"
+    layer = params.get("layer")
+    if layer is not None:
+        if layer not in adata.layers:
+            return f"adata.layers[{layer!r}]", None, None  # scanpy names the missing layer
+        return f"adata.layers[{layer!r}]", adata.layers[layer], layer
+    if name == "rank_genes_groups":
+        use_raw = params.get("use_raw")
+        if adata.raw is not None and (use_raw or use_raw is None):
+            return "adata.raw.X", adata.raw.X, None
+    return "adata.X", adata.X, "X"
+
+
+def check_step_input(step: str, adata, params: dict) -> None:
+    """The step API's boundary: a matrix the step reads must hold cells and genes and be
+    finite (one reduction, on the array's own device); float16 becomes float32 (logged).
+
+    Raises :class:`~gpu_sc.pipeline.validate.InputError` naming the step, the matrix and
+    what to do.
+    """
+    from ..pipeline.validate import InputError
+
+    if not hasattr(adata, "obsm"):
+        return  # not an AnnData (scanpy's array input): scanpy handles it
+    short = step.split(".")[-1]
+    if (adata.n_obs == 0 or adata.n_vars == 0) and short not in _EMPTY_OK:
+        raise InputError(f"{step}: the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} "
+                         "genes); nothing to compute, check the filters that ran before")  # fmt: skip
+    if short == "pca":
+        n_comps, smallest = params.get("n_comps"), min(adata.shape)
+        if smallest < 2:
+            raise InputError(f"{step}: PCA needs at least 2 cells and 2 genes, got "
+                             f"{adata.n_obs} cells x {adata.n_vars} genes; keep more cells or "
+                             "genes (e.g. more highly variable genes)")  # fmt: skip
+        if n_comps is not None and not 1 <= n_comps <= smallest:
+            raise InputError(f"{step}: n_comps={n_comps} must be between 1 and {smallest} "
+                             f"for {adata.n_obs} cells x {adata.n_vars} genes; lower it")  # fmt: skip
+    what, values, where = _step_values(step, adata, params)
+    if values is None:
+        return
+    if getattr(values, "dtype", None) == np.float16 and where is not None:
+        logger.warning("%s: %s is float16; converted to float32 (float16 is not "
+                       "computed correctly)", step, what)  # fmt: skip
+        values = values.astype(np.float32)
+        if adata.is_view:  # a view writes back into its float16 parent: make it actual first
+            adata._init_as_actual(adata.copy())
+        if where == "X":
+            adata.X = values
+        else:
+            adata.layers[where] = values
+    bad = count_nonfinite(values)
+    if bad:
+        raise InputError(f"{step}: {what} contains {bad} NaN or infinite value(s); "
+                         "remove or impute them (e.g. numpy.nan_to_num) before this step")  # fmt: skip
+
+
+def count_nonfinite(values) -> int:
+    """How many NaN/Inf ``values`` (dense or sparse, host or device) holds; 0 after a single
+    sum when there are none (the count is only taken when the sum is not finite)."""
+    data = getattr(values, "data", values) if hasattr(values, "nnz") else values
+    dtype = getattr(data, "dtype", None)
+    if dtype is None:
+        data = np.asarray(data)
+        dtype = data.dtype
+    if np.dtype(dtype).kind not in "fc":
+        return 0
+    xp = module_of(data).xp
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = xp.sum(data)
+    if bool(xp.isfinite(total)):
+        return 0
+    return int(xp.count_nonzero(~xp.isfinite(data)))  # the sum may merely have overflowed
