@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import dataclasses
 import importlib
 
 # the module, not the function of the same name that the package exports
@@ -47,8 +48,8 @@ def write_synthetic_h5ad(
         As :func:`gpu_sc.datasets.synthetic`.
     nnz_per_cell
         Target mean number of detected genes per cell. When given, the median library size
-        is calibrated on a 1,000-cell pilot drawn with the same seed (bisection on its log),
-        and ``median_library_size`` is ignored.
+        is calibrated on the atlas's own first 4,096 cells (bisection on its log; see
+        :func:`library_size_for_nnz`), and ``median_library_size`` is ignored.
     chunk_rows
         Rows buffered before each append to the file (memory, not content: the file is the
         same for every value).
@@ -67,7 +68,8 @@ def write_synthetic_h5ad(
         raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
     if nnz_per_cell is not None:
         median_library_size = library_size_for_nnz(
-            nnz_per_cell, n_genes, n_types=n_types, difficulty=difficulty, seed=seed
+            nnz_per_cell, n_genes, n_cells, n_types=n_types, difficulty=difficulty, seed=seed,
+            doublet_rate=doublet_rate, low_quality_rate=low_quality_rate,
         )
     # validation of the rest, with the generator's own messages (tiny call)
     _syn.synthetic(
@@ -190,22 +192,45 @@ def _buffered(blocks, chunk_rows: int):
 def library_size_for_nnz(
     nnz_per_cell: float,
     n_genes: int,
+    n_cells: int = 4096,
     *,
     n_types: int = 8,
     difficulty: str = "overlapping",
     seed: int = 0,
-    pilot_cells: int = 1000,
+    doublet_rate: float = 0.04,
+    low_quality_rate: float = 0.03,
+    pilot_cells: int = 4096,
     rel_tol: float = 0.01,
 ) -> float:
-    """Median library size at which the synthetic atlas detects ``nnz_per_cell`` genes per
-    cell on average (bisection on a ``pilot_cells`` pilot; deterministic per seed)."""
+    """Median library size at which the atlas of these arguments detects ``nnz_per_cell``
+    genes per cell on average, measured on its first ``pilot_cells`` cells.
+
+    Library sizes are linear in the median and the design's other draws do not depend on it,
+    so the pilot draws the first generator blocks of the very atlas that will be written, at
+    each trial median (bisection on its log; deterministic per seed).
+    """
     if not 0 < nnz_per_cell < n_genes:
         raise ValueError(f"nnz_per_cell must be in (0, n_genes={n_genes}), not {nnz_per_cell}")
+    diff = _syn._DIFFICULTIES[difficulty]
+    model_seq, cells_seq, blocks_seq = np.random.SeedSequence(seed).spawn(3)
+    model = _syn._gene_model(np.random.default_rng(model_seq), n_genes, n_types, diff)
+    base = _syn._cell_design(np.random.default_rng(cells_seq), model, n_cells, diff, 1.0,
+                             doublet_rate, low_quality_rate)  # fmt: skip
+    n_pilot = min(n_cells, pilot_cells)
 
     def mean_nnz(lib: float) -> float:
-        a = _syn.synthetic(pilot_cells, n_genes, n_types, difficulty=difficulty, seed=seed,
-                           median_library_size=lib)  # fmt: skip
-        return a.X.nnz / pilot_cells
+        cells = dataclasses.replace(
+            base,
+            nuclear_umis=(base.nuclear_umis * lib).astype(np.float32),
+            mt_umis=(base.mt_umis * lib).astype(np.float32),
+        )
+        nnz, rows = 0, 0
+        for counts, _cols, row_nnz in _count_blocks(model, cells, blocks_seq):
+            nnz += counts.size
+            rows += row_nnz.size
+            if rows >= n_pilot:
+                break
+        return nnz / rows
 
     lo, hi = np.log(50.0), np.log(2e5)
     mid = np.log(3000.0)
