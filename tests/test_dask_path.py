@@ -12,11 +12,12 @@ import pytest
 import scipy.sparse as sp
 
 import gpu_sc
-from gpu_sc.dask import DASK_STEPS, run_qc_to_pca
-from gpu_sc.dask import graph as dgraph
 
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
+
+from gpu_sc.dask import DASK_STEPS, run_qc_to_pca  # noqa: E402  (needs dask)
+from gpu_sc.dask import graph as dgraph  # noqa: E402
 
 AFTER_PCA_OFF = {
     k: {"enabled": False}
@@ -272,6 +273,8 @@ def test_synthetic_atlas_same_result_on_two_workers_one_thread_and_other_chunks(
         one = _run_dask(atlas_h5ad, chunk_rows=3000, config=cfg)
         other_chunks = _run_dask(atlas_h5ad, chunk_rows=4096, config=cfg)
 
+    assert one.uns["gpu_sc"]["dask"]["scheduler"] == "local sync"
+    assert two.uns["gpu_sc"]["dask"]["n_workers"] == 2
     # same seed, same blocks -> bitwise the same, whatever runs the blocks
     np.testing.assert_array_equal(two.obsm["X_pca"], one.obsm["X_pca"])
     np.testing.assert_array_equal(two.var["dispersions_norm"], one.var["dispersions_norm"])

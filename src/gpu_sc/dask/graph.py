@@ -205,17 +205,20 @@ def dask_info(x=None) -> dict[str, Any]:
     import dask
 
     info: dict[str, Any] = {}
-    try:
-        from distributed import get_client
+    name = dask.config.get("scheduler", None)
+    client = None
+    if name in (None, "dask.distributed", "distributed"):  # a Client sets "dask.distributed"
+        try:
+            from distributed import get_client
 
-        client = get_client()
-    except (ImportError, ValueError):
-        client = None
+            client = get_client()
+        except (ImportError, ValueError):
+            client = None
     if client is not None:
         info["scheduler"] = f"distributed {client.scheduler.address}"
         info["n_workers"] = len(client.scheduler_info().get("workers", {}))
     else:
-        name = dask.config.get("scheduler", None) or "threads"
+        name = name or "threads"
         info["scheduler"] = f"local {name}"
         info["n_workers"] = 1 if name in ("sync", "single-threaded") else dask.system.CPU_COUNT
     if x is not None and is_dask(x):

@@ -65,7 +65,8 @@ def _read_h5ad_lazy(path: Path, chunk_rows: int):
     with h5py.File(path, "r") as f:
         if "X" not in f:
             raise ValueError(f"{path} has no X matrix to read lazily")
-        enc = f["X"].attrs.get("encoding-type", "array") if isinstance(f["X"], h5py.Group) else "array"
+        node = f["X"]
+        enc = node.attrs.get("encoding-type", "array") if isinstance(node, h5py.Group) else "array"
         if enc != "csr_matrix":
             raise ValueError(
                 f"{path}: X is stored as {enc}, row blocks need CSR; rewrite it with "
