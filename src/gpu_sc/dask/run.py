@@ -17,7 +17,13 @@ from .steps import DASK_STEPS, subset_obs, subset_var
 __all__ = ["run_qc_to_pca"]
 
 
-def run_qc_to_pca(adata, config: PipelineConfig | dict | None = None, *, array_module_name="numpy"):
+def run_qc_to_pca(
+    adata,
+    config: PipelineConfig | dict | None = None,
+    *,
+    array_module_name: str = "numpy",
+    persist_after_hvg: bool = False,
+):
     """Run filters, QC, normalize_total, log1p, HVG, regress_out, scale and PCA on the Dask
     matrix of ``adata``, in the order and with the parameters of :func:`gpu_sc.pipeline`.
 
@@ -31,6 +37,11 @@ def run_qc_to_pca(adata, config: PipelineConfig | dict | None = None, *, array_m
         after ``pca`` are ignored. ``None``: the tutorial.
     array_module_name
         ``"numpy"`` (blocks on the CPU) or ``"cupy"`` (each block moved to its worker's GPU).
+    persist_after_hvg
+        Keep the normalised, logged matrix of the highly variable genes in the workers'
+        memory (``dask.persist``) after the HVG subset, so that regress_out, scale and the two
+        PCA passes start from it instead of re-reading and re-normalising the file. Costs
+        that matrix's size (spread over the workers); off by default.
 
     Returns
     -------
@@ -103,6 +114,8 @@ def run_qc_to_pca(adata, config: PipelineConfig | dict | None = None, *, array_m
         if hvg.subset:
             step("hvg_subset", subset_var, adata.var["highly_variable"].to_numpy(),
                  dispatched=False)  # fmt: skip
+    if persist_after_hvg:
+        adata.X = adata.X.persist()
     c = cfg.regress_out
     if c.enabled:
         step("regress_out", s["regress_out"], keys=list(c.keys), **c.extra)
