@@ -1,0 +1,115 @@
+"""Each Dask step against the in-memory numpy engine on the same small matrix, for parameter
+values the tutorial does not use (local synchronous scheduler: one process, one thread)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import gpu_sc
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+
+from gpu_sc.dask import DASK_STEPS  # noqa: E402
+from gpu_sc.dispatch.arrays import array_module  # noqa: E402
+from gpu_sc.dispatch.registry import EngineContext, EngineUnsupported  # noqa: E402
+
+CTX = EngineContext(am=array_module("numpy"))
+
+
+@pytest.fixture(scope="module")
+def counts():
+    a = gpu_sc.datasets.synthetic(1500, 400, seed=11)
+    a.var["mt"] = a.var_names.str.startswith("MT-")
+    return a
+
+
+@pytest.fixture(autouse=True)
+def _sync():
+    with dask.config.set(scheduler="sync"):
+        yield
+
+
+def _lazy(adata, rows=400):
+    out = adata.copy()
+    out.X = da.from_array(sp.csr_matrix(adata.X), chunks=(rows, -1), asarray=False)
+    return out
+
+
+def _frames_equal(a, b, cols, rtol=1e-12):
+    for c in cols:
+        np.testing.assert_allclose(a[c].to_numpy(np.float64), b[c].to_numpy(np.float64),
+                                   rtol=rtol, err_msg=c)  # fmt: skip
+
+
+def test_qc_metrics_with_percent_top_and_log1p(counts):
+    ref = counts.copy()
+    gpu_sc.pp.calculate_qc_metrics(ref, qc_vars=["mt"], percent_top=(5, 50), inplace=True,
+                                   backend="numpy")  # fmt: skip
+    lazy = _lazy(counts)
+    DASK_STEPS["calculate_qc_metrics"](lazy, CTX, qc_vars=["mt"], percent_top=(5, 50))
+    new_obs = [c for c in ref.obs.columns if c not in counts.obs.columns]
+    new_var = [c for c in ref.var.columns if c not in counts.var.columns]
+    assert sorted(new_obs) == sorted(c for c in lazy.obs.columns if c not in counts.obs.columns)
+    _frames_equal(lazy.obs, ref.obs, new_obs)
+    _frames_equal(lazy.var, ref.var, new_var)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"target_sum": None},
+        {"target_sum": 1e4, "exclude_highly_expressed": True, "max_fraction": 0.1},
+        {"target_sum": 1e4, "key_added": "norm_factor"},
+    ],
+)
+def test_normalize_total_variants(counts, params):
+    ref = counts.copy()
+    gpu_sc.pp.normalize_total(ref, backend="numpy", **params)
+    lazy = _lazy(counts)
+    DASK_STEPS["normalize_total"](lazy, CTX, **params)
+    got = lazy.X.compute()
+    assert isinstance(got, sp.csr_matrix)
+    np.testing.assert_allclose(got.toarray(), ref.X.toarray(), rtol=1e-6)
+    if "key_added" in params:
+        np.testing.assert_allclose(lazy.obs["norm_factor"], ref.obs["norm_factor"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("flavor", ["seurat", "cell_ranger", "seurat_v3"])
+def test_hvg_flavors_pick_the_same_genes(counts, flavor):
+    ref, lazy = counts.copy(), _lazy(counts)
+    kwargs = {"flavor": flavor, "n_top_genes": 100}
+    if flavor != "seurat_v3":
+        gpu_sc.pp.normalize_total(ref, target_sum=1e4, backend="numpy")
+        gpu_sc.pp.log1p(ref, backend="numpy")
+        DASK_STEPS["normalize_total"](lazy, CTX, target_sum=1e4)
+        DASK_STEPS["log1p"](lazy, CTX)
+    gpu_sc.pp.highly_variable_genes(ref, backend="numpy", **kwargs)
+    DASK_STEPS["highly_variable_genes"](lazy, CTX, **kwargs)
+    assert (lazy.var["highly_variable"] == ref.var["highly_variable"]).all()
+    key = "variances_norm" if flavor == "seurat_v3" else "dispersions_norm"
+    np.testing.assert_allclose(lazy.var[key], ref.var[key], rtol=1e-5)
+
+
+def test_scale_sparse_without_centring_stays_sparse(counts):
+    ref = counts.copy()
+    gpu_sc.pp.scale(ref, zero_center=False, max_value=5, backend="numpy")
+    lazy = _lazy(counts)
+    DASK_STEPS["scale"](lazy, CTX, zero_center=False, max_value=5)
+    got = lazy.X.compute()
+    assert isinstance(got, sp.csr_matrix)
+    np.testing.assert_allclose(got.toarray(), ref.X.toarray(), rtol=1e-6)
+    np.testing.assert_allclose(lazy.var["std"], ref.var["std"], rtol=1e-12)
+
+
+def test_unsupported_parameters_are_refused_before_any_change(counts):
+    lazy = _lazy(counts)
+    with pytest.raises(EngineUnsupported, match="batch_key"):
+        DASK_STEPS["highly_variable_genes"](lazy, CTX, batch_key="cell_type")
+    with pytest.raises(EngineUnsupported, match="categorical"):
+        DASK_STEPS["regress_out"](lazy, CTX, keys=["cell_type"])
+    with pytest.raises(EngineUnsupported, match="not a dask array"):
+        DASK_STEPS["log1p"](counts.copy(), CTX)
+    assert "highly_variable" not in lazy.var
