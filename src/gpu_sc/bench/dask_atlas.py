@@ -168,7 +168,7 @@ def _save(out: Path, adata, info: dict) -> None:
 
 
 # -- driver --------------------------------------------------------------------------------------
-def _compare(mem: Path, dsk: Path, n_pcs: int = 30) -> dict:
+def _compare(mem: Path, dsk: Path, n_pcs: int = 30, leiden: bool = False) -> dict:
     a, b = np.load(mem.with_suffix(".npz")), np.load(dsk.with_suffix(".npz"))
     same_cells = bool(np.array_equal(a["obs_names"], b["obs_names"]))
     same_genes = bool(np.array_equal(a["var_names"], b["var_names"]))
@@ -178,7 +178,27 @@ def _compare(mem: Path, dsk: Path, n_pcs: int = 30) -> dict:
         corr = [abs(np.corrcoef(a["x_pca"][:, i], b["x_pca"][:, i])[0, 1]) for i in range(k)]
         out["pca_abs_corr_min"] = float(np.min(corr))
         out["pca_n_compared"] = k
+        if leiden:
+            from sklearn.metrics import adjusted_rand_score
+
+            la, lb = _leiden(a["x_pca"]), _leiden(b["x_pca"])
+            out["leiden_ari"] = float(adjusted_rand_score(la, lb))
+            out["leiden_clusters"] = [int(np.unique(la).size), int(np.unique(lb).size)]
     return out
+
+
+def _leiden(x_pca: np.ndarray) -> np.ndarray:
+    """The tutorial's kNN graph (10 neighbours, 40 PCs) and Leiden (0.9) on the numpy engine."""
+    import anndata as ad
+
+    import gpu_sc
+
+    adata = ad.AnnData(X=x_pca.copy(), obsm={"X_pca": x_pca})
+    gpu_sc.pp.neighbors(adata, n_neighbors=10, n_pcs=min(40, x_pca.shape[1]), use_rep="X_pca",
+                        random_state=0, backend="numpy")  # fmt: skip
+    gpu_sc.tl.leiden(adata, resolution=0.9, flavor="igraph", n_iterations=2, directed=False,
+                     random_state=0, backend="numpy")  # fmt: skip
+    return adata.obs["leiden"].to_numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--persist-after-hvg", action="store_true",
                    help="Dask path: keep the HVG matrix in worker memory after the subset")
     p.add_argument("--sample-ms", type=float, default=50)
+    p.add_argument("--leiden", action="store_true",
+                   help="parity: Leiden (numpy engine) on both PCA matrices, ARI")
     p.add_argument("--data", type=Path, default=None,
                    help="atlas .h5ad to use/create (default: OUT/atlas_<cells>.h5ad)")
     p.add_argument("--out", type=Path, default=Path("bench_dask"))
@@ -250,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             "wall_dask_over_memory": d["wall_seconds"] / m["wall_seconds"],
             "run_dask_over_memory": d["run_seconds"] / m["run_seconds"],
         }
-        report["parity"] = _compare(a.out / "result_memory", a.out / "result_dask")
+        report["parity"] = _compare(a.out / "result_memory", a.out / "result_dask",
+                                    leiden=a.leiden)
     (a.out / "dask_atlas.json").write_text(json.dumps(report, indent=1, default=str))
     (a.out / "dask_atlas.md").write_text(_markdown(report))
     print(_markdown(report))
