@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--persist-after-hvg", action="store_true",
                    help="Dask path: keep the HVG matrix in worker memory after the subset")
     p.add_argument("--sample-ms", type=float, default=50)
+    p.add_argument("--note", default="", help="a remark stored with the results (machine load)")
     p.add_argument("--leiden", action="store_true",
                    help="parity: Leiden (numpy engine) on both PCA matrices, ARI")
     p.add_argument("--data", type=Path, default=None,
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"node": platform.node(), "cpus": os.cpu_count(),
                     "python": platform.python_version()},
         "args": {k: str(v) for k, v in vars(a).items() if k not in ("mode", "result")},
+        "note": a.note,
     }  # fmt: skip
     if not data.exists():
         import gpu_sc
@@ -292,6 +294,7 @@ def _markdown(r: dict) -> str:
         f"{', HVG matrix persisted' if r['args'].get('persist_after_hvg') == 'True' else ''}. "
         f"Machine: {r['machine']['cpus']} CPUs.",
         "",
+        *([f"Note: {r['note']}", ""] if r.get("note") else []),
         "| path | wall s (incl. start-up) | run s | peak RSS, process tree (GiB) |",
         "|---|---|---|---|",
     ]
