@@ -77,10 +77,11 @@ def test_normalize_total_variants(counts, params):
         np.testing.assert_allclose(lazy.obs["norm_factor"], ref.obs["norm_factor"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("batch_key", [None, "parent_type"])
 @pytest.mark.parametrize("flavor", ["seurat", "cell_ranger", "seurat_v3"])
-def test_hvg_flavors_pick_the_same_genes(counts, flavor):
+def test_hvg_flavors_pick_the_same_genes(counts, flavor, batch_key):
     ref, lazy = counts.copy(), _lazy(counts)
-    kwargs = {"flavor": flavor, "n_top_genes": 100}
+    kwargs = {"flavor": flavor, "n_top_genes": 100, "batch_key": batch_key}
     if flavor != "seurat_v3":
         gpu_sc.pp.normalize_total(ref, target_sum=1e4, backend="numpy")
         gpu_sc.pp.log1p(ref, backend="numpy")
@@ -91,6 +92,25 @@ def test_hvg_flavors_pick_the_same_genes(counts, flavor):
     assert (lazy.var["highly_variable"] == ref.var["highly_variable"]).all()
     key = "variances_norm" if flavor == "seurat_v3" else "dispersions_norm"
     np.testing.assert_allclose(lazy.var[key], ref.var[key], rtol=1e-5)
+    assert sorted(lazy.var.columns) == sorted(ref.var.columns)
+    if batch_key is not None:
+        assert (lazy.var["highly_variable_nbatches"] == ref.var["highly_variable_nbatches"]).all()
+
+
+def test_hvg_with_cutoffs_and_batches(counts):
+    ref, lazy = counts.copy(), _lazy(counts)
+    for a, run in ((ref, "numpy"), (lazy, "dask")):
+        if run == "numpy":
+            gpu_sc.pp.normalize_total(a, target_sum=1e4, backend="numpy")
+            gpu_sc.pp.log1p(a, backend="numpy")
+            gpu_sc.pp.highly_variable_genes(a, batch_key="parent_type", backend="numpy")
+        else:
+            DASK_STEPS["normalize_total"](a, CTX, target_sum=1e4)
+            DASK_STEPS["log1p"](a, CTX)
+            DASK_STEPS["highly_variable_genes"](a, CTX, batch_key="parent_type")
+    assert (lazy.var["highly_variable"] == ref.var["highly_variable"]).all()
+    assert (lazy.var["highly_variable_intersection"]
+            == ref.var["highly_variable_intersection"]).all()  # fmt: skip
 
 
 def test_scale_sparse_without_centring_stays_sparse(counts):
@@ -107,7 +127,7 @@ def test_scale_sparse_without_centring_stays_sparse(counts):
 def test_unsupported_parameters_are_refused_before_any_change(counts):
     lazy = _lazy(counts)
     with pytest.raises(EngineUnsupported, match="batch_key"):
-        DASK_STEPS["highly_variable_genes"](lazy, CTX, batch_key="cell_type")
+        DASK_STEPS["highly_variable_genes"](lazy, CTX, batch_key="no_such_column")
     with pytest.raises(EngineUnsupported, match="categorical"):
         DASK_STEPS["regress_out"](lazy, CTX, keys=["cell_type"])
     with pytest.raises(EngineUnsupported, match="not a dask array"):

@@ -432,17 +432,19 @@ def log1p(adata, ctx: EngineContext, *, base=None, copy=False, chunked=None, chu
 # highly variable genes
 
 
-def _stats_block(b, expm1_base, check):
-    """Per-gene float64 sum, sum of squares, int64 nonzeros and the row count of one block
-    (of ``expm1`` of the block for ``seurat``), and whether it holds counts."""
+def _stats_block(b, expm1_base, check, codes, n_groups):
+    """Per group of rows (``codes``: this block's batch codes, or None for one group) and
+    gene: float64 sum, sum of squares, int64 nonzeros, and the rows per group, of the block
+    (of ``expm1`` of it for ``seurat``); and whether it holds counts."""
     am = _am(b)
     b = as_csr(am, b)
     ok = _is_counts(am, b) if check else True
     if expm1_base is not False:
         b = hvg_k.expm1_values(am, b, expm1_base)
-    s = hvg_k.group_sums(am, b, None, 1)
-    return {"sum": s["sum"][0], "sumsq": s["sumsq"][0], "nnz": s["nnz"][0],
-            "n": int(s["n"][0]), "counts_ok": bool(ok)}  # fmt: skip
+    c = None if codes is None else am.asarray(codes)
+    s = hvg_k.group_sums(am, b, c, n_groups)
+    return {"sum": s["sum"], "sumsq": s["sumsq"], "nnz": s["nnz"], "n": s["n"],
+            "counts_ok": bool(ok)}  # fmt: skip
 
 
 def _is_counts(am, x) -> bool:
@@ -455,9 +457,45 @@ def _is_counts(am, x) -> bool:
     return not bool(xp.any((data % 1) != 0))
 
 
-def _clipped_block(b, clip_val):
+def _clipped_block(b, clip_vals, codes):
+    """Per group, per gene float64 sums and sums of squares of the clipped block."""
     am = _am(b)
-    return hvg_k.clipped_sums(am, as_csr(am, b), am.asarray(clip_val))
+    b = as_csr(am, b)
+    sums, sqs = [], []
+    for g, clip_val in enumerate(clip_vals):
+        sub = b if codes is None else b[am.xp.flatnonzero(am.asarray(codes == g))]
+        s, q = hvg_k.clipped_sums(am, sub, am.asarray(clip_val))
+        sums.append(s)
+        sqs.append(q)
+    return am.xp.stack(sums), am.xp.stack(sqs)
+
+
+def _batch_codes(adata, batch_key, *, unique_sorted: bool):
+    """Per-cell batch code and labels, as the in-memory engine derives them."""
+    if batch_key is None:
+        return None, [None]
+    if unique_sorted:  # seurat_v3: np.unique of the column's values
+        labels, codes = np.unique(adata.obs[batch_key].to_numpy(), return_inverse=True)
+        return codes.astype(np.int64), list(labels)
+    obs = adata.obs.copy()
+    adata.strings_to_categoricals(obs)
+    values = obs[batch_key]
+    cat = pd.Categorical(values)
+    if (cat.codes < 0).any():
+        raise EngineUnsupported(f"obs[{batch_key!r}] has missing values")
+    return cat.codes.astype(np.int64), list(cat.categories)
+
+
+def _group_stats(x, codes, n_groups, expm1_base, check) -> dict:
+    off = row_offsets(x)
+    task = delayed(_stats_block, pure=True)
+    parts = [
+        task(b, expm1_base, check, None if codes is None else codes[off[i] : off[i + 1]],
+             n_groups)
+        for i, b in enumerate(row_blocks(x))
+    ]  # fmt: skip
+    (stats,) = compute(tree_sum(parts))
+    return stats
 
 
 def highly_variable_genes(
@@ -466,31 +504,68 @@ def highly_variable_genes(
     inplace=True, batch_key=None, check_values=True,
 ):  # fmt: skip
     """scanpy's ``highly_variable_genes`` (``seurat``, ``cell_ranger``: one pass;
-    ``seurat_v3``: two), per-gene statistics as tree sums, gene-level rules on the client.
-    ``batch_key`` is not implemented yet."""
+    ``seurat_v3``: two; with or without ``batch_key``), per-gene (per-batch) statistics as
+    tree sums, the gene-level rules on the client as in the in-memory engine."""
     if flavor not in ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper"):
         raise EngineUnsupported(f"flavor={flavor!r} is not implemented")
-    if batch_key is not None:
-        raise EngineUnsupported("batch_key is not implemented on the dask path yet")
+    if batch_key is not None and batch_key not in adata.obs:
+        raise EngineUnsupported(f"batch_key {batch_key!r} is not a column of adata.obs")
     x = _get_x(adata, layer, ctx)
     if flavor in ("seurat_v3", "seurat_v3_paper"):
         return _hvg_seurat_v3(adata, x, flavor=flavor,
                               n_top_genes=2000 if n_top_genes is None else n_top_genes,
-                              check_values=check_values, span=span, subset=subset,
-                              inplace=inplace)  # fmt: skip
+                              batch_key=batch_key, check_values=check_values, span=span,
+                              subset=subset, inplace=inplace)  # fmt: skip
     cutoffs = None
     if n_top_genes is None:
         cutoffs = dict(min_disp=min_disp, max_disp=max_disp, min_mean=min_mean, max_mean=max_mean)
+    codes, labels = _batch_codes(adata, batch_key, unique_sorted=False)
     base = adata.uns.get("log1p", {}).get("base") if flavor == "seurat" else False
-    task = delayed(_stats_block, pure=True)
-    (stats,) = compute(tree_sum([task(b, base, False) for b in row_blocks(x)]))
-    mean, var = hvg_k.mean_var(stats["sum"], stats["sumsq"], int(stats["n"]))
-    df = hvg_k.dispersion_table(mean, var, flavor=flavor, n_bins=n_bins)
-    if cutoffs is not None:
-        df["highly_variable"] = hvg_k.select_cutoffs(df, cutoffs)
+    stats = _group_stats(x, codes, len(labels), base, False)
+    var_names = adata.var_names
+
+    def one_batch(g: int, filter_unexpressed: bool) -> pd.DataFrame:
+        filt = stats["nnz"][g] > 0 if filter_unexpressed else np.ones(x.shape[1], bool)
+        n = int(stats["n"][g])
+        mean, var = hvg_k.mean_var(stats["sum"][g][filt], stats["sumsq"][g][filt], n)
+        df = hvg_k.dispersion_table(mean, var, flavor=flavor, n_bins=n_bins)
+        if cutoffs is not None:
+            df["highly_variable"] = hvg_k.select_cutoffs(df, cutoffs)
+        else:
+            df["highly_variable"] = hvg_k.select_top(
+                df["dispersions_norm"].to_numpy(), n_top_genes
+            )
+        df.index = var_names[filt]
+        n_removed = int((~filt).sum())
+        if n_removed:
+            missing = pd.DataFrame(np.zeros((n_removed, len(df.columns))), columns=df.columns)
+            missing["highly_variable"] = missing["highly_variable"].astype(bool)
+            missing.index = var_names[~filt]
+            df = pd.concat([df, missing]).loc[var_names]
+        return df
+
+    if batch_key is None:
+        df = one_batch(0, filter_unexpressed=False)
     else:
-        df["highly_variable"] = hvg_k.select_top(df["dispersions_norm"].to_numpy(), n_top_genes)
-    df.index = adata.var_names
+        df = pd.concat([one_batch(g, True) for g in range(len(labels))], axis=0)
+        df["highly_variable"] = df["highly_variable"].astype(int)
+        df = df.groupby(df.index, observed=True).agg(
+            dict(means="mean", dispersions="mean", dispersions_norm="mean", highly_variable="sum")
+        )
+        df["highly_variable_nbatches"] = df["highly_variable"]
+        df["highly_variable_intersection"] = df["highly_variable_nbatches"] == len(labels)
+        if cutoffs is None:
+            df.sort_values(
+                ["highly_variable_nbatches", "dispersions_norm"],
+                ascending=False,
+                na_position="last",
+                inplace=True,
+            )
+            df["highly_variable"] = np.arange(df.shape[0]) < n_top_genes
+            df = df.loc[var_names]
+        else:
+            df["dispersions_norm"] = df["dispersions_norm"].fillna(0)
+            df["highly_variable"] = hvg_k.select_cutoffs(df, cutoffs)
     if not inplace:
         return df.loc[df["highly_variable"]] if subset else df
     _actual(adata)
@@ -499,36 +574,52 @@ def highly_variable_genes(
     adata.var["means"] = df["means"]
     adata.var["dispersions"] = df["dispersions"]
     adata.var["dispersions_norm"] = df["dispersions_norm"].astype(np.float32, copy=False)
+    if batch_key is not None:
+        adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"]
+        adata.var["highly_variable_intersection"] = df["highly_variable_intersection"]
+        adata.strings_to_categoricals()  # scanpy sanitizes adata for batches
     if subset:
         subset_var(adata, adata.var["highly_variable"].to_numpy())
     return None
 
 
-def _hvg_seurat_v3(adata, x, *, flavor, n_top_genes, check_values, span, subset, inplace):
-    blocks = row_blocks(x)
-    task = delayed(_stats_block, pure=True)
-    (stats,) = compute(tree_sum([task(b, False, check_values) for b in blocks]))
+def _hvg_seurat_v3(adata, x, *, flavor, n_top_genes, batch_key, check_values, span, subset,
+                   inplace):  # fmt: skip
+    codes, labels = _batch_codes(adata, batch_key, unique_sorted=True)
+    stats = _group_stats(x, codes, len(labels), False, check_values)
     if check_values and not stats["counts_ok"]:
         warnings.warn(
             f"`{flavor=!r}` expects raw count data, but non-integers were found.",
             UserWarning,
             stacklevel=3,
         )
-    n = int(stats["n"])
-    mean, var = hvg_k.mean_var(stats["sum"], stats["sumsq"], n)
-    reg_std, clip_val = hvg_k.seurat_v3_norm_var(mean, var, n, span)
-    (csum, csq) = compute(tree_sum([delayed(_clipped_block, pure=True)(b, clip_val)
-                                    for b in blocks]))[0]  # fmt: skip
-    norm_gene_vars = (1 / ((n - 1) * np.square(reg_std))) * (
-        (n * np.square(mean)) + csq - 2 * csum * mean
-    )
-    norm_gene_vars = norm_gene_vars.reshape(1, -1)
+    n_total = int(stats["n"].sum())
+    means, variances = hvg_k.mean_var(stats["sum"].sum(0), stats["sumsq"].sum(0), n_total)
+    fits = []
+    for g in range(len(labels)):
+        n = int(stats["n"][g])
+        mean, var = hvg_k.mean_var(stats["sum"][g], stats["sumsq"][g], n)
+        reg_std, clip_val = hvg_k.seurat_v3_norm_var(mean, var, n, span)
+        fits.append((n, mean, reg_std, clip_val))
+    off = row_offsets(x)
+    clip_vals = delayed([f[3] for f in fits])  # one copy in the graph
+    task = delayed(_clipped_block, pure=True)
+    parts = [task(b, clip_vals, None if codes is None else codes[off[i] : off[i + 1]])
+             for i, b in enumerate(row_blocks(x))]  # fmt: skip
+    ((csum, csq),) = compute(tree_sum(parts))
+    norm_gene_vars = []
+    for g, (n, mean, reg_std, _) in enumerate(fits):
+        v = (1 / ((n - 1) * np.square(reg_std))) * (
+            (n * np.square(mean)) + csq[g] - 2 * csum[g] * mean
+        )
+        norm_gene_vars.append(v.reshape(1, -1))
+    norm_gene_vars = np.concatenate(norm_gene_vars, axis=0)
     ranked = np.argsort(np.argsort(-norm_gene_vars, axis=1), axis=1).astype(np.float32)
     num_batches_high_var = np.sum((ranked < n_top_genes).astype(int), axis=0)
     ranked[ranked >= n_top_genes] = np.nan
     median_ranked = np.ma.median(np.ma.masked_invalid(ranked), axis=0).filled(np.nan)
     df = pd.DataFrame(index=adata.var_names)
-    df["means"], df["variances"] = mean, var
+    df["means"], df["variances"] = means, variances
     df["gene_name"] = df.index
     df["highly_variable_nbatches"] = num_batches_high_var
     df["highly_variable_rank"] = median_ranked
@@ -541,7 +632,8 @@ def _hvg_seurat_v3(adata, x, *, flavor, n_top_genes, check_values, span, subset,
     df["highly_variable"] = False
     df.loc[order[: int(n_top_genes)], "highly_variable"] = True
     if not inplace:
-        df = df.drop(["highly_variable_nbatches"], axis=1)
+        if batch_key is None:
+            df = df.drop(["highly_variable_nbatches"], axis=1)
         return df.iloc[df["highly_variable"].to_numpy(), :] if subset else df
     _actual(adata)
     adata.uns["hvg"] = {"flavor": flavor}
@@ -550,6 +642,8 @@ def _hvg_seurat_v3(adata, x, *, flavor, n_top_genes, check_values, span, subset,
     adata.var["means"] = df["means"].to_numpy()
     adata.var["variances"] = df["variances"].to_numpy()
     adata.var["variances_norm"] = df["variances_norm"].to_numpy().astype("float64", copy=False)
+    if batch_key is not None:
+        adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"].to_numpy()
     if subset:
         subset_var(adata, df["highly_variable"].to_numpy())
     return None
