@@ -13,6 +13,7 @@ dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 
 from gpu_sc.dask import DASK_STEPS  # noqa: E402
+from gpu_sc.dask import graph as dgraph  # noqa: E402
 from gpu_sc.dispatch.arrays import array_module  # noqa: E402
 from gpu_sc.dispatch.registry import EngineContext, EngineUnsupported  # noqa: E402
 
@@ -113,6 +114,22 @@ def test_hvg_with_cutoffs_and_batches(counts):
             == ref.var["highly_variable_intersection"]).all()  # fmt: skip
 
 
+@pytest.mark.parametrize("keys", [["total", "pct_mt"], ["cell_type"]])
+def test_regress_out_continuous_and_categorical(counts, keys):
+    ref = counts.copy()
+    x = ref.X.toarray()
+    ref.obs["total"] = x.sum(1)
+    ref.obs["pct_mt"] = x[:, ref.var["mt"].to_numpy()].sum(1) / x.sum(1)
+    ref.X = np.log1p(ref.X.toarray()).astype(np.float32)
+    lazy = ref.copy()
+    lazy.X = da.from_array(ref.X, chunks=(400, -1))
+    gpu_sc.pp.regress_out(ref, keys=keys, backend="numpy")
+    DASK_STEPS["regress_out"](lazy, CTX, keys=keys)
+    got = lazy.X.compute()
+    assert got.dtype == ref.X.dtype
+    np.testing.assert_allclose(got, ref.X, rtol=1e-5, atol=1e-6)
+
+
 def test_scale_sparse_without_centring_stays_sparse(counts):
     ref = counts.copy()
     gpu_sc.pp.scale(ref, zero_center=False, max_value=5, backend="numpy")
@@ -128,8 +145,28 @@ def test_unsupported_parameters_are_refused_before_any_change(counts):
     lazy = _lazy(counts)
     with pytest.raises(EngineUnsupported, match="batch_key"):
         DASK_STEPS["highly_variable_genes"](lazy, CTX, batch_key="no_such_column")
-    with pytest.raises(EngineUnsupported, match="categorical"):
-        DASK_STEPS["regress_out"](lazy, CTX, keys=["cell_type"])
+    lazy.obs["when"] = np.datetime64("2024-01-01")
+    with pytest.raises(EngineUnsupported, match="neither numeric nor categorical"):
+        DASK_STEPS["regress_out"](lazy, CTX, keys=["pseudotime", "when"])
     with pytest.raises(EngineUnsupported, match="not a dask array"):
         DASK_STEPS["log1p"](counts.copy(), CTX)
     assert "highly_variable" not in lazy.var
+    assert dgraph.is_dask(lazy.X) and lazy.X.dtype == counts.X.dtype  # untouched
+
+
+def test_empty_blocks_after_a_subset_are_harmless(counts):
+    from gpu_sc.dask.steps import subset_obs
+
+    lazy = _lazy(counts, rows=300)
+    keep = np.ones(lazy.n_obs, bool)
+    keep[300:600] = False  # the second block loses every row
+    subset_obs(lazy, keep)
+    assert lazy.X.chunks[0] == (300, 0, 300, 300, 300)
+    lazy.obs["total"] = np.asarray(counts.X[keep].sum(1)).ravel()
+    DASK_STEPS["normalize_total"](lazy, CTX, target_sum=1e4)
+    DASK_STEPS["log1p"](lazy, CTX)
+    DASK_STEPS["regress_out"](lazy, CTX, keys=["cell_type"])
+    DASK_STEPS["scale"](lazy, CTX, max_value=10)
+    DASK_STEPS["pca"](lazy, CTX, n_comps=10)
+    assert lazy.obsm["X_pca"].shape == (int(keep.sum()), 10)
+    assert np.isfinite(lazy.obsm["X_pca"]).all()

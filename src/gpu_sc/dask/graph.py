@@ -95,14 +95,15 @@ def _add(*parts: Any) -> Any:
     return functools.reduce(_add2, parts)
 
 
-def tree_sum(parts: list, split_every: int = SPLIT_EVERY):
+def tree_sum(parts: list, split_every: int = SPLIT_EVERY, combine: Callable | None = None):
     """Delayed sum of delayed ``parts`` (arrays, or tuples / dicts of them; booleans are
-    and-ed), added in groups of ``split_every`` in list order, level by level."""
+    and-ed), added in groups of ``split_every`` in list order, level by level.
+    ``combine(*parts)`` replaces the addition when given (it must be associative)."""
     from dask import delayed
 
     if not parts:
         raise ValueError("tree_sum of no parts: the matrix has no row blocks")
-    add = delayed(_add, pure=True)
+    add = delayed(_add if combine is None else combine, pure=True)
     while len(parts) > 1:
         parts = [add(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
     return parts[0]

@@ -44,6 +44,7 @@ from .graph import (
     subset_cols,
     subset_rows,
     to_array_module,
+    to_host,
     tree_sum,
 )
 
@@ -664,18 +665,77 @@ def _resid_block(b, r, coeff, out_dtype):
     return reg_k.ols_residuals(am, b, am.asarray(r), am.asarray(coeff), am.xp.dtype(out_dtype))
 
 
+def _cat_sums_block(b, codes, n_groups):
+    am = _am(b)
+    return reg_k.group_sums(am, b, am.asarray(codes), n_groups)
+
+
+def _cat_combine(*parts):
+    out = dict(parts[0])
+    for p in parts[1:]:
+        out["sum"] = out["sum"] + p["sum"]
+        out["n"] = out["n"] + p["n"]
+        out["min"] = np.minimum(out["min"], p["min"])
+        out["max"] = np.maximum(out["max"], p["max"])
+    return out
+
+
+def _cat_sums_host(b, codes, n_groups):
+    if b.shape[0] == 0:  # a block the filters emptied: nothing to add, no min / max
+        return {"sum": np.zeros((n_groups, b.shape[1])), "n": np.zeros(n_groups, np.int64),
+                "min": np.full(b.shape[1], np.inf), "max": np.full(b.shape[1], -np.inf)}
+    return to_host(_cat_sums_block(b, codes, n_groups))
+
+
+def _cat_resid_block(b, codes, means, a, slope, constant):
+    am = _am(b)
+    dev = [am.asarray(v) for v in (codes, means, a, slope, constant)]
+    return reg_k.categorical_residuals(am, b, *dev)
+
+
+def _regress_categorical(adata, x, column, layer):
+    import dask.array as da
+
+    codes = column.cat.codes.to_numpy().astype(np.int64)
+    if (codes < 0).any():
+        raise EngineUnsupported(f"obs[{column.name!r}] has missing values")
+    n_groups = len(column.cat.categories)
+    off = row_offsets(x)
+    task = delayed(_cat_sums_host, pure=True)
+    parts = [task(b, codes[off[i] : off[i + 1]], n_groups) for i, b in enumerate(row_blocks(x))]
+    (acc,) = compute(tree_sum(parts, combine=_cat_combine))
+    fit = reg_k.categorical_fit(acc["sum"], acc["n"], x.shape[0])
+    constant = acc["min"] == acc["max"]
+    c = da.from_array(codes, chunks=(x.chunks[0],))
+    am = module_of(x._meta)
+    out = da.blockwise(
+        _cat_resid_block, "ij", x, "ij", c, "i", fit["means"], None, fit["a"], None,
+        fit["b"], None, constant, None, dtype=np.float64,
+        meta=am.xp.empty((0, 0), dtype=np.float64),
+    )  # fmt: skip
+    _set_x(adata, out, layer)
+    adata.strings_to_categoricals()
+    return None
+
+
 def regress_out(adata, ctx: EngineContext, *, keys, layer=None, n_jobs=None, copy=False):
-    """scanpy's ``regress_out`` on continuous covariates: the normal equations in one pass,
-    the (dense) residuals lazily. A categorical key is not implemented yet."""
+    """scanpy's ``regress_out``: continuous covariates by the normal equations (one pass),
+    one categorical covariate by per-category sums (one pass); the dense residuals lazily."""
     import dask.array as da
 
     keys = [keys] if isinstance(keys, str) else list(keys)
     x = _get_x(adata, layer, ctx)
     obs = adata.obs.copy()
     adata.strings_to_categoricals(obs)
+    first = obs[keys[0]] if keys and keys[0] in obs else None
+    if first is not None and isinstance(first.dtype, pd.CategoricalDtype):
+        if len(keys) > 1:
+            raise ValueError(
+                "If providing categorical variable, only a single one is allowed. For this one "
+                "we regress on the mean for each category."
+            )
+        return _regress_categorical(adata, x, first, layer)
     for k in keys:
-        if k in obs and isinstance(obs[k].dtype, pd.CategoricalDtype):
-            raise EngineUnsupported("a categorical regress_out key is not implemented on dask")
         if k in obs and not pd.api.types.is_numeric_dtype(obs[k]):
             raise EngineUnsupported(f"obs[{k!r}] is neither numeric nor categorical")
     regressors = obs[keys] if keys else obs
