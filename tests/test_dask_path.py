@@ -232,6 +232,12 @@ def test_pbmc3k_on_two_workers_matches_the_in_memory_engine(
     assert corr.min() >= 0.9999, corr
     np.testing.assert_allclose(a.uns["pca"]["variance_ratio"], ref.uns["pca"]["variance_ratio"],
                                rtol=1e-5)  # fmt: skip
+    from sklearn.metrics import adjusted_rand_score
+
+    from gpu_sc.bench.dask_atlas import leiden_labels  # the tutorial's kNN + Leiden, numpy
+
+    ari = adjusted_rand_score(leiden_labels(a.obsm["X_pca"]), leiden_labels(ref.obsm["X_pca"]))
+    assert ari >= 0.95, ari
 
     # the matrix was never read nor brought back on the client: only statistics were
     assert reads.reads == []

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["leiden_labels", "main"]
 
 _STEPS_AFTER_PCA = ("neighbors", "leiden", "paga", "umap", "tsne", "rank_genes_groups")
 
@@ -181,13 +181,13 @@ def _compare(mem: Path, dsk: Path, n_pcs: int = 30, leiden: bool = False) -> dic
         if leiden:
             from sklearn.metrics import adjusted_rand_score
 
-            la, lb = _leiden(a["x_pca"]), _leiden(b["x_pca"])
+            la, lb = leiden_labels(a["x_pca"]), leiden_labels(b["x_pca"])
             out["leiden_ari"] = float(adjusted_rand_score(la, lb))
             out["leiden_clusters"] = [int(np.unique(la).size), int(np.unique(lb).size)]
     return out
 
 
-def _leiden(x_pca: np.ndarray) -> np.ndarray:
+def leiden_labels(x_pca: np.ndarray) -> np.ndarray:
     """The tutorial's kNN graph (10 neighbours, 40 PCs) and Leiden (0.9) on the numpy engine."""
     import anndata as ad
 
