@@ -162,11 +162,23 @@ def _write_10x_v3(path, adata):
         ft["_all_tag_keys"] = np.array([b"genome"])
 
 
-def test_read_lazy_10x_h5_matches_scanpy(pbmc3k_raw, tmp_path):
+def _write_10x_v2(path, adata):
+    x = sp.csr_matrix(adata.X).astype(np.int32)
+    with h5py.File(path, "w") as f:
+        g = f.create_group("hg19")
+        g["data"], g["indices"], g["indptr"] = x.data, x.indices, x.indptr.astype(np.int64)
+        g["shape"] = np.array([adata.n_vars, adata.n_obs], dtype=np.int32)
+        g["barcodes"] = np.array(adata.obs_names, dtype="S")
+        g["genes"] = np.array(adata.var["gene_ids"], dtype="S")
+        g["gene_names"] = np.array(adata.var_names, dtype="S")
+
+
+@pytest.mark.parametrize("layout", ["v3", "v2"])
+def test_read_lazy_10x_h5_matches_scanpy(pbmc3k_raw, tmp_path, layout):
     import scanpy as sc
 
     path = tmp_path / "small_10x.h5"
-    _write_10x_v3(path, pbmc3k_raw[:300].copy())
+    (_write_10x_v3 if layout == "v3" else _write_10x_v2)(path, pbmc3k_raw[:300].copy())
     ref = sc.read_10x_h5(path)
     a = gpu_sc.datasets.read_lazy(path, chunk_rows=128)
     assert a.X.chunks[0] == (128, 128, 44)
