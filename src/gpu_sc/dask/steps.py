@@ -817,11 +817,15 @@ def _gram_block(b, cols):
     return pca_k.gram_block(am, b)
 
 
-def _project_block(b, cols, mean, evecs):
+def _project_block(b, cols, mean, evecs, dtype):
+    """The block's PCA coordinates, in float64 and then cast to ``dtype`` here, on the
+    worker, so that the client receives them at their final size (same values as casting
+    after concatenation, as the in-memory engine does)."""
     am = _am(b)
     if cols is not None:
         b = b[:, am.asarray(cols)]
-    return pca_k.project_block(am, b, am.asarray(mean), am.asarray(evecs))
+    out = pca_k.project_block(am, b, am.asarray(mean), am.asarray(evecs))
+    return out.astype(dtype, copy=False)
 
 
 def pca(
@@ -863,9 +867,10 @@ def pca(
     evecs = pca_k.flip_signs(np_am, evecs)
     mean_d, evecs_d = delayed(mean), delayed(evecs)  # one copy in the graph, not one a block
     proj = delayed(_project_block, pure=True)
-    x_pca = np.concatenate(compute(*[proj(b, cols, mean_d, evecs_d) for b in blocks]), axis=0)
-    if x_pca.dtype.descr != np.dtype(dtype).descr:
-        x_pca = x_pca.astype(dtype)
+    out_dtype = np.dtype(dtype)
+    x_pca = np.concatenate(
+        compute(*[proj(b, cols, mean_d, evecs_d, out_dtype) for b in blocks]), axis=0
+    )
     components = evecs.T.astype(float_dtype)
     variance = evals.astype(float_dtype)
     variance_ratio = (evals / total_var).astype(float_dtype)
