@@ -49,6 +49,7 @@ def read_lazy(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS):
     if int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
     chunk_rows = int(chunk_rows)
+    path = path.resolve()  # the tasks open the file by this path, wherever the workers run
     name = path.name.lower()
     if name.endswith(".h5ad"):
         return _read_h5ad_lazy(path, chunk_rows)
