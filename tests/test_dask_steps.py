@@ -170,3 +170,16 @@ def test_empty_blocks_after_a_subset_are_harmless(counts):
     DASK_STEPS["pca"](lazy, CTX, n_comps=10)
     assert lazy.obsm["X_pca"].shape == (int(keep.sum()), 10)
     assert np.isfinite(lazy.obsm["X_pca"]).all()
+
+
+def test_run_dask_step_records_provenance_and_refuses_unknown_steps(counts):
+    from gpu_sc.dask import run_dask_step
+
+    lazy = _lazy(counts)
+    run_dask_step("log1p", lazy, {})
+    (entry,) = lazy.uns["gpu_sc"]["provenance"]
+    assert entry["step"] == "log1p" and entry["backend"] == "dask"
+    assert "local sync" in entry["note"] and "4 blocks of <= 400 rows" in entry["note"]
+    assert lazy.uns["gpu_sc"]["dask"]["chunk_rows"] == 400
+    with pytest.raises(EngineUnsupported, match="no dask implementation of 'umap'"):
+        run_dask_step("umap", lazy, {})

@@ -8,12 +8,13 @@ matrix.
 
 - :data:`DASK_STEPS`: step name -> ``func(adata, ctx, **scanpy_params)`` (the in-memory
   engine's signature), for a step catalogue to register as one more way to run a step;
+- :func:`run_dask_step`: one step with its provenance entry (backend ``"dask"``);
 - :func:`run_qc_to_pca`: the tutorial's steps from the filters to PCA, built from them;
 - :func:`dask_info`: scheduler, worker count and block size, for provenance.
 """
 
 from .graph import dask_info
-from .run import run_qc_to_pca
+from .run import run_dask_step, run_qc_to_pca
 from .steps import DASK_STEPS
 
-__all__ = ["DASK_STEPS", "dask_info", "run_qc_to_pca"]
+__all__ = ["DASK_STEPS", "dask_info", "run_dask_step", "run_qc_to_pca"]

@@ -9,12 +9,42 @@ import numpy as np
 
 from ..dispatch.arrays import array_module
 from ..dispatch.provenance import record_step
-from ..dispatch.registry import EngineContext
+from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..pipeline.config import PipelineConfig
 from .graph import dask_info, is_dask
 from .steps import DASK_STEPS, subset_obs, subset_var
 
-__all__ = ["run_qc_to_pca"]
+__all__ = ["run_dask_step", "run_qc_to_pca"]
+
+
+def _note(adata, array_module_name: str) -> str:
+    info = dask_info(adata.X)
+    adata.uns.setdefault("gpu_sc", {})["dask"] = info
+    return (
+        f"dask: {info['scheduler']}, {info['n_workers']} workers, {info.get('n_blocks')} "
+        f"blocks of <= {info.get('chunk_rows')} rows, blocks in {array_module_name}"
+    )
+
+
+def run_dask_step(step: str, adata, params: dict, *, array_module_name: str = "numpy"):
+    """Run the Dask implementation of ``step`` with scanpy-named ``params`` and record it in
+    the provenance (backend ``"dask"``; scheduler, worker count and block size in ``note``
+    and in ``adata.uns["gpu_sc"]["dask"]``), as :func:`gpu_sc.dispatch.run_step` records an
+    engine step. Raises :class:`~gpu_sc.dispatch.registry.EngineUnsupported` (before any
+    change to ``adata``) for a parameter value the Dask path does not implement.
+    """
+    if step not in DASK_STEPS:
+        raise EngineUnsupported(
+            f"no dask implementation of {step!r}; the dask path has {sorted(DASK_STEPS)}"
+        )
+    ctx = EngineContext(am=array_module(array_module_name))
+    t0 = time.perf_counter()
+    result = DASK_STEPS[step](adata, ctx, **params)
+    record_step(
+        adata, step=step, backend="dask", requested="dask", fallback_reason=None,
+        params=params, seconds=time.perf_counter() - t0, note=_note(adata, array_module_name),
+    )  # fmt: skip
+    return result
 
 
 def run_qc_to_pca(
@@ -54,24 +84,17 @@ def run_qc_to_pca(
         raise TypeError(
             "adata.X is not a dask array; open the file with gpu_sc.datasets.read_lazy"
         )
-    ctx = EngineContext(am=array_module(array_module_name))
 
     def step(name, func, *args, dispatched=True, **params):
-        t0 = time.perf_counter()
         if dispatched:
-            func(adata, ctx, **params)
-        else:
-            func(adata, *args)
-        info = dask_info(adata.X)
+            run_dask_step(name, adata, params, array_module_name=array_module_name)
+            return
+        t0 = time.perf_counter()
+        func(adata, *args)
         record_step(
-            adata, step=name, backend="dask" if dispatched else "anndata",
-            requested="dask", fallback_reason=None, params=params,
-            seconds=time.perf_counter() - t0,
-            note=(f"dask: {info['scheduler']}, {info['n_workers']} workers, "
-                  f"{info.get('n_blocks')} blocks of <= {info.get('chunk_rows')} rows, "
-                  f"blocks in {array_module_name}"),
+            adata, step=name, backend="anndata", requested="dask", fallback_reason=None,
+            params={}, seconds=time.perf_counter() - t0, note=_note(adata, array_module_name),
         )  # fmt: skip
-        adata.uns["gpu_sc"]["dask"] = info
 
     s = DASK_STEPS
     if cfg.var_names_make_unique:
