@@ -252,6 +252,7 @@ def test_pbmc3k_on_two_workers_matches_the_in_memory_engine(
     assert ari >= 0.95, ari
 
     # the matrix was never read nor brought back on the client: only statistics were
+    assert dgraph.is_dask(a.X)  # still lazy after PCA
     assert reads.reads == []
     assert fetched.items and all(kind == "dense" for kind, _ in fetched.items)
     n_genes = a.n_vars
