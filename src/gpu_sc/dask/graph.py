@@ -111,10 +111,16 @@ def tree_sum(parts: list, split_every: int = SPLIT_EVERY, combine: Callable | No
 
 def compute(*objs: Any) -> tuple:
     """``dask.compute`` on the current scheduler (a ``distributed.Client`` when one is the
-    default), results on host. One call shares the block reads of all ``objs``."""
-    import dask
+    default), results on host. One call shares the block reads of all ``objs``.
 
-    out = tuple(to_host(o) for o in dask.compute(*objs))
+    Each result is moved to host by a last task on the worker that made it, so device
+    (CuPy) results travel as NumPy and the client needs no GPU.
+    """
+    import dask
+    from dask import delayed
+
+    host = delayed(to_host, pure=True)
+    out = tuple(to_host(o) for o in dask.compute(*[host(o) for o in objs]))
     for hook in _fetch_hooks:
         hook(out)
     return out
