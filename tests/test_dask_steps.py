@@ -183,3 +183,17 @@ def test_run_dask_step_records_provenance_and_refuses_unknown_steps(counts):
     assert lazy.uns["gpu_sc"]["dask"]["chunk_rows"] == 400
     with pytest.raises(EngineUnsupported, match="no dask implementation of 'umap'"):
         run_dask_step("umap", lazy, {})
+
+
+def test_a_dask_result_is_saved_block_by_block_by_the_gpu_sc_writer(counts, tmp_path):
+    import gpu_sc.io
+    from gpu_sc.dask import run_dask_step
+
+    lazy = _lazy(counts)
+    run_dask_step("normalize_total", lazy, {"target_sum": 1e4})
+    run_dask_step("log1p", lazy, {})
+    gpu_sc.io.write_h5ad(lazy, tmp_path / "out.h5ad")
+    back = gpu_sc.io.read_h5ad(tmp_path / "out.h5ad")
+    assert isinstance(back.X, sp.csr_matrix)
+    assert (back.X != lazy.X.compute()).nnz == 0
+    assert [p["step"] for p in back.uns["gpu_sc"]["provenance"]] == ["normalize_total", "log1p"]
