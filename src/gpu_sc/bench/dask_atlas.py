@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -138,6 +139,8 @@ def _child_dask(
             dashboard_address=None,
         )  # fmt: skip
     client = distributed.Client(cluster)
+    # imports in the workers (gpu_sc, scanpy) belong to start-up, as the client's own do
+    client.run(importlib.import_module, "gpu_sc.dask.steps")
     t_start = time.perf_counter() - t0
     try:
         t1 = time.perf_counter()
