@@ -302,3 +302,11 @@ def test_synthetic_atlas_same_result_on_two_workers_one_thread_and_other_chunks(
         assert list(run.var_names) == list(ref.var_names)
         assert _pc_corr(run.obsm["X_pca"], ref.obsm["X_pca"]).min() >= 0.9999
     assert _pc_corr(two.obsm["X_pca"], other_chunks.obsm["X_pca"]).min() >= 0.99999
+
+
+def test_write_synthetic_h5ad_rejects_bad_arguments_with_the_generator_messages(tmp_path):
+    with pytest.raises(ValueError, match="doublet_rate must be in"):
+        gpu_sc.datasets.write_synthetic_h5ad(tmp_path / "x.h5ad", 100, 200, doublet_rate=0.7)
+    with pytest.raises(ValueError, match="n_cells must be at least 1"):
+        gpu_sc.datasets.write_synthetic_h5ad(tmp_path / "x.h5ad", 0, 200)
+    assert not list(tmp_path.iterdir())  # nothing half-written

@@ -66,16 +66,19 @@ def write_synthetic_h5ad(
 
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
+    if n_cells < 1:
+        raise ValueError(f"n_cells must be at least 1, not {n_cells}")
+    # the other arguments, with the generator's own messages (a one-cell draw)
+    _syn.synthetic(
+        1, n_genes, n_types, difficulty=difficulty, seed=seed,
+        median_library_size=median_library_size, doublet_rate=doublet_rate,
+        low_quality_rate=low_quality_rate,
+    )  # fmt: skip
     if nnz_per_cell is not None:
         median_library_size = library_size_for_nnz(
             nnz_per_cell, n_genes, n_cells, n_types=n_types, difficulty=difficulty, seed=seed,
             doublet_rate=doublet_rate, low_quality_rate=low_quality_rate,
         )
-    # validation of the rest, with the generator's own messages (tiny call)
-    _syn.synthetic(
-        1, n_genes, n_types, difficulty=difficulty, seed=seed,
-        median_library_size=median_library_size, doublet_rate=0.0, low_quality_rate=0.0,
-    )  # fmt: skip
 
     diff = _syn._DIFFICULTIES[difficulty]
     root = np.random.SeedSequence(seed)
