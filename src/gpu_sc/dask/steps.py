@@ -374,7 +374,7 @@ def normalize_total(
     keep_genes = None
     if exclude_highly_expressed:
         (hi,) = compute(tree_sum([delayed(_hi_block, pure=True)(b, max_fraction)
-                                  for b in blocks]))  # fmt: skip
+                                  for b in blocks], combine=_or))  # fmt: skip
         keep_genes = ~np.asarray(hi, dtype=bool)
     factor = None
     if target_sum is None or key_added is not None or not inplace:
