@@ -39,6 +39,7 @@ def client():
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         )
         c = distributed.Client(cluster)
+    c.run(__import__, "gpu_sc.dask.steps")  # the workers' imports, once, here
     try:
         yield c
     finally:
