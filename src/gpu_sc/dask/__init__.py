@@ -1,0 +1,20 @@
+"""The Dask path: preprocessing steps on AnnData whose ``X`` is a Dask array of row blocks.
+
+Blocks are NumPy/SciPy on CPU workers (``distributed``) or CuPy/cupyx on GPU workers
+(``dask-cuda``); every step maps the array-generic kernels of :mod:`gpu_sc.kernels` over the
+blocks, adds per-block statistics by fixed-order tree sums and keeps the matrix lazy. Open a
+file with :func:`gpu_sc.datasets.read_lazy`; everything after PCA works on the in-memory PCA
+matrix.
+
+- :data:`DASK_STEPS`: step name -> ``func(adata, ctx, **scanpy_params)`` (the in-memory
+  engine's signature), for a step catalogue to register as one more way to run a step;
+- :func:`run_dask_step`: one step with its provenance entry (backend ``"dask"``);
+- :func:`run_qc_to_pca`: the tutorial's steps from the filters to PCA, built from them;
+- :func:`dask_info`: scheduler, worker count and block size, for provenance.
+"""
+
+from .graph import dask_info
+from .run import run_dask_step, run_qc_to_pca
+from .steps import DASK_STEPS
+
+__all__ = ["DASK_STEPS", "dask_info", "run_dask_step", "run_qc_to_pca"]

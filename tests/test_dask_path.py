@@ -1,0 +1,313 @@
+"""The Dask path (issue 15): lazy input, block-by-block atlases on disk, and the preprocessing
+steps QC -> PCA on a real ``distributed.LocalCluster`` of 2 worker processes, against the
+in-memory numpy engine."""
+
+from __future__ import annotations
+
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import gpu_sc
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+
+from gpu_sc.dask import DASK_STEPS, run_qc_to_pca  # noqa: E402  (needs dask)
+from gpu_sc.dask import graph as dgraph  # noqa: E402
+
+AFTER_PCA_OFF = {
+    k: {"enabled": False}
+    for k in ("neighbors", "leiden", "paga", "umap", "tsne", "rank_genes_groups")
+}
+N_PCS_COMPARED = 30
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real LocalCluster: 2 worker processes of 1 thread (closed after the module)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # distributed's start-up chatter (ports, sizes)
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        c = distributed.Client(cluster)
+    c.run(__import__, "gpu_sc.dask.steps")  # the workers' imports, once, here
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def pbmc_h5ad(pbmc3k_raw, tmp_path_factory):
+    """PBMC3k raw counts as an .h5ad with CSR X."""
+    a = pbmc3k_raw.copy()
+    a.X = sp.csr_matrix(a.X)
+    path = tmp_path_factory.mktemp("dask") / "pbmc3k.h5ad"
+    a.write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pbmc_in_memory(pbmc_h5ad):
+    """The in-memory numpy engine on the same file, the tutorial up to PCA."""
+    import anndata as ad
+
+    return gpu_sc.pipeline(ad.read_h5ad(pbmc_h5ad), AFTER_PCA_OFF, backend="numpy")
+
+
+@pytest.fixture(scope="module")
+def atlas_h5ad(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dask") / "atlas.h5ad"
+    gpu_sc.datasets.write_synthetic_h5ad(path, 20_000, 1000, chunk_rows=6000, seed=7)
+    return path
+
+
+class _XReads:
+    """Counts reads of datasets under ``/X`` made in this (the client) process."""
+
+    def __init__(self, monkeypatch):
+        self.reads: list[str] = []
+        orig = h5py.Dataset.__getitem__
+
+        def getitem(ds, key):
+            if ds.name.startswith("/X/"):
+                self.reads.append(ds.name)
+            return orig(ds, key)
+
+        monkeypatch.setattr(h5py.Dataset, "__getitem__", getitem)
+
+
+class _Fetched:
+    """Records the shape and kind of every array :func:`gpu_sc.dask.graph.compute` brings
+    back to the client."""
+
+    def __init__(self, monkeypatch):
+        self.items: list[tuple[str, tuple]] = []
+        monkeypatch.setattr(dgraph, "_fetch_hooks", [self._record])
+
+    def _record(self, out):
+        def walk(o):
+            if isinstance(o, dict):
+                for v in o.values():
+                    walk(v)
+            elif isinstance(o, (tuple, list)):
+                for v in o:
+                    walk(v)
+            elif sp.issparse(o):
+                self.items.append(("sparse", o.shape))
+            elif isinstance(o, np.ndarray):
+                self.items.append(("dense", o.shape))
+
+        walk(out)
+
+
+def _run_dask(path, chunk_rows, config=AFTER_PCA_OFF):
+    a = gpu_sc.datasets.read_lazy(path, chunk_rows=chunk_rows)
+    return run_qc_to_pca(a, config)
+
+
+def _pc_corr(a, b, n=N_PCS_COMPARED) -> np.ndarray:
+    return np.array([abs(np.corrcoef(a[:, i], b[:, i])[0, 1]) for i in range(n)])
+
+
+# ---------------------------------------------------------------------------------------------
+# lazy input and the on-disk atlas
+
+
+def test_read_lazy_reads_no_matrix_and_gives_csr_row_blocks(pbmc_h5ad, pbmc3k_raw, monkeypatch):
+    reads = _XReads(monkeypatch)
+    a = gpu_sc.datasets.read_lazy(pbmc_h5ad, chunk_rows=1000)
+    assert reads.reads == []  # opening reads obs/var only
+    assert dgraph.is_dask(a.X)
+    assert a.X.chunks == ((1000, 1000, 700), (pbmc3k_raw.n_vars,))
+    assert isinstance(a.X._meta, sp.csr_matrix)
+    assert list(a.obs_names) == list(pbmc3k_raw.obs_names)
+    assert list(a.var_names) == list(pbmc3k_raw.var_names)
+    with dask.config.set(scheduler="sync"):
+        block = a.X.blocks[1].compute()
+    assert isinstance(block, sp.csr_matrix)
+    assert (block != sp.csr_matrix(pbmc3k_raw.X)[1000:2000]).nnz == 0
+
+
+def test_read_lazy_refuses_csc_with_the_remedy(pbmc3k_raw, tmp_path):
+    path = tmp_path / "csc.h5ad"
+    a = pbmc3k_raw[:50].copy()
+    a.X = sp.csc_matrix(a.X)
+    a.write_h5ad(path)
+    with pytest.raises(ValueError, match="row blocks need CSR; rewrite"):
+        gpu_sc.datasets.read_lazy(path)
+
+
+def _write_10x_v3(path, adata):
+    x = sp.csr_matrix(adata.X).astype(np.int32)  # cells x genes CSR == genes x cells CSC
+    with h5py.File(path, "w") as f:
+        g = f.create_group("matrix")
+        g["data"], g["indices"], g["indptr"] = x.data, x.indices, x.indptr.astype(np.int64)
+        g["shape"] = np.array([adata.n_vars, adata.n_obs], dtype=np.int32)
+        g["barcodes"] = np.array(adata.obs_names, dtype="S")
+        ft = g.create_group("features")
+        ft["id"] = np.array(adata.var["gene_ids"], dtype="S")
+        ft["name"] = np.array(adata.var_names, dtype="S")
+        ft["feature_type"] = np.array(["Gene Expression"] * adata.n_vars, dtype="S")
+        ft["genome"] = np.array(["hg19"] * adata.n_vars, dtype="S")
+        ft["_all_tag_keys"] = np.array([b"genome"])
+
+
+def _write_10x_v2(path, adata):
+    x = sp.csr_matrix(adata.X).astype(np.int32)
+    with h5py.File(path, "w") as f:
+        g = f.create_group("hg19")
+        g["data"], g["indices"], g["indptr"] = x.data, x.indices, x.indptr.astype(np.int64)
+        g["shape"] = np.array([adata.n_vars, adata.n_obs], dtype=np.int32)
+        g["barcodes"] = np.array(adata.obs_names, dtype="S")
+        g["genes"] = np.array(adata.var["gene_ids"], dtype="S")
+        g["gene_names"] = np.array(adata.var_names, dtype="S")
+
+
+@pytest.mark.parametrize("layout", ["v3", "v2"])
+def test_read_lazy_10x_h5_matches_scanpy(pbmc3k_raw, tmp_path, layout):
+    import scanpy as sc
+
+    path = tmp_path / "small_10x.h5"
+    (_write_10x_v3 if layout == "v3" else _write_10x_v2)(path, pbmc3k_raw[:300].copy())
+    ref = sc.read_10x_h5(path)
+    a = gpu_sc.datasets.read_lazy(path, chunk_rows=128)
+    assert a.X.chunks[0] == (128, 128, 44)
+    with dask.config.set(scheduler="sync"):
+        x = a.X.compute()
+    assert x.dtype == ref.X.dtype == np.float32
+    assert (x != ref.X).nnz == 0
+    assert list(a.var_names) == list(ref.var_names)
+    assert list(a.obs_names) == list(ref.obs_names)
+    assert list(a.var["gene_ids"]) == list(ref.var["gene_ids"])
+
+
+def test_write_synthetic_h5ad_is_the_generator_matrix_whatever_the_chunking(tmp_path):
+    import anndata as ad
+
+    ref = gpu_sc.datasets.synthetic(3000, 300, seed=5)
+    for rows in (700, 5000):
+        path = tmp_path / f"s{rows}.h5ad"
+        info = gpu_sc.datasets.write_synthetic_h5ad(path, 3000, 300, chunk_rows=rows, seed=5)
+        got = ad.read_h5ad(path)
+        assert info["nnz"] == ref.X.nnz
+        assert isinstance(got.X, sp.csr_matrix)
+        assert np.array_equal(got.X.indptr, ref.X.indptr)
+        assert np.array_equal(got.X.indices, ref.X.indices)
+        assert np.array_equal(got.X.data, ref.X.data)
+        assert got.obs.equals(ref.obs)
+        assert list(got.var_names) == list(ref.var_names)
+
+
+def test_write_synthetic_h5ad_calibrates_nonzeros_per_cell(tmp_path):
+    info = gpu_sc.datasets.write_synthetic_h5ad(
+        tmp_path / "n.h5ad", 2000, 1000, nnz_per_cell=250, seed=1
+    )
+    assert abs(info["nnz"] / 2000 - 250) < 0.06 * 250
+
+
+# ---------------------------------------------------------------------------------------------
+# QC -> PCA on the cluster
+
+
+def test_step_table_has_the_engine_signature():
+    import inspect
+
+    for name, fn in DASK_STEPS.items():
+        params = list(inspect.signature(fn).parameters)
+        assert params[:2] == ["adata", "ctx"], name
+
+
+def test_pbmc3k_on_two_workers_matches_the_in_memory_engine(
+    client, pbmc_h5ad, pbmc_in_memory, monkeypatch
+):
+    ref = pbmc_in_memory
+    reads, fetched = _XReads(monkeypatch), _Fetched(monkeypatch)
+    a = _run_dask(pbmc_h5ad, chunk_rows=700)
+
+    assert list(a.obs_names) == list(ref.obs_names)  # same cells after every filter
+    assert list(a.var_names) == list(ref.var_names)  # = the HVG set after the subset
+    for col in ("n_genes", "n_genes_by_counts", "total_counts", "total_counts_mt",
+                "pct_counts_mt"):  # fmt: skip
+        np.testing.assert_array_equal(a.obs[col].to_numpy(), ref.obs[col].to_numpy(), col)
+    np.testing.assert_allclose(a.var["dispersions_norm"], ref.var["dispersions_norm"], rtol=1e-5)
+    corr = _pc_corr(a.obsm["X_pca"], ref.obsm["X_pca"])
+    assert corr.min() >= 0.9999, corr
+    np.testing.assert_allclose(a.uns["pca"]["variance_ratio"], ref.uns["pca"]["variance_ratio"],
+                               rtol=1e-5)  # fmt: skip
+    from sklearn.metrics import adjusted_rand_score
+
+    from gpu_sc.bench.dask_atlas import leiden_labels  # the tutorial's kNN + Leiden, numpy
+
+    ari = adjusted_rand_score(leiden_labels(a.obsm["X_pca"]), leiden_labels(ref.obsm["X_pca"]))
+    assert ari >= 0.95, ari
+
+    # the matrix was never read nor brought back on the client: only statistics were
+    assert dgraph.is_dask(a.X)  # still lazy after PCA
+    assert reads.reads == []
+    assert fetched.items and all(kind == "dense" for kind, _ in fetched.items)
+    n_genes = a.n_vars
+    for _, shape in fetched.items:
+        if len(shape) == 2:
+            assert shape[1] <= 50 or shape == (n_genes, n_genes) or shape[0] <= 4, shape
+    prov = a.uns["gpu_sc"]["provenance"]
+    assert [p["step"] for p in prov if p["backend"] == "dask"] == [
+        "filter_cells", "filter_genes", "calculate_qc_metrics", "normalize_total", "log1p",
+        "highly_variable_genes", "regress_out", "scale", "pca",
+    ]  # fmt: skip
+    assert a.uns["gpu_sc"]["dask"]["n_workers"] == 2
+    assert a.uns["gpu_sc"]["dask"]["scheduler"].startswith("distributed")
+    assert "2 workers" in prov[-1]["note"]
+
+
+def test_pbmc3k_hvg_set_before_the_subset_is_identical(client, pbmc_h5ad, pbmc_in_memory):
+    cfg = dict(AFTER_PCA_OFF, hvg={"subset": False}, regress_out={"enabled": False},
+               scale={"enabled": False}, pca={"enabled": False})  # fmt: skip
+    a = _run_dask(pbmc_h5ad, chunk_rows=1000, config=cfg)
+    ref = pbmc_in_memory.raw.var  # the in-memory run froze .raw before its subset
+    hv = a.var_names[a.var["highly_variable"].to_numpy()]
+    assert set(hv) == set(ref.index[ref["highly_variable"].to_numpy()])
+    assert set(hv) == set(pbmc_in_memory.var_names)
+
+
+@pytest.mark.filterwarnings("ignore:zero-centering a sparse:UserWarning")  # scanpy's, expected
+def test_synthetic_atlas_same_result_on_two_workers_one_thread_and_other_chunks(
+    client, atlas_h5ad
+):
+    import anndata as ad
+
+    cfg = dict(AFTER_PCA_OFF, regress_out={"enabled": False})  # a cheaper tail: scale -> PCA
+    ref = gpu_sc.pipeline(ad.read_h5ad(atlas_h5ad), cfg, backend="numpy")
+    two = _run_dask(atlas_h5ad, chunk_rows=3000, config=cfg)
+    with dask.config.set(scheduler="sync"):  # one process, one thread, no cluster
+        one = _run_dask(atlas_h5ad, chunk_rows=3000, config=cfg)
+        other_chunks = _run_dask(atlas_h5ad, chunk_rows=4096, config=cfg)
+
+    assert one.uns["gpu_sc"]["dask"]["scheduler"] == "local sync"
+    assert two.uns["gpu_sc"]["dask"]["n_workers"] == 2
+    # same seed, same blocks -> bitwise the same, whatever runs the blocks
+    np.testing.assert_array_equal(two.obsm["X_pca"], one.obsm["X_pca"])
+    np.testing.assert_array_equal(two.var["dispersions_norm"], one.var["dispersions_norm"])
+    for run in (two, other_chunks):
+        assert list(run.obs_names) == list(ref.obs_names)
+        assert list(run.var_names) == list(ref.var_names)
+        assert _pc_corr(run.obsm["X_pca"], ref.obsm["X_pca"]).min() >= 0.9999
+    assert _pc_corr(two.obsm["X_pca"], other_chunks.obsm["X_pca"]).min() >= 0.99999
+
+
+def test_write_synthetic_h5ad_rejects_bad_arguments_with_the_generator_messages(tmp_path):
+    with pytest.raises(ValueError, match="doublet_rate must be in"):
+        gpu_sc.datasets.write_synthetic_h5ad(tmp_path / "x.h5ad", 100, 200, doublet_rate=0.7)
+    with pytest.raises(ValueError, match="n_cells must be at least 1"):
+        gpu_sc.datasets.write_synthetic_h5ad(tmp_path / "x.h5ad", 0, 200)
+    assert not list(tmp_path.iterdir())  # nothing half-written
