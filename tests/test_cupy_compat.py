@@ -184,8 +184,8 @@ def test_gpu_session_script_parses_and_rejects_unknown_phases(tmp_path):
 # on a GPU
 
 
-@pytest.fixture(scope="module")
-def cp_am():
+@pytest.fixture
+def cp_am():  # per test: on CI the CuPy double is installed for each gpu test
     return array_module("cupy")
 
 

@@ -26,8 +26,11 @@ show); atomics' non-deterministic summation order.
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import sys
 import types
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -119,6 +122,12 @@ def _patch_anndata(undo: list) -> None:
             if isinstance(value, type) and value in by_mock:
                 undo.append((mod, attr, value))
                 setattr(mod, attr, by_mock[value])
+            elif isinstance(value, types.UnionType | typing._UnionGenericAlias) and any(
+                    a in by_mock for a in typing.get_args(value)):  # fmt: skip
+                union = functools.reduce(operator.or_, [by_mock.get(a, a) for a in
+                                                        typing.get_args(value)])  # fmt: skip
+                undo.append((mod, attr, value))
+                setattr(mod, attr, union)
             registry = getattr(value, "registry", None)
             if registry is not None and hasattr(value, "register"):
                 for mock, double_cls in by_mock.items():

@@ -75,6 +75,15 @@ def _unwrap(x):
     return x
 
 
+def _index(k):
+    """Index arrays may come from host: cupyx's ``_index.py`` turns them into device arrays
+    with ``cupy.array`` (a transfer, counted)."""
+    if isinstance(k, np.ndarray):
+        DEVICE.counters.to_device(k.nbytes)
+        return k
+    return _unwrap(k)
+
+
 def _wrap_result(name: str, result, inputs=()):
     if sp.issparse(result):
         out = _from_scipy(result)
@@ -204,7 +213,7 @@ class spmatrix:  # noqa: N801 - cupyx's name
     def __getitem__(self, key):
         if "__getitem__" not in _methods(self.format):
             raise TypeError(f"'{self.format}_matrix' object is not subscriptable")
-        key = _unwrap(key) if not isinstance(key, tuple) else tuple(_unwrap(k) for k in key)
+        key = _index(key) if not isinstance(key, tuple) else tuple(_index(k) for k in key)
         return _wrap_result(f"{self.format}_matrix.__getitem__", self._m[key], (self,))
 
     def __setitem__(self, key, value):
