@@ -13,10 +13,12 @@ CuPy's Cython build writes as ``name(params)`` (``embedsignature``). ``null`` = 
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import re
 import sys
+from pathlib import Path
 
 import cupy
 import cupyx.scipy.sparse
@@ -104,6 +106,20 @@ def main() -> None:
             else:
                 members[name] = {"kind": "method", "sig": _sig(getattr(cls, name))}
         out["classes"][cname] = members
+    # cupyx.scipy.sparse.linalg imports cuBLAS at import time (no CUDA libraries here):
+    # its names and signatures are read from the source instead.
+    pkg = Path(cupyx.__file__).parent / "scipy" / "sparse" / "linalg"
+    init = ast.parse((pkg / "__init__.py").read_text())
+    for node in init.body:
+        if isinstance(node, ast.ImportFrom) and node.module.startswith(pkg_mod := "cupyx.scipy.sparse.linalg."):
+            src = ast.parse((pkg / (node.module[len(pkg_mod):] + ".py")).read_text())
+            defs = {d.name: d for d in src.body if isinstance(d, (ast.FunctionDef, ast.ClassDef))}
+            for alias in node.names:
+                d = defs.get(alias.name)
+                entry = {"kind": "class" if isinstance(d, ast.ClassDef) else "function"}
+                if isinstance(d, ast.FunctionDef):
+                    entry["sig"] = "(" + ast.unparse(d.args) + ")"
+                out["names"][f"cupyx.scipy.sparse.linalg.{alias.asname or alias.name}"] = entry
     json.dump(out, sys.stdout, indent=0, sort_keys=True)
     sys.stdout.write("\n")
 

@@ -41,7 +41,8 @@ __all__ = ["DEVICE_NAME", "DoubleHandle", "OutOfMemoryError", "install", "instal
 
 _MODULE_NAMES = ("cupy", "cupy.linalg", "cupy.random", "cupy.fft", "cupy.cuda",
                  "cupy.cuda.runtime", "cupy.cuda.memory", "cupyx", "cupyx.scipy",
-                 "cupyx.scipy.sparse", "cupyx.scipy.special")  # fmt: skip
+                 "cupyx.scipy.sparse", "cupyx.scipy.sparse.linalg",
+                 "cupyx.scipy.special")  # fmt: skip
 _ACTIVE: list[DoubleHandle] = []
 
 
@@ -85,6 +86,14 @@ def _build_modules() -> dict[str, types.ModuleType]:
     mods["cupyx"].__is_cupy_double__ = True
     mods["cupyx.scipy"].sparse = mods["cupyx.scipy.sparse"]
     mods["cupyx.scipy"].special = mods["cupyx.scipy.special"]
+    from ._sparse import linalg_namespace
+
+    linalg = types.ModuleType("cupyx.scipy.sparse.linalg", "CuPy double: sparse linalg")
+    linalg.__dict__.update(linalg_namespace())
+    mods["cupyx.scipy.sparse.linalg"] = linalg
+    mods["cupyx.scipy.sparse"].linalg = linalg
+    for pkg in ("cupy", "cupyx", "cupyx.scipy", "cupyx.scipy.sparse", "cupy.cuda"):
+        mods[pkg].__path__ = []  # packages, so submodule imports resolve from sys.modules
     cp = mods["cupy"]
     cp.__version__ = cupy_version()
     for sub in ("linalg", "random", "fft", "cuda"):
@@ -155,6 +164,7 @@ def install(device_bytes: int = 16 << 30) -> Iterator[DoubleHandle]:
     mods = _build_modules()
     DEVICE.total_bytes = int(device_bytes)
     DEVICE.counters.reset()
+    DEVICE.allocator = None
     undo: list = []
     handle = DoubleHandle(DEVICE.counters, int(device_bytes))
     sys.modules.update(mods)
@@ -172,4 +182,5 @@ def install(device_bytes: int = 16 << 30) -> Iterator[DoubleHandle]:
             else:
                 sys.modules[name] = old
         _ACTIVE.clear()
+        DEVICE.allocator = None
         _clear_caches()

@@ -40,6 +40,10 @@ class Device:
         self.used_bytes = 0
         self.peak_bytes = 0
         self.counters = Counters()
+        self.allocator = None  # cupy.cuda.set_allocator(func): func(nbytes) allocates
+
+    def malloc(self, nbytes: int) -> None:
+        (self.allocator or self.allocate)(nbytes)
 
     def allocate(self, nbytes: int) -> None:
         if self.used_bytes + nbytes > self.total_bytes:
@@ -70,7 +74,7 @@ def _account(a: np.ndarray) -> None:
     if key in _TRACKED:
         return
     nbytes = owner.nbytes
-    DEVICE.allocate(nbytes)
+    DEVICE.malloc(nbytes)
     device = DEVICE
 
     def release(key=key, nbytes=nbytes, device=device):

@@ -72,7 +72,16 @@ class Stream:
 Stream.null = Stream(null=True)
 
 
+class MemoryPointer:
+    def __init__(self, size: int):
+        self.size = size
+
+
 class MemoryPool:
+    def malloc(self, size: int) -> MemoryPointer:
+        DEVICE.allocate(int(size))
+        return MemoryPointer(int(size))
+
     def used_bytes(self) -> int:
         return DEVICE.used_bytes
 
@@ -112,6 +121,12 @@ def get_default_pinned_memory_pool() -> PinnedMemoryPool:
     return _PINNED
 
 
+def _set_allocator(allocator=None) -> None:
+    """``cupy.cuda.set_allocator``: every device allocation goes through ``allocator(nbytes)``
+    (``None`` restores the default pool)."""
+    DEVICE.allocator = None if allocator is None or allocator == _POOL.malloc else allocator
+
+
 def _mem_get_info() -> tuple[int, int]:
     return DEVICE.total_bytes - DEVICE.used_bytes, DEVICE.total_bytes
 
@@ -144,6 +159,9 @@ def build_modules() -> dict[str, types.ModuleType]:
     cuda.MemoryPool = MemoryPool
     cuda.PinnedMemoryPool = PinnedMemoryPool
     cuda.OutOfMemoryError = OutOfMemoryError
+    cuda.set_allocator = _set_allocator
+    cuda.get_allocator = lambda: DEVICE.allocator or _POOL.malloc
+    cuda.MemoryPointer = MemoryPointer
     cuda.get_current_stream = lambda device_id=-1: Stream.null
     cuda.get_device_id = lambda: 0
     cuda.is_available = lambda: True

@@ -318,3 +318,65 @@ def namespace() -> dict[str, Any]:
         elif entry["kind"] == "class" and hasattr(sp, name) and name.endswith("Warning"):
             ns[name] = getattr(sp, name)
     return ns
+
+
+def linalg_namespace() -> dict[str, Any]:
+    """``cupyx.scipy.sparse.linalg``: ``eigsh`` with cupyx's rules; other names delegate."""
+    import scipy.sparse.linalg as spla
+
+    sigs = {q.rsplit(".", 1)[1]: e for q, e in catalogue()["names"].items()
+            if q.startswith("cupyx.scipy.sparse.linalg.")}  # fmt: skip
+    eigsh_sig = parse_signature(sigs["eigsh"]["sig"])
+
+    def eigsh(*args, **kwargs):
+        """cupyx's thick-restart Lanczos: ``which`` only 'LM'/'LA'/'SA', and it never raises
+        for lack of convergence (it returns its last iterate): SciPy's
+        ``ArpackNoConvergence`` is turned into that (``cupyx/scipy/sparse/linalg/_eigen.py``)."""
+        check_call("cupyx.scipy.sparse.linalg.eigsh", eigsh_sig, args, kwargs)
+        bound = eigsh_sig.bind(*args, **kwargs)
+        p = {k: v for k, v in bound.arguments.items()}
+        a, k = p["a"], p.get("k", 6)
+        which = p.get("which", "LM")
+        if which not in ("LM", "LA", "SA"):
+            raise ValueError(f"which must be 'LM','LA'or'SA' (actual: {which})")
+        if a.shape[0] != a.shape[1]:
+            raise ValueError(f"expected square matrix (shape: {a.shape})")
+        if not 0 < k < a.shape[0]:
+            raise ValueError(f"k must be greater than 0 and smaller than n (actual: {k})")
+        m = _unwrap(a)
+        v0 = p.get("v0")
+        kw = dict(k=k, which=which, ncv=p.get("ncv"), maxiter=p.get("maxiter"),
+                  tol=p.get("tol", 0), v0=None if v0 is None else _unwrap(v0))  # fmt: skip
+        try:
+            vals, vecs = spla.eigsh(m, **kw)
+        except spla.ArpackNoConvergence as err:
+            n = a.shape[0]
+            vals = np.full(k, np.nan)
+            vecs = np.zeros((n, k))
+            got = len(err.eigenvalues)
+            vals[:got], vecs[:, :got] = err.eigenvalues, err.eigenvectors
+        order = np.argsort(vals)
+        vals, vecs = vals[order], vecs[:, order]
+        if not p.get("return_eigenvectors", True):
+            return _wrap_result("cupyx.scipy.sparse.linalg.eigsh", vals, (a,))
+        return _wrap_result("cupyx.scipy.sparse.linalg.eigsh", (vals, vecs), (a,))
+
+    ns: dict[str, Any] = {"eigsh": eigsh}
+    for name, entry in sigs.items():
+        if name not in ns and entry["kind"] == "function" and hasattr(spla, name):
+            ns[name] = _function_from(spla, f"cupyx.scipy.sparse.linalg.{name}", name,
+                                      entry.get("sig"))  # fmt: skip
+    return ns
+
+
+def _function_from(module, label: str, name: str, sig_text: str | None):
+    sig = parse_signature(sig_text)
+    target = getattr(module, name)
+
+    def f(*args, **kwargs):
+        check_call(label, sig, args, kwargs)
+        result = target(*[_unwrap(v) for v in args], **{k: _unwrap(v) for k, v in kwargs.items()})
+        return _wrap_result(label, result, args)
+
+    f.__name__ = name
+    return f
