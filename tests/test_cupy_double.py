@@ -264,3 +264,45 @@ def test_signature_list_is_cupy_14_2_and_covers_the_static_name_list():
         if full not in cat["names"] and ".".join(parts[:-1]) not in cat["names"]:
             missing.append(full)
     assert not missing, missing[:20]
+
+
+# -- the engine's memory handling, driven by the double's finite device ---------------------
+
+
+def _counts_and_reference():
+    import gpu_sc
+
+    adata = gpu_sc.datasets.synthetic(1200, n_genes=800, seed=2)
+    ref = adata.copy()
+    gpu_sc.pp.normalize_total(ref, target_sum=1e4, backend="numpy")
+    return adata, ref
+
+
+def test_small_device_streams_the_matrix_in_row_chunks_for_real(monkeypatch):
+    import gpu_sc
+    from gpu_sc.dispatch.provenance import provenance
+
+    adata, ref = _counts_and_reference()
+    x = adata.X
+    size = x.data.nbytes * 2 + x.indices.nbytes + x.indptr.nbytes  # float64 on the device
+    monkeypatch.setattr(gpu_sc.settings, "chunk_rows", 100)
+    with install(device_bytes=2 * size) as double:  # 3 working copies would not fit
+        gpu_sc.pp.normalize_total(adata, target_sum=1e4, backend="cupy")
+        assert provenance(adata)[-1]["backend"] == "cupy"
+        assert double.counters.h2d >= adata.n_obs // 100  # one transfer per row block
+        assert double.peak_bytes <= 2 * size
+    assert abs(adata.X - ref.X).max() < 1e-9
+
+
+def test_device_too_small_for_any_chunk_falls_back_to_scanpy_with_the_reason(monkeypatch):
+    import gpu_sc
+    from gpu_sc.dispatch.provenance import provenance
+
+    adata, ref = _counts_and_reference()
+    before = adata.X.copy()
+    monkeypatch.setattr(gpu_sc.settings, "chunk_rows", 100)
+    with install(device_bytes=4096):
+        gpu_sc.pp.normalize_total(adata, target_sum=1e4, backend="cupy")
+    last = provenance(adata)[-1]
+    assert last["backend"] == "scanpy" and "OutOfMemoryError" in last["fallback_reason"]
+    assert abs(adata.X - ref.X).max() < 1e-6 and before.nnz == adata.X.nnz
