@@ -17,9 +17,8 @@ The name list is regenerated with an installed CuPy (no GPU needed)::
     # one line "alias.attr" per public attribute; for cupy ufuncs also "xp.<ufunc>.<method>"
     # for each of reduce, accumulate, reduceat, outer, at that exists
 
-A "strict" ArrayModule whose arrays refuse implicit host conversion was considered and not
-built: ``np.asarray`` on an ndarray subclass never calls ``__array__``, so it would need a
-full duck-array namespace (dense and sparse) to be meaningful.
+Without CUDA the ``gpu`` tests run on the CuPy double (``gpu_sc.testing.cupy_double``, see
+tests/conftest.py): a full duck-array namespace, dense and sparse, with CuPy 14.2's rules.
 """
 
 from __future__ import annotations
