@@ -22,6 +22,24 @@ def _gpu_target() -> str:
     return "cuda" if cuda_status().available else "double"
 
 
+def _double_job(config) -> bool:
+    """Whether this run is the CuPy-double job: `-m` names the gpu marker (``-m gpu``)."""
+    return "gpu" in (config.getoption("markexpr") or "")
+
+
+def pytest_collection_modifyitems(config, items):
+    # On the double, the gpu twins (~10 min on 2 cores) run as their own CI job
+    # (`pytest -m gpu`, .ci/run), so the default run stays within its time budget; on real
+    # CUDA they run with everything else.
+    if _gpu_target() == "cuda" or _double_job(config):
+        return
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if gpu:
+        items[:] = [item for item in items if "gpu" not in item.keywords]
+        config.hook.pytest_deselected(items=gpu)
+        config._gpu_sc_deferred = len(gpu)
+
+
 def pytest_report_header(config):
     from gpu_sc.dispatch import cuda_status
 
@@ -37,6 +55,12 @@ def pytest_terminal_summary(terminalreporter):
     if ran:
         where = "real CUDA" if _gpu_target() == "cuda" else "the CuPy double (NumPy, not a GPU)"
         terminalreporter.write_line(f"gpu tests: {len(ran)} ran on {where}")
+    deferred = getattr(terminalreporter.config, "_gpu_sc_deferred", 0)
+    if deferred:
+        terminalreporter.write_line(
+            f"gpu tests: {deferred} deselected here; no CUDA, so they run on the CuPy double "
+            "in their own job: pytest -m gpu (.ci/run runs it second)"
+        )
 
 
 @pytest.fixture(autouse=True)
