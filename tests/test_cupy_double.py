@@ -202,6 +202,21 @@ def test_rule_cupyx_results_are_device_arrays(cp, csp):
     assert isinstance(dev.T, csp.csc_matrix) and isinstance(dev.get(), sp.csr_matrix)
 
 
+def test_rule_cupyx_eigsh_takes_only_lm_la_sa_and_does_not_raise_without_convergence(cp, csp):
+    import cupyx.scipy.sparse.linalg as spla
+
+    rng = np.random.default_rng(0)
+    a = sp.random(200, 200, density=0.05, random_state=1)
+    dev = csp.csr_matrix((a + a.T).tocsr())
+    with pytest.raises(ValueError, match="which must be"):
+        spla.eigsh(dev, k=3, which="SM")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        spla.eigsh(dev, k=3, sigma=0.5)  # SciPy's shift-invert: not in cupyx
+    vals, vecs = spla.eigsh(dev, k=3, which="LA", maxiter=1, tol=1e-14,
+                            v0=cp.asarray(rng.standard_normal(200)))  # fmt: skip
+    assert isinstance(vals, cp.ndarray) and vecs.shape == (200, 3)  # returned, not raised
+
+
 # -- cupy.cuda --------------------------------------------------------------------------------
 
 
