@@ -18,6 +18,7 @@ import inspect
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import cupy
@@ -58,6 +59,20 @@ def _sig(obj) -> str | None:
             params = re.sub(r"\b(int|bint|str|object|tuple|Py_ssize_t|_ndarray_base)\s+(?=\w)", "", params)
             return f"({params})"
     return None
+
+
+def _raises_not_implemented(func) -> bool:
+    """A Python method whose body (docstring aside) is ``raise NotImplementedError``
+    (cupyx's ``todia``, ``todok``, ``tolil``, ``tobsr`` ...)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    body = tree.body[0].body if tree.body and hasattr(tree.body[0], "body") else []
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return (len(body) == 1 and isinstance(body[0], ast.Raise) and body[0].exc is not None
+            and "NotImplementedError" in ast.unparse(body[0].exc))
 
 
 def _kind(obj) -> str:
@@ -105,6 +120,8 @@ def main() -> None:
                 members[name] = {"kind": "attribute"}
             else:
                 members[name] = {"kind": "method", "sig": _sig(getattr(cls, name))}
+                if _raises_not_implemented(getattr(cls, name)):
+                    members[name]["not_implemented"] = True
         out["classes"][cname] = members
     # cupyx.scipy.sparse.linalg imports cuBLAS at import time (no CUDA libraries here):
     # its names and signatures are read from the source instead.

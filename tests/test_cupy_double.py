@@ -180,6 +180,13 @@ def test_rule_only_cupyx_methods_exist(csp):
         csr.sum(axis=0, keepdims=True)  # SciPy has keepdims on *_array only; cupyx none
 
 
+def test_rule_cupyx_methods_that_raise_not_implemented_do_so(csp):
+    csr = csp.csr_matrix(_csr())
+    for name in ("todia", "tolil", "todok"):
+        with pytest.raises(NotImplementedError):
+            getattr(csr, name)()
+
+
 def test_rule_scipy_does_not_see_cupyx_matrices(csp):
     dev = csp.csr_matrix(_csr())
     assert not sp.issparse(dev) and csp.issparse(dev) and not csp.issparse(_csr())

@@ -179,6 +179,12 @@ class spmatrix:  # noqa: N801 - cupyx's name
             raise AttributeError(f"'{self.format}_matrix' object has no attribute {name!r}")
         sig = parse_signature(allowed[name].get("sig"), drop_self=True)
         label = f"cupyx.scipy.sparse.{self.format}_matrix.{name}"
+        if allowed[name].get("not_implemented"):  # cupyx's body is `raise NotImplementedError`
+
+            def not_implemented(*args, **kwargs):
+                raise NotImplementedError(f"{label} is not implemented in cupyx (CuPy 14.2)")
+
+            return not_implemented
 
         def method(*args, **kwargs):
             check_call(label, sig, args, kwargs)
