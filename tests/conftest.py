@@ -14,17 +14,66 @@ REPO = Path(__file__).resolve().parents[1]
 PBMC3K_DIR = Path(os.environ.get("GPU_SC_PBMC3K", REPO.parent / "shared" / "data" / "pbmc3k"))
 
 
+def _gpu_target() -> str:
+    """Where `gpu` tests run: "cuda" (a real device answered the probe) or "double" (the
+    CuPy double, gpu_sc.testing.cupy_double: CuPy 14.2's rules on NumPy, not a GPU)."""
+    from gpu_sc.dispatch import cuda_status
+
+    return "cuda" if cuda_status().available else "double"
+
+
+def _double_job(config) -> bool:
+    """Whether this run is the CuPy-double job: `-m` names the gpu marker (``-m gpu``)."""
+    return "gpu" in (config.getoption("markexpr") or "")
+
+
 def pytest_collection_modifyitems(config, items):
-    # Tests marked `gpu` need CUDA; without it they are reported as skipped with the reason.
+    # On the double, the gpu twins (~10 min on 2 cores) run as their own CI job
+    # (`pytest -m gpu`, .ci/run), so the default run stays within its time budget; on real
+    # CUDA they run with everything else.
+    if _gpu_target() == "cuda" or _double_job(config):
+        return
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if gpu:
+        items[:] = [item for item in items if "gpu" not in item.keywords]
+        config.hook.pytest_deselected(items=gpu)
+        config._gpu_sc_deferred = len(gpu)
+
+
+def pytest_report_header(config):
     from gpu_sc.dispatch import cuda_status
 
     status = cuda_status()
     if status.available:
+        return f"gpu tests: on real CUDA ({status.device_name}, CuPy {status.cupy_version})"
+    return f"gpu tests: on the CuPy double (no usable CUDA: {status.reason})"
+
+
+def pytest_terminal_summary(terminalreporter):
+    ran = [r for r in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get(
+        "failed", []) if "gpu" in r.keywords]  # fmt: skip
+    if ran:
+        where = "real CUDA" if _gpu_target() == "cuda" else "the CuPy double (NumPy, not a GPU)"
+        terminalreporter.write_line(f"gpu tests: {len(ran)} ran on {where}")
+    deferred = getattr(terminalreporter.config, "_gpu_sc_deferred", 0)
+    if deferred:
+        terminalreporter.write_line(
+            f"gpu tests: {deferred} deselected here; no CUDA, so they run on the CuPy double "
+            "in their own job: pytest -m gpu (.ci/run runs it second)"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _cupy_for_gpu_tests(request):
+    """`gpu` tests run on real CUDA when it is usable, else on the CuPy double, installed
+    for that test only (and removed after it, caches of the CUDA probe cleared both ways)."""
+    if request.node.get_closest_marker("gpu") is None or _gpu_target() == "cuda":
+        yield None
         return
-    skip = pytest.mark.skip(reason=f"no usable CUDA: {status.reason}")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    from gpu_sc.testing.cupy_double import install
+
+    with install() as double:
+        yield double
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from gpu_sc.dispatch import registry
 from gpu_sc.parity import THRESHOLDS, compare
 from gpu_sc.parity import metrics as M
 from gpu_sc.parity.stages import registry_name
+from _gpu_target import cupy_for
 
 pytestmark = pytest.mark.parity
 
@@ -52,7 +53,9 @@ def case(request):
     else:
         adata = gpu_sc.datasets.synthetic(SYNTHETIC_CELLS, difficulty=dataset)
         config = SYNTHETIC_CONFIG
-    report = compare(adata, pair, config, seed=0, name=dataset, determinism=dataset == "pbmc3k")
+    with cupy_for(pair):  # module scope: outside the per-test double of conftest.py
+        report = compare(adata, pair, config, seed=0, name=dataset,
+                         determinism=dataset == "pbmc3k")  # fmt: skip
     return dataset, report
 
 

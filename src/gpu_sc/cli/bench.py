@@ -66,11 +66,19 @@ def add_parser(sub) -> None:
                    "(outputs are also written after every size, so a killed run keeps them)")
     p.add_argument("--note", help="free text stored in bench.json and shown in bench.md "
                    "(e.g. what else ran on the machine)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--model", action="store_true",
+                   help="print a GPU cost MODEL instead (per-step counts from the CuPy double "
+                   "at --cells, projected to an H100/H200 and extrapolated to 10^6 cells; "
+                   "not a measurement); --out defaults to benchmarks/results/model")
+    p.add_argument("--out", help="output directory (required unless --model)")
     p.set_defaults(func=run)  # fmt: skip
 
 
 def run(args) -> int:
+    if args.model:
+        return _run_model(args)
+    if not args.out:
+        raise ValueError("--out is required (the output directory)")
     from ..bench import BenchConfig, run_bench, write_outputs
 
     cfg = BenchConfig(
@@ -107,4 +115,26 @@ def run(args) -> int:
             took = "not run" if r["median_s"] is None else f"{r['median_s']:.2f} s"
             log(f"{r['n_cells']} cells, {r['backend']}: end to end {took} ({r['status']})")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _run_model(args) -> int:
+    """``gpu-sc bench --model``: the GPU cost model, written as model.json and model.md."""
+    import json
+    from pathlib import Path
+
+    from ..bench import model
+    from ..io import atomic_path
+
+    cells = _int_list(args.cells) if args.cells != "10000,100000,1000000" else [1000, 2000, 4000]
+    rep = model.model(cells, n_genes=args.genes, seed=args.seed,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+    rep["command"] = f"gpu-sc bench --model --cells {','.join(map(str, cells))}"
+    out = Path(args.out or "benchmarks/results/model")
+    out.mkdir(parents=True, exist_ok=True)
+    text = model.markdown(rep)
+    for name, content in (("model.json", json.dumps(rep, indent=1)), ("model.md", text)):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(content)
+    print(text)
     return 0

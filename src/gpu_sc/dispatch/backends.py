@@ -57,10 +57,19 @@ def cuda_status() -> CudaStatus:
         value = int((cupy.arange(4, dtype=cupy.int32) * 2).sum().get())
         if value != 12:
             return CudaStatus(False, f"trivial CUDA kernel returned {value}, expected 12")
+        # cuBLAS and cuSPARSE load lazily, on the first product: a missing libcublasLt or
+        # libcusparse (ImportError/OSError) must show here, not in the middle of a step.
+        import cupyx.scipy.sparse
+
+        ones = cupy.ones((2, 2), dtype=cupy.float32)
+        blas = float((ones @ ones).sum().get())
+        spmv = float((cupyx.scipy.sparse.csr_matrix(ones) @ ones[0]).sum().get())
+        if (blas, spmv) != (8.0, 4.0):
+            return CudaStatus(False, f"cuBLAS/cuSPARSE probe returned {(blas, spmv)}")
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
         return CudaStatus(True, "CuPy and a CUDA device answered", name, cupy.__version__)
-    except Exception as exc:
+    except Exception as exc:  # ImportError/OSError: a CUDA library (libcublasLt ...) missing
         return CudaStatus(
             False, f"CUDA probe failed ({type(exc).__name__}: {exc})", cupy_version=cupy.__version__
         )

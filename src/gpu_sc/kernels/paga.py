@@ -39,8 +39,10 @@ def paga_connectivities(distances, codes, n_groups: int, *, am: ArrayModule | No
     D = am.asarray(distances)
     if not am.issparse(D):
         D = am.sparse.csr_matrix(D)
+    # Every stored entry is an edge, explicit zeros (distance 0 between duplicate cells)
+    # included: scanpy sets a copy's data to ones. Never eliminate_zeros() here, which would
+    # also change the caller's obsp["distances"] in place (tocsr() returns the same matrix).
     D = D.tocsr()
-    D.eliminate_zeros()
     pattern = am.sparse.csr_matrix(
         (xp.ones(D.nnz, dtype=xp.float64), D.indices, D.indptr), shape=D.shape
     )

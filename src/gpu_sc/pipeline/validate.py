@@ -17,7 +17,19 @@ class InputError(ValueError):
 
 
 def _values(X) -> np.ndarray:
+    from ..dispatch.arrays import is_device_array
+
+    if is_device_array(X):
+        # CuPy forbids np.asarray on device arrays, and a cupyx matrix is no scipy.sparse
+        # matrix (it became a 0-d object array): move it to host explicitly.
+        X = X.get()
     return X.data if sp.issparse(X) else np.asarray(X).ravel()
+
+
+def _on_device(X) -> bool:
+    from ..dispatch.arrays import is_device_array  # AnnData's views of CuPy arrays included
+
+    return is_device_array(X)
 
 
 def validate_counts(adata, *, require_integers: bool = True) -> None:
@@ -32,13 +44,9 @@ def validate_counts(adata, *, require_integers: bool = True) -> None:
     X = adata.X
     if X is None:
         raise InputError("adata.X is None; put the raw count matrix in adata.X")
-    if not (sp.issparse(X) or isinstance(X, np.ndarray)) and not type(X).__module__.startswith(
-        "cupy"
-    ):
+    if not (sp.issparse(X) or isinstance(X, np.ndarray) or _on_device(X)):
         X = np.asarray(X)
     values = _values(X)
-    if type(values).__module__.startswith("cupy"):
-        values = values.get()
     if not np.issubdtype(values.dtype, np.number):
         raise InputError(f"adata.X has non-numeric dtype {values.dtype}; counts must be numbers")
     finite = np.isfinite(values)

@@ -1,0 +1,1 @@
+"""Test support shipped with gpu_sc (never imported by production code)."""
