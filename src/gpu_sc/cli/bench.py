@@ -66,11 +66,20 @@ def add_parser(sub) -> None:
                    "(outputs are also written after every size, so a killed run keeps them)")
     p.add_argument("--note", help="free text stored in bench.json and shown in bench.md "
                    "(e.g. what else ran on the machine)")
+    p.add_argument("--model", action="store_true",
+                   help="instead of timing: count each step's device work with backend cupy "
+                   "on the CuPy double (no GPU needed) and project it onto an H200 at "
+                   "--model-target cells (a MODEL, never a measurement); writes "
+                   "bench_model.json/.md")
+    p.add_argument("--model-target", type=float, default=1e6, metavar="CELLS",
+                   help="cells the model extrapolates to (default 1e6)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)  # fmt: skip
 
 
 def run(args) -> int:
+    if args.model:
+        return _run_model(args)
     from ..bench import BenchConfig, run_bench, write_outputs
 
     cfg = BenchConfig(
@@ -107,4 +116,34 @@ def run(args) -> int:
             took = "not run" if r["median_s"] is None else f"{r['median_s']:.2f} s"
             log(f"{r['n_cells']} cells, {r['backend']}: end to end {took} ({r['status']})")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _run_model(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ..bench.model import markdown, run_model
+    from ..io import atomic_path
+
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    report = run_model(_int_list(args.cells), target=int(args.model_target),
+                       n_genes=args.genes, seed=args.seed, log=log)  # fmt: skip
+    report["command"] = (f"gpu-sc bench --model --cells {args.cells} --genes {args.genes} "
+                         f"--model-target {int(args.model_target)} --out {args.out}")  # fmt: skip
+    if args.note:
+        report["note"] = args.note
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(report)
+    with atomic_path(out / "bench_model.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    with atomic_path(out / "bench_model.md") as tmp:
+        tmp.write_text(text)
+    print(text)
+    print(f"wrote {out / 'bench_model.json'}, {out / 'bench_model.md'} (a model, not a measurement)")
     return 0
