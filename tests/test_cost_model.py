@@ -38,6 +38,8 @@ def test_growth_exponent_recovers_linear_quadratic_and_constant_work():
     assert growth_exponent(10, 5, 40, 80) == pytest.approx(2.0)
     assert growth_exponent(10, 7, 40, 7) == pytest.approx(0.0)
     assert growth_exponent(10, 0, 40, 7) == 0.0  # no growth can be read off a zero count
+    # fewer calls at more cells (UMAP: 500 epochs below 10^4 cells, 200 above): held constant
+    assert growth_exponent(10_000, 40_961, 50_000, 16_361) == 0.0
 
 
 def test_extrapolation_follows_the_two_largest_sizes():
@@ -95,3 +97,15 @@ def test_model_report_is_labelled_a_model_and_serialisable(small_model):
     assert set(totals) == {"400", "800", "1000000"}
     assert all(math.isfinite(v) and v >= 0 for v in totals.values())
     assert len(small_model["offenders"]) == 3
+
+
+def test_a_report_can_be_priced_again_from_its_counts(small_model):
+    from gpu_sc.bench.model import price, runs_of
+
+    meta = {k: small_model[k] for k in ("n_genes", "seed", "double_device_bytes", "versions",
+                                        "created")}  # fmt: skip
+    again = price(runs_of(small_model), meta, target=small_model["target"])
+    assert again["totals_s"] == small_model["totals_s"]
+    slower = price(runs_of(small_model), meta, target=10**6,
+                   gpu=GpuConstants("slow", 1.0, 1.0, 1.0, 1.0, 1.0))  # fmt: skip
+    assert slower["totals_s"]["1000000"] > small_model["totals_s"]["1000000"]

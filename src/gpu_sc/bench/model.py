@@ -44,8 +44,10 @@ __all__ = [
     "collect_counts",
     "extrapolate",
     "markdown",
+    "price",
     "project",
     "run_model",
+    "runs_of",
 ]
 
 
@@ -143,10 +145,15 @@ def project(counts: StepCounts, gpu: GpuConstants = H200) -> dict[str, float]:
 
 
 def growth_exponent(n1: float, c1: float, n2: float, c2: float) -> float:
-    """``b`` of ``c ~ n**b`` through two points (0 when either count is 0: no growth known)."""
+    """``b`` of ``c ~ n**b`` through two points (0 when either count is 0: no growth known).
+
+    Never below 0: work does not shrink with more cells; a count that drops between two
+    sizes means a size-dependent default changed in between (UMAP runs 500 epochs below
+    10,000 cells and 200 above), and the larger size's count is then kept constant.
+    """
     if c1 <= 0 or c2 <= 0 or n1 == n2:
         return 0.0
-    return math.log(c2 / c1) / math.log(n2 / n1)
+    return max(0.0, math.log(c2 / c1) / math.log(n2 / n1))
 
 
 def extrapolate(by_size: dict[int, StepCounts], n: int) -> tuple[StepCounts, dict[str, float]]:
@@ -178,16 +185,17 @@ def collect_counts(
     n_genes: int = 2000,
     seed: int = 0,
     config: dict | None = None,
-    device_bytes: int = 141 << 30,
+    device_bytes: int = 4 << 30,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline with ``backend="cupy"`` on the CuPy double on a synthetic atlas of
     ``n_cells`` and return per-step counts, the backend that ran each step and its wall time
     on the double (a NumPy time, not a GPU time).
 
-    ``device_bytes`` is the simulated device's memory; it sets the engine's tile sizes (the
-    kNN tile follows free device memory), so it is the modelled GPU's: 141 GB for an H200.
-    Arrays are real NumPy arrays underneath, so host memory must hold what the device would.
+    ``device_bytes`` is the simulated device's memory. Arrays are real NumPy arrays
+    underneath, so host memory must hold what the device would: the default 4 GiB keeps the
+    kNN and t-SNE distance tiles at 2**26 elements (an H200 would use 2**28: a quarter of the
+    row tiles, so fewer launches in those steps; bytes and flop are the same).
     """
     import gpu_sc
     from gpu_sc.dispatch.provenance import provenance
@@ -230,14 +238,43 @@ def run_model(
     seed: int = 0,
     config: dict | None = None,
     goal_s: float = 20.0,
+    device_bytes: int = 4 << 30,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Counts at each size in ``cells``, their projection on ``gpu`` and the extrapolation to
     ``target`` cells; the returned dict is what ``bench_model.json`` holds."""
     from .. import __version__
 
-    runs = [collect_counts(n, n_genes=n_genes, seed=seed, config=config, log=log)
-            for n in sorted(cells)]  # fmt: skip
+    runs = [collect_counts(n, n_genes=n_genes, seed=seed, config=config,
+                           device_bytes=device_bytes, log=log) for n in sorted(cells)]  # fmt: skip
+    meta = {"n_genes": n_genes, "seed": seed, "double_device_bytes": device_bytes,
+            "versions": {"gpu_sc": __version__, "python": platform.python_version()},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    return price(runs, meta, target=target, gpu=gpu, goal_s=goal_s)
+
+
+def runs_of(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The counted runs inside a model report (to price them again with other constants)."""
+    by_n: dict[int, list] = {}
+    for r in report["rows"]:
+        if r["counted"]:
+            by_n.setdefault(r["n_cells"], []).append({k: r[k] for k in (
+                "step", "ran_on", "fallback_reason", "double_seconds", "counts")})  # fmt: skip
+    return [{"n_cells": n, "steps": steps} for n, steps in sorted(by_n.items())]
+
+
+def price(
+    runs: list[dict[str, Any]],
+    meta: dict[str, Any],
+    *,
+    target: int = 1_000_000,
+    gpu: GpuConstants = H200,
+    goal_s: float = 20.0,
+) -> dict[str, Any]:
+    """Project counted ``runs`` (from :func:`collect_counts`) onto ``gpu`` and extrapolate each
+    step to ``target`` cells; ``meta`` (sizes, seed, versions) is copied into the report."""
+    cells = sorted(run["n_cells"] for run in runs)
+    runs = sorted(runs, key=lambda run: run["n_cells"])
     labels = [s["step"] for s in runs[-1]["steps"]]
     rows = []
     for label in labels:
@@ -252,20 +289,17 @@ def run_model(
             c, exps = extrapolate(by_size, target)
             rows.append(_row(label, target, c, gpu, None, measured=False, exponents=exps))
     totals = {}
-    for n in [*sorted(cells), target]:
+    for n in [*cells, target]:
         totals[n] = sum(r["model_s"]["total"] for r in rows if r["n_cells"] == n)
     return {
         "kind": "model",
         "disclaimer": "A MODEL, not a measurement: counts from the CuPy double (NumPy), "
         f"priced with {gpu.name} constants; no GPU ran.",
         "gpu": gpu.to_dict(),
-        "cells": sorted(cells),
+        "cells": cells,
         "target": target,
         "goal_s": goal_s,
-        "n_genes": n_genes,
-        "seed": seed,
-        "versions": {"gpu_sc": __version__, "python": platform.python_version()},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **meta,
         "rows": rows,
         "totals_s": {str(k): v for k, v in totals.items()},
         "offenders": offenders(rows, target, goal_s),
@@ -338,13 +372,17 @@ def markdown(report: dict[str, Any]) -> str:
         f"Counted at {', '.join(f'{n:,}' for n in report['cells'])} cells × "
         f"{report['n_genes']:,} genes (synthetic atlas, seed {report['seed']}) on the CuPy "
         f"double; extrapolated to {target:,} cells by the power law through the two largest "
-        f"sizes. Created {report['created']}; gpu_sc {report['versions']['gpu_sc']}.",
+        f"sizes. Created {report['created']}; gpu_sc {report['versions']['gpu_sc']}. The "
+        f"double simulated a {report['double_device_bytes'] / 2**30:g} GiB device (the kNN "
+        "and t-SNE tiles follow free device memory; see `gpu_sc.bench.model.collect_counts`).",
         "",
         "Constants: launch {:.0f} µs per CuPy call, sync {:.0f} µs, HBM {:.1f} TB/s, "
         "{:.0f} TFLOP/s, PCIe {:.0f} GB/s. Sources: {}.".format(
             gpu["launch_s"] * 1e6, gpu["sync_s"] * 1e6, gpu["hbm_bytes_per_s"] / 1e12,
             gpu["flop_per_s"] / 1e12, gpu["pcie_bytes_per_s"] / 1e9, "; ".join(gpu["sources"])),
         "",
+        *([f"Command: `{report['command']}`", ""] if report.get("command") else []),
+        *([f"Note: {report['note']}", ""] if report.get("note") else []),
         "Model time = calls × launch + syncs × sync + bytes / HBM + flop / FP32 + transfers / "
         "PCIe (no overlap assumed). *exp* = fitted growth exponent of the dominant count.",
         "",

@@ -73,6 +73,9 @@ def add_parser(sub) -> None:
                    "bench_model.json/.md")
     p.add_argument("--model-target", type=float, default=1e6, metavar="CELLS",
                    help="cells the model extrapolates to (default 1e6)")
+    p.add_argument("--model-counts", metavar="JSON",
+                   help="with --model: price the counts of an earlier bench_model.json again "
+                   "(new constants or extrapolation) instead of counting")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)  # fmt: skip
 
@@ -123,7 +126,7 @@ def _run_model(args) -> int:
     import json
     from pathlib import Path
 
-    from ..bench.model import markdown, run_model
+    from ..bench.model import markdown, price, run_model, runs_of
     from ..io import atomic_path
 
     t0 = time.perf_counter()
@@ -131,12 +134,19 @@ def _run_model(args) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
-    report = run_model(_int_list(args.cells), target=int(args.model_target),
-                       n_genes=args.genes, seed=args.seed, log=log)  # fmt: skip
-    report["command"] = (f"gpu-sc bench --model --cells {args.cells} --genes {args.genes} "
-                         f"--model-target {int(args.model_target)} --out {args.out}")  # fmt: skip
-    if args.note:
-        report["note"] = args.note
+    if args.model_counts:
+        earlier = json.loads(Path(args.model_counts).read_text())
+        meta = {k: earlier[k] for k in ("n_genes", "seed", "double_device_bytes", "versions",
+                                        "created", "command", "note") if k in earlier}  # fmt: skip
+        report = price(runs_of(earlier), meta, target=int(args.model_target))
+        report["priced_again"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    else:
+        report = run_model(_int_list(args.cells), target=int(args.model_target),
+                           n_genes=args.genes, seed=args.seed, log=log)  # fmt: skip
+        report["command"] = (f"gpu-sc bench --model --cells {args.cells} --genes {args.genes} "
+                             f"--model-target {int(args.model_target)} --out {args.out}")  # fmt: skip
+        if args.note:
+            report["note"] = args.note
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
