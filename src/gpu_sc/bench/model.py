@@ -1,176 +1,431 @@
-"""A GPU cost MODEL (not a measurement) from the CuPy double's counters.
+"""A GPU cost model: what each step would cost on an H200, projected from counted work.
 
-The pipeline runs with ``backend="cupy"`` on the double (NumPy underneath) at a few sizes; for
-every step the double counts array operations (each one or more kernel launches on a GPU),
-host<->device synchronisations and transfers, device bytes read and written, and matrix-product
-flops. A roofline-style sum turns the counts into a projected time on an H100/H200-class GPU::
+**This is a model, not a measurement.** No GPU ran anything here. The pipeline runs with
+``backend="cupy"`` on the CuPy double (:mod:`gpu_sc.testing.cupy_double`), which executes
+every CuPy call on NumPy/SciPy and counts, per step, what a GPU would have to do:
 
-    t = ops * (launch + python) + syncs * sync + (read + written) / HBM
-        + flops / FP32 + transfer bytes / PCIe
+- ``ops``: CuPy calls (functions, ufuncs, operators, array and cupyx-sparse methods), each at
+  least one kernel launch;
+- ``syncs``: calls that block the host until the device is idle (``.get()``, ``bool()``,
+  ``int()``, ``float()``, ``item()``, an explicit synchronize);
+- ``h2d_bytes`` / ``d2h_bytes``: host<->device transfers;
+- ``bytes``: device memory the ops read and wrote (their operands' and results' sizes);
+- ``flops``: dense and sparse matrix products (2 per multiply-add).
 
-and each count is extrapolated to 10^6 cells by a power law fitted to the two largest sizes.
-Constants (:data:`CONSTANTS`) and their sources are stored with every result. What the model
-ignores: kernel fusion and caching effects, occupancy of small kernels, cuSPARSE/cuBLAS
-efficiency below peak, CPU work that stays on the host (scanpy's and igraph's Python, UMAP's
-numba layout optimisation when it runs on host, t-SNE on host), memory-pool allocation costs.
+Each count turns into time with the constants of :class:`GpuConstants` and the times add up
+(no overlap of launches with work is assumed, so the model leans pessimistic for launch-bound
+steps and optimistic for steps whose kernels are far from the memory roofline, e.g. sorts and
+scattered sparse access). Counts are taken at two or more atlas sizes; each count of each
+step is extrapolated to the target size with the power law through the two largest sizes
+(``c(n) = c(n2) * (n / n2) ** b``, ``b = log(c2 / c1) / log(n2 / n1)``), which exposes how
+the work grows: ``b ~ 1`` linear, ``b ~ 2`` quadratic (all-pairs work), ``b ~ 0`` constant.
+
+Limits, stated where the numbers appear: the double runs CuPy's calls, not its kernels, so
+a call that CuPy implements with several launches (a sort, ``cupyx`` sparse products with
+their index preparation) counts as one; element-wise fusion by CuPy is not modelled
+(``cupy.fuse`` is not used by the engine); the power law is fitted over sizes far below the
+target, so a threshold crossed between them (a kNN tile count, a chunked path above
+``settings.max_device_nnz``) is not foreseen.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
+import platform
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: H100/H200-class constants. Sources: NVIDIA H100 SXM datasheet (HBM3 3.35 TB/s, FP32
-#: 67 TFLOP/s peak; H200 HBM3e 4.8 TB/s) derated to what streaming kernels and cuBLAS SGEMM
-#: reach; kernel-launch latency of ~5 us (CUDA C++ Best Practices Guide) plus CuPy's Python
-#: dispatch, measured at ~5-10 us per call in CuPy's own benchmarks; a device->host
-#: synchronisation round trip ~10-20 us; PCIe Gen5 x16 ~ 50 GB/s peak, ~25 GB/s pageable.
-CONSTANTS: dict[str, float] = {
-    "launch_s": 7.5e-6,  # one kernel launch incl. CuPy's Python overhead (5-10 us)
-    "sync_s": 15e-6,  # one host<->device synchronisation (10-20 us)
-    "hbm_bytes_per_s": 3.5e12,  # HBM bandwidth reached by streaming kernels (3-4 TB/s)
-    "fp32_flops_per_s": 55e12,  # FP32 matrix-product throughput (50-60 TFLOP/s)
-    "pcie_bytes_per_s": 25e9,  # host<->device copies (pageable memory)
-}
-COUNTERS = ("ops", "syncs", "h2d", "d2h", "h2d_bytes", "d2h_bytes", "bytes_read",
-            "bytes_written", "flops")  # fmt: skip
-LABEL = "MODEL (projected from CuPy-double operation counts; not a measurement)"
+__all__ = [
+    "H200",
+    "GpuConstants",
+    "StepCounts",
+    "collect_counts",
+    "extrapolate",
+    "markdown",
+    "price",
+    "project",
+    "run_model",
+    "runs_of",
+]
 
 
-def projected_seconds(c: dict[str, float], k: dict[str, float] = CONSTANTS) -> dict[str, float]:
-    """Projected seconds of one step's counts, by term, and their sum ``total``."""
-    terms = {
-        "launch": c["ops"] * k["launch_s"],
-        "sync": c["syncs"] * k["sync_s"],
-        "memory": (c["bytes_read"] + c["bytes_written"]) / k["hbm_bytes_per_s"],
-        "compute": c["flops"] / k["fp32_flops_per_s"],
-        "transfer": (c["h2d_bytes"] + c["d2h_bytes"]) / k["pcie_bytes_per_s"],
+@dataclass(frozen=True)
+class GpuConstants:
+    """Per-event costs of the modelled GPU (seconds, bytes/s, flop/s) and where they come from."""
+
+    name: str
+    launch_s: float
+    sync_s: float
+    hbm_bytes_per_s: float
+    flop_per_s: float
+    pcie_bytes_per_s: float
+    sources: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: NVIDIA H200 SXM (141 GB HBM3e), the GPU this project is lent when one is lent.
+H200 = GpuConstants(
+    name="NVIDIA H200 (model)",
+    # A CUDA kernel launch costs ~5 us on the host; CuPy's Python-side dispatch of one call
+    # (argument checks, kernel cache lookup, output allocation from the pool) adds ~5 us.
+    launch_s=10e-6,
+    # cudaStreamSynchronize / a device->host copy of a scalar: ~10-20 us round trip.
+    sync_s=15e-6,
+    # 4.8 TB/s is the datasheet peak of HBM3e on H200; streaming kernels reach ~75% of it.
+    hbm_bytes_per_s=3.5e12,
+    # 67 TFLOP/s FP32 (and FP64 tensor-core) peak on H200 SXM; cuBLAS GEMMs of the engine's
+    # shapes reach ~80%.
+    flop_per_s=55e12,
+    # PCIe Gen5 x16 is 64 GB/s per direction; from pageable NumPy memory (cupy.asarray)
+    # about 25 GB/s.
+    pcie_bytes_per_s=25e9,
+    sources=(
+        "NVIDIA H200 Tensor Core GPU datasheet (2024): 4.8 TB/s HBM3e, 67 TFLOP/s FP32",
+        "NVIDIA CUDA C++ Best Practices Guide: kernel launch overhead of a few microseconds",
+        "CuPy performance guide (docs.cupy.dev, 'Performance best practices'): per-call "
+        "Python overhead of microseconds; the issue's ranges: launch 5-10 us + Python, "
+        "sync 10-20 us, HBM 3-4 TB/s, FP32 50-60 TFLOP/s",
+    ),
+)
+
+_FIELDS = ("ops", "syncs", "h2d_bytes", "d2h_bytes", "bytes", "flops")
+
+
+@dataclass
+class StepCounts:
+    """What one step asked of the (simulated) device."""
+
+    ops: float = 0
+    syncs: float = 0
+    h2d_bytes: float = 0
+    d2h_bytes: float = 0
+    bytes: float = 0
+    flops: float = 0
+    top_ops: dict[str, int] = field(default_factory=dict)  # most frequent calls
+
+    @classmethod
+    def between(cls, before: dict[str, Any], after: dict[str, Any]) -> StepCounts:
+        """The difference of two ``Counters.snapshot()`` dicts of the CuPy double."""
+        by_name = {
+            k: v - before["by_name"].get(k, 0)
+            for k, v in after["by_name"].items()
+            if v - before["by_name"].get(k, 0) > 0
+        }
+        top = dict(sorted(by_name.items(), key=lambda kv: -kv[1])[:5])
+        return cls(
+            ops=after["ops"] - before["ops"],
+            syncs=after["syncs"] - before["syncs"],
+            h2d_bytes=after["h2d_bytes"] - before["h2d_bytes"],
+            d2h_bytes=after["d2h_bytes"] - before["d2h_bytes"],
+            bytes=(after["bytes_read"] + after["bytes_written"])
+            - (before["bytes_read"] + before["bytes_written"]),
+            flops=after["flops"] - before["flops"],
+            top_ops=top,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def project(counts: StepCounts, gpu: GpuConstants = H200) -> dict[str, float]:
+    """Modelled seconds of one step, by component, and their sum (``total``)."""
+    parts = {
+        "launch": counts.ops * gpu.launch_s,
+        "sync": counts.syncs * gpu.sync_s,
+        "memory": counts.bytes / gpu.hbm_bytes_per_s,
+        "compute": counts.flops / gpu.flop_per_s,
+        "transfer": (counts.h2d_bytes + counts.d2h_bytes) / gpu.pcie_bytes_per_s,
     }
-    terms["total"] = sum(terms.values())
-    return terms
+    parts["total"] = sum(parts.values())
+    return parts
 
 
-@contextlib.contextmanager
-def _step_counts(handle, out: list):
-    """Record the double's counters at every provenance entry: per-step deltas."""
-    from ..dispatch import registry
+def growth_exponent(n1: float, c1: float, n2: float, c2: float) -> float:
+    """``b`` of ``c ~ n**b`` through two points (0 when either count is 0: no growth known).
 
-    original = registry.record_step
-    last = handle.counters.snapshot()
-
-    def record(target, **kw):
-        nonlocal last
-        now = handle.counters.snapshot()
-        delta = {k: now[k] - last[k] for k in COUNTERS}
-        out.append({"step": kw["step"], "backend": kw["backend"], **delta})
-        last = handle.counters.snapshot()
-        return original(target, **kw)
-
-    registry.record_step = record
-    try:
-        yield
-    finally:
-        registry.record_step = original
+    Never below 0: work does not shrink with more cells; a count that drops between two
+    sizes means a size-dependent default changed in between (UMAP runs 500 epochs below
+    10,000 cells and 200 above), and the larger size's count is then kept constant.
+    """
+    if c1 <= 0 or c2 <= 0 or n1 == n2:
+        return 0.0
+    return max(0.0, math.log(c2 / c1) / math.log(n2 / n1))
 
 
-def count(n_cells: int, *, n_genes: int = 2000, seed: int = 0, config=None) -> dict[str, Any]:
-    """Run the pipeline on the double at ``n_cells``; per-step counts and projections."""
+def extrapolate(by_size: dict[int, StepCounts], n: int) -> tuple[StepCounts, dict[str, float]]:
+    """Counts at ``n`` cells from the power law through the two largest measured sizes, and
+    the fitted exponent of each count."""
+    sizes = sorted(by_size)
+    if len(sizes) < 2:
+        raise ValueError("extrapolation needs counts at two sizes or more")
+    n1, n2 = sizes[-2], sizes[-1]
+    c1, c2 = by_size[n1], by_size[n2]
+    out, exps = StepCounts(top_ops=dict(c2.top_ops)), {}
+    for f in _FIELDS:
+        v1, v2 = getattr(c1, f), getattr(c2, f)
+        b = growth_exponent(n1, v1, n2, v2)
+        exps[f] = b
+        setattr(out, f, v2 * (n / n2) ** b if v2 > 0 else 0.0)
+    exps["transfer_bytes"] = growth_exponent(
+        n1, c1.h2d_bytes + c1.d2h_bytes, n2, c2.h2d_bytes + c2.d2h_bytes
+    )
+    return out, exps
+
+
+# -- collecting counts on the double --------------------------------------------------------
+
+
+def collect_counts(
+    n_cells: int,
+    *,
+    n_genes: int = 2000,
+    seed: int = 0,
+    config: dict | None = None,
+    device_bytes: int = 4 << 30,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the pipeline with ``backend="cupy"`` on the CuPy double on a synthetic atlas of
+    ``n_cells`` and return per-step counts, the backend that ran each step and its wall time
+    on the double (a NumPy time, not a GPU time).
+
+    ``device_bytes`` is the simulated device's memory. Arrays are real NumPy arrays
+    underneath, so host memory must hold what the device would: the default 4 GiB keeps the
+    kNN and t-SNE distance tiles at 2**26 elements (an H200 would use 2**28: a quarter of the
+    row tiles, so fewer launches in those steps; bytes and flop are the same).
+    """
     import gpu_sc
+    from gpu_sc.dispatch.provenance import provenance
+    from gpu_sc.testing.cupy_double import install
 
-    from ..testing.cupy_double import install
-
-    adata = gpu_sc.datasets.synthetic(n_cells, n_genes=n_genes, seed=seed)
+    adata = gpu_sc.datasets.synthetic(n_cells, n_genes, seed=seed)
     steps: list[dict[str, Any]] = []
-    config = config if config is not None else {"tsne": {"enabled": False}}
-    t0 = time.perf_counter()
-    with install(device_bytes=141 << 30) as double, _step_counts(double, steps):
-        gpu_sc.pipeline(adata, config, backend="cupy")
-    for s in steps:
-        s["projected_s"] = projected_seconds(s)["total"] if s["backend"] == "cupy" else None
-    return {"n_cells": n_cells, "n_genes": n_genes, "steps": steps,
-            "double_wall_s": time.perf_counter() - t0}  # fmt: skip
+    with install(device_bytes=device_bytes) as double:
+        counters = double.counters
+        last = [counters.snapshot(), time.perf_counter(), 0]
+
+        def progress(label: str, _seconds: float) -> None:
+            now = counters.snapshot()
+            prov = provenance(adata)
+            new, last[2] = prov[last[2]:], len(prov)
+            steps.append({
+                "step": label,
+                "ran_on": sorted({p["backend"] for p in new}),
+                "fallback_reason": "; ".join(
+                    p["fallback_reason"] for p in new if p.get("fallback_reason")) or None,
+                "double_seconds": time.perf_counter() - last[1],
+                "counts": StepCounts.between(last[0], now).to_dict(),
+            })  # fmt: skip
+            if log is not None:
+                c = steps[-1]["counts"]
+                log(f"{n_cells} cells, {label}: {c['ops']:.0f} ops, {c['syncs']:.0f} syncs")
+            counters_after = counters.snapshot()  # the provenance read above is host-side
+            last[0], last[1] = counters_after, time.perf_counter()
+
+        gpu_sc.pipeline(adata, config, backend="cupy", progress=progress)
+    return {"n_cells": n_cells, "n_genes": n_genes, "steps": steps}
 
 
-def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Power law ``y = a * x**b``, least squares in log-log over every size (b clamped to
-    [0, 2]; counts that are zero anywhere extrapolate as their largest value)."""
-    if min(ys) <= 0:
-        return (max(ys), 0.0)
-    lx = [math.log(x) for x in xs]
-    ly = [math.log(y) for y in ys]
-    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-    var = sum((v - mx) ** 2 for v in lx)
-    b = sum((u - mx) * (v - my) for u, v in zip(lx, ly, strict=True)) / var if var else 0.0
-    b = min(2.0, max(0.0, b))
-    return (math.exp(my - b * mx), b)
+def run_model(
+    cells: Sequence[int] = (10_000, 50_000),
+    *,
+    target: int = 1_000_000,
+    gpu: GpuConstants = H200,
+    n_genes: int = 2000,
+    seed: int = 0,
+    config: dict | None = None,
+    goal_s: float = 20.0,
+    device_bytes: int = 4 << 30,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Counts at each size in ``cells``, their projection on ``gpu`` and the extrapolation to
+    ``target`` cells; the returned dict is what ``bench_model.json`` holds."""
+    from .. import __version__
+
+    runs = [collect_counts(n, n_genes=n_genes, seed=seed, config=config,
+                           device_bytes=device_bytes, log=log) for n in sorted(cells)]  # fmt: skip
+    meta = {"n_genes": n_genes, "seed": seed, "double_device_bytes": device_bytes,
+            "versions": {"gpu_sc": __version__, "python": platform.python_version()},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    return price(runs, meta, target=target, gpu=gpu, goal_s=goal_s)
 
 
-def extrapolate(runs: list[dict[str, Any]], target: int = 1_000_000) -> list[dict[str, Any]]:
-    """Per step: every counter fitted as a power law of cells, projected at ``target``."""
-    xs = [r["n_cells"] for r in runs]
+def runs_of(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The counted runs inside a model report (to price them again with other constants)."""
+    by_n: dict[int, list] = {}
+    for r in report["rows"]:
+        if r["counted"]:
+            by_n.setdefault(r["n_cells"], []).append({k: r[k] for k in (
+                "step", "ran_on", "fallback_reason", "double_seconds", "counts")})  # fmt: skip
+    return [{"n_cells": n, "steps": steps} for n, steps in sorted(by_n.items())]
+
+
+def price(
+    runs: list[dict[str, Any]],
+    meta: dict[str, Any],
+    *,
+    target: int = 1_000_000,
+    gpu: GpuConstants = H200,
+    goal_s: float = 20.0,
+) -> dict[str, Any]:
+    """Project counted ``runs`` (from :func:`collect_counts`) onto ``gpu`` and extrapolate each
+    step to ``target`` cells; ``meta`` (sizes, seed, versions) is copied into the report."""
+    cells = sorted(run["n_cells"] for run in runs)
+    runs = sorted(runs, key=lambda run: run["n_cells"])
+    labels = [s["step"] for s in runs[-1]["steps"]]
+    rows = []
+    for label in labels:
+        by_size = {}
+        for run in runs:
+            rec = next((s for s in run["steps"] if s["step"] == label), None)
+            if rec is not None:
+                c = StepCounts(**rec["counts"])
+                by_size[run["n_cells"]] = c
+                rows.append(_row(label, run["n_cells"], c, gpu, rec, measured=True))
+        if len(by_size) >= 2:
+            c, exps = extrapolate(by_size, target)
+            rows.append(_row(label, target, c, gpu, None, measured=False, exponents=exps))
+    totals = {}
+    for n in [*cells, target]:
+        totals[n] = sum(r["model_s"]["total"] for r in rows if r["n_cells"] == n)
+    return {
+        "kind": "model",
+        "disclaimer": "A MODEL, not a measurement: counts from the CuPy double (NumPy), "
+        f"priced with {gpu.name} constants; no GPU ran.",
+        "gpu": gpu.to_dict(),
+        "cells": cells,
+        "target": target,
+        "goal_s": goal_s,
+        **meta,
+        "rows": rows,
+        "totals_s": {str(k): v for k, v in totals.items()},
+        "offenders": offenders(rows, target, goal_s),
+    }
+
+
+def _row(label, n, counts: StepCounts, gpu, rec, *, measured: bool, exponents=None) -> dict:
+    return {
+        "step": label,
+        "n_cells": n,
+        "counted": measured,  # False: extrapolated
+        "ran_on": rec["ran_on"] if rec else None,
+        "fallback_reason": rec["fallback_reason"] if rec else None,
+        "double_seconds": rec["double_seconds"] if rec else None,
+        "counts": counts.to_dict(),
+        "exponents": exponents,
+        "model_s": project(counts, gpu),
+    }
+
+
+_WHY = {
+    "launch": "launch-bound: {ops:.3g} CuPy calls (~{per:.0f} per 1000 cells); fuse them into "
+    "fewer kernels (RawKernel / cupy.fuse) or batch the loop",
+    "sync": "sync-bound: {syncs:.3g} host<->device round trips; keep loop conditions on the "
+    "device or check them every few iterations",
+    "memory": "memory-bound: {bytes:.3g} B through HBM; fewer passes / fused element-wise ops",
+    "compute": "compute-bound: {flops:.3g} flop",
+    "transfer": "transfer-bound: {xfer:.3g} B over PCIe; keep the data on the device",
+}
+
+
+def offenders(rows: list[dict], target: int, goal_s: float, top: int = 3) -> list[dict]:
+    """The ``top`` steps by modelled time at ``target``, with what dominates and a remedy."""
+    at = [r for r in rows if r["n_cells"] == target]
+    at.sort(key=lambda r: -r["model_s"]["total"])
     out = []
-    for i, s in enumerate(runs[-1]["steps"]):
-        if s["backend"] != "cupy":
-            out.append({"step": s["step"], "backend": s["backend"], "projected_s": None})
-            continue
-        counts, exponents = {}, {}
-        for key in COUNTERS:
-            ys = [float(r["steps"][i][key]) for r in runs]
-            a, b = _fit(xs, ys)
-            counts[key] = a * target**b
-            exponents[key] = round(b, 3)
-        terms = projected_seconds(counts)
-        out.append({"step": s["step"], "backend": "cupy", "counts": counts,
-                    "exponents": exponents, "terms_s": terms,
-                    "projected_s": terms["total"]})  # fmt: skip
+    for r in at[:top]:
+        parts = {k: v for k, v in r["model_s"].items() if k != "total"}
+        main = max(parts, key=parts.get)
+        c = r["counts"]
+        why = _WHY[main].format(ops=c["ops"], per=1000 * c["ops"] / target, syncs=c["syncs"],
+                                bytes=c["bytes"], flops=c["flops"],
+                                xfer=c["h2d_bytes"] + c["d2h_bytes"])  # fmt: skip
+        growth = (r["exponents"] or {}).get(
+            {"launch": "ops", "sync": "syncs", "memory": "bytes", "compute": "flops",
+             "transfer": "transfer_bytes"}[main], 0.0)  # fmt: skip
+        if growth > 1.5:
+            why += f"; grows as n^{growth:.2f} (all-pairs work)"
+        out.append({"step": r["step"], "model_s": r["model_s"]["total"], "bound": main,
+                    "why": why, "growth": growth})  # fmt: skip
     return out
 
 
-def model(cells: list[int], *, n_genes: int = 2000, seed: int = 0, target: int = 1_000_000,
-          log=print) -> dict[str, Any]:  # fmt: skip
-    runs = []
-    for n in cells:
-        log(f"model: counting the pipeline on the CuPy double at {n} cells")
-        runs.append(count(n, n_genes=n_genes, seed=seed))
-    steps = [s["step"] for s in runs[0]["steps"]]
-    for r in runs[1:]:
-        if [s["step"] for s in r["steps"]] != steps:
-            raise RuntimeError("the pipeline ran different steps at different sizes")
-    return {"label": LABEL, "constants": CONSTANTS, "cells": cells, "n_genes": n_genes,
-            "runs": runs, "target_cells": target,
-            "extrapolated": extrapolate(runs, target)}  # fmt: skip
+# -- output ---------------------------------------------------------------------------------------
 
 
-def markdown(rep: dict[str, Any]) -> str:
-    cells = rep["cells"]
-    lines = [f"# GPU cost {rep['label']}", "",
-             "Constants: " + ", ".join(f"{k} = {v:g}" for k, v in rep["constants"].items()),
-             "", "Projected seconds per step (cupy steps only; scanpy steps run on host and "
-             "are not modelled). Counts come from the CuPy double (NumPy underneath).", "",
-             "| step | " + " | ".join(f"{n:,} cells" for n in cells)
-             + f" | {rep['target_cells']:,} cells (extrapolated) | ops @ largest | syncs @ "
-             "largest | ops exp. | bytes exp. |",
-             "|---|" + "---:|" * (len(cells) + 5)]  # fmt: skip
-    for i, e in enumerate(rep["extrapolated"]):
-        vals = []
-        for r in rep["runs"]:
-            p = r["steps"][i]["projected_s"]
-            vals.append("host" if p is None else f"{p:.4f}")
-        last = rep["runs"][-1]["steps"][i]
-        ext = "host" if e["projected_s"] is None else f"{e['projected_s']:.3f}"
-        exps = e.get("exponents", {})
-        lines.append(f"| {e['step']} | " + " | ".join(vals) + f" | {ext} | {last['ops']} | "
-                     f"{last['syncs']} | {exps.get('ops', '')} | {exps.get('bytes_read', '')} |")
-    tot = [sum(s["projected_s"] or 0 for s in r["steps"]) for r in rep["runs"]]
-    ext_tot = sum(e["projected_s"] or 0 for e in rep["extrapolated"])
-    lines.append("| **total (cupy steps)** | " + " | ".join(f"{t:.4f}" for t in tot)
-                 + f" | {ext_tot:.3f} | | | | |")  # fmt: skip
-    lines += ["", "'exp.': fitted power-law exponent (vs cells) of operations and of bytes read "
-              "(least squares in log-log over all sizes), used for the extrapolation; "
-              "Leiden's and UMAP's operation counts follow their iteration counts, which "
-              "depend on the data more than on its size. "
-              "This is a model, never a measurement: see gpu_sc/bench/model.py for what it "
-              "ignores."]  # fmt: skip
+def _fmt_s(x: float) -> str:
+    return f"{x:.3g}" if x >= 0.001 else f"{x:.1e}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The model as a markdown page, labelled as a model in its title and every table."""
+    gpu = report["gpu"]
+    target = report["target"]
+    lines = [
+        f"# GPU cost model (a MODEL, not a measurement) — {gpu['name']}",
+        "",
+        f"> {report['disclaimer']}",
+        "",
+        f"Counted at {', '.join(f'{n:,}' for n in report['cells'])} cells × "
+        f"{report['n_genes']:,} genes (synthetic atlas, seed {report['seed']}) on the CuPy "
+        f"double; extrapolated to {target:,} cells by the power law through the two largest "
+        f"sizes. Created {report['created']}; gpu_sc {report['versions']['gpu_sc']}. The "
+        f"double simulated a {report['double_device_bytes'] / 2**30:g} GiB device (the kNN "
+        "and t-SNE tiles follow free device memory; see `gpu_sc.bench.model.collect_counts`).",
+        "",
+        "Constants: launch {:.0f} µs per CuPy call, sync {:.0f} µs, HBM {:.1f} TB/s, "
+        "{:.0f} TFLOP/s, PCIe {:.0f} GB/s. Sources: {}.".format(
+            gpu["launch_s"] * 1e6, gpu["sync_s"] * 1e6, gpu["hbm_bytes_per_s"] / 1e12,
+            gpu["flop_per_s"] / 1e12, gpu["pcie_bytes_per_s"] / 1e9, "; ".join(gpu["sources"])),
+        "",
+        *([f"Command: `{report['command']}`", ""] if report.get("command") else []),
+        *([f"Note: {report['note']}", ""] if report.get("note") else []),
+        "Model time = calls × launch + syncs × sync + bytes / HBM + flop / FP32 + transfers / "
+        "PCIe (no overlap assumed). *exp* = fitted growth exponent of the dominant count.",
+        "",
+    ]  # fmt: skip
+    totals = report["totals_s"]
+    lines += [
+        "| cells | modelled pipeline total (s) |",
+        "|---:|---:|",
+        *[f"| {int(n):,}{' (extrapolated)' if int(n) == target else ''} | {_fmt_s(v)} |"
+          for n, v in totals.items()],
+        "",
+        f"Goal: whole pipeline ≤ {report['goal_s']:g} s at {target:,} cells on one H200: "
+        + ("**met by the model**" if totals[str(target)] <= report["goal_s"]
+           else f"**missed by the model** ({_fmt_s(totals[str(target)])} s)"),
+        "",
+        "## Steps that miss, and why",
+        "",
+    ]  # fmt: skip
+    for o in report["offenders"]:
+        lines.append(f"- **{o['step']}**: {_fmt_s(o['model_s'])} s modelled; {o['why']}.")
+    lines += ["", "## Per step (model)", ""]
+    head = ("| step | cells | ran on | CuPy calls | syncs | HBM bytes | flop | H2D+D2H bytes | "
+            "launch s | sync s | memory s | compute s | transfer s | **model s** | exp |")
+    lines += [head, "|" + "---|" * 2 + "---|" + "---:|" * 12]
+    for r in report["rows"]:
+        c, m = r["counts"], r["model_s"]
+        if m["total"] == 0:  # bookkeeping on the host (subsetting, .raw): nothing on the GPU
+            continue
+        exps = r["exponents"]
+        if exps:
+            main = max((k for k in m if k != "total"), key=m.get)
+            key = {"launch": "ops", "sync": "syncs", "memory": "bytes", "compute": "flops",
+                   "transfer": "transfer_bytes"}[main]  # fmt: skip
+            exp = f"{exps[key]:.2f} ({key})"
+        else:
+            exp = ""
+        cells = f"{r['n_cells']:,}" + ("" if r["counted"] else " (extrap.)")
+        ran = ",".join(r["ran_on"]) if r["ran_on"] else "–"
+        lines.append(
+            f"| {r['step']} | {cells} | {ran} | {c['ops']:.3g} | {c['syncs']:.3g} | "
+            f"{c['bytes']:.3g} | {c['flops']:.3g} | {c['h2d_bytes'] + c['d2h_bytes']:.3g} | "
+            f"{_fmt_s(m['launch'])} | {_fmt_s(m['sync'])} | {_fmt_s(m['memory'])} | "
+            f"{_fmt_s(m['compute'])} | {_fmt_s(m['transfer'])} | **{_fmt_s(m['total'])}** | "
+            f"{exp} |"
+        )
     return "\n".join(lines) + "\n"

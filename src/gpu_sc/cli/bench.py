@@ -67,18 +67,22 @@ def add_parser(sub) -> None:
     p.add_argument("--note", help="free text stored in bench.json and shown in bench.md "
                    "(e.g. what else ran on the machine)")
     p.add_argument("--model", action="store_true",
-                   help="print a GPU cost MODEL instead (per-step counts from the CuPy double "
-                   "at --cells, projected to an H100/H200 and extrapolated to 10^6 cells; "
-                   "not a measurement); --out defaults to benchmarks/results/model")
-    p.add_argument("--out", help="output directory (required unless --model)")
+                   help="instead of timing: count each step's device work with backend cupy "
+                   "on the CuPy double (no GPU needed) and project it onto an H200 at "
+                   "--model-target cells (a MODEL, never a measurement); writes "
+                   "bench_model.json/.md")
+    p.add_argument("--model-target", type=float, default=1e6, metavar="CELLS",
+                   help="cells the model extrapolates to (default 1e6)")
+    p.add_argument("--model-counts", metavar="JSON",
+                   help="with --model: price the counts of an earlier bench_model.json again "
+                   "(new constants or extrapolation) instead of counting")
+    p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)  # fmt: skip
 
 
 def run(args) -> int:
     if args.model:
         return _run_model(args)
-    if not args.out:
-        raise ValueError("--out is required (the output directory)")
     from ..bench import BenchConfig, run_bench, write_outputs
 
     cfg = BenchConfig(
@@ -119,22 +123,37 @@ def run(args) -> int:
 
 
 def _run_model(args) -> int:
-    """``gpu-sc bench --model``: the GPU cost model, written as model.json and model.md."""
     import json
     from pathlib import Path
 
-    from ..bench import model
+    from ..bench.model import markdown, price, run_model, runs_of
     from ..io import atomic_path
 
-    cells = _int_list(args.cells) if args.cells != "10000,100000,1000000" else [1000, 2000, 4000]
-    rep = model.model(cells, n_genes=args.genes, seed=args.seed,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
-    rep["command"] = f"gpu-sc bench --model --cells {','.join(map(str, cells))}"
-    out = Path(args.out or "benchmarks/results/model")
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    if args.model_counts:
+        earlier = json.loads(Path(args.model_counts).read_text())
+        meta = {k: earlier[k] for k in ("n_genes", "seed", "double_device_bytes", "versions",
+                                        "created", "command", "note") if k in earlier}  # fmt: skip
+        report = price(runs_of(earlier), meta, target=int(args.model_target))
+        report["priced_again"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    else:
+        report = run_model(_int_list(args.cells), target=int(args.model_target),
+                           n_genes=args.genes, seed=args.seed, log=log)  # fmt: skip
+        report["command"] = (f"gpu-sc bench --model --cells {args.cells} --genes {args.genes} "
+                             f"--model-target {int(args.model_target)} --out {args.out}")  # fmt: skip
+        if args.note:
+            report["note"] = args.note
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = model.markdown(rep)
-    for name, content in (("model.json", json.dumps(rep, indent=1)), ("model.md", text)):
-        with atomic_path(out / name) as tmp:
-            tmp.write_text(content)
+    text = markdown(report)
+    with atomic_path(out / "bench_model.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    with atomic_path(out / "bench_model.md") as tmp:
+        tmp.write_text(text)
     print(text)
+    print(f"wrote {out / 'bench_model.json'}, {out / 'bench_model.md'} (a model, not a measurement)")
     return 0

@@ -1,0 +1,111 @@
+"""The GPU cost model (issue 13): counts from the CuPy double, priced and extrapolated.
+
+The model is labelled as a model wherever it is printed; these tests pin its arithmetic, its
+growth fit, and that the counts come from a cupy run in which every engine step ran on cupy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from gpu_sc.bench.model import (
+    H200,
+    GpuConstants,
+    StepCounts,
+    extrapolate,
+    growth_exponent,
+    markdown,
+    project,
+    run_model,
+)
+
+UNIT = GpuConstants("unit", launch_s=1.0, sync_s=10.0, hbm_bytes_per_s=100.0,
+                    flop_per_s=1000.0, pcie_bytes_per_s=1.0)  # fmt: skip
+
+
+def test_projection_adds_each_count_times_its_cost():
+    c = StepCounts(ops=3, syncs=2, h2d_bytes=5, d2h_bytes=1, bytes=400, flops=7000)
+    m = project(c, UNIT)
+    assert m == {"launch": 3.0, "sync": 20.0, "memory": 4.0, "compute": 7.0, "transfer": 6.0,
+                 "total": 40.0}  # fmt: skip
+
+
+def test_growth_exponent_recovers_linear_quadratic_and_constant_work():
+    assert growth_exponent(10, 5, 40, 20) == pytest.approx(1.0)
+    assert growth_exponent(10, 5, 40, 80) == pytest.approx(2.0)
+    assert growth_exponent(10, 7, 40, 7) == pytest.approx(0.0)
+    assert growth_exponent(10, 0, 40, 7) == 0.0  # no growth can be read off a zero count
+    # fewer calls at more cells (UMAP: 500 epochs below 10^4 cells, 200 above): held constant
+    assert growth_exponent(10_000, 40_961, 50_000, 16_361) == 0.0
+
+
+def test_extrapolation_follows_the_two_largest_sizes():
+    by_size = {
+        100: StepCounts(ops=999, bytes=1),  # ignored: only the two largest sizes are fitted
+        1000: StepCounts(ops=50, syncs=4, bytes=1e6, flops=1e6),
+        2000: StepCounts(ops=50, syncs=8, bytes=2e6, flops=4e6),
+    }
+    c, exps = extrapolate(by_size, 20_000)
+    assert c.ops == pytest.approx(50)
+    assert c.syncs == pytest.approx(80)
+    assert c.bytes == pytest.approx(2e7)
+    assert c.flops == pytest.approx(4e8)
+    assert exps["flops"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="two sizes"):
+        extrapolate({1000: StepCounts()}, 10)
+
+
+def test_h200_constants_are_within_the_ranges_the_issue_states():
+    assert 5e-6 <= H200.launch_s <= 20e-6
+    assert 10e-6 <= H200.sync_s <= 20e-6
+    assert 3e12 <= H200.hbm_bytes_per_s <= 4e12
+    assert 50e12 <= H200.flop_per_s <= 60e12
+    assert H200.sources
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    # Two small atlases; t-SNE and UMAP left out to keep CI fast (their counts are in the
+    # committed model under benchmarks/results/model/).
+    config = {"tsne": {"enabled": False}, "umap": {"enabled": False}}
+    return run_model([400, 800], target=10**6, config=config)
+
+
+def test_counts_come_from_a_cupy_run_without_fallback(small_model):
+    counted = [r for r in small_model["rows"] if r["counted"]]
+    engine_rows = [r for r in counted if r["ran_on"] != ["anndata"]]
+    assert engine_rows
+    assert all(r["ran_on"] == ["cupy"] and r["fallback_reason"] is None for r in engine_rows), [
+        (r["step"], r["ran_on"], r["fallback_reason"]) for r in engine_rows
+    ]
+    by_step = {r["step"]: r for r in counted if r["n_cells"] == 800}
+    assert by_step["pca"]["counts"]["flops"] > 0  # the Gram matrix is a matrix product
+    assert by_step["neighbors"]["counts"]["flops"] > 0
+    assert by_step["leiden"]["counts"]["ops"] > 100  # an iterative algorithm: many launches
+
+
+def test_model_report_is_labelled_a_model_and_serialisable(small_model):
+    text = markdown(small_model)
+    assert text.startswith("# GPU cost model (a MODEL, not a measurement)")
+    assert "no GPU ran" in text
+    assert small_model["kind"] == "model"
+    json.dumps(small_model)  # what `gpu-sc bench --model` writes
+    totals = small_model["totals_s"]
+    assert set(totals) == {"400", "800", "1000000"}
+    assert all(math.isfinite(v) and v >= 0 for v in totals.values())
+    assert len(small_model["offenders"]) == 3
+
+
+def test_a_report_can_be_priced_again_from_its_counts(small_model):
+    from gpu_sc.bench.model import price, runs_of
+
+    meta = {k: small_model[k] for k in ("n_genes", "seed", "double_device_bytes", "versions",
+                                        "created")}  # fmt: skip
+    again = price(runs_of(small_model), meta, target=small_model["target"])
+    assert again["totals_s"] == small_model["totals_s"]
+    slower = price(runs_of(small_model), meta, target=10**6,
+                   gpu=GpuConstants("slow", 1.0, 1.0, 1.0, 1.0, 1.0))  # fmt: skip
+    assert slower["totals_s"]["1000000"] > small_model["totals_s"]["1000000"]
