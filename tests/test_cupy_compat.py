@@ -356,7 +356,9 @@ def test_anndata_views_of_device_matrices_reach_the_engine_as_plain_device_array
 
 
 @pytest.mark.gpu
-def test_device_resident_pipeline_runs_the_engine_where_numpy_does_and_ends_on_host(pbmc3k_raw):
+def test_device_resident_pipeline_runs_the_engine_where_numpy_does_and_ends_on_host(
+    pbmc3k_raw, pbmc3k_tutorial_numpy
+):
     """``gpu_sc.pipeline(backend="cupy")`` keeps CuPy arrays in AnnData between steps (the
     parity suite runs with host output), so AnnData's subsetting, ``.raw`` and the engine's
     device inputs are exercised only here."""
@@ -366,7 +368,7 @@ def test_device_resident_pipeline_runs_the_engine_where_numpy_does_and_ends_on_h
     from sklearn.metrics import adjusted_rand_score
 
     on_gpu = gpu_sc.pipeline(pbmc3k_raw.copy(), backend="cupy")
-    on_cpu = gpu_sc.pipeline(pbmc3k_raw.copy(), backend="numpy")
+    on_cpu = pbmc3k_tutorial_numpy
     gpu_steps = [(p["step"], p["backend"]) for p in provenance(on_gpu)]
     cpu_steps = [(p["step"], p["backend"]) for p in provenance(on_cpu)]
     assert [s for s, _ in gpu_steps] == [s for s, _ in cpu_steps]

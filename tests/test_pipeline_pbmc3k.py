@@ -22,14 +22,14 @@ CANONICAL = {
 
 
 @pytest.fixture(scope="module")
-def result(pbmc3k_raw):
-    return gpu_sc.pipeline(pbmc3k_raw.copy(), backend="scanpy")
+def result(pbmc3k_tutorial_scanpy):
+    return pbmc3k_tutorial_scanpy
 
 
 @pytest.fixture(scope="module")
-def result_numpy(pbmc3k_raw):
+def result_numpy(pbmc3k_tutorial_numpy):
     """The whole tutorial on gpu_sc's engine (the code the GPU runs), on NumPy."""
-    return gpu_sc.pipeline(pbmc3k_raw.copy(), backend="numpy")
+    return pbmc3k_tutorial_numpy
 
 
 @pytest.fixture(params=["scanpy", "numpy"])
