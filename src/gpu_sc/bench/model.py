@@ -225,7 +225,8 @@ def collect_counts(
             counters_after = counters.snapshot()  # the provenance read above is host-side
             last[0], last[1] = counters_after, time.perf_counter()
 
-        gpu_sc.pipeline(adata, config, backend="cupy", progress=progress)
+        # atomic=False: the progress hook reads the provenance as it grows on `adata` itself
+        gpu_sc.pipeline(adata, config, backend="cupy", progress=progress, atomic=False)
     return {"n_cells": n_cells, "n_genes": n_genes, "steps": steps}
 
 
