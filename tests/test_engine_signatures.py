@@ -84,7 +84,8 @@ def engine_without(monkeypatch):
     def install(step: str, *, drop: str | None = None, extra: str | None = None):
         real = engine_impl(step, "numpy")
         sig = inspect.signature(real)
-        default = inspect.signature(_scanpy_func(step)).parameters[drop].default if drop else None
+        scanpy_params = inspect.signature(_scanpy_func(step)).parameters
+        default = scanpy_params[drop].default if drop else None
 
         def narrowed(adata, ctx, **params):
             if drop:
