@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Test the bottom of the dependency range: a separate venv (default /tmp/gpu_sc-lowest, or
-# $LOWEST_VENV) with constraints-lowest.txt (scanpy 1.11.0, anndata 0.10.0, numpy 1.26.0, ...)
+# $LOWEST_VENV) with constraints-lowest.txt (scanpy 1.11.5, anndata 0.10.0, numpy 1.26.0, ...)
 # and a quick subset of the suite: signatures, dispatch, the preprocessing engine, one
 # synthetic pipeline. Extra arguments go to pytest.
 set -euo pipefail
