@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv if needed, lint, then run the whole test suite (parity and slow tests included).
-# Quick loop while developing: bash scripts/test.sh -m "not slow"
+# Quick loop while developing: bash scripts/test.sh -m "not slow" (or "not slow and not parity")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
