@@ -7,7 +7,6 @@ import warnings
 
 import scanpy as sc
 
-
 _PBMC_CACHE: dict[int, object] = {}
 
 

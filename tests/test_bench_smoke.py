@@ -220,8 +220,7 @@ def test_markdown_states_distance_to_the_million_cell_gpu_goal(smoke):
 
 
 def test_a_failing_backend_is_recorded_as_an_error_and_not_rerun(tmp_path, monkeypatch):
-    from gpu_sc.bench import BenchConfig, run_bench
-    from gpu_sc.bench import runner
+    from gpu_sc.bench import BenchConfig, run_bench, runner
 
     real = runner._run_once
 

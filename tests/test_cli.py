@@ -34,6 +34,7 @@ def fast_config(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_run_writes_result_with_provenance(small_input, fast_config, tmp_path, capsys):
     out = tmp_path / "res.h5ad"
     code = main(["run", str(small_input), "-o", str(out), "--backend", "cpu",
@@ -98,6 +99,7 @@ def test_info_reports_backends(capsys):
     assert "scanpy" in out and "cupy" in out and "auto ->" in out
 
 
+@pytest.mark.slow
 def test_console_script_entry_point_runs_demo(tmp_path):
     out = tmp_path / "demo.h5ad"
     proc = subprocess.run(

@@ -236,7 +236,7 @@ def test_sort_and_count_primitives_have_numpys_semantics(cp_am):
     rng = np.random.default_rng(3)
     ints = rng.integers(0, 50, 10_000)
     floats = np.round(rng.standard_normal(10_000), 1)  # many ties, negatives
-    d_ints, d_floats = cupy.asarray(ints), cupy.asarray(floats)
+    d_ints = cupy.asarray(ints)
     np.testing.assert_array_equal(
         cupy.argsort(d_ints, kind="stable").get(), np.argsort(ints, kind="stable")
     )
@@ -362,10 +362,11 @@ def test_device_resident_pipeline_runs_the_engine_where_numpy_does_and_ends_on_h
     """``gpu_sc.pipeline(backend="cupy")`` keeps CuPy arrays in AnnData between steps (the
     parity suite runs with host output), so AnnData's subsetting, ``.raw`` and the engine's
     device inputs are exercised only here."""
+    from sklearn.metrics import adjusted_rand_score
+
     import gpu_sc
     from gpu_sc.dispatch import cuda_status
     from gpu_sc.dispatch.provenance import pipeline_record, provenance
-    from sklearn.metrics import adjusted_rand_score
 
     on_gpu = gpu_sc.pipeline(pbmc3k_raw.copy(), backend="cupy")
     on_cpu = pbmc3k_tutorial_numpy

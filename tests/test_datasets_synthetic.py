@@ -133,6 +133,7 @@ def test_scanpy_tutorial_pipeline_recovers_overlapping_types_only_partly(atlas):
     assert 0.6 <= ari <= 0.95
 
 
+@pytest.mark.slow
 def test_generating_200k_cells_finishes():
     adata = synthetic(200_000, seed=3)
     assert adata.shape == (200_000, 2000)

@@ -136,6 +136,7 @@ def test_unconverged_spectral_start_falls_back_to_random_layout_with_a_warning(m
     np.testing.assert_array_equal(fallback, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_synthetic_atlas_umap_and_tsne_quality_match_scanpy(small_graph, backend):
     ref, new = small_graph.copy(), small_graph.copy()
@@ -165,6 +166,7 @@ def pbmc_tsne(pbmc3k_raw):
     return base, ref, new
 
 
+@pytest.mark.slow
 def test_pbmc3k_tsne_quality_and_kl_match_scanpy(pbmc_tsne):
     base, ref, new = pbmc_tsne
     X = base.obsm["X_pca"][:, :40]
@@ -187,7 +189,7 @@ def test_tsne_writes_scanpy_outputs(pbmc_tsne):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("repulsion", ["exact", "fft"])
+@pytest.mark.parametrize("repulsion", ["exact", pytest.param("fft", marks=pytest.mark.slow)])
 def test_tsne_same_input_gives_identical_embedding(backend, repulsion):
     am = array_module(backend)
     X = am.asarray(synthetic_atlas(600).obsm["X_pca"][:300])

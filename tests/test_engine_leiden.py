@@ -42,7 +42,9 @@ def graphs(pbmc3k_raw):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dataset", ["pbmc3k", "separated", "overlapping"])
+@pytest.mark.parametrize(
+    "dataset", [pytest.param("pbmc3k", marks=pytest.mark.slow), "separated", "overlapping"]
+)
 def test_leiden_matches_igraph_partition_and_quality(graphs, dataset, backend):
     ref = graphs[dataset]
     adata = ref.copy()

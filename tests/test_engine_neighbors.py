@@ -156,6 +156,7 @@ def test_unsupported_parameters_are_refused_before_touching_adata(pbmc):
     assert "neighbors" not in adata.uns and "distances" not in adata.obsp
 
 
+@pytest.mark.slow
 def test_knn_merges_few_candidates_even_on_data_sorted_by_type(monkeypatch):
     # Atlases are often stored sorted by sample or cell type. The column blocks after the first
     # are filtered against each row's current k-th distance; with columns visited in order, a

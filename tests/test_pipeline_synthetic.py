@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 import gpu_sc
 
 FAST = {"tsne": {"enabled": False}, "rank_genes_groups": {"methods": ["t-test"]}}
 
 
+@pytest.mark.slow
 def test_pipeline_runs_on_pynndescent_path_above_4096_cells():
     # scanpy 1.11 computes exact neighbours below 4096 cells (below 8192 for euclidean) and
     # calls pynndescent above; pynndescent 0.7.0 returns scipy sparse *arrays* there, on which

@@ -47,7 +47,7 @@ def _tmp_prefix(path: Path) -> str:
 
 
 def current_umask() -> int:
-    """The process umask, read without changing it where /proc allows (thread-safe)."""
+    """Return the process umask, read without changing it where /proc allows (thread-safe)."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -97,9 +97,16 @@ def sweep_stale_temporaries(directory: str | Path) -> list[Path]:
 
 
 def check_output_path(path: str | Path, *, directory: bool = False) -> Path:
-    """Check, before any computing, that ``path`` can be written: its parent exists and is
-    writable (tried with a probe file, so read-only mounts and root count right) and it is not
-    a directory (for ``directory=True``: not an existing file). Raises :class:`OutputError`."""
+    """Check, before any computing, that ``path`` can be written.
+
+    Its parent exists and is writable (tried with a probe file, so read-only mounts and root
+    count right) and it is not a directory (for ``directory=True``: not an existing file).
+
+    Raises
+    ------
+    OutputError
+        When ``path`` cannot be written, naming why.
+    """
     path = Path(path)
     parent = path.parent
     what = "output directory" if directory else "output"
@@ -143,8 +150,10 @@ def _mb(n: int) -> str:
 
 
 class atomic_path:
-    """Context manager yielding a temporary path beside ``path``; renamed onto ``path`` only
-    when the block succeeds, so a failure never leaves a half-written file.
+    """Context manager yielding a temporary path beside ``path``.
+
+    The temporary is renamed onto ``path`` only when the block succeeds, so a failure never
+    leaves a half-written file.
 
     The temporary is named ``.<name>.gpu_sc-<host>-<pid>-<random>.tmp<suffix>``; stale ones of
     dead processes in the directory are removed on entry. The result gets mode ``0o666`` less
@@ -161,6 +170,7 @@ class atomic_path:
         self.needed_bytes = needed_bytes
 
     def __enter__(self) -> Path:
+        """Create the temporary's directory and return the temporary path."""
         parent = self.path.parent
         parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_dir():
@@ -182,6 +192,7 @@ class atomic_path:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __exit__(self, exc_type, exc, tb):
+        """Rename the temporary onto the target on success, else remove it."""
         if exc_type is not None:
             self._discard()
             code = _no_space_errno(exc)
@@ -317,7 +328,7 @@ def run_isolated(func, *args) -> None:
 
 
 def estimate_h5ad_bytes(adata) -> int:
-    """An upper estimate of the size of ``adata`` written as uncompressed h5ad."""
+    """Estimate (from above) the size of ``adata`` written as uncompressed h5ad."""
     import numpy as np
     import pandas as pd
     import scipy.sparse as sp

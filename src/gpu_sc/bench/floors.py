@@ -101,11 +101,12 @@ def measure_device(backend: str, *, copy_mib: int | None = None, matmul_size: in
     n_copy = copy_mib * 2**20 // 4
     src = xp.ones(n_copy, dtype=xp.float32)
     dst = xp.empty_like(src)
-    copy_s = _best(lambda: xp.copyto(dst, src), am.synchronize, repeats)
+    # noqa F821: the lambdas' names are deleted below, after the lambdas have run
+    copy_s = _best(lambda: xp.copyto(dst, src), am.synchronize, repeats)  # noqa: F821
     a = xp.ones((matmul_size, matmul_size), dtype=xp.float32)
     b = xp.ones((matmul_size, matmul_size), dtype=xp.float32)
     c = xp.empty_like(a)
-    mm_s = _best(lambda: xp.matmul(a, b, out=c), am.synchronize, repeats)
+    mm_s = _best(lambda: xp.matmul(a, b, out=c), am.synchronize, repeats)  # noqa: F821
     del src, dst, a, b, c
     am.release_memory()
     name = _gpu_name() if on_gpu else _cpu_name()

@@ -286,7 +286,7 @@ def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
     seen = [0]
 
     def progress(label: str, _seconds: float) -> None:
-        prov = provenance(adata)
+        prov = provenance(adata)  # noqa: F821  (`del adata` below runs after the pipeline)
         new, seen[0] = prov[seen[0]:], len(prov)
         main = next((p for p in new if p["step"] == section_base(label)), new[0] if new else None)
         steps.append({
@@ -299,7 +299,7 @@ def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
             "peak_rss": host.peak(),
             "peak_gpu": gpu.peak(),
         })  # fmt: skip
-        state[0] = _state(adata)
+        state[0] = _state(adata)  # noqa: F821  (as above)
         host.reset()
         gpu.reset()
 

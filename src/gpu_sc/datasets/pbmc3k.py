@@ -21,7 +21,7 @@ _SEARCH = ("filtered_gene_bc_matrices", "pbmc3k_filtered_gene_bc_matrices.tar.gz
 
 
 def pbmc3k(path: str | Path | None = None):
-    """The raw PBMC3k counts (2700 cells x 32738 genes) as AnnData.
+    """Load the raw PBMC3k counts (2700 cells x 32738 genes) as AnnData.
 
     Looks in ``path`` (a 10x directory, its parent, or the tarball), then in the folder named
     by the ``GPU_SC_DATA`` environment variable, then in the download cache

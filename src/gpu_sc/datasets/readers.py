@@ -149,7 +149,7 @@ def _count_rows(path: Path, label: str) -> int:
 
 
 def _read_10x_dir(d: Path, label: str | None = None):
-    """scanpy's ``read_10x_mtx`` after checking the three files agree with each other."""
+    """Read with scanpy's ``read_10x_mtx`` after checking the three files agree."""
     import scanpy as sc
 
     label = label or str(d)

@@ -73,7 +73,7 @@ def synthetic(
     doublet_rate: float = 0.04,
     low_quality_rate: float = 0.03,
 ):
-    """A synthetic atlas of raw UMI counts with ground-truth labels.
+    """Generate a synthetic atlas of raw UMI counts with ground-truth labels.
 
     Parameters
     ----------
@@ -190,8 +190,10 @@ def _gene_set(rng, n_nuclear: int, frac: float) -> np.ndarray:
 
 
 def _program(rng, n_nuclear: int, frac: float, lfc: float, down: float = 0.2) -> np.ndarray:
-    """Log-fold changes over the nuclear genes: ``frac`` of them changed, ``down`` of those
-    down-regulated."""
+    """Log-fold changes over the nuclear genes.
+
+    ``frac`` of them changed, ``down`` of those down-regulated.
+    """
     genes = _gene_set(rng, n_nuclear, frac)
     effect = np.abs(rng.normal(lfc, 0.35 * lfc, size=genes.size))
     effect[rng.random(genes.size) < down] *= -1
@@ -337,8 +339,10 @@ def _draw_counts(model: _GeneModel, cells: _Cells, blocks_seq) -> sp.csr_matrix:
 
 
 class _BlockBuffers:
-    """Work arrays reused by every block (fresh pages for each block would cost as much as
-    the arithmetic)."""
+    """Work arrays reused by every block.
+
+    Fresh pages for each block would cost as much as the arithmetic.
+    """
 
     def __init__(self, rows: int, n_genes: int):
         drawn = 2 * rows  # room for every output row to have a doublet partner
@@ -350,8 +354,11 @@ class _BlockBuffers:
 
 
 class _CSRBuilder:
-    """Appends CSR row blocks into arrays that grow geometrically, sized from the density
-    seen so far, so the matrix is written once rather than gathered and concatenated."""
+    """Append CSR row blocks into arrays that grow geometrically.
+
+    Sized from the density seen so far, so the matrix is written once rather than gathered
+    and concatenated.
+    """
 
     def __init__(self, n_rows: int):
         self.indptr = np.zeros(n_rows + 1, dtype=np.int64)
@@ -393,7 +400,7 @@ def _grow(a: np.ndarray, capacity: int) -> np.ndarray:
 
 
 def _mean_block(model: _GeneModel, cells: _Cells, rows: np.ndarray, out: np.ndarray):
-    """Expected counts (len(rows), n_genes) into ``out`` (float32): MT genes first."""
+    """Write expected counts (len(rows), n_genes) into ``out`` (float32): MT genes first."""
     kind = cells.kind_type[rows]
     n_mt = len(MT_GENES)
     mu = out
@@ -471,8 +478,11 @@ def _inverse_cdf(m, th, target, p0):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _draw(m, th, uu, pp, direct_mean):
-    """One NB count by the inverse CDF, 0 without a walk when ``uu < P(0)``; -1 when the mean
-    is above ``direct_mean`` (drawn later)."""
+    """Draw one NB count by the inverse CDF.
+
+    0 without a walk when ``uu < P(0)``; -1 when the mean is above ``direct_mean`` (drawn
+    later).
+    """
     if m > direct_mean:
         return -1
     if uu < pp:
@@ -483,8 +493,9 @@ def _draw(m, th, uu, pp, direct_mean):
 @numba.njit(cache=True, nogil=True)
 def _walk_cdf(mu, theta, u, p0, partner, direct_mean, counts, indices, row_nnz,
               direct_at, direct_mu, direct_theta):  # fmt: skip
-    """Counts of the output rows of a block into ``counts``/``indices`` (row-major, sparse);
-    returns how many entries were written.
+    """Write the counts of a block's output rows into ``counts``/``indices``.
+
+    Row-major and sparse; returns how many entries were written.
 
     Entries with a mean above ``direct_mean`` are listed (output position, mean, dispersion)
     for a gamma-Poisson draw instead; they get an output entry even when the rest is zero.

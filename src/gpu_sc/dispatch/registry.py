@@ -142,7 +142,8 @@ def run_step(
     """Run ``step`` on ``adata`` with scanpy-named ``params`` on the resolved backend.
 
     Falls back to ``scanpy_impl`` (logged and recorded) when the engine has no
-    implementation, rejects a parameter, CUDA is unusable, or a GPU resource error
+    implementation, rejects a parameter or does not know one the installed scanpy passes
+    with a value other than scanpy's default, CUDA is unusable, or a GPU resource error
     persists after a chunked retry; in strict mode (:func:`strict_mode`) raises
     :class:`FallbackError` instead. Returns whatever the implementation returns.
     """
@@ -158,6 +159,14 @@ def run_step(
         elif chosen == "cupy" and not cuda_status().available:
             fallback_reason = f"cupy backend unusable: {cuda_status().reason}"
             impl = None
+        else:
+            engine_params, lacking = _engine_params(impl.func, params, scanpy_impl)
+            if lacking:
+                fallback_reason = (
+                    f"{step} on {chosen}: the engine does not implement parameter(s) "
+                    f"{', '.join(lacking)} of the installed scanpy"
+                )
+                impl = None
 
     t0 = time.perf_counter()
     result = _NOT_RUN
@@ -170,7 +179,7 @@ def run_step(
             ctx = EngineContext(am=am, chunked=chunked, chunk_rows=settings.chunk_rows)
             try:
                 t0 = time.perf_counter()
-                result = impl.func(adata, ctx, **params)
+                result = impl.func(adata, ctx, **engine_params)
                 am.synchronize()
                 if chunked:
                     why += f"; retried in row chunks after a GPU resource error ({first_error})"
@@ -219,6 +228,55 @@ def run_step(
         note=why,
     )
     return result
+
+
+def _engine_params(
+    func: Callable[..., Any], params: dict[str, Any], scanpy_impl: Callable[..., Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Split scanpy-named ``params`` by what the engine function ``func`` accepts.
+
+    Returns ``(the params to call it with, names it cannot honour)``. The engine's signature
+    is written against one scanpy release; the installed one may pass a parameter the engine
+    does not know (a newer scanpy's addition, an older one's since removed). Such a parameter
+    at scanpy's default is dropped (the engine's behaviour is scanpy's default behaviour);
+    at any other value it is named, and the step falls back to scanpy: never a TypeError.
+    An engine function with ``**kwargs`` accepts every name (and rejects what it cannot do
+    with :class:`EngineUnsupported`).
+    """
+    accepted = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return params, []
+    try:  # scanpy's defaults: ``scanpy_impl`` is scanpy's function or wraps it
+        defaults = inspect.signature(scanpy_impl).parameters
+    except (TypeError, ValueError):
+        defaults = {}
+    kept, lacking = {}, []
+    for name, value in params.items():
+        if name in accepted:
+            kept[name] = value
+        elif name not in defaults or not _is_default(value, defaults[name].default):
+            lacking.append(f"{name}={value!r}")
+    # A parameter the engine requires but this scanpy does not pass (an older scanpy).
+    lacking += [
+        f"{name} (not passed by the installed scanpy)"
+        for i, (name, p) in enumerate(accepted.items())
+        if i >= 2  # (adata, ctx)
+        and name not in params
+        and p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    return kept, lacking
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if value is default:
+        return True
+    if default is inspect.Parameter.empty:
+        return False
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except Exception:  # arrays and other values without a single truth value
+        return False
 
 
 def _is_anndata(x) -> bool:

@@ -42,7 +42,7 @@ def umap(
     a,
     b,
     method,
-    key_added,
+    key_added=None,  # scanpy >= 1.11 (older ones store under the default key)
     neighbors_key,
     copy,
 ):
@@ -144,7 +144,7 @@ def tsne(
     random_state,
     use_fast_tsne,
     n_jobs,
-    key_added,
+    key_added=None,  # scanpy >= 1.11 (older ones store under the default key)
     copy,
 ):
     # random_state only seeds scikit-learn's PCA initialisation, which is deterministic here

@@ -731,7 +731,7 @@ def pca(
     mask_var,
     use_highly_variable,
     dtype,
-    key_added,
+    key_added=None,  # scanpy >= 1.11 (older ones store under the default key)
     copy,
 ):
     from scanpy import settings as sc_settings

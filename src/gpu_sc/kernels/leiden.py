@@ -158,7 +158,6 @@ class _Graph:
     """Weighted undirected graph as COO arrays sorted by (row, col), both directions stored."""
 
     def __init__(self, am: ArrayModule, n: int, row, col, weight):
-        xp = am.xp
         self.n = n
         self.row, self.col, self.weight = row, col, weight
         self.degree = _segment_sum(am, row, weight, n)  # k_i, self-loops included

@@ -57,7 +57,6 @@ def highly_expressed(am: ArrayModule, x: Any, counts: Any, max_fraction: float) 
 
 def divide_rows(am: ArrayModule, x: Any, factor: Any) -> Any:
     """``x`` with each row divided by ``factor`` (zeros replaced by 1, as scanpy does)."""
-    xp = am.xp
     safe = factor + (factor == 0)
     if am.issparse(x):
         return with_data(am, x, x.data / safe[row_ids(am, x)])

@@ -31,7 +31,7 @@ from ..dispatch.backends import canonical_backend_name, cuda_status
 from ..dispatch.provenance import environment, provenance
 from ..dispatch.registry import _move_to_host, engine_impl
 from ..pipeline.config import PipelineConfig
-from ..pipeline.run import _Runner, _run_steps
+from ..pipeline.run import _run_steps, _Runner
 from ..pipeline.validate import validate_counts
 from .report import ParityReport, Row
 from .stages import ENGINE_BACKENDS, Context, Stage, identical, registry_name, stage_for

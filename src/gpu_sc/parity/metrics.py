@@ -163,7 +163,7 @@ def match_clusters(labels_a, labels_b) -> list[tuple[object, object, int]]:
 
     table = pd.crosstab(pd.Series(np.asarray(labels_a)), pd.Series(np.asarray(labels_b)))
     rows, cols = linear_sum_assignment(-table.to_numpy())
-    return [(table.index[r], table.columns[c], int(table.iat[r, c])) for r, c in zip(rows, cols)]
+    return [(table.index[r], table.columns[c], int(table.iat[r, c])) for r, c in zip(rows, cols, strict=True)]
 
 
 def marker_agreement(
@@ -220,7 +220,7 @@ def _local_neighbourhood_preservation(X_high, Y, k: int = 15) -> float:
     X_high = np.asarray(X_high, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     a, b = _knn_indices(X_high, k), _knn_indices(Y, k)
-    return float(np.mean([np.intersect1d(ra, rb).size for ra, rb in zip(a, b)]) / k)
+    return float(np.mean([np.intersect1d(ra, rb).size for ra, rb in zip(a, b, strict=True)]) / k)
 
 
 def _local_trustworthiness(X_high, Y, k: int = 15, *, max_cells: int = 10_000, seed: int = 0):

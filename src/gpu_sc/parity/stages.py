@@ -264,7 +264,7 @@ def _compare_neighbors(a, b, ctx) -> list[Measured]:
     overlap = M.knn_overlap(na, nb)
     approximate = [
         side
-        for side, ext in zip(ctx.backends, (a, b))
+        for side, ext in zip(ctx.backends, (a, b), strict=True)
         if ext.get("ran") == "scanpy" and len(ext["cells"]) >= KNN_EXACT_MAX_CELLS
     ]
     knn_note = _aligned_note(a, b, len(cells))

@@ -160,8 +160,10 @@ class TSNEConfig:
 
 @dataclass
 class RankGenesConfig:
-    """One ``rank_genes_groups`` call per method, each under ``rank_genes_groups_<method>``
-    (the first method also under scanpy's default key ``rank_genes_groups``)."""
+    """One ``rank_genes_groups`` call per method, each under ``rank_genes_groups_<method>``.
+
+    The first method is also stored under scanpy's default key ``rank_genes_groups``.
+    """
 
     enabled: bool = True
     methods: list[str] = field(default_factory=lambda: ["t-test", "wilcoxon"])
@@ -195,15 +197,19 @@ class PipelineConfig:
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
-        """Build from nested mappings; unknown or mistyped fields, values outside a field's
-        constraints (:data:`CONSTRAINTS`) and ``extra`` keys the step's scanpy function does
-        not take raise :class:`ConfigError`, naming the field."""
+        """Build from nested mappings.
+
+        Unknown or mistyped fields, values outside a field's constraints
+        (:data:`CONSTRAINTS`) and ``extra`` keys the step's scanpy function does not take
+        raise :class:`ConfigError`, naming the field.
+        """
         cfg = _build(cls, data, "config")
         _check_values(cfg)
         return cfg
 
     @classmethod
     def from_toml(cls, path: str | Path) -> PipelineConfig:
+        """Read and validate a TOML config file (see :meth:`from_dict`)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
@@ -215,6 +221,7 @@ class PipelineConfig:
 
     @classmethod
     def coerce(cls, config: PipelineConfig | dict | str | Path | None) -> PipelineConfig:
+        """Validate a config given as a dataclass, a dict, a TOML path or None (defaults)."""
         if config is None:
             return cls()
         if isinstance(config, cls):
@@ -228,6 +235,7 @@ class PipelineConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the config as nested dicts (the form :meth:`from_dict` reads)."""
         return dataclasses.asdict(self)
 
 

@@ -293,8 +293,9 @@ def _run_steps(r: _Runner, cfg: PipelineConfig) -> None:
 
 
 def _paga_layout(adata, threshold: float = 0.01) -> str:
-    """PAGA node positions (``uns['paga']['pos']``), as ``scanpy.pl.paga(plot=False)`` makes
-    them in the tutorial; ``umap(init_pos='paga')`` starts from them.
+    """Compute PAGA node positions (``uns['paga']['pos']``) as the tutorial's plot makes them.
+
+    As ``scanpy.pl.paga(plot=False)`` does; ``umap(init_pos='paga')`` starts from them.
 
     When no PAGA edge reaches scanpy's drawing ``threshold`` (well-separated groups),
     ``scanpy.pl.paga`` 1.11 with scipy >= 1.15 raises ``AttributeError`` on the empty edge
@@ -332,8 +333,10 @@ def _paga_layout(adata, threshold: float = 0.01) -> str:
 
 
 def _check_marker_groups(adata, groupby: str, resolution: float) -> None:
-    """Fail before the marker step, naming the resolution, when ``rank_genes_groups`` cannot
-    rank the clustering (one group, or groups of a single cell)."""
+    """Fail before the marker step, naming the resolution, when markers cannot be ranked.
+
+    ``rank_genes_groups`` cannot rank one group, or groups of a single cell.
+    """
     if groupby not in adata.obs:
         return
     sizes = adata.obs[groupby].value_counts()

@@ -35,6 +35,7 @@ _BACKEND_PARAM = inspect.Parameter(
 def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Callable[..., Any]:
     """Wrap ``scanpy.<namespace>.<name>`` as a dispatched gpu_sc step."""
 
+    @functools.wraps(scanpy_func)  # run_step reads scanpy's defaults through it
     def scanpy_impl(adata, **params):
         return scanpy_func(adata, **params)
 
