@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
+from _gpu_target import cupy_for
 
 import gpu_sc
 from gpu_sc.dispatch import registry
 from gpu_sc.parity import THRESHOLDS, compare
 from gpu_sc.parity import metrics as M
 from gpu_sc.parity.stages import registry_name
-from _gpu_target import cupy_for
 
 pytestmark = pytest.mark.parity
 

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import scanpy as sc
 
-import gpu_sc
 from gpu_sc.dispatch.provenance import pipeline_record, provenance
 from gpu_sc.pipeline.run import rank_genes_key
 

@@ -1,5 +1,7 @@
-"""The tutorial's steps from the cell filter to PCA on the Dask path (for tests and the
-benchmark; a step catalogue would register :data:`~gpu_sc.dask.steps.DASK_STEPS` instead)."""
+"""The tutorial's steps from the cell filter to PCA on the Dask path.
+
+For tests and the benchmark; a step catalogue registers :data:`~gpu_sc.dask.steps.DASK_STEPS`.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ def _note(adata, array_module_name: str) -> str:
 
 
 def run_dask_step(step: str, adata, params: dict, *, array_module_name: str = "numpy"):
-    """Run the Dask implementation of ``step`` with scanpy-named ``params`` and record it in
-    the provenance (backend ``"dask"``; scheduler, worker count and block size in ``note``
+    """Run the Dask implementation of ``step`` with scanpy-named ``params``.
+
+    The step is recorded in the provenance (backend ``"dask"``; scheduler, worker count and block size in ``note``
     and in ``adata.uns["gpu_sc"]["dask"]``), as :func:`gpu_sc.dispatch.run_step` records an
     engine step. Raises :class:`~gpu_sc.dispatch.registry.EngineUnsupported` (before any
     change to ``adata``) for a parameter value the Dask path does not implement.
@@ -54,8 +57,10 @@ def run_qc_to_pca(
     array_module_name: str = "numpy",
     persist_after_hvg: bool = False,
 ):
-    """Run filters, QC, normalize_total, log1p, HVG, regress_out, scale and PCA on the Dask
-    matrix of ``adata``, in the order and with the parameters of :func:`gpu_sc.pipeline`.
+    """Run the tutorial's steps from the filters to PCA on the Dask matrix of ``adata``.
+
+    Filters, QC, normalize_total, log1p, HVG, regress_out, scale and PCA, in the order and with
+    the parameters of :func:`gpu_sc.pipeline`.
 
     Parameters
     ----------

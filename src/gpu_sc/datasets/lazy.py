@@ -1,5 +1,6 @@
-"""Lazy input: an .h5ad or 10x .h5 opened as AnnData whose ``X`` is a Dask array of CSR row
-blocks, read from disk inside the tasks that need them.
+"""Lazy input: an .h5ad or 10x .h5 opened as AnnData with a Dask ``X``.
+
+``X`` is a Dask array of CSR row blocks, read from disk inside the tasks that need them.
 
 ``obs`` and ``var`` are read into memory (they are small); the count matrix is never read by
 :func:`read_lazy` itself. Each block task opens the file by path, reads its rows and closes it

@@ -9,14 +9,13 @@ the same arguments, whatever ``chunk_rows``.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-import dataclasses
-import importlib
 
 # the module, not the function of the same name that the package exports
 _syn = importlib.import_module("gpu_sc.datasets.synthetic")
@@ -158,8 +157,11 @@ def write_synthetic_h5ad(
 
 
 def _count_blocks(model, cells, blocks_seq):
-    """``(counts, column indices, nnz per row)`` of consecutive row blocks, drawn exactly as
-    :func:`gpu_sc.datasets.synthetic._draw_counts` draws them (copies, not work buffers)."""
+    """Yield ``(counts, column indices, nnz per row)`` of consecutive row blocks.
+
+    Drawn exactly as :func:`gpu_sc.datasets.synthetic._draw_counts` draws them (copies, not
+    work buffers).
+    """
     n, G = cells.n_cells, model.n_genes
     rows = _syn._BLOCK_ROWS
     n_blocks = -(-n // rows)
@@ -205,8 +207,9 @@ def library_size_for_nnz(
     pilot_cells: int = 4096,
     rel_tol: float = 0.01,
 ) -> float:
-    """Median library size at which the atlas of these arguments detects ``nnz_per_cell``
-    genes per cell on average, measured on its first ``pilot_cells`` cells.
+    """Find the median library size that gives ``nnz_per_cell`` detected genes per cell.
+
+    Measured on the first ``pilot_cells`` cells of the atlas of these arguments.
 
     Library sizes are linear in the median and the design's other draws do not depend on it,
     so the pilot draws the first generator blocks of the very atlas that will be written, at

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.special
 
 from . import _core
-from ._core import DEVICE, ndarray, unwrap_operand, wrap
+from ._core import DEVICE, ndarray, unwrap_operand
 from ._rules import catalogue, check_call, parse_signature
 
 NAMESPACE: dict[str, dict[str, Any]] = {}
