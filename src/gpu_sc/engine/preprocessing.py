@@ -1,4 +1,4 @@
-"""Engine steps: preprocessing (registered on import).
+"""Engine steps: preprocessing (named by the catalogue).
 
 Each function has scanpy's parameter names, computes with the array-generic kernels of
 :mod:`gpu_sc.kernels` on ``ctx.am`` and writes into ``adata`` only after everything is computed.
@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..dispatch.arrays import module_of
-from ..dispatch.registry import EngineContext, EngineUnsupported, register
+from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import hvg as hvg_k
 from ..kernels import normalize as norm_k
 from ..kernels import pca as pca_k
@@ -91,7 +91,8 @@ class _Blocks:
     def __init__(self, ctx: EngineContext, x: Any, *, csr: bool = True, dense_result=False):
         self.am = ctx.am
         self.shape = x.shape
-        self.chunked = bool(ctx.chunked or needs_chunking(ctx.am, x, dense_result=dense_result))
+        self.chunked = bool(ctx.chunked or needs_chunking(ctx.am, x, max_nnz=ctx.max_device_nnz,
+                                                       dense_result=dense_result))
         # cupyx sparse matrices hold floats only: integer counts travel as float64 (exact);
         # steps derive their output dtypes from the host matrix, not from the blocks.
         dtype = None
@@ -143,7 +144,6 @@ def _major_nnz_dtype(x: Any, axis: int) -> np.dtype:
 # QC and filtering
 
 
-@register("calculate_qc_metrics", chunkable=True)
 def calculate_qc_metrics(
     adata,
     ctx: EngineContext,
@@ -158,8 +158,6 @@ def calculate_qc_metrics(
     log1p,
     parallel,
 ):
-    if use_raw:
-        raise EngineUnsupported("use_raw=True is not implemented")
     am = ctx.am
     x = _get_x(adata, layer)
     qc_vars = [qc_vars] if isinstance(qc_vars, str) else list(qc_vars)
@@ -265,7 +263,6 @@ def _filter_mask(ctx: EngineContext, adata, axis: int, thresholds: dict):
     return by_counts, number, keep
 
 
-@register("filter_cells", chunkable=True)
 def filter_cells(
     adata, ctx: EngineContext, *, min_counts, min_genes, max_counts, max_genes, inplace, copy
 ):
@@ -280,7 +277,6 @@ def filter_cells(
     return None
 
 
-@register("filter_genes", chunkable=True)
 def filter_genes(
     adata, ctx: EngineContext, *, min_counts, min_cells, max_counts, max_cells, inplace, copy
 ):
@@ -299,7 +295,6 @@ def filter_genes(
 # normalize_total, log1p
 
 
-@register("normalize_total", chunkable=True)
 def normalize_total(
     adata,
     ctx: EngineContext,
@@ -353,10 +348,7 @@ def normalize_total(
     return None
 
 
-@register("log1p", chunkable=True)
 def log1p(adata, ctx: EngineContext, *, base, copy, chunked, chunk_size, layer, obsm):
-    if obsm is not None:
-        raise EngineUnsupported("log1p of an obsm entry is not implemented")
     if chunked and layer is not None:
         raise EngineUnsupported("scanpy rejects chunked=True with a layer")
     am = ctx.am
@@ -429,7 +421,6 @@ def _is_counts(am, x) -> bool:
     return not bool(xp.any((data % 1) != 0))
 
 
-@register("highly_variable_genes", chunkable=True)
 def highly_variable_genes(
     adata,
     ctx: EngineContext,
@@ -448,8 +439,6 @@ def highly_variable_genes(
     batch_key,
     check_values,
 ):
-    if flavor not in ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper"):
-        raise EngineUnsupported(f"flavor={flavor!r} is not implemented")
     x = _get_x(adata, layer)
     if flavor in ("seurat_v3", "seurat_v3_paper"):
         return _hvg_seurat_v3(
@@ -616,7 +605,6 @@ def _hvg_seurat_v3(
 # regress_out, scale
 
 
-@register("regress_out", chunkable=True)
 def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
     am, xp = ctx.am, ctx.am.xp
     keys = [keys] if isinstance(keys, str) else list(keys)
@@ -682,12 +670,7 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
     return None
 
 
-@register("scale", chunkable=True)
 def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obsm, mask_obs):
-    if obsm is not None:
-        raise EngineUnsupported("scaling an obsm entry is not implemented")
-    if mask_obs is not None:
-        raise EngineUnsupported("mask_obs is not implemented")
     am = ctx.am
     x = _get_x(adata, layer)
     if _is_sparse(x) and zero_center:  # host or device sparse
@@ -715,7 +698,6 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
 # PCA
 
 
-@register("pca", chunkable=True)
 def pca(
     adata,
     ctx: EngineContext,
@@ -737,10 +719,6 @@ def pca(
     from scanpy import settings as sc_settings
     from scanpy.preprocessing._pca import _handle_mask_var
 
-    if not zero_center:
-        raise EngineUnsupported("zero_center=False (truncated SVD) is not implemented")
-    if chunked:
-        raise EngineUnsupported("scanpy's chunked=True (incremental PCA) is not implemented")
     am, xp = ctx.am, ctx.am.xp
     mask_param, mask = _handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
     x = _get_x(adata, layer)
