@@ -365,6 +365,27 @@ class RankGenesConfig:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class ScoreGenesConfig:
+    """A gene-set score per cell (``tl.score_genes``) in ``obs[score_name]``; off by default.
+    The default set is the S-phase genes of cell-cycle scoring (Tirosh et al. 2016, as in
+    scanpy's cell-cycle notebook); with ``use_raw`` unset it scores ``.raw``."""
+
+    enabled: bool = False
+    gene_list: list[str] = field(default_factory=lambda: [
+        "MCM5", "PCNA", "TYMS", "FEN1", "MCM2", "MCM4", "RRM1", "UNG", "GINS2", "MCM6", "CDCA7",
+        "DTL", "PRIM1", "UHRF1", "MLF1IP", "HELLS", "RFC2", "RPA2", "NASP", "RAD51AP1", "GMNN",
+        "WDR76", "SLBP", "CCNE2", "UBR7", "POLD3", "MSH2", "ATAD2", "RAD51", "RRM2", "CDC45",
+        "CDC6", "EXO1", "TIPIN", "DSCC1", "BLM", "CASP8AP2", "USP1", "CLSPN", "POLA1", "CHAF1B",
+        "BRIP1", "E2F8"])  # fmt: skip
+    ctrl_size: int = 50
+    n_bins: int = 25
+    score_name: str = "S_score"
+    random_state: int = 0
+    use_raw: bool | None = None
+    extra: dict = field(default_factory=dict)
+
+
 _PP = "gpu_sc.pipeline.plan:"
 _PRE = "gpu_sc.engine.preprocessing:"
 _FLOAT32 = "float32 rounding of the same sums"
@@ -417,6 +438,9 @@ SECTIONS: tuple[Section, ...] = (
                          why="a non-empty list"),
         "n_genes": Num(int, ge=1, none=True),
     }, step="rank_genes_groups"),
+    Section("score_genes", ScoreGenesConfig, {
+        "ctrl_size": Num(int, ge=1), "n_bins": Num(int, ge=2), "random_state": _SEED,
+    }, step="score_genes"),
 )  # fmt: skip
 
 _QC_MODEL = "qc"
@@ -526,6 +550,17 @@ STEPS: tuple[Step, ...] = (
          reads=("raw.X or X", "obs[groupby]"), writes=("uns[key_added]",),
          reserved=("groupby", "method", "n_genes", "use_raw", "pts", "key_added"),
          parity="markers", floor="rank_genes", requires=("leiden",)),
+    Step("score_genes", ("tl",), "score_genes", _PP + "section_call",
+         "gpu_sc.engine.score_genes:score_genes",
+         supports={"random_state": int_seed},
+         reads=("raw.X or X or layers[layer]",), writes=("obs[{score_name}]",),
+         reserved=("gene_list", "ctrl_size", "n_bins", "score_name", "random_state", "use_raw"),
+         parity="obs_values",
+         thresholds={"score_genes_max_rel_diff": (
+             "<=", 1e-5, ("isolated", "e2e"),
+             "the same control genes; scanpy sums sparse values in float32 (scipy's sum), the "
+             "engine in float64: the means agree to float32 rounding (~1e-7 of a mean of order "
+             "1), relative here to the score's SD, ~20x smaller than the means")}),
 )  # fmt: skip
 
 
