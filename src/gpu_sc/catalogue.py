@@ -558,9 +558,9 @@ STEPS: tuple[Step, ...] = (
          parity="obs_values",
          thresholds={"score_genes_max_rel_diff": (
              "<=", 1e-5, ("isolated", "e2e"),
-             "the same control genes; scanpy sums sparse values in float32 (scipy's sum), the "
-             "engine in float64: the means agree to float32 rounding (~1e-7 of a mean of order "
-             "1), relative here to the score's SD, ~20x smaller than the means")}),
+             ("the same control genes; scanpy sums sparse values in float32 (scipy's sum), the "
+              "engine in float64: the means agree to float32 rounding (~1e-7 of a mean of "
+              "order 1), relative here to the score's SD, ~20x smaller than the means"))}),
 )  # fmt: skip
 
 

@@ -205,9 +205,9 @@ def _run_recorded(adata, cfg: PipelineConfig, backend: str, before_step=None) ->
     """Run the pipeline's steps on ``backend`` with results on the host after every step (the
     device-resident mode of :func:`gpu_sc.pipeline` moves the same values, only later)."""
     recorder = _Recorder(cfg, before_step)
-    runner = Runner(adata, cfg, hooks=[recorder])
+    runner = Runner(adata, cfg, backend=backend, hooks=[recorder])
     try:
-        with settings.override(backend=backend, output="host"):
+        with settings.override(output="host"):
             runner.run()
     finally:
         _move_to_host(runner.adata)
@@ -243,8 +243,8 @@ class _Isolated:
         adata = adata_a.copy()
         n_before = len(provenance(adata))
         try:
-            with settings.override(backend=self.backend, output="host"):
-                func(adata, *args, **kwargs)
+            with settings.override(output="host"):
+                func(adata, *args, backend=self.backend, **kwargs)
         finally:
             _move_to_host(adata)
         ran = _ran_since(adata, n_before)

@@ -98,12 +98,11 @@ def pipeline(
     prepare_counts(work)  # float16 -> float32 on the working object (logged)
     shapes: list[dict] = [{"step": "input", "n_obs": work.n_obs, "n_vars": work.n_vars}]
     n_before = len(provenance(work))
-    runner = Runner(work, cfg, shapes=shapes, progress=progress)
+    runner = Runner(work, cfg, backend=resolved, shapes=shapes, progress=progress)
     # On cupy the working matrix stays on the device between engine steps; host at the end.
     output = "device" if resolved == "cupy" else "host"
     try:
-        with settings.override(backend=resolved, output=output, strict=strict), \
-                _quiet_unusable_cuda():
+        with settings.override(output=output, strict=strict), _quiet_unusable_cuda():
             runner.run()
     finally:
         _move_to_host(runner.adata)
@@ -148,15 +147,19 @@ class Runner:
     each whose config section is enabled, through its ``run`` function.
 
     Every step is recorded: dispatched steps by the dispatcher, the pipeline's own steps
-    (subsetting, ``.raw``, layout) here with backend ``anndata``. ``hooks`` (:class:`StepHook`)
-    are called before and after each step, in order.
+    (subsetting, ``.raw``, layout) here with backend ``anndata``. ``backend`` is passed to
+    every public step as its ``backend=`` argument (None: each step's default, the setting).
+    ``hooks`` (:class:`StepHook`) are called before and after each step, in order; they see
+    the step's own arguments, without ``backend``.
     """
 
-    def __init__(self, adata, cfg: PipelineConfig, *, shapes: list[dict] | None = None,
+    def __init__(self, adata, cfg: PipelineConfig, *, backend: str | None = None,
+                 shapes: list[dict] | None = None,
                  progress: Callable[[str, float], None] | None = None,
                  hooks: tuple[StepHook, ...] | list[StepHook] = ()):  # fmt: skip
         self.adata = adata
         self.cfg = cfg
+        self.backend = backend
         self.shapes = [] if shapes is None else shapes
         self.progress = progress
         self.hooks = tuple(hooks)
@@ -175,7 +178,11 @@ class Runner:
             hook.before_step(self, name, func, args, kwargs)
         n_before = len(self.adata.uns.get("gpu_sc", {}).get("provenance", []))
         t0 = time.perf_counter()
-        out = func(self.adata, *args, **kwargs)
+        entry = catalogue.get(name)
+        call = kwargs
+        if self.backend is not None and entry is not None and entry.public:
+            call = {**kwargs, "backend": self.backend}
+        out = func(self.adata, *args, **call)
         seconds = time.perf_counter() - t0
         if len(self.adata.uns.get("gpu_sc", {}).get("provenance", [])) == n_before:
             # Not a dispatched step (subsetting, .raw): record it all the same, with the note
