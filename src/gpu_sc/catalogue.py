@@ -387,7 +387,6 @@ class ScoreGenesConfig:
 
 
 _PP = "gpu_sc.pipeline.plan:"
-_PRE = "gpu_sc.engine.preprocessing:"
 _FLOAT32 = "float32 rounding of the same sums"
 
 #: Pipeline config sections, in the pipeline's order.
@@ -448,17 +447,19 @@ _QC_MODEL = "qc"
 #: Every step, in the pipeline's order (steps the pipeline does not run come last).
 STEPS: tuple[Step, ...] = (
     Step("var_names_make_unique", run=_PP + "var_names_make_unique"),
-    Step("filter_cells", ("pp",), "filter_cells", _PP + "filter_cells", _PRE + "filter_cells",
+    Step("filter_cells", ("pp",), "filter_cells", _PP + "filter_cells",
+         "gpu_sc.engine.qc:filter_cells",
          chunkable=True, reads=("X",), writes=("obs['n_genes'|'n_counts']", "subset obs"),
          reserved=("min_genes", "min_counts"), parity="filter_cells", floor=_QC_MODEL,
          empty_ok=True),
-    Step("filter_genes", ("pp",), "filter_genes", _PP + "filter_genes", _PRE + "filter_genes",
+    Step("filter_genes", ("pp",), "filter_genes", _PP + "filter_genes",
+         "gpu_sc.engine.qc:filter_genes",
          chunkable=True, reads=("X",), writes=("var['n_cells'|'n_counts']", "subset var"),
          reserved=("min_cells", "min_counts"), parity="filter_genes", floor=_QC_MODEL,
          empty_ok=True),
     Step("check_filtered", run=_PP + "check_filtered"),
     Step("calculate_qc_metrics", ("pp",), "qc", _PP + "calculate_qc_metrics",
-         _PRE + "calculate_qc_metrics", chunkable=True,
+         "gpu_sc.engine.qc:calculate_qc_metrics", chunkable=True,
          supports={"use_raw": falsy("use_raw=True is not implemented")},
          reads=("X", "var[qc_vars]"), writes=("obs[QC metrics]", "var[QC metrics]"),
          reserved=("qc_vars", "percent_top", "log1p"), parity="qc", floor=_QC_MODEL,
@@ -466,14 +467,15 @@ STEPS: tuple[Step, ...] = (
     Step("qc_filter", section="qc", run=_PP + "qc_filter"),
     Step("counts_layer", section="hvg", run=_PP + "counts_layer"),
     Step("normalize_total", ("pp",), "normalize_total", _PP + "normalize_total",
-         _PRE + "normalize_total", chunkable=True, reads=("X",), writes=("X",),
+         "gpu_sc.engine.normalize:normalize_total", chunkable=True, reads=("X",), writes=("X",),
          reserved=("target_sum", "exclude_highly_expressed"), parity="normalized",
          floor="normalize"),
-    Step("log1p", ("pp",), "log1p", _PP + "log1p", _PRE + "log1p", chunkable=True,
+    Step("log1p", ("pp",), "log1p", _PP + "log1p", "gpu_sc.engine.normalize:log1p",
+         chunkable=True,
          supports={"obsm": unset("log1p of an obsm entry is not implemented")},
          reads=("X",), writes=("X", "uns['log1p']"), parity="log1p", floor="log1p"),
     Step("highly_variable_genes", ("pp",), "hvg", _PP + "highly_variable_genes",
-         _PRE + "highly_variable_genes", chunkable=True,
+         "gpu_sc.engine.hvg:highly_variable_genes", chunkable=True,
          supports={"flavor": only("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper",
                                   why=lambda v: f"flavor={v!r} is not implemented")},
          reads=("X",), writes=("var[highly_variable, means, dispersions, ...]",),
@@ -482,15 +484,16 @@ STEPS: tuple[Step, ...] = (
          parity="hvg", floor="hvg"),
     Step("freeze_raw", section="hvg", run=_PP + "freeze_raw"),
     Step("hvg_subset", section="hvg", run=_PP + "hvg_subset"),
-    Step("regress_out", ("pp",), "regress_out", _PP + "regress_out", _PRE + "regress_out",
+    Step("regress_out", ("pp",), "regress_out", _PP + "regress_out",
+         "gpu_sc.engine.regress_scale:regress_out",
          chunkable=True, reads=("X", "obs[keys]"), writes=("X",), reserved=("keys",),
          parity="regress_out", floor="regress_out", requires=("qc",)),
-    Step("scale", ("pp",), "scale", _PP + "scale", _PRE + "scale", chunkable=True,
+    Step("scale", ("pp",), "scale", _PP + "scale", "gpu_sc.engine.regress_scale:scale", chunkable=True,
          supports={"obsm": unset("scaling an obsm entry is not implemented"),
                    "mask_obs": unset("mask_obs is not implemented")},
          reads=("X",), writes=("X", "var['mean'|'std']"), reserved=("max_value", "zero_center"),
          parity="scale", floor="scale"),
-    Step("pca", ("pp", "tl"), "pca", _PP + "pca", _PRE + "pca", chunkable=True,
+    Step("pca", ("pp", "tl"), "pca", _PP + "pca", "gpu_sc.engine.pca:pca", chunkable=True,
          supports={"zero_center": truthy("zero_center=False (truncated SVD) is not implemented"),
                    "chunked": falsy("scanpy's chunked=True (incremental PCA) is not "
                                     "implemented")},
