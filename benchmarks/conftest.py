@@ -37,23 +37,20 @@ def atlas():
 def step_inputs():
     """``{label: (function, args, kwargs, adata at the call)}`` for every dispatched step of
     the tutorial pipeline, recorded while scanpy runs it on ``synthetic(CELLS, seed=SEED)``:
-    each public step is wrapped for that run to keep its exact arguments and input."""
+    a hook of the pipeline's runner keeps each public step's exact arguments and input."""
     import gpu_sc
+    from gpu_sc import catalogue
+    from gpu_sc.pipeline import PipelineConfig, Runner, StepHook
 
     calls = {}
 
-    def recorder(name, func):
-        def wrapped(adata, *args, **kwargs):
-            label = name if name != "rank_genes_groups" else f"{name}[{kwargs['method']}]"
-            calls[label] = (func, args, kwargs, adata.copy())
-            return func(adata, *args, **kwargs)
-
-        return wrapped
+    class Record(StepHook):
+        def before_step(self, runner, label, func, args, kwargs):
+            entry = catalogue.get(label)
+            if entry is not None and entry.public:
+                calls[label] = (func, args, dict(kwargs), runner.adata.copy())
 
     adata = gpu_sc.datasets.synthetic(CELLS, seed=SEED)
-    with pytest.MonkeyPatch.context() as mp:
-        for namespace in (gpu_sc.pp, gpu_sc.tl):
-            for name in namespace.__all__:
-                mp.setattr(namespace, name, recorder(name, getattr(namespace, name)))
-        gpu_sc.pipeline(adata, backend="scanpy")
+    with gpu_sc.settings.override(backend="scanpy"):
+        Runner(adata, PipelineConfig(), hooks=[Record()]).run()
     return calls

@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import pytest
 
-#: Dispatched steps of the default pipeline, in order (labels as the pipeline names them).
+from gpu_sc import catalogue
+from gpu_sc.pipeline import PipelineConfig
+
+#: Dispatched steps of the default pipeline, in order (labels as the pipeline names them),
+#: from the catalogue: rank_genes_groups once per method of the default config.
 STEPS = [
-    "filter_cells",
-    "filter_genes",
-    "calculate_qc_metrics",
-    "normalize_total",
-    "log1p",
-    "highly_variable_genes",
-    "regress_out",
-    "scale",
-    "pca",
-    "neighbors",
-    "leiden",
-    "paga",
-    "umap",
-    "tsne",
-    "rank_genes_groups[t-test]",
-    "rank_genes_groups[wilcoxon]",
-]
+    label
+    for st in catalogue.STEPS
+    if st.public and st.run is not None and getattr(PipelineConfig(), st.section).enabled
+    for label in (
+        [f"{st.name}[{m}]" for m in PipelineConfig().rank_genes_groups.methods]
+        if st.name == "rank_genes_groups" else [st.name]
+    )
+]  # fmt: skip
 BACKENDS = ["scanpy", "numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
 ROUNDS = 3
 

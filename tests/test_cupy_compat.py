@@ -339,7 +339,7 @@ def test_anndata_views_of_device_matrices_reach_the_engine_as_plain_device_array
     import anndata as ad
 
     from gpu_sc.dispatch.arrays import module_of
-    from gpu_sc.engine.preprocessing import _get_x
+    from gpu_sc.engine._matrix import _get_x
 
     x = _sparse("csr" if fmt == "dense" else fmt)
     x = x.toarray() if fmt == "dense" else x

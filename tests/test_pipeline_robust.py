@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import gpu_sc
 from gpu_sc.dispatch import FallbackError, backends, registry
 from gpu_sc.dispatch.provenance import pipeline_record, provenance
-from gpu_sc.pipeline import InputError
+from gpu_sc.pipeline import InputError, plan
 from gpu_sc.pipeline import run as run_mod
 
 FAST = {"tsne": {"enabled": False}, "umap": {"enabled": False},
@@ -120,7 +120,7 @@ def test_paga_layout_uses_weak_edges_when_none_reaches_the_threshold():
     weak[0, 1] = weak[1, 0] = 0.005
     adata.uns["paga"]["connectivities"] = weak.tocsr()
     del adata.uns["paga"]["pos"]
-    note = run_mod._paga_layout(adata)
+    note = plan._paga_layout(adata)
     assert "threshold 0" in note and "1 nonzero edge" in note
     assert adata.uns["paga"]["pos"].shape == (n, 2)
 

@@ -1,15 +1,15 @@
-"""Tools (``gpu_sc.tl``): scanpy's ``tl`` names, parameters and outputs."""
+"""Tools (``gpu_sc.tl``): scanpy's ``tl`` names, parameters and outputs.
 
-import scanpy as _sc
+Generated from :mod:`gpu_sc.catalogue` (the steps whose namespaces include ``"tl"``); a step
+in both namespaces (pca) is one function, ``gpu_sc.pp``'s.
+"""
 
+from . import catalogue as _catalogue
 from . import pp as _pp
 from .steps import make_step as _make
 
-pca = _pp.pca  # scanpy exposes pca in both namespaces
-leiden = _make("leiden", _sc.tl.leiden, "tl")
-paga = _make("paga", _sc.tl.paga, "tl")
-umap = _make("umap", _sc.tl.umap, "tl")
-tsne = _make("tsne", _sc.tl.tsne, "tl")
-rank_genes_groups = _make("rank_genes_groups", _sc.tl.rank_genes_groups, "tl")
-
-__all__ = ["leiden", "paga", "pca", "rank_genes_groups", "tsne", "umap"]
+__all__ = [*sorted(s.name for s in _catalogue.public_steps("tl"))]  # noqa: PLE0604 (derived from the catalogue)
+globals().update({
+    s.name: getattr(_pp, s.name) if "pp" in s.namespaces else _make(s.name, s.scanpy_func(), "tl")
+    for s in _catalogue.public_steps("tl")
+})  # fmt: skip

@@ -50,6 +50,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import catalogue
+
 __all__ = ["DeviceRates", "Work", "floor_seconds", "measure_device", "step_work"]
 
 
@@ -246,20 +248,7 @@ def _rank_genes(params, s):
     return Work(8 * nnzr, 3 * nnzr, "per-group sums over raw in one pass: 8*nnz(raw) B")
 
 
+#: Step -> its model: the catalogue's ``Step.floor`` names a function ``_<floor>`` here.
 _MODELS: dict[str, Callable[[dict, dict], Work]] = {
-    "filter_cells": _qc,
-    "filter_genes": _qc,
-    "calculate_qc_metrics": _qc,
-    "normalize_total": _normalize,
-    "log1p": _log1p,
-    "highly_variable_genes": _hvg,
-    "regress_out": _regress_out,
-    "scale": _scale,
-    "pca": _pca,
-    "neighbors": _neighbors,
-    "leiden": _leiden,
-    "paga": _paga,
-    "umap": _umap,
-    "tsne": _tsne,
-    "rank_genes_groups": _rank_genes,
+    st.name: globals()["_" + st.floor] for st in catalogue.STEPS if st.floor
 }

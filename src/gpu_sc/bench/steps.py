@@ -4,48 +4,24 @@ from __future__ import annotations
 
 import re
 
+from .. import catalogue
+
 __all__ = ["REQUIRES", "SECTIONS", "dependents", "expand_steps", "pipeline_config", "section_of"]
 
-#: Pipeline config sections that ``--steps`` selects, in pipeline order.
-SECTIONS = (
-    "filter_cells",
-    "filter_genes",
-    "qc",
-    "normalize_total",
-    "log1p",
-    "hvg",
-    "regress_out",
-    "scale",
-    "pca",
-    "neighbors",
-    "leiden",
-    "paga",
-    "umap",
-    "tsne",
-    "rank_genes_groups",
-)
+#: Pipeline config sections that ``--steps`` selects, in pipeline order (the catalogue's
+#: sections of steps with a benchmark floor model: the timed work).
+SECTIONS = tuple(
+    sec.name for sec in catalogue.sections()
+    if any(st.section == sec.name and st.floor for st in catalogue.STEPS)
+)  # fmt: skip
 
 #: Sections a section cannot run without (regress_out regresses on QC metrics; scanpy's
 #: neighbors and tsne would compute a PCA inside their own timing without the pca step).
-REQUIRES = {
-    "regress_out": ("qc",),
-    "neighbors": ("pca",),
-    "tsne": ("pca",),
-    "leiden": ("neighbors",),
-    "paga": ("leiden",),
-    "umap": ("neighbors",),
-    "rank_genes_groups": ("leiden",),
-}
+REQUIRES = {st.section: st.requires for st in catalogue.STEPS if st.requires}
 
 #: Provenance step names (and pipeline labels) that differ from their section's name.
-_ALIASES = {
-    "calculate_qc_metrics": "qc",
-    "qc_filter": "qc",
-    "highly_variable_genes": "hvg",
-    "freeze_raw": "hvg",
-    "hvg_subset": "hvg",
-    "paga_layout": "paga",
-}
+_ALIASES = {st.name: st.section for st in catalogue.STEPS
+            if st.section is not None and st.name != st.section}  # fmt: skip
 
 
 def section_of(label: str) -> str | None:

@@ -1,7 +1,9 @@
 """One registry of engine implementations, and :func:`run_step`, the only way steps execute.
 
-Adding an engine step is a local change: a kernel module in :mod:`gpu_sc.kernels`, one
-``@register("step")`` function in :mod:`gpu_sc.engine`, and its tests. Steps without an
+Adding an engine step is a local change: a kernel module in :mod:`gpu_sc.kernels`, an engine
+function in :mod:`gpu_sc.engine` named by the step's entry in :mod:`gpu_sc.catalogue` (which
+also declares the parameter values it supports: checked here before it runs), and its tests.
+:func:`register` remains for implementations outside the catalogue (tests, experiments). Steps without an
 engine implementation run on scanpy, with the fallback logged and recorded.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
 import os
@@ -74,6 +77,7 @@ class EngineContext:
     am: ArrayModule
     chunked: bool = False  # stream the matrix from host in row blocks of ``chunk_rows``
     chunk_rows: int = 200_000
+    max_device_nnz: int = 2**31 - 1  # above this, a host sparse matrix is streamed in row blocks
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,23 @@ def register(step: str, backends: tuple[str, ...] = ENGINE_BACKENDS, *, chunkabl
 
 
 def engine_impl(step: str, backend: str) -> Callable[..., Any] | None:
-    """The engine function registered for ``(step, backend)``, or None."""
+    """The engine function registered for ``(step, backend)``, or None. Called directly, it
+    checks the parameter values the catalogue declares first (as :func:`run_step` does) and
+    raises :class:`EngineUnsupported` for one it does not implement."""
     _load_engine()
     impl = _ENGINE.get(step, {}).get(backend)
-    return impl.func if impl else None
+    if impl is None:
+        return None
+
+    def checked(adata, ctx, **params):
+        from ..catalogue import unsupported
+
+        why = unsupported(step, params)
+        if why is not None:
+            raise EngineUnsupported(why)
+        return impl.func(adata, ctx, **params)
+
+    return functools.wraps(impl.func)(checked)
 
 
 def implemented_steps(backend: str) -> list[str]:
@@ -118,8 +135,21 @@ def implemented_steps(backend: str) -> list[str]:
     return sorted(s for s, by_backend in _ENGINE.items() if backend in by_backend)
 
 
+_CATALOGUED = False
+
+
 def _load_engine() -> None:
-    from .. import engine  # noqa: F401  (importing registers every engine step)
+    """Register the engine implementations the catalogue names (once, on first use)."""
+    global _CATALOGUED
+    if _CATALOGUED:
+        return
+    from .. import catalogue
+
+    for entry in catalogue.engine_steps():
+        func = catalogue.resolve(entry.engine)
+        for b in ENGINE_BACKENDS:
+            _ENGINE.setdefault(entry.name, {}).setdefault(b, _Impl(func, entry.chunkable))
+    _CATALOGUED = True
 
 
 def is_gpu_resource_error(exc: BaseException) -> bool:
@@ -160,12 +190,18 @@ def run_step(
             fallback_reason = f"cupy backend unusable: {cuda_status().reason}"
             impl = None
         else:
+            from ..catalogue import unsupported
+
             engine_params, lacking = _engine_params(impl.func, params, scanpy_impl)
+            why_not = unsupported(step, params)
             if lacking:
                 fallback_reason = (
                     f"{step} on {chosen}: the engine does not implement parameter(s) "
                     f"{', '.join(lacking)} of the installed scanpy"
                 )
+                impl = None
+            elif why_not is not None:  # a parameter value the engine does not implement
+                fallback_reason = f"{step} on {chosen}: {why_not}"
                 impl = None
 
     t0 = time.perf_counter()
@@ -176,7 +212,8 @@ def run_step(
         am = array_module(chosen)
         attempts = [False, True] if impl.chunkable else [False]
         for chunked in attempts:
-            ctx = EngineContext(am=am, chunked=chunked, chunk_rows=settings.chunk_rows)
+            ctx = EngineContext(am=am, chunked=chunked, chunk_rows=settings.chunk_rows,
+                                max_device_nnz=settings.max_device_nnz)
             try:
                 t0 = time.perf_counter()
                 result = impl.func(adata, ctx, **engine_params)

@@ -1,7 +1,5 @@
-"""Engine implementations of steps, registered with :func:`gpu_sc.dispatch.register`.
+"""Engine implementations of steps, named by their entries in :mod:`gpu_sc.catalogue`.
 
 Each module adapts AnnData to the array-generic kernels of :mod:`gpu_sc.kernels` for the
-``numpy`` and ``cupy`` backends. Importing this package registers them all.
+``numpy`` and ``cupy`` backends. The dispatcher registers them from the catalogue on first use.
 """
-
-from . import clustering, embedding, markers, neighbors, preprocessing  # noqa: F401

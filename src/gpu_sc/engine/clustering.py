@@ -1,22 +1,19 @@
-"""Engine steps: clustering — ``leiden`` and ``paga`` (registered on import)."""
+"""Engine steps: clustering — ``leiden`` and ``paga`` (named by the catalogue)."""
 
 from __future__ import annotations
-
-import numbers
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from natsort import natsorted
 
-from ..dispatch.registry import EngineUnsupported, register
+from ..dispatch.registry import EngineUnsupported
 from ..kernels.leiden import leiden as _leiden_kernel
 from ..kernels.paga import paga_connectivities
 
 __all__ = ["leiden", "paga"]
 
 
-@register("leiden")
 def leiden(
     adata,
     ctx,
@@ -44,21 +41,14 @@ def leiden(
     numbered by decreasing cluster size.
     """
     am = ctx.am
-    if flavor not in ("igraph", "leidenalg"):
-        raise EngineUnsupported(f"flavor={flavor!r} (scanpy reports the error)")
+    # flavor, partition_type, restrict_to, random_state: declared in the catalogue.
     if flavor == "igraph" and directed:
         raise EngineUnsupported("directed=True with flavor='igraph' (scanpy reports the error)")
     if flavor == "leidenalg" and directed is not False:
         raise EngineUnsupported("leidenalg on a directed graph optimises another objective")
-    if partition_type is not None:
-        raise EngineUnsupported("only the modularity (RB configuration) partition type")
-    if restrict_to is not None:
-        raise EngineUnsupported("restrict_to is not implemented")
     extra = {k: v for k, v in clustering_args.items() if k != "objective_function"}
     if clustering_args.get("objective_function", "modularity") != "modularity" or extra:
         raise EngineUnsupported(f"clustering arguments {sorted(clustering_args)}")
-    if not isinstance(random_state, numbers.Integral):
-        raise EngineUnsupported("random_state must be an integer seed")
     if obsp is not None and neighbors_key is not None:
         raise EngineUnsupported("both obsp and neighbors_key given (scanpy reports the error)")
     if adjacency is None:
@@ -96,7 +86,6 @@ def _choose_graph(adata, obsp, neighbors_key):
     return adata.obsp[adata.uns[key].get("connectivities_key", "connectivities")]
 
 
-@register("paga")
 def paga(adata, ctx, *, groups, use_rna_velocity, model, neighbors_key, copy):
     """PAGA v1.2 connectivities by sparse products on the engine's graph and labels.
 
@@ -107,10 +96,7 @@ def paga(adata, ctx, *, groups, use_rna_velocity, model, neighbors_key, copy):
     scipy, exactly as scanpy does.
     """
     am = ctx.am
-    if use_rna_velocity:
-        raise EngineUnsupported("use_rna_velocity=True is not implemented")
-    if model != "v1.2":
-        raise EngineUnsupported(f"model={model!r}: only v1.2 is implemented")
+    # use_rna_velocity, model: declared in the catalogue.
     check = "neighbors" if neighbors_key is None else neighbors_key
     if check not in adata.uns:
         raise EngineUnsupported("no neighbors graph (scanpy reports the error)")

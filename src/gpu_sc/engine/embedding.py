@@ -1,4 +1,4 @@
-"""Engine steps: embedding (registered on import).
+"""Engine steps: embedding (named by the catalogue).
 
 ``tl.umap`` (:mod:`gpu_sc.kernels.umap`) and ``tl.tsne`` (:mod:`gpu_sc.kernels.tsne`), with
 scanpy's defaults and outputs. Both are deterministic for an integer ``random_state``.
@@ -6,11 +6,9 @@ scanpy's defaults and outputs. Both are deterministic for an integer ``random_st
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from ..dispatch.registry import EngineUnsupported, register
+from ..dispatch.registry import EngineUnsupported
 from ..kernels import umap as _umap
 from .neighbors import choose_representation
 
@@ -18,14 +16,10 @@ __all__ = ["tsne", "umap"]
 
 
 def _seed(random_state) -> int:
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state)
-    if random_state is None:
-        raise EngineUnsupported("random_state=None (unseeded) is not reproducible")
-    raise EngineUnsupported(f"random_state of type {type(random_state).__name__}")
+    """An integer seed (:data:`gpu_sc.catalogue.SEED_POLICY`: the dispatcher has checked it)."""
+    return int(random_state)
 
 
-@register("umap")
 def umap(
     adata,
     ctx,
@@ -48,8 +42,6 @@ def umap(
 ):
     am = ctx.am
     xp = am.xp
-    if method != "umap":
-        raise EngineUnsupported(f"method={method!r}")
     seed = _seed(random_state)
     key_obsm, key_uns = ("X_umap", "umap") if key_added is None else (key_added, key_added)
     if neighbors_key is None:
@@ -130,7 +122,6 @@ def umap(
     return None
 
 
-@register("tsne")
 def tsne(
     adata,
     ctx,
@@ -154,8 +145,7 @@ def tsne(
 
     from ..kernels import tsne as _tsne
 
-    if metric not in ("euclidean", "cosine"):
-        raise EngineUnsupported(f"metric={metric!r}; the engine implements euclidean and cosine")
+    # metric, random_state: declared in the catalogue.
     am = ctx.am
     x = choose_representation(adata, am, use_rep=use_rep, n_pcs=n_pcs)
     y, kl, n_iter, _ = _tsne.tsne(

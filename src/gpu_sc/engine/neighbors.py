@@ -1,4 +1,4 @@
-"""Engine steps: neighbors (registered on import).
+"""Engine steps: neighbors (named by the catalogue).
 
 ``pp.neighbors`` with exact kNN (:mod:`gpu_sc.kernels.knn`) and UMAP or Gaussian connectivities
 (:mod:`gpu_sc.kernels.connectivities`), written where and how scanpy writes them. scanpy itself
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from ..dispatch.registry import EngineUnsupported, register
+from ..dispatch.registry import EngineUnsupported
 from ..kernels import connectivities as _conn
 from ..kernels.knn import knn as _knn
 from ..kernels.knn import knn_to_csr
@@ -64,7 +64,6 @@ def choose_representation(adata, am, *, use_rep: str | None, n_pcs: int | None):
     return x
 
 
-@register("neighbors")
 def neighbors(
     adata,
     ctx,
@@ -81,16 +80,8 @@ def neighbors(
     key_added,
     copy,
 ):
-    if transformer is not None:
-        raise EngineUnsupported(f"transformer={transformer!r} (the engine computes exact kNN)")
-    if not knn:
-        raise EngineUnsupported("knn=False (dense Gaussian kernel)")
-    if method not in ("umap", "gauss"):
-        raise EngineUnsupported(f"method={method!r}")
-    if not isinstance(metric, str) or metric not in ("euclidean", "cosine"):
-        raise EngineUnsupported(f"metric={metric!r}; the engine implements euclidean and cosine")
-    if metric_kwds:
-        raise EngineUnsupported(f"metric_kwds={dict(metric_kwds)!r}")
+    # transformer, knn, method, metric, metric_kwds: supported values are declared in the
+    # catalogue and checked by the dispatcher.
     am = ctx.am
     x = choose_representation(adata, am, use_rep=use_rep, n_pcs=n_pcs)
     n_obs = adata.n_obs

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._settings import settings
 from ..dispatch.arrays import ArrayModule
 from ..dispatch.arrays import is_device_array as is_device  # AnnData's device views included
 
@@ -28,18 +27,20 @@ def _nbytes(x: Any) -> int:
 
 
 def needs_chunking(
-    am: ArrayModule, x: Any, *, working_copies: int = 3, dense_result: bool = False
+    am: ArrayModule, x: Any, *, max_nnz: int = 2**31 - 1, working_copies: int = 3,
+    dense_result: bool = False,
 ) -> bool:
     """Whether host matrix ``x`` must be streamed rather than moved whole to the device.
 
-    True when it has more nonzeros than :attr:`gpu_sc.settings.max_device_nnz` (CuPy's int32
-    index limit) or when ``working_copies`` times its size (plus a float64 dense copy when
+    True when it has more nonzeros than ``max_nnz`` (the engine context's
+    ``max_device_nnz``, from :attr:`gpu_sc.settings.max_device_nnz`) or the array library's
+    limit (CuPy's int32 index) or when ``working_copies`` times its size (plus a float64 dense copy when
     the step densifies, ``dense_result``) exceeds the device's free memory. A matrix already
     on the device is never chunked.
     """
     if is_device(x):
         return False
-    if sp.issparse(x) and x.nnz > min(settings.max_device_nnz, am.max_nnz):
+    if sp.issparse(x) and x.nnz > min(max_nnz, am.max_nnz):
         return True
     free = am.free_memory()
     if free is None:

@@ -27,7 +27,7 @@ from ..dispatch.arrays import ArrayModule
 from .knn import knn as _knn
 from .segment import segment_ids
 
-__all__ = ["joint_probabilities", "kl_divergence_exact", "pca_init", "tsne"]
+__all__ = ["joint_probabilities", "pca_init", "tsne"]
 
 _EXPLORATION_ITER = 250
 _N_ITER_CHECK = 50
@@ -226,17 +226,6 @@ def _repulsion_fft(am, y, *, n_interp: int = 3, min_boxes: int = 50, max_boxes: 
     at = W @ pot  # (n, 3): sum_j w_ij, and the force
     z = float(at[:, 0].sum()) - n  # drop the self terms w_ii = 1
     return at[:, 1:].astype(y.dtype), z
-
-
-def kl_divergence_exact(am: ArrayModule, P, y) -> float:
-    """``KL(P || Q)`` of embedding ``y`` with the exact normalisation ``Z`` (row tiles)."""
-    xp = am.xp
-    y = xp.asarray(y, dtype=xp.float64)
-    _, w = _attraction(am, P, y)
-    _, z = _repulsion_exact(am, y)
-    q = xp.maximum(w / z, _FLOAT32_TINY)
-    p = P.data
-    return float((p * xp.log(xp.maximum(p, _FLOAT32_TINY) / q)).sum())
 
 
 def tsne(

@@ -2,8 +2,7 @@
 
 How one run goes (backends ``(A, B)``, A the reference):
 
-1. The pipeline's own steps (:func:`gpu_sc.pipeline.run._run_steps`) run on A through a
-   recording runner. Before each stage that has an engine implementation on A or B, the runner
+1. The pipeline (:class:`gpu_sc.pipeline.Runner`) runs on A with a recording hook. Before each stage that has an engine implementation on A or B, the runner
    copies AnnData and runs that one stage on B on the copy (**isolated**: B's stage fed with A's
    output of the previous stage), and, for the stages with random or order-sensitive results,
    runs it on B a second time (**rerun**: determinism). After each step it copies the step's
@@ -26,12 +25,13 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
+from .. import catalogue
 from .._settings import settings
 from ..dispatch.backends import canonical_backend_name, cuda_status
 from ..dispatch.provenance import environment, provenance
 from ..dispatch.registry import _move_to_host, engine_impl
 from ..pipeline.config import PipelineConfig
-from ..pipeline.run import _run_steps, _Runner
+from ..pipeline.run import Runner, StepHook
 from ..pipeline.validate import validate_counts
 from .report import ParityReport, Row
 from .stages import ENGINE_BACKENDS, Context, Stage, identical, registry_name, stage_for
@@ -66,8 +66,8 @@ def compare(
         Pipeline configuration (:class:`~gpu_sc.pipeline.PipelineConfig`, dict or TOML path);
         None = scanpy's PBMC3k tutorial.
     seed
-        Replaces the ``random_state`` of PCA, neighbors, Leiden, UMAP and t-SNE, and seeds the
-        trustworthiness subsample.
+        Replaces the ``random_state`` of every config section that has one (PCA, neighbors,
+        Leiden, UMAP, t-SNE, ...), and seeds the trustworthiness subsample.
     name
         Data set name for the report.
     determinism
@@ -131,29 +131,30 @@ class _Ran:
     fallback_reason: str | None = None
 
 
-class _RecordingRunner(_Runner):
-    """The pipeline's runner, plus: a hook before each stage, the backend each step ran on
-    (from provenance), and the stage outputs extracted right after each step."""
+class _Recorder(StepHook):
+    """The runner's hook that records: a callback before each stage, the backend each step
+    ran on (from provenance), and the stage outputs extracted right after each step."""
 
-    def __init__(self, adata, cfg, before_step=None):
-        super().__init__(adata, shapes=[], progress=None)
+    def __init__(self, cfg, before_step=None):
         self.cfg = cfg
-        self.before_step = before_step
+        self.before = before_step
         self.ran: dict[str, _Ran] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
+        self._n_before = 0
 
-    def step(self, name, func, *args, **kwargs):
+    def before_step(self, runner, name, func, args, kwargs):
         stage = stage_for(name, self.cfg)
         if stage is not None:
-            _c_order(self.adata)
-            if self.before_step is not None:
-                self.before_step(stage, func, args, kwargs, self.adata)
-        n_before = len(provenance(self.adata))
-        out = super().step(name, func, *args, **kwargs)
-        self.ran[name] = _ran_since(self.adata, n_before)
+            _c_order(runner.adata)
+            if self.before is not None:
+                self.before(stage, func, args, kwargs, runner.adata)
+        self._n_before = len(provenance(runner.adata))
+
+    def after_step(self, runner, name, out):
+        self.ran[name] = _ran_since(runner.adata, self._n_before)
+        stage = stage_for(name, self.cfg)
         if stage is not None:
-            self.outputs[name] = _extract(stage, self.adata, self.ran[name])
-        return out
+            self.outputs[name] = _extract(stage, runner.adata, self.ran[name])
 
     @property
     def step_log(self) -> list[dict[str, Any]]:
@@ -200,16 +201,17 @@ def _ran_since(adata, n_before: int) -> _Ran:
     return _Ran(last["backend"], last.get("fallback_reason"))
 
 
-def _run_recorded(adata, cfg: PipelineConfig, backend: str, before_step=None) -> _RecordingRunner:
+def _run_recorded(adata, cfg: PipelineConfig, backend: str, before_step=None) -> _Recorder:
     """Run the pipeline's steps on ``backend`` with results on the host after every step (the
     device-resident mode of :func:`gpu_sc.pipeline` moves the same values, only later)."""
-    runner = _RecordingRunner(adata, cfg, before_step)
+    recorder = _Recorder(cfg, before_step)
+    runner = Runner(adata, cfg, backend=backend, hooks=[recorder])
     try:
-        with settings.override(backend=backend, output="host"):
-            _run_steps(runner, cfg)
+        with settings.override(output="host"):
+            runner.run()
     finally:
         _move_to_host(runner.adata)
-    return runner
+    return recorder
 
 
 class _Isolated:
@@ -241,8 +243,8 @@ class _Isolated:
         adata = adata_a.copy()
         n_before = len(provenance(adata))
         try:
-            with settings.override(backend=self.backend, output="host"):
-                func(adata, *args, **kwargs)
+            with settings.override(output="host"):
+                func(adata, *args, backend=self.backend, **kwargs)
         finally:
             _move_to_host(adata)
         ran = _ran_since(adata, n_before)
@@ -336,8 +338,11 @@ def _backend_pair(backends) -> tuple[str, str]:
 
 
 def _seeded(cfg: PipelineConfig, seed: int) -> PipelineConfig:
-    for section in (cfg.pca, cfg.neighbors, cfg.leiden, cfg.umap, cfg.tsne):
-        section.random_state = seed
+    """Every config section with a ``random_state`` gets ``seed``."""
+    for sec in catalogue.sections():
+        section = getattr(cfg, sec.name)
+        if hasattr(section, "random_state"):
+            section.random_state = seed
     return cfg
 
 

@@ -1,7 +1,7 @@
 """What each pipeline step outputs, and how two backends' outputs of it are compared.
 
 A :class:`Stage` is keyed by the pipeline runner's step name
-(:func:`gpu_sc.pipeline.run._run_steps`). ``extract`` copies the step's outputs out of AnnData
+(:class:`gpu_sc.pipeline.Runner`; the catalogue names each step's stage factory here). ``extract`` copies the step's outputs out of AnnData
 right after the step (so later steps cannot overwrite them); ``compare`` turns the reference
 side's and the other side's extracts into metric values. End to end the two sides may have
 different cells or genes (a filter decided differently): everything is aligned by name, on
@@ -10,6 +10,7 @@ the names both sides kept.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..pipeline.run import rank_genes_key
+from .. import catalogue
+from ..pipeline.plan import rank_genes_key
 from . import metrics as M
 from .thresholds import (
     EMBEDDING_K,
@@ -454,44 +456,107 @@ def _compare_markers(a, b, ctx) -> list[Measured]:
     return rows
 
 
-# -- the table -------------------------------------------------------------------------------
+# -- stage factories, named by the catalogue's ``Step.parity`` --------------------------------
+def filter_cells(step, cfg) -> Stage:
+    return Stage(step, _extract_filter_cells, _compare_filter_cells)
+
+
+def filter_genes(step, cfg) -> Stage:
+    return Stage(step, _extract_filter_genes, _compare_filter_genes)
+
+
+def qc(step, cfg) -> Stage:
+    return Stage(step, _extract_qc, _compare_qc)
+
+
+def normalized(step, cfg) -> Stage:
+    return Stage(step, _extract_X, _matrix_comparator("normalized_max_rel_diff",
+                                                      floor_sd=False, report_cells=True))
+
+
+def log1p(step, cfg) -> Stage:
+    return Stage(step, _extract_X, _matrix_comparator("log1p_max_rel_diff", floor_sd=False))
+
+
+def hvg(step, cfg) -> Stage:
+    return Stage(step, _extract_hvg, _compare_hvg)
+
+
+def regress_out(step, cfg) -> Stage:
+    return Stage(step, _extract_X, _matrix_comparator("regress_out_max_rel_diff", floor_sd=True))
+
+
+def scale(step, cfg) -> Stage:
+    return Stage(step, _extract_X, _matrix_comparator("scale_max_rel_diff", floor_sd=True))
+
+
+def pca(step, cfg) -> Stage:
+    return Stage(step, _extract_pca, _compare_pca)
+
+
+def neighbors(step, cfg) -> Stage:
+    return Stage(step, _extract_neighbors, _compare_neighbors)
+
+
+def leiden(step, cfg) -> Stage:
+    return Stage(step, _extract_leiden(cfg.leiden.key_added), _compare_leiden)
+
+
+def paga(step, cfg) -> Stage:
+    return Stage(step, _extract_paga, _compare_paga)
+
+
+def umap(step, cfg) -> Stage:
+    return Stage(step, _extract_embedding("X_umap"), _compare_embedding)
+
+
+def tsne(step, cfg) -> Stage:
+    return Stage(step, _extract_tsne, _compare_tsne)
+
+
+def markers(step, cfg) -> Stage:
+    method = step[len("rank_genes_groups["):-1]
+    return Stage(step, _extract_markers(rank_genes_key(method), cfg.leiden.key_added),
+                 _compare_markers)  # fmt: skip
+
+
+def obs_values(step, cfg) -> Stage:
+    """Generic: the ``obs[...]`` columns the catalogue says ``step`` writes, compared by
+    :func:`~gpu_sc.parity.metrics.max_rel_diff` floored at the column's SD (values near 0
+    come from cancellation); metric ``<step>_max_rel_diff``."""
+    entry = catalogue.get(step)
+    fields = dataclasses.asdict(getattr(cfg, entry.section)) if entry.section else {}
+    columns = [w[4:-1].format(**fields) for w in entry.writes
+               if w.startswith("obs[") and w.endswith("]")]  # fmt: skip
+
+    def extract(adata) -> Extract:
+        return {**_names(adata), **{c: adata.obs[c].to_numpy(copy=True) for c in columns}}
+
+    def compare(a, b, ctx) -> list[Measured]:
+        ia, ib, cells = _common(a["cells"], b["cells"])
+        worst, where = 0.0, ""
+        for c in columns:
+            d = M.max_rel_diff(a[c][ia], b[c][ib], floor_sd=True)
+            if np.isnan(d) or d > worst or not where:
+                worst, where = d, c
+        note = "; ".join(filter(None, [f"worst column: {where}" if len(columns) > 1 else "",
+                                       _aligned_note(a, b, len(cells))]))  # fmt: skip
+        return [Measured(f"{step}_max_rel_diff", worst, note)]
+
+    return Stage(step, extract, compare)
+
+
 def stage_for(step: str, cfg) -> Stage | None:
-    """The :class:`Stage` of runner step ``step`` under pipeline config ``cfg``, or None for
-    steps without outputs to compare (subsetting, ``.raw``, the PAGA layout)."""
-    if step.startswith("rank_genes_groups["):
-        method = step[len("rank_genes_groups["):-1]
-        key = rank_genes_key(method)
-        return Stage(step, _extract_markers(key, cfg.leiden.key_added), _compare_markers)
-    leiden_key = cfg.leiden.key_added
-    table = {
-        "filter_cells": Stage("filter_cells", _extract_filter_cells, _compare_filter_cells),
-        "filter_genes": Stage("filter_genes", _extract_filter_genes, _compare_filter_genes),
-        "calculate_qc_metrics": Stage("calculate_qc_metrics", _extract_qc, _compare_qc),
-        "normalize_total": Stage(
-            "normalize_total", _extract_X,
-            _matrix_comparator("normalized_max_rel_diff", floor_sd=False, report_cells=True),
-        ),  # fmt: skip
-        "log1p": Stage("log1p", _extract_X,
-                       _matrix_comparator("log1p_max_rel_diff", floor_sd=False)),  # fmt: skip
-        "highly_variable_genes": Stage("highly_variable_genes", _extract_hvg, _compare_hvg),
-        "regress_out": Stage(
-            "regress_out", _extract_X,
-            _matrix_comparator("regress_out_max_rel_diff", floor_sd=True),
-        ),  # fmt: skip
-        "scale": Stage("scale", _extract_X,
-                       _matrix_comparator("scale_max_rel_diff", floor_sd=True)),  # fmt: skip
-        "pca": Stage("pca", _extract_pca, _compare_pca, repeat_keys=("X_pca", "PCs")),
-        "neighbors": Stage("neighbors", _extract_neighbors, _compare_neighbors,
-                           repeat_keys=("distances", "connectivities")),  # fmt: skip
-        "leiden": Stage("leiden", _extract_leiden(leiden_key), _compare_leiden,
-                        repeat_keys=("labels",)),  # fmt: skip
-        "paga": Stage("paga", _extract_paga, _compare_paga),
-        "umap": Stage("umap", _extract_embedding("X_umap"), _compare_embedding,
-                      repeat_keys=("Y",)),  # fmt: skip
-        "tsne": Stage("tsne", _extract_tsne, _compare_tsne,
-                      repeat_keys=("Y",)),  # fmt: skip
-    }
-    return table.get(step)
+    """The :class:`Stage` of runner step ``step`` under pipeline config ``cfg`` (the
+    catalogue entry's ``parity`` factory), or None for steps without outputs to compare
+    (subsetting, ``.raw``, the PAGA layout)."""
+    entry = catalogue.get(step)
+    if entry is None or entry.parity is None:
+        return None
+    stage = globals()[entry.parity](step, cfg)
+    if entry.repeat_keys:
+        stage = dataclasses.replace(stage, repeat_keys=entry.repeat_keys)
+    return stage
 
 
 def identical(a: Extract, b: Extract, keys: tuple[str, ...]) -> tuple[bool, str]:

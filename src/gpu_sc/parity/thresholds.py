@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import catalogue
+
 __all__ = [
     "KNN_EXACT_MAX_CELLS",
     "PCA_N_COMPONENTS",
@@ -192,6 +194,12 @@ THRESHOLDS: dict[str, Threshold] = {
         "same input and seed must give bitwise the same result (1 = identical)",
     ),  # fmt: skip
 }
+
+#: Metrics of steps that declare their own thresholds in the catalogue (``Step.thresholds``).
+THRESHOLDS.update({
+    metric: Threshold(op, value, tuple(modes), why)
+    for step in catalogue.STEPS for metric, (op, value, modes, why) in step.thresholds.items()
+})  # fmt: skip
 
 
 def threshold_for(metric: str, mode: str) -> Threshold | None:

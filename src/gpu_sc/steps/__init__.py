@@ -15,15 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from .. import catalogue
 from ..dispatch.arrays import module_of
 from ..dispatch.registry import bind_scanpy_params, run_step
 
 logger = logging.getLogger("gpu_sc")
 
 # Steps that read a graph, not values: nothing to check at their boundary.
-_GRAPH_STEPS = frozenset({"leiden", "paga", "umap"})
+_GRAPH_STEPS = frozenset(s.name for s in catalogue.STEPS if s.graph_input)
 # Steps that are fine on an empty AnnData (the pipeline says what emptied it after them).
-_EMPTY_OK = frozenset({"filter_cells", "filter_genes", "calculate_qc_metrics"})
+_EMPTY_OK = frozenset(s.name for s in catalogue.STEPS if s.empty_ok)
 
 __all__ = ["make_step"]
 

@@ -1,0 +1,250 @@
+"""Engine step: ``highly_variable_genes`` (seurat, cell_ranger, seurat_v3 flavours).
+
+Each function has scanpy's parameter names, computes with the array-generic kernels of
+:mod:`gpu_sc.kernels` on ``ctx.am`` and writes into ``adata`` only after everything is computed;
+matrix access and row-block streaming are shared in :mod:`gpu_sc.engine._matrix`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..dispatch.registry import EngineContext, EngineUnsupported
+from ..kernels import hvg as hvg_k
+from ._matrix import _actual, _Blocks, _get_x, _host, _sanitized_obs
+
+__all__ = ["highly_variable_genes"]
+
+
+def _batch_codes(adata, batch_key: str | None, *, unique_sorted: bool):
+    """Per-cell batch code and the batch labels (one batch when ``batch_key`` is None)."""
+    if batch_key is None:
+        return None, [None]
+    values = adata.obs[batch_key] if unique_sorted else _sanitized_obs(adata)[batch_key]
+    if unique_sorted:  # seurat_v3: np.unique of the column's values
+        labels, codes = np.unique(values.to_numpy(), return_inverse=True)
+        return codes.astype(np.int64), list(labels)
+    cat = values if isinstance(values.dtype, pd.CategoricalDtype) else pd.Categorical(values)
+    cat = pd.Categorical(cat)
+    if (cat.codes < 0).any():
+        raise EngineUnsupported(f"obs[{batch_key!r}] has missing values")
+    return cat.codes.astype(np.int64), list(cat.categories)
+
+
+def _group_stats(ctx, blocks: _Blocks, codes, n_groups: int, transform=None, check=False):
+    """Host float64 per-group gene sums / sums of squares / nonzero counts over all blocks."""
+    am = ctx.am
+    acc = None
+    counts_ok = True
+    for start, stop, b in blocks:
+        if check:
+            counts_ok &= _is_counts(am, b)
+        if transform is not None:
+            b = transform(b)
+        c = None if codes is None else am.asarray(codes[start:stop])
+        s = hvg_k.group_sums(am, b, c, n_groups)
+        s = {k: (v if k == "n" else _host(am, v)) for k, v in s.items()}
+        if acc is None:
+            acc = s
+        else:
+            for k in acc:
+                acc[k] = acc[k] + s[k]
+    acc["counts_ok"] = counts_ok
+    return acc
+
+
+def _is_counts(am, x) -> bool:
+    xp = am.xp
+    data = x.data if am.issparse(x) else x
+    if bool(xp.signbit(data).any()):
+        return False
+    if np.issubdtype(data.dtype, np.integer):
+        return True
+    return not bool(xp.any((data % 1) != 0))
+
+
+def highly_variable_genes(
+    adata,
+    ctx: EngineContext,
+    *,
+    layer,
+    n_top_genes,
+    min_disp,
+    max_disp,
+    min_mean,
+    max_mean,
+    span,
+    n_bins,
+    flavor,
+    subset,
+    inplace,
+    batch_key,
+    check_values,
+):
+    x = _get_x(adata, layer)
+    if flavor in ("seurat_v3", "seurat_v3_paper"):
+        return _hvg_seurat_v3(
+            adata,
+            ctx,
+            x,
+            flavor=flavor,
+            n_top_genes=2000 if n_top_genes is None else n_top_genes,
+            batch_key=batch_key,
+            check_values=check_values,
+            span=span,
+            subset=subset,
+            inplace=inplace,
+        )
+    cutoffs = None
+    if n_top_genes is None:
+        cutoffs = dict(min_disp=min_disp, max_disp=max_disp, min_mean=min_mean, max_mean=max_mean)
+    codes, labels = _batch_codes(adata, batch_key, unique_sorted=False)
+    transform = None
+    if flavor == "seurat":
+        base = adata.uns.get("log1p", {}).get("base")
+        transform = lambda b: hvg_k.expm1_values(ctx.am, b, base)  # noqa: E731
+    stats = _group_stats(ctx, _Blocks(ctx, x), codes, len(labels), transform)
+    var_names = adata.var_names
+
+    def one_batch(g: int, filter_unexpressed: bool) -> pd.DataFrame:
+        filt = stats["nnz"][g] > 0 if filter_unexpressed else np.ones(x.shape[1], bool)
+        n = int(stats["n"][g])
+        mean, var = hvg_k.mean_var(stats["sum"][g][filt], stats["sumsq"][g][filt], n)
+        df = hvg_k.dispersion_table(mean, var, flavor=flavor, n_bins=n_bins)
+        if cutoffs is not None:
+            df["highly_variable"] = hvg_k.select_cutoffs(df, cutoffs)
+        else:
+            df["highly_variable"] = hvg_k.select_top(
+                df["dispersions_norm"].to_numpy(), n_top_genes
+            )
+        df.index = var_names[filt]
+        n_removed = int((~filt).sum())
+        if n_removed:
+            missing = pd.DataFrame(np.zeros((n_removed, len(df.columns))), columns=df.columns)
+            missing["highly_variable"] = missing["highly_variable"].astype(bool)
+            missing.index = var_names[~filt]
+            df = pd.concat([df, missing]).loc[var_names]
+        return df
+
+    if batch_key is None:
+        df = one_batch(0, filter_unexpressed=False)
+    else:
+        df = pd.concat([one_batch(g, True) for g in range(len(labels))], axis=0)
+        df["highly_variable"] = df["highly_variable"].astype(int)
+        df = df.groupby(df.index, observed=True).agg(
+            dict(means="mean", dispersions="mean", dispersions_norm="mean", highly_variable="sum")
+        )
+        df["highly_variable_nbatches"] = df["highly_variable"]
+        df["highly_variable_intersection"] = df["highly_variable_nbatches"] == len(labels)
+        if cutoffs is None:
+            df.sort_values(
+                ["highly_variable_nbatches", "dispersions_norm"],
+                ascending=False,
+                na_position="last",
+                inplace=True,
+            )
+            df["highly_variable"] = np.arange(df.shape[0]) < n_top_genes
+            df = df.loc[var_names]
+        else:
+            df["dispersions_norm"] = df["dispersions_norm"].fillna(0)
+            df["highly_variable"] = hvg_k.select_cutoffs(df, cutoffs)
+
+    if not inplace:
+        return df.loc[df["highly_variable"]] if subset else df
+    _actual(adata)
+    adata.uns["hvg"] = {"flavor": flavor}
+    adata.var["highly_variable"] = df["highly_variable"]
+    adata.var["means"] = df["means"]
+    adata.var["dispersions"] = df["dispersions"]
+    adata.var["dispersions_norm"] = df["dispersions_norm"].astype(np.float32, copy=False)
+    if batch_key is not None:
+        adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"]
+        adata.var["highly_variable_intersection"] = df["highly_variable_intersection"]
+        adata.strings_to_categoricals()  # scanpy sanitizes adata for batches
+    if subset:
+        adata._inplace_subset_var(adata.var["highly_variable"].to_numpy())
+    return None
+
+
+def _hvg_seurat_v3(
+    adata, ctx, x, *, flavor, n_top_genes, batch_key, check_values, span, subset, inplace
+):
+    am = ctx.am
+    codes, labels = _batch_codes(adata, batch_key, unique_sorted=True)
+    blocks = _Blocks(ctx, x)
+    stats = _group_stats(ctx, blocks, codes, len(labels), check=check_values)
+    if check_values and not stats["counts_ok"]:
+        warnings.warn(
+            f"`{flavor=!r}` expects raw count data, but non-integers were found.",
+            UserWarning,
+            stacklevel=3,
+        )
+    n_total = int(stats["n"].sum())
+    means, variances = hvg_k.mean_var(stats["sum"].sum(0), stats["sumsq"].sum(0), n_total)
+
+    fits = []
+    for g in range(len(labels)):
+        n = int(stats["n"][g])
+        mean, var = hvg_k.mean_var(stats["sum"][g], stats["sumsq"][g], n)
+        reg_std, clip_val = hvg_k.seurat_v3_norm_var(mean, var, n, span)
+        fits.append((n, mean, reg_std, clip_val))
+    clip_dev = [am.asarray(f[3]) for f in fits]
+    csum = np.zeros((len(labels), x.shape[1]))
+    csq = np.zeros((len(labels), x.shape[1]))
+    for start, stop, b in blocks:
+        for g in range(len(labels)):
+            sub = b if codes is None else b[am.xp.flatnonzero(am.asarray(codes[start:stop] == g))]
+            if sub.shape[0] == 0:
+                continue
+            s, q = hvg_k.clipped_sums(am, sub, clip_dev[g])
+            csum[g] += _host(am, s)
+            csq[g] += _host(am, q)
+    norm_gene_vars = []
+    for g, (n, mean, reg_std, _) in enumerate(fits):
+        v = (1 / ((n - 1) * np.square(reg_std))) * (
+            (n * np.square(mean)) + csq[g] - 2 * csum[g] * mean
+        )
+        norm_gene_vars.append(v.reshape(1, -1))
+    norm_gene_vars = np.concatenate(norm_gene_vars, axis=0)
+
+    # ranking exactly as scanpy's _highly_variable_genes_seurat_v3
+    ranked = np.argsort(np.argsort(-norm_gene_vars, axis=1), axis=1).astype(np.float32)
+    num_batches_high_var = np.sum((ranked < n_top_genes).astype(int), axis=0)
+    ranked[ranked >= n_top_genes] = np.nan
+    median_ranked = np.ma.median(np.ma.masked_invalid(ranked), axis=0).filled(np.nan)
+    df = pd.DataFrame(index=adata.var_names)
+    df["means"], df["variances"] = means, variances
+    df["gene_name"] = df.index
+    df["highly_variable_nbatches"] = num_batches_high_var
+    df["highly_variable_rank"] = median_ranked
+    df["variances_norm"] = np.mean(norm_gene_vars, axis=0)
+    if flavor == "seurat_v3":
+        sort_cols, ascending = ["highly_variable_rank", "highly_variable_nbatches"], [True, False]
+    else:
+        sort_cols, ascending = ["highly_variable_nbatches", "highly_variable_rank"], [False, True]
+    order = df[sort_cols].sort_values(sort_cols, ascending=ascending, na_position="last").index
+    df["highly_variable"] = False
+    df.loc[order[: int(n_top_genes)], "highly_variable"] = True
+    if not inplace:
+        if batch_key is None:
+            df = df.drop(["highly_variable_nbatches"], axis=1)
+        return df.iloc[df["highly_variable"].to_numpy(), :] if subset else df
+    _actual(adata)
+    adata.uns["hvg"] = {"flavor": flavor}
+    adata.var["highly_variable"] = df["highly_variable"].to_numpy()
+    adata.var["highly_variable_rank"] = df["highly_variable_rank"].to_numpy()
+    adata.var["means"] = df["means"].to_numpy()
+    adata.var["variances"] = df["variances"].to_numpy()
+    adata.var["variances_norm"] = df["variances_norm"].to_numpy().astype("float64", copy=False)
+    if batch_key is not None:
+        adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"].to_numpy()
+    if subset:
+        adata._inplace_subset_var(df["highly_variable"].to_numpy())
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# regress_out, scale

@@ -1,0 +1,114 @@
+"""Engine step: ``pca``.
+
+Each function has scanpy's parameter names, computes with the array-generic kernels of
+:mod:`gpu_sc.kernels` on ``ctx.am`` and writes into ``adata`` only after everything is computed;
+matrix access and row-block streaming are shared in :mod:`gpu_sc.engine._matrix`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dispatch.registry import EngineContext, EngineUnsupported
+from ..kernels import pca as pca_k
+from ..kernels import scale as scale_k
+from ._matrix import _actual, _Blocks, _get_x, _host
+
+__all__ = ["pca"]
+
+
+def pca(
+    adata,
+    ctx: EngineContext,
+    *,
+    n_comps,
+    layer,
+    zero_center,
+    svd_solver,
+    chunked,
+    chunk_size,
+    random_state,
+    return_info,
+    mask_var,
+    use_highly_variable,
+    dtype,
+    key_added=None,  # scanpy >= 1.11 (older ones store under the default key)
+    copy,
+):
+    from scanpy import settings as sc_settings
+    from scanpy.preprocessing._pca import _handle_mask_var
+
+    am, xp = ctx.am, ctx.am.xp
+    mask_param, mask = _handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
+    x = _get_x(adata, layer)
+    n_obs = x.shape[0]
+    n_feat = int(mask.sum()) if mask is not None else x.shape[1]
+    if n_comps is None:
+        min_dim = min(n_feat, n_obs)
+        n_comps = min_dim - 1 if min_dim <= sc_settings.N_PCS else sc_settings.N_PCS
+    if not 1 <= n_comps < min(n_obs, n_feat):
+        raise EngineUnsupported(f"n_comps={n_comps} must be in [1, min(n_obs, n_vars))")
+    float_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+    blocks = _Blocks(ctx, x)
+    cols = am.asarray(np.flatnonzero(mask)) if mask is not None else None
+
+    def sub(b):
+        return b[:, cols] if cols is not None else b
+
+    seed = random_state if isinstance(random_state, int | np.integer) else 0
+    if n_feat <= pca_k.EIGH_MAX_FEATURES:
+        total, gram = None, None
+        for _, _, b in blocks:
+            s, g = pca_k.gram_block(am, sub(b))
+            total = s if total is None else total + s
+            gram = g if gram is None else gram + g
+        mean, cov = pca_k.covariance(am, total, gram, n_obs)
+        total_var = float(xp.trace(cov))
+        evals, evecs = pca_k.top_eigh(am, cov, n_comps)
+    else:
+        total = None
+        total_sq = None
+        for _, _, b in blocks:
+            s, q = scale_k.col_accumulators(am, sub(b))
+            total = s if total is None else total + s
+            total_sq = q if total_sq is None else total_sq + q
+        mean = total / n_obs
+        total_var = float(((total_sq - n_obs * mean**2) / (n_obs - 1)).sum())
+
+        def apply_cov(v):
+            acc = None
+            for _, _, b in blocks:
+                bs = sub(b)
+                xv = bs.astype(xp.float64) @ v
+                part = pca_k.t_matmul(am, bs, xv)
+                acc = part if acc is None else acc + part
+            return (acc - n_obs * xp.outer(mean, mean @ v)) / (n_obs - 1)
+
+        evals, evecs = pca_k.top_eigh_randomized(am, apply_cov, n_feat, n_comps, seed=int(seed))
+    evecs = pca_k.flip_signs(am, evecs)
+    x_pca = blocks.map(lambda start, stop, b: pca_k.project_block(am, sub(b), mean, evecs))
+    x_pca = am.to_host(x_pca)
+    if x_pca.dtype.descr != np.dtype(dtype).descr:
+        x_pca = x_pca.astype(dtype)
+    components = _host(am, evecs).T.astype(float_dtype)
+    variance = _host(am, evals).astype(float_dtype)
+    variance_ratio = (_host(am, evals) / total_var).astype(float_dtype)
+
+    key_obsm, key_varm, key_uns = ("X_pca", "PCs", "pca") if key_added is None else [key_added] * 3
+    if mask is not None:
+        loadings = np.zeros(shape=(adata.n_vars, n_comps))
+        loadings[mask] = components.T
+    else:
+        loadings = components.T
+    params = dict(
+        zero_center=zero_center,
+        use_highly_variable=mask_param == "highly_variable",
+        mask_var=mask_param,
+    )
+    if layer is not None:
+        params["layer"] = layer
+    _actual(adata)
+    adata.obsm[key_obsm] = x_pca
+    adata.varm[key_varm] = loadings
+    adata.uns[key_uns] = dict(params=params, variance=variance, variance_ratio=variance_ratio)
+    return None

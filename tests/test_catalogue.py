@@ -1,0 +1,102 @@
+"""The step catalogue: one declaration per step, everything else derived from it."""
+
+from __future__ import annotations
+
+import pytest
+
+import gpu_sc
+from gpu_sc import catalogue
+from gpu_sc.dispatch.provenance import pipeline_record, provenance
+from gpu_sc.pipeline import PipelineConfig, Runner, StepHook
+
+
+@pytest.fixture(scope="module")
+def small():
+    return gpu_sc.datasets.synthetic(300, seed=1)
+
+
+def test_public_namespaces_are_the_catalogues():
+    for ns, module in (("pp", gpu_sc.pp), ("tl", gpu_sc.tl)):
+        names = sorted(s.name for s in catalogue.public_steps(ns))
+        assert module.__all__ == names
+        for name in names:
+            first = catalogue.get(name).namespaces[0]  # pca: gpu_sc.pp's, in both
+            assert getattr(module, name).__module__ == f"gpu_sc.{first}"
+    assert gpu_sc.tl.pca is gpu_sc.pp.pca
+
+
+def test_config_sections_and_pipeline_order_come_from_the_catalogue():
+    cfg = PipelineConfig()
+    assert list(cfg.to_dict())[1:] == [s.name for s in catalogue.sections()]
+    for s in catalogue.STEPS:
+        assert s.section is None or hasattr(cfg, s.section), s.name
+        assert s.run is None or callable(catalogue.resolve(s.run)), s.name
+        assert s.engine is None or callable(catalogue.resolve(s.engine)), s.name
+    assert catalogue.PIPELINE.index("filter_cells") < catalogue.PIPELINE.index("qc_filter")
+
+
+def test_every_engine_step_is_registered_from_the_catalogue():
+    from gpu_sc.dispatch.registry import implemented_steps
+
+    assert implemented_steps("numpy") == sorted(s.name for s in catalogue.engine_steps())
+
+
+def test_parity_stages_and_bench_floors_follow_the_catalogue():
+    from gpu_sc.bench import floors, steps
+    from gpu_sc.parity.stages import stage_for
+
+    cfg = PipelineConfig()
+    for s in catalogue.STEPS:
+        if s.parity:
+            assert stage_for(s.name if s.name != "rank_genes_groups" else
+                             "rank_genes_groups[t-test]", cfg) is not None  # fmt: skip
+        if s.floor:
+            assert s.name in floors._MODELS and s.section in steps.SECTIONS
+
+
+def test_declared_engine_constraint_falls_back_with_its_reason(small):
+    a = small.copy()
+    gpu_sc.pp.filter_cells(a, min_genes=1, backend="numpy")
+    gpu_sc.pp.normalize_total(a, backend="numpy")
+    gpu_sc.pp.log1p(a, backend="numpy")
+    gpu_sc.pp.pca(a, n_comps=5, chunked=True, chunk_size=100, backend="numpy")
+    rec = provenance(a)[-1]
+    assert rec["backend"] == "scanpy"
+    assert rec["fallback_reason"] == (
+        "pca on numpy: scanpy's chunked=True (incremental PCA) is not implemented"
+    )
+
+
+def test_use_backend_is_honoured_by_the_pipeline(small):
+    cfg = {"tsne": {"enabled": False}, "umap": {"enabled": False},
+           "rank_genes_groups": {"methods": ["t-test"]}}  # fmt: skip
+    with gpu_sc.use_backend("numpy"):
+        out = gpu_sc.pipeline(small.copy(), cfg)
+    record = pipeline_record(out)
+    assert record["requested_backend"] == "numpy"
+    assert record["steps_by_backend"].get("numpy", 0) > 0
+    out = gpu_sc.pipeline(small.copy(), cfg, backend="scanpy")
+    assert pipeline_record(out)["requested_backend"] == "scanpy"
+
+
+def test_runner_hooks_see_every_step_in_order(small):
+    seen = []
+
+    class Hook(StepHook):
+        def before_step(self, runner, label, func, args, kwargs):
+            seen.append(("before", label))
+
+        def after_step(self, runner, label, out):
+            seen.append(("after", label))
+
+    cfg = PipelineConfig.from_dict({"tsne": {"enabled": False}, "umap": {"enabled": False},
+                                    "paga": {"enabled": False},
+                                    "rank_genes_groups": {"enabled": False}})  # fmt: skip
+    a = small.copy()
+    with gpu_sc.settings.override(backend="scanpy"):
+        Runner(a, cfg, hooks=[Hook()]).run()
+    labels = [label for when, label in seen if when == "before"]
+    assert labels == [label for when, label in seen if when == "after"]
+    assert labels[:3] == ["var_names_make_unique", "filter_cells", "filter_genes"]
+    assert labels[-2:] == ["neighbors", "leiden"]
+    assert [p["step"] for p in provenance(a)] == labels
