@@ -56,7 +56,9 @@ def _sig(obj) -> str | None:
         m = _DOC_SIG.match(doc[0])
         if m:
             params = m.group(2).replace("\\*", "*")
-            params = re.sub(r"\b(int|bint|str|object|tuple|Py_ssize_t|_ndarray_base)\s+(?=\w)", "", params)
+            params = re.sub(
+                r"\b(int|bint|str|object|tuple|Py_ssize_t|_ndarray_base)\s+(?=\w)", "", params
+            )
             return f"({params})"
     return None
 
@@ -71,8 +73,12 @@ def _raises_not_implemented(func) -> bool:
     body = tree.body[0].body if tree.body and hasattr(tree.body[0], "body") else []
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:]
-    return (len(body) == 1 and isinstance(body[0], ast.Raise) and body[0].exc is not None
-            and "NotImplementedError" in ast.unparse(body[0].exc))
+    return (
+        len(body) == 1
+        and isinstance(body[0], ast.Raise)
+        and body[0].exc is not None
+        and "NotImplementedError" in ast.unparse(body[0].exc)
+    )
 
 
 def _kind(obj) -> str:
@@ -103,8 +109,9 @@ def main() -> None:
                 entry["sig"] = _sig(obj)
             if kind == "ufunc":
                 entry["nin"] = obj.nin
-                entry["methods"] = {m: _sig(getattr(obj, m)) for m in UFUNC_METHODS
-                                    if hasattr(obj, m)}
+                entry["methods"] = {
+                    m: _sig(getattr(obj, m)) for m in UFUNC_METHODS if hasattr(obj, m)
+                }
             out["names"][f"{prefix}.{name}"] = entry
     for cname, cls in CLASSES.items():
         members = {}
@@ -116,7 +123,9 @@ def main() -> None:
             except AttributeError:
                 continue
             if isinstance(obj, (property,)) or type(obj).__name__ in (
-                "getset_descriptor", "member_descriptor"):
+                "getset_descriptor",
+                "member_descriptor",
+            ):
                 members[name] = {"kind": "attribute"}
             else:
                 members[name] = {"kind": "method", "sig": _sig(getattr(cls, name))}
@@ -128,8 +137,10 @@ def main() -> None:
     pkg = Path(cupyx.__file__).parent / "scipy" / "sparse" / "linalg"
     init = ast.parse((pkg / "__init__.py").read_text())
     for node in init.body:
-        if isinstance(node, ast.ImportFrom) and node.module.startswith(pkg_mod := "cupyx.scipy.sparse.linalg."):
-            src = ast.parse((pkg / (node.module[len(pkg_mod):] + ".py")).read_text())
+        if isinstance(node, ast.ImportFrom) and node.module.startswith(
+            pkg_mod := "cupyx.scipy.sparse.linalg."
+        ):
+            src = ast.parse((pkg / (node.module[len(pkg_mod) :] + ".py")).read_text())
             defs = {d.name: d for d in src.body if isinstance(d, (ast.FunctionDef, ast.ClassDef))}
             for alias in node.names:
                 d = defs.get(alias.name)

@@ -15,7 +15,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def replace_section(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->\n).*?(<!-- {re.escape(name)}:end -->)", re.S)
+    pattern = re.compile(
+        rf"(<!-- {re.escape(name)}:start -->\n).*?(<!-- {re.escape(name)}:end -->)", re.S
+    )
     if not pattern.search(text):
         raise SystemExit(f"README has no <!-- {name}:start --> ... <!-- {name}:end --> block")
     return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)

@@ -5,7 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 .venv/bin/ruff check .
-# TODO(lead): enable after the one-off `ruff format` pass over the tree (the lead's format
-# commit, after the wt-c/wt-d/wt-f/wt-g merges); until then the tree is not formatted.
-# .venv/bin/ruff format --check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

@@ -11,9 +11,14 @@ deterministic building blocks give NumPy's bits, and sparse products repeat bitw
 
 The name list is regenerated with an installed CuPy (no GPU needed)::
 
-    mods = {"xp": "cupy", "xp.linalg": "cupy.linalg", "xp.random": "cupy.random",
-            "xp.fft": "cupy.fft", "sparse": "cupyx.scipy.sparse",
-            "special": "cupyx.scipy.special"}
+    mods = {
+        "xp": "cupy",
+        "xp.linalg": "cupy.linalg",
+        "xp.random": "cupy.random",
+        "xp.fft": "cupy.fft",
+        "sparse": "cupyx.scipy.sparse",
+        "special": "cupyx.scipy.special",
+    }
     # one line "alias.attr" per public attribute; for cupy ufuncs also "xp.<ufunc>.<method>"
     # for each of reduce, accumulate, reduceat, outer, at that exists
 
@@ -105,17 +110,26 @@ def test_name_check_rejects_numpy_only_names():
 
 
 _FORBIDDEN = [
-    (re.compile(r"\.\s*at\s*\("), "ufunc.at scatters with atomics on CuPy (non-deterministic "
-     "for floats); sort the ids and sum runs (kernels/leiden.py _scatter_add)"),
-    (re.compile(r"bincount\([^)]*weights\s*="), "bincount(weights=) adds floats with atomics "
-     "on CuPy; use a sorted segment sum"),
-    (re.compile(r"kind\s*=\s*[\"'](quicksort|mergesort|heapsort)"),
-     "CuPy's sort/argsort accept only kind=None or 'stable'"),
+    (
+        re.compile(r"\.\s*at\s*\("),
+        "ufunc.at scatters with atomics on CuPy (non-deterministic "
+        "for floats); sort the ids and sum runs (kernels/leiden.py _scatter_add)",
+    ),
+    (
+        re.compile(r"bincount\([^)]*weights\s*="),
+        "bincount(weights=) adds floats with atomics on CuPy; use a sorted segment sum",
+    ),
+    (
+        re.compile(r"kind\s*=\s*[\"'](quicksort|mergesort|heapsort)"),
+        "CuPy's sort/argsort accept only kind=None or 'stable'",
+    ),
     (re.compile(r"sparse\.\w+_array\b"), "keep the *_matrix classes shared by scipy and cupyx"),
     (re.compile(r"\.getnnz\("), "count nonzeros with reductions.axis_nnz (one code path)"),
-    (re.compile(r"\bnp\.\w+\(\s*adata\.(X|layers|obsm|obsp|varm|raw)\b"),
-     "adata's matrices may live on the device (device output); CuPy refuses implicit "
-     "conversion, so go through am.to_host"),
+    (
+        re.compile(r"\bnp\.\w+\(\s*adata\.(X|layers|obsm|obsp|varm|raw)\b"),
+        "adata's matrices may live on the device (device output); CuPy refuses implicit "
+        "conversion, so go through am.to_host",
+    ),
 ]
 
 
@@ -130,9 +144,15 @@ def test_engine_code_avoids_idioms_that_break_or_race_on_cupy():
 
 @pytest.mark.parametrize(
     "dtype, expected",
-    [(np.int32, np.float64), (np.int64, np.float64), (np.uint16, np.float64),
-     (np.float16, np.float32), (np.float32, np.float32), (np.float64, np.float64),
-     (np.bool_, np.bool_)],  # fmt: skip
+    [
+        (np.int32, np.float64),
+        (np.int64, np.float64),
+        (np.uint16, np.float64),
+        (np.float16, np.float32),
+        (np.float32, np.float32),
+        (np.float64, np.float64),
+        (np.bool_, np.bool_),
+    ],  # fmt: skip
 )
 def test_sparse_values_cupyx_cannot_store_travel_as_floats(dtype, expected):
     assert device_sparse_dtype(dtype) == np.dtype(expected)
@@ -392,7 +412,9 @@ def test_device_resident_pipeline_runs_the_engine_where_numpy_does_and_ends_on_h
     nbrs = [[m.indices[m.indptr[i]:m.indptr[i + 1]] for i in range(m.shape[0])]
             for m in (on_cpu.obsp["distances"].tocsr(), on_gpu.obsp["distances"].tocsr())]  # fmt: skip
     overlap = M.knn_overlap(*nbrs)
-    print(f"cupy vs numpy backend: Leiden ARI {ari:.6f}, PCA |corr| min {pca_corr:.8f}, "
-          f"kNN overlap {overlap:.6f}, fallbacks {len(resource_fallbacks)}, device "
-          f"{on_gpu.uns['gpu_sc'].get('device', cuda_status().device_name)}")
+    print(
+        f"cupy vs numpy backend: Leiden ARI {ari:.6f}, PCA |corr| min {pca_corr:.8f}, "
+        f"kNN overlap {overlap:.6f}, fallbacks {len(resource_fallbacks)}, device "
+        f"{on_gpu.uns['gpu_sc'].get('device', cuda_status().device_name)}"
+    )
     assert ari >= 0.95 and pca_corr >= 0.9999 and overlap >= 0.99  # the parity thresholds

@@ -142,7 +142,7 @@ def test_rule_fft_keeps_single_precision(cp):
 
 def test_rule_raw_kernels_are_not_emulated(cp):
     with pytest.raises(NotImplementedError, match="not emulated"):
-        cp.RawKernel("extern \"C\" __global__ void f() {}", "f")
+        cp.RawKernel('extern "C" __global__ void f() {}', "f")
     with pytest.raises(NotImplementedError):
         cp.ElementwiseKernel("T x", "T y", "y = x", "copy")
 

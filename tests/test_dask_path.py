@@ -281,9 +281,7 @@ def test_pbmc3k_hvg_set_before_the_subset_is_identical(client, pbmc_h5ad, pbmc_i
 
 
 @pytest.mark.filterwarnings("ignore:zero-centering a sparse:UserWarning")  # scanpy's, expected
-def test_synthetic_atlas_same_result_on_two_workers_one_thread_and_other_chunks(
-    client, atlas_h5ad
-):
+def test_synthetic_atlas_same_result_on_two_workers_one_thread_and_other_chunks(client, atlas_h5ad):
     import anndata as ad
 
     cfg = dict(AFTER_PCA_OFF, regress_out={"enabled": False})  # a cheaper tail: scale -> PCA

@@ -153,9 +153,7 @@ def test_negative_binomial_sampler_matches_mean_and_variance_on_both_paths():
     partner = np.full(n_out, -1, dtype=np.int64)
     partner[:n_partner] = n_out + np.arange(n_partner)  # the first half are doublets
     work = gen._BlockBuffers(n_out, mu_cols.size)
-    counts, indices, row_nnz = gen._block_counts(
-        np.random.default_rng(0), mu, theta, partner, work
-    )
+    counts, indices, row_nnz = gen._block_counts(np.random.default_rng(0), mu, theta, partner, work)
     indptr = np.concatenate([[0], np.cumsum(row_nnz)])
     X = sp.csr_matrix((counts, indices, indptr), shape=(n_out, mu_cols.size)).toarray()
     assert counts.min() >= 1

@@ -147,8 +147,17 @@ def test_unsupported_parameters_are_refused_before_touching_adata(pbmc):
     impl = engine_impl("neighbors", "numpy")
     ctx = EngineContext(am=array_module("numpy"))
     base = dict(
-        n_neighbors=15, n_pcs=None, use_rep=None, knn=True, method="umap", transformer=None,
-        metric="euclidean", metric_kwds={}, random_state=0, key_added=None, copy=False,
+        n_neighbors=15,
+        n_pcs=None,
+        use_rep=None,
+        knn=True,
+        method="umap",
+        transformer=None,
+        metric="euclidean",
+        metric_kwds={},
+        random_state=0,
+        key_added=None,
+        copy=False,
     )
     for change in (dict(transformer="pynndescent"), dict(knn=False), dict(metric="manhattan")):
         with pytest.raises(EngineUnsupported):

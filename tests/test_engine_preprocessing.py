@@ -62,9 +62,7 @@ def _tutorial_qc(adata):
     sc.pp.filter_cells(adata, min_genes=200)
     sc.pp.filter_genes(adata, min_cells=3)
     adata.var["mt"] = adata.var_names.str.startswith("MT-")
-    sc.pp.calculate_qc_metrics(
-        adata, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True
-    )
+    sc.pp.calculate_qc_metrics(adata, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True)
     return adata
 
 
@@ -132,9 +130,7 @@ def both(step, adata, backend, *args, **kwargs):
 def test_qc_metrics_equal_scanpy_with_same_dtypes(backend, dataset, pbmc3k_raw, atlas):
     adata = pbmc3k_raw.copy() if dataset == "pbmc3k" else atlas.copy()
     adata.var["mt"] = adata.var_names.str.startswith("MT-")
-    ours, ref, _, _ = both(
-        pp.calculate_qc_metrics, adata, backend, qc_vars=["mt"], inplace=True
-    )
+    ours, ref, _, _ = both(pp.calculate_qc_metrics, adata, backend, qc_vars=["mt"], inplace=True)
     assert_frames_match(ours.obs, ref.obs)
     assert_frames_match(ours.var, ref.var)
 
@@ -246,8 +242,10 @@ def test_hvg_dispersion_flavors_match_scanpy(backend, kwargs, logged):
     got = pp.highly_variable_genes(adata.copy(), backend=backend, inplace=False, **kwargs)
     want = sc.pp.highly_variable_genes(adata.copy(), inplace=False, **kwargs)
     assert (got.index == want.index).all()
-    assert_frames_match(got.drop(columns="mean_bin", errors="ignore"),
-                        want.drop(columns="mean_bin", errors="ignore"))
+    assert_frames_match(
+        got.drop(columns="mean_bin", errors="ignore"),
+        want.drop(columns="mean_bin", errors="ignore"),
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -258,8 +256,12 @@ def test_hvg_seurat_v3_selects_the_same_2000_genes(backend, batch_key, dataset, 
     if dataset == "pbmc3k":
         adata.obs["batch"] = pd.Categorical(np.where(np.arange(adata.n_obs) % 3 == 0, "a", "b"))
     ours, ref, _, _ = both(
-        pp.highly_variable_genes, adata, backend, flavor="seurat_v3", n_top_genes=2000 if
-        dataset == "pbmc3k" else 500, batch_key=batch_key
+        pp.highly_variable_genes,
+        adata,
+        backend,
+        flavor="seurat_v3",
+        n_top_genes=2000 if dataset == "pbmc3k" else 500,
+        batch_key=batch_key,
     )
     assert (ours.var.highly_variable == ref.var.highly_variable).all()
     assert_frames_match(ours.var, ref.var)
@@ -298,9 +300,7 @@ def test_scale_dense_equals_scanpy(backend, tutorial_hvg):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(
-    "kwargs", [{}, {"max_value": 3}, {"zero_center": False, "max_value": 5}]
-)
+@pytest.mark.parametrize("kwargs", [{}, {"max_value": 3}, {"zero_center": False, "max_value": 5}])
 def test_scale_sparse_equals_scanpy(backend, kwargs, tutorial_hvg):
     ours, ref, _, _ = both(pp.scale, tutorial_hvg, backend, **kwargs)
     assert type(ours.X) is type(ref.X) and ours.X.dtype == ref.X.dtype
@@ -323,8 +323,7 @@ def assert_pca_matches(ours, ref, n_check: int = 30) -> None:
     assert ours.obsm["X_pca"].dtype == ref.obsm["X_pca"].dtype
     assert ours.varm["PCs"].dtype == ref.varm["PCs"].dtype
     corr = [
-        np.corrcoef(ours.obsm["X_pca"][:, i], ref.obsm["X_pca"][:, i])[0, 1]
-        for i in range(n_check)
+        np.corrcoef(ours.obsm["X_pca"][:, i], ref.obsm["X_pca"][:, i])[0, 1] for i in range(n_check)
     ]
     load = [
         np.corrcoef(ours.varm["PCs"][:, i], ref.varm["PCs"][:, i])[0, 1] for i in range(n_check)

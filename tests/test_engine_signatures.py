@@ -101,7 +101,9 @@ def engine_without(monkeypatch):
             params.append(inspect.Parameter(extra, inspect.Parameter.KEYWORD_ONLY))
         narrowed.__signature__ = sig.replace(parameters=params)
         old = registry._ENGINE[step]["numpy"]
-        monkeypatch.setitem(registry._ENGINE[step], "numpy", registry._Impl(narrowed, old.chunkable))
+        monkeypatch.setitem(
+            registry._ENGINE[step], "numpy", registry._Impl(narrowed, old.chunkable)
+        )
 
     return install
 
@@ -145,4 +147,3 @@ def test_engine_parameter_the_installed_scanpy_lacks_falls_back(engine_without):
     rec = provenance(adata)[-1]
     assert rec["backend"] == "scanpy"
     assert "only_in_a_newer_engine (not passed by the installed scanpy)" in rec["fallback_reason"]
-

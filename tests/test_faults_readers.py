@@ -127,8 +127,11 @@ def _(tmp, a):
     return d
 
 
-@case("matrix_gz_not_gzip", "matrix.mtx.gz is not a readable Matrix Market file",
-      "truncated or corrupt")
+@case(
+    "matrix_gz_not_gzip",
+    "matrix.mtx.gz is not a readable Matrix Market file",
+    "truncated or corrupt",
+)
 def _(tmp, a):
     d = _v3(tmp, a)
     (d / "matrix.mtx.gz").write_bytes(b"this is not gzip at all" * 10)

@@ -147,7 +147,8 @@ def test_embeddings_preserve_neighbourhoods_like_scanpy(case):
     dataset, report = case
     stages = ["umap", "tsne"] if dataset == "pbmc3k" else ["umap"]
     _assert_family(
-        report, stages,
+        report,
+        stages,
         {"neighbourhood_preservation_diff", "trustworthiness_diff", "tsne_kl_rel_diff"},
     )
 

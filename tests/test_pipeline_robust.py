@@ -45,9 +45,7 @@ def _assert_unchanged(adata, snap):
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("simulated failure"), KeyboardInterrupt()])
-def test_failure_midway_leaves_callers_adata_exactly_as_it_was_and_retry_succeeds(
-    monkeypatch, exc
-):
+def test_failure_midway_leaves_callers_adata_exactly_as_it_was_and_retry_succeeds(monkeypatch, exc):
     adata = gpu_sc.datasets.synthetic(600, n_genes=300, seed=0)
     snap = _snapshot(adata)
 
@@ -145,8 +143,9 @@ def test_mt_prefix_matching_no_gene_warns_with_prefix_and_count(caplog):
     assert "'mt-' matches none of the 300 genes" in msg
 
 
-@pytest.mark.parametrize(("resolution", "what"), [(1e-6, "found 1 cluster"),
-                                                  (200.0, r"found \d+ single-cell cluster")])
+@pytest.mark.parametrize(
+    ("resolution", "what"), [(1e-6, "found 1 cluster"), (200.0, r"found \d+ single-cell cluster")]
+)
 def test_unrankable_clustering_is_named_with_the_resolution_before_the_marker_step(
     resolution, what
 ):

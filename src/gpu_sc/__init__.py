@@ -2,7 +2,7 @@
 
 >>> import gpu_sc
 >>> adata = gpu_sc.datasets.pbmc3k()
->>> gpu_sc.pipeline(adata)            # backend="auto": cupy if CUDA answers, else scanpy
+>>> gpu_sc.pipeline(adata)  # backend="auto": cupy if CUDA answers, else scanpy
 >>> adata.uns["gpu_sc"]["provenance"]  # per step: backend, params, seconds, fallback
 
 Submodules that import scanpy (``pp``, ``tl``, ``pipeline``, ``report``, ``datasets``) load on

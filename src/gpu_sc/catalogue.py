@@ -185,8 +185,7 @@ class Step:
     repeat_keys: tuple[str, ...] = ()
     #: ``{metric: (op, value, modes, why)}``: parity thresholds of metrics only this step
     #: reports (:class:`gpu_sc.parity.thresholds.Threshold`'s fields)
-    thresholds: Mapping[str, tuple[str, float, tuple[str, ...], str]] = field(
-        default_factory=dict)
+    thresholds: Mapping[str, tuple[str, float, tuple[str, ...], str]] = field(default_factory=dict)
     #: name of the roofline model in :mod:`gpu_sc.bench.floors`
     floor: str | None = None
     #: config sections this step cannot run without (benchmark ``--steps``)

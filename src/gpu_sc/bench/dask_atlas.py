@@ -205,8 +205,11 @@ def leiden_labels(x_pca: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gpu_sc.bench.dask_atlas", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m gpu_sc.bench.dask_atlas",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--cells", type=int, default=20_000)
     p.add_argument("--genes", type=int, default=5000)
     p.add_argument("--nnz-per-cell", type=float, default=500)
@@ -216,17 +219,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-rows", type=int, default=10_000)
     p.add_argument("--write-chunk-rows", type=int, default=50_000)
     p.add_argument("--paths", default="dask,memory", help="which of dask,memory to run")
-    p.add_argument("--persist-after-hvg", action="store_true",
-                   help="Dask path: keep the HVG matrix in worker memory after the subset")
+    p.add_argument(
+        "--persist-after-hvg",
+        action="store_true",
+        help="Dask path: keep the HVG matrix in worker memory after the subset",
+    )
     p.add_argument("--sample-ms", type=float, default=50)
     p.add_argument("--note", default="", help="a remark stored with the results (machine load)")
-    p.add_argument("--leiden", action="store_true",
-                   help="parity: Leiden (numpy engine) on both PCA matrices, ARI")
-    p.add_argument("--data", type=Path, default=None,
-                   help="atlas .h5ad to use/create (default: OUT/atlas_<cells>.h5ad)")
+    p.add_argument(
+        "--leiden",
+        action="store_true",
+        help="parity: Leiden (numpy engine) on both PCA matrices, ARI",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="atlas .h5ad to use/create (default: OUT/atlas_<cells>.h5ad)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench_dask"))
-    p.add_argument("--mode", choices=("driver", "dask", "memory"), default="driver",
-                   help=argparse.SUPPRESS)
+    p.add_argument(
+        "--mode", choices=("driver", "dask", "memory"), default="driver", help=argparse.SUPPRESS
+    )
     p.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
 
@@ -234,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         _child_memory(a.data, a.result)
         return 0
     if a.mode == "dask":
-        _child_dask(a.data, a.result, a.workers, a.memory_limit, a.chunk_rows,
-                    a.persist_after_hvg)
+        _child_dask(a.data, a.result, a.workers, a.memory_limit, a.chunk_rows, a.persist_after_hvg)
         return 0
 
     a.out.mkdir(parents=True, exist_ok=True)
@@ -277,8 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_dask_over_memory": d["wall_seconds"] / m["wall_seconds"],
             "run_dask_over_memory": d["run_seconds"] / m["run_seconds"],
         }
-        report["parity"] = _compare(a.out / "result_memory", a.out / "result_dask",
-                                    leiden=a.leiden)
+        report["parity"] = _compare(a.out / "result_memory", a.out / "result_dask", leiden=a.leiden)
     (a.out / "dask_atlas.json").write_text(json.dumps(report, indent=1, default=str))
     (a.out / "dask_atlas.md").write_text(_markdown(report))
     print(_markdown(report))

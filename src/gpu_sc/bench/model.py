@@ -210,7 +210,7 @@ def collect_counts(
         def progress(label: str, _seconds: float) -> None:
             now = counters.snapshot()
             prov = provenance(adata)
-            new, last[2] = prov[last[2]:], len(prov)
+            new, last[2] = prov[last[2] :], len(prov)
             steps.append({
                 "step": label,
                 "ran_on": sorted({p["backend"] for p in new}),
@@ -405,8 +405,10 @@ def markdown(report: dict[str, Any]) -> str:
     for o in report["offenders"]:
         lines.append(f"- **{o['step']}**: {_fmt_s(o['model_s'])} s modelled; {o['why']}.")
     lines += ["", "## Per step (model)", ""]
-    head = ("| step | cells | ran on | CuPy calls | syncs | HBM bytes | flop | H2D+D2H bytes | "
-            "launch s | sync s | memory s | compute s | transfer s | **model s** | exp |")
+    head = (
+        "| step | cells | ran on | CuPy calls | syncs | HBM bytes | flop | H2D+D2H bytes | "
+        "launch s | sync s | memory s | compute s | transfer s | **model s** | exp |"
+    )
     lines += [head, "|" + "---|" * 2 + "---|" + "---:|" * 12]
     for r in report["rows"]:
         c, m = r["counts"], r["model_s"]

@@ -141,8 +141,11 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"- **{t['backend']}**: end to end {_s(t['median_s'])} s"
                 + (f" ({t['status']}: {t['note']})" if t["status"] != "ok" else "")
-                + (f", {_ratio(t['speedup_vs_scanpy'])} scanpy" if t["backend"] != "scanpy"
-                   and t["speedup_vs_scanpy"] else "")  # fmt: skip
+                + (
+                    f", {_ratio(t['speedup_vs_scanpy'])} scanpy"
+                    if t["backend"] != "scanpy" and t["speedup_vs_scanpy"]
+                    else ""
+                )  # fmt: skip
                 + (f"; slowest: {slow}" if slow else "")
             )
             if t["backend"] == "cupy" and n >= GOAL_CELLS and t["median_s"]:
@@ -178,8 +181,11 @@ def _goal_line(t: dict, rows: list[dict], n: int) -> str:
     return (
         f"  - goal (≤ {GOAL_S:g} s, ≥ {GOAL_SPEEDUP:g}× scanpy): {_s(t['median_s'])} s = "
         f"{t['median_s'] / GOAL_S:.2g}× the time goal; speedup "
-        + (f"{speed:.3g}× = {speed / GOAL_SPEEDUP:.2g}× the speedup goal" if speed
-           else "unknown (scanpy not measured end to end)")  # fmt: skip
+        + (
+            f"{speed:.3g}× = {speed / GOAL_SPEEDUP:.2g}× the speedup goal"
+            if speed
+            else "unknown (scanpy not measured end to end)"
+        )  # fmt: skip
         + (f"; held back most by {top}" if top else "")
     )
 
@@ -272,7 +278,7 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
         ax.set_ylabel("seconds", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, which="both", alpha=0.3)
-    for ax in list(axes.flat)[len(steps):]:
+    for ax in list(axes.flat)[len(steps) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:

@@ -152,9 +152,12 @@ def run_bench(
             "machine": machine,
             "versions": env["versions"],
             "devices": {k: v.to_dict() for k, v in devices.items()},
-            "memory_method": {"host_rss": host.method,
-                              "gpu": "CuPy default pool, in-use bytes after every allocation"
-                              if gpu.enabled else None},  # fmt: skip
+            "memory_method": {
+                "host_rss": host.method,
+                "gpu": "CuPy default pool, in-use bytes after every allocation"
+                if gpu.enabled
+                else None,
+            },  # fmt: skip
             "warmup_s": warmup_s,
             "sizes": sizes,
             "rows": rows,
@@ -287,7 +290,7 @@ def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
 
     def progress(label: str, _seconds: float) -> None:
         prov = provenance(adata)  # noqa: F821  (`del adata` below runs after the pipeline)
-        new, seen[0] = prov[seen[0]:], len(prov)
+        new, seen[0] = prov[seen[0] :], len(prov)
         main = next((p for p in new if p["step"] == section_base(label)), new[0] if new else None)
         steps.append({
             "step": label,
@@ -392,8 +395,14 @@ def _plan(cfg, backend, n, enabled, history, labels_seen) -> _Plan:
             plan.skipped[section] = {"status": "skipped_budget", "predicted": preds,
                                      "labels": list(preds)}  # fmt: skip
             for dep in dependents(section, enabled):
-                plan.skipped.setdefault(dep, {"status": "skipped_dependency", "needs": section,
-                                              "labels": list(labels_seen.get(dep, []))})
+                plan.skipped.setdefault(
+                    dep,
+                    {
+                        "status": "skipped_dependency",
+                        "needs": section,
+                        "labels": list(labels_seen.get(dep, [])),
+                    },
+                )
     return plan
 
 
@@ -484,8 +493,10 @@ def _error_row(n: int, backend: str, failure: dict[str, Any]) -> dict[str, Any]:
     if failure["n_cells"] == n:
         row.update(status="error", note=failure["error"])
     else:
-        row.update(status="skipped_error",
-                   note=f"not run: failed at {failure['n_cells']} cells ({failure['error']})")
+        row.update(
+            status="skipped_error",
+            note=f"not run: failed at {failure['n_cells']} cells ({failure['error']})",
+        )
     return row
 
 

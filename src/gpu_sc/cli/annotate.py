@@ -11,8 +11,11 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--out", required=True, help="annotated .h5ad (written atomically)")
     p.add_argument("--groupby", default="leiden", help="cluster column in obs (default leiden)")
     p.add_argument("--key", default="cell_type", help="new obs column (default cell_type)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing obs column KEY that no annotation wrote")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing obs column KEY that no annotation wrote",
+    )
     p.set_defaults(func=run)
 
 

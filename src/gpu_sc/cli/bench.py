@@ -43,39 +43,75 @@ def add_parser(sub) -> None:
         "(fresh copy per repeat, same process) and report per-step median time, spread, "
         "peak host/GPU memory, speedup over scanpy and time / roofline floor.",
     )
-    p.add_argument("--cells", default="10000,100000,1000000",
-                   help="comma-separated atlas sizes (default 10000,100000,1000000)")
-    p.add_argument("--backends", default="scanpy,cupy",
-                   help="comma-separated: scanpy, numpy, cupy (default scanpy,cupy)")
-    p.add_argument("--steps", default="all",
-                   help="'all' or comma-separated sections (prerequisites are added): "
-                   + ", ".join(SECTIONS))
+    p.add_argument(
+        "--cells",
+        default="10000,100000,1000000",
+        help="comma-separated atlas sizes (default 10000,100000,1000000)",
+    )
+    p.add_argument(
+        "--backends",
+        default="scanpy,cupy",
+        help="comma-separated: scanpy, numpy, cupy (default scanpy,cupy)",
+    )
+    p.add_argument(
+        "--steps",
+        default="all",
+        help="'all' or comma-separated sections (prerequisites are added): " + ", ".join(SECTIONS),
+    )
     p.add_argument("--repeats", type=int, default=3, help="runs per size and backend (default 3)")
-    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                   help="per-step time budget; steps predicted over it are recorded "
-                   "as '> budget' instead of run (default: none)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per-step time budget; steps predicted over it are recorded "
+        "as '> budget' instead of run (default: none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic atlas (default 0)")
-    p.add_argument("--difficulty", default="overlapping",
-                   choices=["separated", "overlapping", "trajectory"])
+    p.add_argument(
+        "--difficulty", default="overlapping", choices=["separated", "overlapping", "trajectory"]
+    )
     p.add_argument("--genes", type=int, default=2000, help="genes of the atlas (default 2000)")
-    p.add_argument("--no-warmup", action="store_true",
-                   help="skip the small warm-up run per backend (JIT compilation then "
-                   "lands in the first size's timings)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                   help="start no new repeat after this many seconds; what ran is reported "
-                   "(outputs are also written after every size, so a killed run keeps them)")
-    p.add_argument("--note", help="free text stored in bench.json and shown in bench.md "
-                   "(e.g. what else ran on the machine)")
-    p.add_argument("--model", action="store_true",
-                   help="instead of timing: count each step's device work with backend cupy "
-                   "on the CuPy double (no GPU needed) and project it onto an H200 at "
-                   "--model-target cells (a MODEL, never a measurement); writes "
-                   "bench_model.json/.md")
-    p.add_argument("--model-target", type=float, default=1e6, metavar="CELLS",
-                   help="cells the model extrapolates to (default 1e6)")
-    p.add_argument("--model-counts", metavar="JSON",
-                   help="with --model: price the counts of an earlier bench_model.json again "
-                   "(new constants or extrapolation) instead of counting")
+    p.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="skip the small warm-up run per backend (JIT compilation then "
+        "lands in the first size's timings)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no new repeat after this many seconds; what ran is reported "
+        "(outputs are also written after every size, so a killed run keeps them)",
+    )
+    p.add_argument(
+        "--note",
+        help="free text stored in bench.json and shown in bench.md "
+        "(e.g. what else ran on the machine)",
+    )
+    p.add_argument(
+        "--model",
+        action="store_true",
+        help="instead of timing: count each step's device work with backend cupy "
+        "on the CuPy double (no GPU needed) and project it onto an H200 at "
+        "--model-target cells (a MODEL, never a measurement); writes "
+        "bench_model.json/.md",
+    )
+    p.add_argument(
+        "--model-target",
+        type=float,
+        default=1e6,
+        metavar="CELLS",
+        help="cells the model extrapolates to (default 1e6)",
+    )
+    p.add_argument(
+        "--model-counts",
+        metavar="JSON",
+        help="with --model: price the counts of an earlier bench_model.json again "
+        "(new constants or extrapolation) instead of counting",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)  # fmt: skip
 
@@ -155,5 +191,7 @@ def _run_model(args) -> int:
     with atomic_path(out / "bench_model.md") as tmp:
         tmp.write_text(text)
     print(text)
-    print(f"wrote {out / 'bench_model.json'}, {out / 'bench_model.md'} (a model, not a measurement)")
+    print(
+        f"wrote {out / 'bench_model.json'}, {out / 'bench_model.md'} (a model, not a measurement)"
+    )
     return 0

@@ -18,7 +18,9 @@ def run(args) -> int:
     status = cuda_status()
     print()
     print("scanpy     usable (reference CPU path)")
-    print(f"numpy      usable (engine on CPU; steps: {', '.join(implemented_steps('numpy')) or 'none'})")
+    print(
+        f"numpy      usable (engine on CPU; steps: {', '.join(implemented_steps('numpy')) or 'none'})"
+    )
     print(f"cupy       {'usable' if status.available else 'not usable'}: {status.reason}")
     backend, why = resolve_backend("auto")
     print(f"\nauto -> {backend} ({why})")

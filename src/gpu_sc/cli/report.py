@@ -8,8 +8,12 @@ import time
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="HTML report (figures, tables, provenance) of a result")
     p.add_argument("result", help="result .h5ad written by `gpu-sc run`")
-    p.add_argument("-o", "--out", required=True,
-                   help="report directory (index.html, figures/, markers.csv); replaced atomically")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="report directory (index.html, figures/, markers.csv); replaced atomically",
+    )
     add_report_options(p)
     p.set_defaults(func=run)
 

@@ -17,8 +17,12 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="auto", help="auto | scanpy | numpy | cupy (default auto)")
     p.add_argument("--config", help="pipeline config (TOML); defaults: scanpy's PBMC3k tutorial")
     p.add_argument("--report", metavar="DIR", help="also write the HTML report into DIR")
-    p.add_argument("--strict", action="store_true", default=None,
-                   help="fail instead of falling back to scanpy (also GPU_SC_STRICT=1)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="fail instead of falling back to scanpy (also GPU_SC_STRICT=1)",
+    )
     add_report_options(p)
     p.set_defaults(func=run)
 

@@ -86,9 +86,7 @@ def run_qc_to_pca(
     """
     cfg = PipelineConfig.coerce(config)
     if not is_dask(adata.X):
-        raise TypeError(
-            "adata.X is not a dask array; open the file with gpu_sc.datasets.read_lazy"
-        )
+        raise TypeError("adata.X is not a dask array; open the file with gpu_sc.datasets.read_lazy")
 
     def step(name, func, *args, dispatched=True, **params):
         if dispatched:

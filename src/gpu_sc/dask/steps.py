@@ -533,9 +533,7 @@ def highly_variable_genes(
         if cutoffs is not None:
             df["highly_variable"] = hvg_k.select_cutoffs(df, cutoffs)
         else:
-            df["highly_variable"] = hvg_k.select_top(
-                df["dispersions_norm"].to_numpy(), n_top_genes
-            )
+            df["highly_variable"] = hvg_k.select_top(df["dispersions_norm"].to_numpy(), n_top_genes)
         df.index = var_names[filt]
         n_removed = int((~filt).sum())
         if n_removed:
@@ -682,8 +680,12 @@ def _cat_combine(*parts):
 
 def _cat_sums_host(b, codes, n_groups):
     if b.shape[0] == 0:  # a block the filters emptied: nothing to add, no min / max
-        return {"sum": np.zeros((n_groups, b.shape[1])), "n": np.zeros(n_groups, np.int64),
-                "min": np.full(b.shape[1], np.inf), "max": np.full(b.shape[1], -np.inf)}
+        return {
+            "sum": np.zeros((n_groups, b.shape[1])),
+            "n": np.zeros(n_groups, np.int64),
+            "min": np.full(b.shape[1], np.inf),
+            "max": np.full(b.shape[1], -np.inf),
+        }
     return to_host(_cat_sums_block(b, codes, n_groups))
 
 

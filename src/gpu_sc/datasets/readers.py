@@ -130,8 +130,10 @@ def _mtx_header(mtx: Path, label: str) -> tuple[int, int, int]:
                 return rows, cols, nnz
         raise ValueError("no size line")
     except _READ_ERRORS as exc:
-        raise _error(f"{label}: {mtx.name} is not a readable Matrix Market file ({_why(exc)}); "
-                     "the file is truncated or corrupt, extract or download it again") from None
+        raise _error(
+            f"{label}: {mtx.name} is not a readable Matrix Market file ({_why(exc)}); "
+            "the file is truncated or corrupt, extract or download it again"
+        ) from None
 
 
 def _count_rows(path: Path, label: str) -> int:
@@ -143,8 +145,10 @@ def _count_rows(path: Path, label: str) -> int:
                 n += chunk.count(b"\n")
                 last = chunk[-1:]
     except _READ_ERRORS as exc:
-        raise _error(f"{label}: {path.name} cannot be read ({_why(exc)}); the file is truncated "
-                     "or corrupt, extract or download it again") from None
+        raise _error(
+            f"{label}: {path.name} cannot be read ({_why(exc)}); the file is truncated "
+            "or corrupt, extract or download it again"
+        ) from None
     return n + (last != b"\n")
 
 

@@ -116,9 +116,7 @@ def synthetic(
     import anndata as ad
 
     if difficulty not in _DIFFICULTIES:
-        raise ValueError(
-            f"difficulty must be one of {sorted(_DIFFICULTIES)}, not {difficulty!r}"
-        )
+        raise ValueError(f"difficulty must be one of {sorted(_DIFFICULTIES)}, not {difficulty!r}")
     if n_cells < 1:
         raise ValueError(f"n_cells must be at least 1, not {n_cells}")
     if n_genes < 100:
@@ -291,7 +289,7 @@ def _cell_design(rng, model: _GeneModel, n_cells, diff, median_lib, doublet_rate
 
     roles = rng.permutation(n_cells)
     doublets = np.sort(roles[:n_doublets])
-    low_quality = np.sort(roles[n_doublets:n_doublets + n_lq])
+    low_quality = np.sort(roles[n_doublets : n_doublets + n_lq])
     # Damaged cells: a leaky membrane loses cytoplasmic mRNA, mitochondrial transcripts stay.
     library[low_quality] *= rng.lognormal(np.log(0.3), 0.4, size=n_lq)
     mt_frac[low_quality] = rng.uniform(0.08, 0.5, size=n_lq)
@@ -374,10 +372,10 @@ class _CSRBuilder:
             capacity = max(end, int(self.nnz + 1.02 * per_row * expected_rows) + 1024)
             self.data = _grow(self.data, capacity)
             self.indices = _grow(self.indices, capacity)
-        self.data[self.nnz:end] = counts
-        self.indices[self.nnz:end] = indices
-        np.cumsum(row_nnz, out=self.indptr[self.rows + 1:self.rows + 1 + row_nnz.size])
-        self.indptr[self.rows + 1:self.rows + 1 + row_nnz.size] += self.nnz
+        self.data[self.nnz : end] = counts
+        self.indices[self.nnz : end] = indices
+        np.cumsum(row_nnz, out=self.indptr[self.rows + 1 : self.rows + 1 + row_nnz.size])
+        self.indptr[self.rows + 1 : self.rows + 1 + row_nnz.size] += self.nnz
         self.rows += row_nnz.size
         self.nnz = end
 

@@ -75,8 +75,14 @@ def write_synthetic_h5ad(
     )  # fmt: skip
     if nnz_per_cell is not None:
         median_library_size = library_size_for_nnz(
-            nnz_per_cell, n_genes, n_cells, n_types=n_types, difficulty=difficulty, seed=seed,
-            doublet_rate=doublet_rate, low_quality_rate=low_quality_rate,
+            nnz_per_cell,
+            n_genes,
+            n_cells,
+            n_types=n_types,
+            difficulty=difficulty,
+            seed=seed,
+            doublet_rate=doublet_rate,
+            low_quality_rate=low_quality_rate,
         )
 
     diff = _syn._DIFFICULTIES[difficulty]

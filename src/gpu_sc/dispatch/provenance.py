@@ -187,6 +187,7 @@ def environment(backend: str | None = None) -> dict[str, Any]:
             return version(dist)
         except PackageNotFoundError:
             return "not installed"
+
     from .backends import cuda_status
 
     versions = {

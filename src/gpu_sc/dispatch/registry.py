@@ -212,8 +212,12 @@ def run_step(
         am = array_module(chosen)
         attempts = [False, True] if impl.chunkable else [False]
         for chunked in attempts:
-            ctx = EngineContext(am=am, chunked=chunked, chunk_rows=settings.chunk_rows,
-                                max_device_nnz=settings.max_device_nnz)
+            ctx = EngineContext(
+                am=am,
+                chunked=chunked,
+                chunk_rows=settings.chunk_rows,
+                max_device_nnz=settings.max_device_nnz,
+            )
             try:
                 t0 = time.perf_counter()
                 result = impl.func(adata, ctx, **engine_params)
@@ -247,8 +251,12 @@ def run_step(
                     f"{step}: strict mode forbids falling back to scanpy: {fallback_reason}"
                 )
             quiet = _UNUSABLE_CUDA_WARNED.get() and fallback_reason.startswith("cupy backend")
-            logger.log(logging.INFO if quiet else logging.WARNING,
-                       "gpu_sc: falling back to scanpy for %s: %s", step, fallback_reason)
+            logger.log(
+                logging.INFO if quiet else logging.WARNING,
+                "gpu_sc: falling back to scanpy for %s: %s",
+                step,
+                fallback_reason,
+            )
         _move_to_host(adata)
         t0 = time.perf_counter()
         result = scanpy_impl(adata, **params)

@@ -78,8 +78,10 @@ class _Blocks:
     def __init__(self, ctx: EngineContext, x: Any, *, csr: bool = True, dense_result=False):
         self.am = ctx.am
         self.shape = x.shape
-        self.chunked = bool(ctx.chunked or needs_chunking(ctx.am, x, max_nnz=ctx.max_device_nnz,
-                                                       dense_result=dense_result))
+        self.chunked = bool(
+            ctx.chunked
+            or needs_chunking(ctx.am, x, max_nnz=ctx.max_device_nnz, dense_result=dense_result)
+        )
         # cupyx sparse matrices hold floats only: integer counts travel as float64 (exact);
         # steps derive their output dtypes from the host matrix, not from the blocks.
         dtype = None

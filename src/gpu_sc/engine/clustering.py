@@ -62,7 +62,10 @@ def leiden(
     gamma = 1.0 if resolution is None else float(resolution)
     labels = am.to_host(
         _leiden_kernel(
-            A, resolution=gamma, n_iterations=int(n_iterations), random_state=int(random_state),
+            A,
+            resolution=gamma,
+            n_iterations=int(n_iterations),
+            random_state=int(random_state),
             am=am,
         )
     )

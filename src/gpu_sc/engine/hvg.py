@@ -117,9 +117,7 @@ def highly_variable_genes(
         if cutoffs is not None:
             df["highly_variable"] = hvg_k.select_cutoffs(df, cutoffs)
         else:
-            df["highly_variable"] = hvg_k.select_top(
-                df["dispersions_norm"].to_numpy(), n_top_genes
-            )
+            df["highly_variable"] = hvg_k.select_top(df["dispersions_norm"].to_numpy(), n_top_genes)
         df.index = var_names[filt]
         n_removed = int((~filt).sum())
         if n_removed:

@@ -50,8 +50,9 @@ def rank_genes_groups(
     """
     am, xp = ctx.am, ctx.am.xp
     method = "t-test" if method is None else method
-    plan = _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_method,
-                 layer, kwds)
+    plan = _plan(
+        adata, groupby, mask_var, use_raw, groups, reference, method, corr_method, layer, kwds
+    )
     use_raw, X, var_names, groups_order, masks, iref = plan
     n_cells, n_total_genes = X.shape
     n_groups = masks.shape[0]
@@ -101,7 +102,14 @@ def rank_genes_groups(
     scores, pvals, logfold = (am.to_host(a) for a in (scores, pvals, logfold))
     n_genes_user = n_total_genes if n_genes is None or n_genes > n_total_genes else n_genes
     stats = _records(
-        groups_order, tested, var_names, scores, pvals, logfold, n_genes_user, rankby_abs,
+        groups_order,
+        tested,
+        var_names,
+        scores,
+        pvals,
+        logfold,
+        n_genes_user,
+        rankby_abs,
         corr_method,
     )
     result = {
@@ -126,8 +134,7 @@ def rank_genes_groups(
     return None
 
 
-def _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_method, layer,
-          kwds):
+def _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_method, layer, kwds):
     """Validate like scanpy (anything scanpy rejects or this does not implement raises
     :class:`EngineUnsupported`, so scanpy runs and reports it) and select the data."""
     from scanpy._utils import select_groups
@@ -182,8 +189,9 @@ def _select_top_n(scores, n_top: int):
     return reference_indices[partition][partial_indices]
 
 
-def _records(groups_order, tested, var_names, scores, pvals, logfold, n_top, rankby_abs,
-             corr_method):
+def _records(
+    groups_order, tested, var_names, scores, pvals, logfold, n_top, rankby_abs, corr_method
+):
     """scanpy's ``compute_statistics`` bookkeeping and structured arrays, from host arrays."""
     from statsmodels.stats.multitest import multipletests
 

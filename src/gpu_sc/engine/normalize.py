@@ -58,6 +58,7 @@ def normalize_total(
     if not np.all(factor > 0):
         warnings.warn("Some cells have zero counts", UserWarning, stacklevel=2)
     factor_dev = am.asarray(factor) if not blocks.chunked else None
+
     def divide(start, stop, b):
         f = factor_dev if factor_dev is not None else am.asarray(factor[start:stop])
         return norm_k.divide_rows(am, b, f)

@@ -27,7 +27,11 @@ def _nbytes(x: Any) -> int:
 
 
 def needs_chunking(
-    am: ArrayModule, x: Any, *, max_nnz: int = 2**31 - 1, working_copies: int = 3,
+    am: ArrayModule,
+    x: Any,
+    *,
+    max_nnz: int = 2**31 - 1,
+    working_copies: int = 3,
     dense_result: bool = False,
 ) -> bool:
     """Whether host matrix ``x`` must be streamed rather than moved whole to the device.

@@ -69,9 +69,7 @@ def neighbourhood_preservation(X_high, Y, k: int = 15) -> float:
     return float(np.mean(kept) / k)
 
 
-def trustworthiness(
-    X_high, Y, k: int = 15, *, max_cells: int = 10_000, seed: int = 0
-) -> float:
+def trustworthiness(X_high, Y, k: int = 15, *, max_cells: int = 10_000, seed: int = 0) -> float:
     """scikit-learn's trustworthiness of ``Y`` as an embedding of ``X_high``.
 
     Parameters

@@ -248,7 +248,10 @@ def knn_to_csr(indices, distances, *, am: ArrayModule | None = None):
     m = k - 1
     indptr = xp.arange(0, n * m + 1, m, dtype=xp.int64)
     return am.sparse.csr_matrix(
-        (xp.ascontiguousarray(distances[:, 1:]).ravel(),
-         xp.ascontiguousarray(indices[:, 1:]).ravel(), indptr),
+        (
+            xp.ascontiguousarray(distances[:, 1:]).ravel(),
+            xp.ascontiguousarray(indices[:, 1:]).ravel(),
+            indptr,
+        ),
         shape=(n, n),
     )

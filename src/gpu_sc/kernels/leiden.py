@@ -246,9 +246,7 @@ class _Leiden:
         n_batches = min(self.n_batches, n)
         bounds = np.array([(n * b) // n_batches for b in range(n_batches + 1)], dtype=np.int64)
         batch_of = xp.empty(n, dtype=xp.int64)
-        batch_of[order] = self.am.asarray(
-            np.searchsorted(bounds, np.arange(n), side="right") - 1
-        )
+        batch_of[order] = self.am.asarray(np.searchsorted(bounds, np.arange(n), side="right") - 1)
         off = g.row != g.col
         u, v, w = g.row[off], g.col[off], g.weight[off]
         edge_batch = batch_of[u]

@@ -30,9 +30,7 @@ def top_cumulative_sums(am: ArrayModule, x: Any, ns: Sequence[int]) -> Any:
         order = xp.lexsort(xp.stack([-x.data.astype(xp.float64), row.astype(xp.float64)]))
         data = x.data[order].astype(xp.float64)
         rank = pos - x.indptr.astype(xp.int64)[row]
-        cols = [
-            xp.asarray(_row_sums_of(am, x, data * (rank < n))).reshape(-1, 1) for n in ns
-        ]
+        cols = [xp.asarray(_row_sums_of(am, x, data * (rank < n))).reshape(-1, 1) for n in ns]
         return xp.concatenate(cols, axis=1)
     top = -xp.sort(-x.astype(xp.float64), axis=1)[:, : ns[-1]]
     csum = xp.cumsum(top, axis=1)

@@ -176,8 +176,15 @@ def _lagrange_weights(xp, t, p):
     return xp.stack(cols, axis=1)
 
 
-def _repulsion_fft(am, y, *, n_interp: int = 3, min_boxes: int = 50, max_boxes: int = 200,
-                   boxes_per_unit: float = 1.0):
+def _repulsion_fft(
+    am,
+    y,
+    *,
+    n_interp: int = 3,
+    min_boxes: int = 50,
+    max_boxes: int = 200,
+    boxes_per_unit: float = 1.0,
+):
     """FIt-SNE-style interpolation-based repulsion for 2-D embeddings (same outputs as
     :func:`_repulsion_exact`, approximately).
 
@@ -289,22 +296,47 @@ def tsne(
 
     P_ex = P * float(early_exaggeration)
     y, _, it = _gradient_descent(
-        am, objective, y, P_ex, 0, _EXPLORATION_ITER, momentum=0.5,
-        learning_rate=learning_rate, n_iter_without_progress=_EXPLORATION_ITER,
+        am,
+        objective,
+        y,
+        P_ex,
+        0,
+        _EXPLORATION_ITER,
+        momentum=0.5,
+        learning_rate=learning_rate,
+        n_iter_without_progress=_EXPLORATION_ITER,
         min_grad_norm=min_grad_norm,
     )
     kl = None
     if it < _EXPLORATION_ITER or max_iter - _EXPLORATION_ITER > 0:
         y, kl, it = _gradient_descent(
-            am, objective, y, P, it + 1, max_iter, momentum=0.8,
-            learning_rate=learning_rate, n_iter_without_progress=n_iter_without_progress,
+            am,
+            objective,
+            y,
+            P,
+            it + 1,
+            max_iter,
+            momentum=0.8,
+            learning_rate=learning_rate,
+            n_iter_without_progress=n_iter_without_progress,
             min_grad_norm=min_grad_norm,
         )
     return y, kl, it, P
 
 
-def _gradient_descent(am, objective, y, P, it, max_iter, *, momentum, learning_rate,
-                      n_iter_without_progress, min_grad_norm):
+def _gradient_descent(
+    am,
+    objective,
+    y,
+    P,
+    it,
+    max_iter,
+    *,
+    momentum,
+    learning_rate,
+    n_iter_without_progress,
+    min_grad_norm,
+):
     """scikit-learn's ``_gradient_descent`` (momentum, gains, progress checks every 50)."""
     xp = am.xp
     y = y.copy()

@@ -109,8 +109,9 @@ def _component_spectral(am: ArrayModule, graph, dim: int, seed: int):
     k = dim + 1
     ncv = min(n - 1, max(2 * k + 1, int(np.sqrt(n))))
     try:
-        vals, vecs = linalg.eigsh(M, k=k, which="LA", ncv=ncv, tol=1e-4, v0=xp.ones(n),
-                                  maxiter=n * 5)
+        vals, vecs = linalg.eigsh(
+            M, k=k, which="LA", ncv=ncv, tol=1e-4, v0=xp.ones(n), maxiter=n * 5
+        )
         failure = _eigen_residual_failure(am, M, vals, vecs)
     except Exception as err:  # noqa: BLE001  (SciPy raises ArpackNoConvergence)
         failure = f"{type(err).__name__}: {err}"

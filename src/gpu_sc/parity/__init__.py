@@ -1,8 +1,9 @@
 """Parity suite: does switching backend change the results? Stage by stage, with thresholds.
 
 >>> from gpu_sc.parity import compare
->>> report = compare(adata, ("scanpy", "numpy"))   # adata: raw counts
->>> print(report.to_markdown()); report.passed
+>>> report = compare(adata, ("scanpy", "numpy"))  # adata: raw counts
+>>> print(report.to_markdown())
+... report.passed
 
 See :func:`compare` for the modes (isolated, end to end, rerun) and
 :mod:`gpu_sc.parity.thresholds` for every bar and its reason.

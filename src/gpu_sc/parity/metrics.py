@@ -163,7 +163,10 @@ def match_clusters(labels_a, labels_b) -> list[tuple[object, object, int]]:
 
     table = pd.crosstab(pd.Series(np.asarray(labels_a)), pd.Series(np.asarray(labels_b)))
     rows, cols = linear_sum_assignment(-table.to_numpy())
-    return [(table.index[r], table.columns[c], int(table.iat[r, c])) for r, c in zip(rows, cols, strict=True)]
+    return [
+        (table.index[r], table.columns[c], int(table.iat[r, c]))
+        for r, c in zip(rows, cols, strict=True)
+    ]
 
 
 def marker_agreement(

@@ -150,9 +150,7 @@ def _table_diff(ta: pd.DataFrame, tb: pd.DataFrame, ia, ib) -> tuple[float, str]
         if col not in tb.columns:
             missing.append(col)
             continue
-        d = M.max_rel_diff(
-            ta[col].to_numpy(np.float64)[ia], tb[col].to_numpy(np.float64)[ib]
-        )
+        d = M.max_rel_diff(ta[col].to_numpy(np.float64)[ia], tb[col].to_numpy(np.float64)[ib])
         if np.isnan(d) or d > worst or not worst_col:
             worst, worst_col = d, col
     if missing:
@@ -255,7 +253,7 @@ def _extract_neighbors(adata) -> Extract:
 def _neighbour_names(distances: sp.csr_matrix, ids: np.ndarray, rows: np.ndarray):
     """Neighbour sets of cells ``rows``, as global name ids (``ids[position]``)."""
     d = distances.tocsr()
-    return [ids[d.indices[d.indptr[r]:d.indptr[r + 1]]] for r in rows]
+    return [ids[d.indices[d.indptr[r] : d.indptr[r + 1]]] for r in rows]
 
 
 def _compare_neighbors(a, b, ctx) -> list[Measured]:
@@ -470,8 +468,11 @@ def qc(step, cfg) -> Stage:
 
 
 def normalized(step, cfg) -> Stage:
-    return Stage(step, _extract_X, _matrix_comparator("normalized_max_rel_diff",
-                                                      floor_sd=False, report_cells=True))
+    return Stage(
+        step,
+        _extract_X,
+        _matrix_comparator("normalized_max_rel_diff", floor_sd=False, report_cells=True),
+    )
 
 
 def log1p(step, cfg) -> Stage:
@@ -515,7 +516,7 @@ def tsne(step, cfg) -> Stage:
 
 
 def markers(step, cfg) -> Stage:
-    method = step[len("rank_genes_groups["):-1]
+    method = step[len("rank_genes_groups[") : -1]
     return Stage(step, _extract_markers(rank_genes_key(method), cfg.leiden.key_added),
                  _compare_markers)  # fmt: skip
 

@@ -109,7 +109,9 @@ _PCA_CORR = 0.9999
 THRESHOLDS: dict[str, Threshold] = {
     # -- every stage ---------------------------------------------------------------------------
     "outputs_present": Threshold(
-        "==", 1.0, (*BOTH, "repeat"),
+        "==",
+        1.0,
+        (*BOTH, "repeat"),
         "the engine must write every output where scanpy writes it (keys, obs/var columns)",
     ),  # fmt: skip
     # -- QC, filters, normalisation ----------------------------------------------------------
@@ -131,66 +133,90 @@ THRESHOLDS: dict[str, Threshold] = {
     ),
     # -- regress_out, scale --------------------------------------------------------------------
     "regress_out_max_rel_diff": Threshold(
-        "<=", 1e-4, BOTH,
+        "<=",
+        1e-4,
+        BOTH,
         "per-gene least squares on float32 data; relative to max(|value|, the gene's SD), since "
         "residuals near zero make a pure elementwise ratio meaningless",
     ),  # fmt: skip
     "scale_max_rel_diff": Threshold(
-        "<=", 1e-4, BOTH,
+        "<=",
+        1e-4,
+        BOTH,
         "same measure and bar as regress_out: its input carries regress_out's error end to end",
     ),  # fmt: skip
     # -- PCA -----------------------------------------------------------------------------------
     "pca_abs_corr_min": Threshold(
-        ">=", _PCA_CORR, BOTH,
+        ">=",
+        _PCA_CORR,
+        BOTH,
         f"each of the first {PCA_N_COMPONENTS} PCs (cell scores) must be the same axis up to sign",
     ),  # fmt: skip
     "pca_max_principal_angle": Threshold(
-        "<=", math.acos(_PCA_CORR), BOTH,
+        "<=",
+        math.acos(_PCA_CORR),
+        BOTH,
         "largest principal angle between the loading subspaces, in radians; arccos(0.9999), "
         "the angle the per-PC correlation bar allows, but blind to rotations within the subspace",
     ),  # fmt: skip
     # -- kNN graph -----------------------------------------------------------------------------
     "knn_overlap": Threshold(
-        ">=", 0.99, BOTH,
+        ">=",
+        0.99,
+        BOTH,
         f"both sides exact kNN: only ties may differ; not applied when scanpy is approximate "
         f"(>= {KNN_EXACT_MAX_CELLS} cells: pynndescent)",
     ),  # fmt: skip
     "connectivities_rel_frobenius": Threshold(
-        "<=", 1e-5, ("isolated",),
+        "<=",
+        1e-5,
+        ("isolated",),
         "same kNN distances in, same UMAP fuzzy weights out up to float32 rounding; end to end a "
         "single swapped neighbour (allowed by the kNN bar) already exceeds it, so reported only",
     ),  # fmt: skip
     # -- Leiden ----------------------------------------------------------------------------------
     "leiden_ari": Threshold(
-        ">=", 0.95, BOTH,
+        ">=",
+        0.95,
+        BOTH,
         "switching backend must not change the clusters: on the same graph (isolated) and after "
         "the whole pipeline (e2e)",
     ),  # fmt: skip
     # -- markers -----------------------------------------------------------------------------
     "top25_overlap_min": Threshold(
-        ">=", 0.9, BOTH,
+        ">=",
+        0.9,
+        BOTH,
         f"of each Hungarian-matched cluster's top-{MARKER_TOP_N} genes, at least 90% shared "
         f"(the worst cluster; end to end only clusters whose cells agree to Jaccard >= "
         f"{MARKER_MATCH_JACCARD:g})",
     ),  # fmt: skip
     # -- embeddings -----------------------------------------------------------------------------
     "neighbourhood_preservation_diff": Threshold(
-        "abs<=", 0.02, BOTH,
+        "abs<=",
+        0.02,
+        BOTH,
         f"fraction of each cell's {EMBEDDING_K} PCA-space neighbours kept in the embedding: "
         "within 0.02 of the reference backend's",
     ),  # fmt: skip
     "trustworthiness_diff": Threshold(
-        "abs<=", 0.02, BOTH,
+        "abs<=",
+        0.02,
+        BOTH,
         "trustworthiness (a neighbourhood-preservation score): within 0.02 of the reference's",
     ),  # fmt: skip
     "tsne_kl_rel_diff": Threshold(
-        "abs<=", 0.05, BOTH,
+        "abs<=",
+        0.05,
+        BOTH,
         "t-SNE's objective KL(P||Q), both embeddings scored by one function on the same P "
         "(perplexity as run, on the representation t-SNE used): within 5% of the reference's",
     ),  # fmt: skip
     # -- determinism ---------------------------------------------------------------------------
     "identical_rerun": Threshold(
-        "==", 1.0, ("repeat",),
+        "==",
+        1.0,
+        ("repeat",),
         "same input and seed must give bitwise the same result (1 = identical)",
     ),  # fmt: skip
 }

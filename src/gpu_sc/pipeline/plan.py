@@ -218,6 +218,8 @@ def _subset_var(adata, mask, **_params):
 
 def _freeze_raw(adata):
     adata.raw = adata
+
+
 def _paga_layout(adata, threshold: float = 0.01) -> str:
     """PAGA node positions (``uns['paga']['pos']``), as ``scanpy.pl.paga(plot=False)`` makes
     them in the tutorial; ``umap(init_pos='paga')`` starts from them.

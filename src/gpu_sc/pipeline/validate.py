@@ -40,7 +40,9 @@ def validate_counts(adata, *, require_integers: bool = True) -> None:
     """
     n_obs, n_vars = adata.shape
     if n_obs == 0 or n_vars == 0:
-        raise InputError(f"the matrix is empty ({n_obs} cells x {n_vars} genes); nothing to analyse")
+        raise InputError(
+            f"the matrix is empty ({n_obs} cells x {n_vars} genes); nothing to analyse"
+        )
     X = adata.X
     if X is None:
         raise InputError("adata.X is None; put the raw count matrix in adata.X")

@@ -84,8 +84,10 @@ def cell_type_labels(clusters: pd.Series, mapping: Mapping[str, str]) -> pd.Cate
     Raises :class:`AnnotationError` naming clusters absent from the data or absent from the
     mapping.
     """
-    cats = [str(c) for c in clusters.cat.categories] if hasattr(clusters, "cat") else sorted(
-        {str(c) for c in clusters}
+    cats = (
+        [str(c) for c in clusters.cat.categories]
+        if hasattr(clusters, "cat")
+        else sorted({str(c) for c in clusters})
     )
     mapping = {str(k): str(v) for k, v in mapping.items()}
     unknown = [k for k in mapping if k not in cats]

@@ -137,8 +137,13 @@ def _summary(adata, view, sizes, seconds: float) -> list[tuple[str, str]]:
                        + (f"; {adata.raw.n_vars:,} genes in .raw" if adata.raw is not None
                           else ""))]  # fmt: skip
     if sizes is not None:
-        rows.append(("clusters", f"{len(sizes)} ({view.groupby})"
-                     + (f"; annotated as {view.annotation}" if view.annotation else "")))
+        rows.append(
+            (
+                "clusters",
+                f"{len(sizes)} ({view.groupby})"
+                + (f"; annotated as {view.annotation}" if view.annotation else ""),
+            )
+        )
     if pipe:
         rows.append(("backend", str(pipe.get("backend", "?"))))
     steps = provenance(adata)
@@ -159,8 +164,10 @@ def _notes(view, figures) -> list[str]:
         notes.append("Chosen genes not in the data, skipped: " + ", ".join(view.genes_absent)
                      + ".")  # fmt: skip
     if view.n_obs > SUBSAMPLE_CELLS:
-        notes.append(f"{view.n_obs:,} cells: violin and box plots draw a random subsample of "
-                     f"{SUBSAMPLE_CELLS:,} cells; scatter plots draw every cell (rasterized).")
+        notes.append(
+            f"{view.n_obs:,} cells: violin and box plots draw a random subsample of "
+            f"{SUBSAMPLE_CELLS:,} cells; scatter plots draw every cell (rasterized)."
+        )
     skipped = [f.title for f in figures if f.skipped]
     if skipped:
         notes.append("Figures skipped because their inputs are absent: " + ", ".join(skipped)

@@ -310,8 +310,9 @@ def _marker_plot(kind: str):
             fig = sc.pl.dotplot(data, v.markers, groupby=groupby, use_raw=False, return_fig=True)
         else:
             data, note = v.subsample(), v.subsample_note()
-            fig = sc.pl.stacked_violin(data, v.markers, groupby=groupby, use_raw=False,
-                                       return_fig=True)
+            fig = sc.pl.stacked_violin(
+                data, v.markers, groupby=groupby, use_raw=False, return_fig=True
+            )
         text = f"The tutorial's marker genes by {groupby}; {v.expression}."
         if v.markers_absent:
             text += f" Not in the data, skipped: {', '.join(v.markers_absent)}."

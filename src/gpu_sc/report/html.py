@@ -72,8 +72,10 @@ def _figure(f: FigureResult) -> str:
 
 
 def _provenance(rows: list[dict]) -> str:
-    out = ["<table><thead><tr><th>step</th><th>backend</th><th>requested</th>"
-           "<th>fallback reason</th><th>seconds</th><th>parameters</th></tr></thead><tbody>"]
+    out = [
+        "<table><thead><tr><th>step</th><th>backend</th><th>requested</th>"
+        "<th>fallback reason</th><th>seconds</th><th>parameters</th></tr></thead><tbody>"
+    ]
     total = 0.0
     for r in rows:
         total += r["seconds"]
@@ -107,12 +109,12 @@ def render(
     for f in figures:
         by_section.setdefault(f.section, []).append(f)
     parts = [
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        '<table class="summary">' + "".join(
-            f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in summary
-        ) + "</table>",
+        '<table class="summary">'
+        + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in summary)
+        + "</table>",
         "<nav>" + "".join(f'<a href="#{sid}">{escape(t)}</a>' for sid, t in SECTIONS) + "</nav>",
     ]
     if notes:

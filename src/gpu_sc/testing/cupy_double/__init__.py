@@ -3,9 +3,10 @@
 Use only through :func:`install` (a context manager); production code never imports it::
 
     from gpu_sc.testing.cupy_double import install
+
     with install(device_bytes=2 << 30) as double:
-        gpu_sc.pipeline(adata, backend="cupy")     # every engine step on "cupy" (the double)
-        double.counters.snapshot()                 # ops, syncs, transfers, bytes, flops
+        gpu_sc.pipeline(adata, backend="cupy")  # every engine step on "cupy" (the double)
+        double.counters.snapshot()  # ops, syncs, transfers, bytes, flops
 
 What it enforces (each rule pinned by ``tests/test_cupy_double.py``; sources in ``_rules.py``):
 a device ``ndarray`` that is not a ``numpy.ndarray`` and refuses implicit conversion

@@ -312,8 +312,11 @@ def _nbytes_in(args) -> int:
 def _record(name: str, result, inputs=()):
     """Count one operation and wrap its result as device arrays (0-d for NumPy scalars)."""
     wrapped = wrap(result)
-    DEVICE.counters.op(name, read=_nbytes_in(inputs), written=_nbytes_in(
-        wrapped if isinstance(wrapped, (list, tuple)) else (wrapped,)))
+    DEVICE.counters.op(
+        name,
+        read=_nbytes_in(inputs),
+        written=_nbytes_in(wrapped if isinstance(wrapped, (list, tuple)) else (wrapped,)),
+    )
     return wrapped
 
 
@@ -416,9 +419,30 @@ def _make_method(name: str, sig_text: str | None):
     return method
 
 
-_SPECIAL_METHODS = {"get", "set", "item", "tolist", "view", "device", "T", "mT", "real", "imag",
-                    "shape", "dtype", "ndim", "size", "nbytes", "itemsize", "strides", "flags",
-                    "base", "__getitem__", "__setitem__", "__init__"}
+_SPECIAL_METHODS = {
+    "get",
+    "set",
+    "item",
+    "tolist",
+    "view",
+    "device",
+    "T",
+    "mT",
+    "real",
+    "imag",
+    "shape",
+    "dtype",
+    "ndim",
+    "size",
+    "nbytes",
+    "itemsize",
+    "strides",
+    "flags",
+    "base",
+    "__getitem__",
+    "__setitem__",
+    "__init__",
+}
 
 
 def _install_methods() -> None:

@@ -56,8 +56,14 @@ def _flops(name: str, args) -> int:
 def _unwrap_all(qualname: str, args, kwargs, allow_host: bool, allow_lists: bool = True):
     args = [unwrap_operand(a, qualname, allow_host=allow_host, allow_lists=allow_lists)
             for a in args]  # fmt: skip
-    kwargs = {k: (v if k == "out" and v is None else unwrap_operand(
-        v, qualname, allow_host=allow_host, allow_lists=allow_lists)) for k, v in kwargs.items()}
+    kwargs = {
+        k: (
+            v
+            if k == "out" and v is None
+            else unwrap_operand(v, qualname, allow_host=allow_host, allow_lists=allow_lists)
+        )
+        for k, v in kwargs.items()
+    }
     return args, kwargs
 
 
@@ -202,8 +208,11 @@ def build() -> dict[str, dict[str, Any]]:
         asnumpy=_conversion_asnumpy,
         get_default_memory_pool=_cuda.get_default_memory_pool,
         get_default_pinned_memory_pool=_cuda.get_default_pinned_memory_pool,
-        get_array_module=lambda *args: _cuda.module("cupy") if any(
-            isinstance(a, (ndarray, _sparse.spmatrix)) for a in args) else np,
+        get_array_module=lambda *args: (
+            _cuda.module("cupy")
+            if any(isinstance(a, (ndarray, _sparse.spmatrix)) for a in args)
+            else np
+        ),
         __version__=catalogue()["cupy_version"],
     )
     NAMESPACE["cupy.random"]["RandomState"] = _random_state_class()

@@ -133,8 +133,20 @@ class Counters:
         self.h2d_bytes += int(nbytes)
 
     def snapshot(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("ops", "syncs", "h2d", "d2h", "h2d_bytes",
-                                           "d2h_bytes", "bytes_read", "bytes_written", "flops")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "ops",
+                "syncs",
+                "h2d",
+                "d2h",
+                "h2d_bytes",
+                "d2h_bytes",
+                "bytes_read",
+                "bytes_written",
+                "flops",
+            )
+        }
         d["by_name"] = dict(self.by_name)
         return d
 
