@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 import gpu_sc
+from gpu_sc.dispatch.provenance import provenance
 
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
@@ -260,7 +261,7 @@ def test_pbmc3k_on_two_workers_matches_the_in_memory_engine(
     for _, shape in fetched.items:
         if len(shape) == 2:
             assert shape[1] <= 50 or shape == (n_genes, n_genes) or shape[0] <= 4, shape
-    prov = a.uns["gpu_sc"]["provenance"]
+    prov = provenance(a)
     assert [p["step"] for p in prov if p["backend"] == "dask"] == [
         "filter_cells", "filter_genes", "calculate_qc_metrics", "normalize_total", "log1p",
         "highly_variable_genes", "regress_out", "scale", "pca",

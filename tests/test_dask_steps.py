@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 import gpu_sc
+from gpu_sc.dispatch.provenance import provenance
 
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
@@ -177,7 +178,7 @@ def test_run_dask_step_records_provenance_and_refuses_unknown_steps(counts):
 
     lazy = _lazy(counts)
     run_dask_step("log1p", lazy, {})
-    (entry,) = lazy.uns["gpu_sc"]["provenance"]
+    (entry,) = provenance(lazy)
     assert entry["step"] == "log1p" and entry["backend"] == "dask"
     assert "local sync" in entry["note"] and "4 blocks of <= 400 rows" in entry["note"]
     assert lazy.uns["gpu_sc"]["dask"]["chunk_rows"] == 400
@@ -196,4 +197,4 @@ def test_a_dask_result_is_saved_block_by_block_by_the_gpu_sc_writer(counts, tmp_
     back = gpu_sc.io.read_h5ad(tmp_path / "out.h5ad")
     assert isinstance(back.X, sp.csr_matrix)
     assert (back.X != lazy.X.compute()).nnz == 0
-    assert [p["step"] for p in back.uns["gpu_sc"]["provenance"]] == ["normalize_total", "log1p"]
+    assert [p["step"] for p in provenance(back)] == ["normalize_total", "log1p"]

@@ -60,5 +60,10 @@ class _Package(types.ModuleType):
             value = getattr(value, name)
         super().__setattr__(name, value)
 
+    def __reduce__(self):
+        # Pickled by name, as a plain module is: cloudpickle (Dask's task serialiser) looks
+        # modules up by exact type and would otherwise try to pickle this one by value.
+        return importlib.import_module, (self.__name__,)
+
 
 sys.modules[__name__].__class__ = _Package
