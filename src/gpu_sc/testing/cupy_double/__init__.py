@@ -165,6 +165,7 @@ def install(device_bytes: int = 16 << 30) -> Iterator[DoubleHandle]:
     mods = _build_modules()
     DEVICE.total_bytes = int(device_bytes)
     DEVICE.counters.reset()
+    DEVICE.peak_bytes = DEVICE.used_bytes  # peaks are per installation, like the counters
     DEVICE.allocator = None
     undo: list = []
     handle = DoubleHandle(DEVICE.counters, int(device_bytes))
