@@ -262,11 +262,17 @@ def run_isolated(func, *args) -> None:
     # No signal handler may run inside fork's own hooks (an exception raised there is printed
     # and lost): hold SIGINT/SIGTERM/SIGHUP back until the fork is done, in both processes.
     held = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
+    # A signal that arrived just before the mask still has its Python handler pending, and
+    # that handler would run inside fork's Python hooks (logging's lock release), where its
+    # KeyboardInterrupt is printed and lost: park such signals in a list until the fork is done.
+    deferred: list[int] = []
+    swapped = _defer_signals(held, deferred)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         pid = os.fork()
     except OSError as exc:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _restore_signals(swapped, deferred)
         os.close(r)
         os.close(w)
         logger.warning("gpu_sc: cannot fork a writer process (%s); writing in this one", exc)
@@ -277,6 +283,7 @@ def run_isolated(func, *args) -> None:
         code = 0
         stderr = None
         try:
+            _restore_signals(swapped, [])  # the parent handles what arrived meanwhile
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(r)
             _die_with_parent()
@@ -308,7 +315,8 @@ def run_isolated(func, *args) -> None:
             os._exit(code)
     os.close(w)
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a held signal is raised here
+        _restore_signals(swapped, deferred)  # a parked signal is raised here ...
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # ... and a held one here
         with os.fdopen(r, "rb") as fh:
             payload = fh.read()
         _, status = os.waitpid(pid, 0)
@@ -325,6 +333,28 @@ def run_isolated(func, *args) -> None:
         how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
                else f"exit status {os.WEXITSTATUS(status)}")  # fmt: skip
         raise OSError(f"the writer process died ({how}); nothing was written")
+
+
+def _defer_signals(signals, deferred: list[int]) -> dict:
+    """Replace the Python handlers of ``signals`` by one that only records the signal."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # handlers can be set only from the main thread
+    swapped = {}
+    for sig in signals:
+        handler = signal.getsignal(sig)
+        if callable(handler) or handler is signal.default_int_handler:
+            swapped[sig] = signal.signal(sig, lambda signum, _frame: deferred.append(signum))
+    return swapped
+
+
+def _restore_signals(swapped: dict, deferred: list[int]) -> None:
+    """Put the handlers back, then deliver the first parked signal to them."""
+    for sig, handler in swapped.items():
+        signal.signal(sig, handler)
+    if deferred:
+        signal.raise_signal(deferred[0])
 
 
 def estimate_h5ad_bytes(adata) -> int:
