@@ -244,6 +244,15 @@ def _wait_for_temporary(directory: Path, proc, timeout: float = 90) -> Path:
     pytest.fail(f"no temporary appeared; rc={proc.poll()} stderr={proc.stderr.read()[-2000:]}")
 
 
+def _as_from_a_terminal() -> None:
+    """Start the command with the signal state a shell gives it: nothing blocked, SIGINT at
+    its default. Blocked masks and ignored dispositions are inherited across exec, and the
+    pytest process (after hundreds of tests, some of them forking writers) need not be clean."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 SIGNALS = [
     ("SIGINT_during_run", signal.SIGINT, "run", 130),
     ("SIGTERM_during_run", signal.SIGTERM, "run", 143),
@@ -261,7 +270,7 @@ def test_signal_leaves_no_file(tmp_path, small_input, fast_toml, small, sig, pha
     hook = {"GPU_SC_TEST_STEP_DELAY": 30} if phase == "run" else {"GPU_SC_TEST_WRITE_DELAY": 30}
     proc = subprocess.Popen(_run_cmd(small_input, fast_toml, out_dir / "res.h5ad"),
                             env=_env(**hook), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+                            text=True, preexec_fn=_as_from_a_terminal)  # fmt: skip
     try:
         if phase == "run":
             _wait_for_line(proc, "var_names_make_unique")  # the first step's progress line
