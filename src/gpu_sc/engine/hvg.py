@@ -109,46 +109,15 @@ def highly_variable_genes(
     stats = _group_stats(ctx, _Blocks(ctx, x), codes, len(labels), transform)
     var_names = adata.var_names
 
-    def one_batch(g: int, filter_unexpressed: bool) -> pd.DataFrame:
-        filt = stats["nnz"][g] > 0 if filter_unexpressed else np.ones(x.shape[1], bool)
-        n = int(stats["n"][g])
-        mean, var = hvg_k.mean_var(stats["sum"][g][filt], stats["sumsq"][g][filt], n)
-        df = hvg_k.dispersion_table(mean, var, flavor=flavor, n_bins=n_bins)
-        if cutoffs is not None:
-            df["highly_variable"] = hvg_k.select_cutoffs(df, cutoffs)
-        else:
-            df["highly_variable"] = hvg_k.select_top(df["dispersions_norm"].to_numpy(), n_top_genes)
-        df.index = var_names[filt]
-        n_removed = int((~filt).sum())
-        if n_removed:
-            missing = pd.DataFrame(np.zeros((n_removed, len(df.columns))), columns=df.columns)
-            missing["highly_variable"] = missing["highly_variable"].astype(bool)
-            missing.index = var_names[~filt]
-            df = pd.concat([df, missing]).loc[var_names]
-        return df
-
-    if batch_key is None:
-        df = one_batch(0, filter_unexpressed=False)
-    else:
-        df = pd.concat([one_batch(g, True) for g in range(len(labels))], axis=0)
-        df["highly_variable"] = df["highly_variable"].astype(int)
-        df = df.groupby(df.index, observed=True).agg(
-            dict(means="mean", dispersions="mean", dispersions_norm="mean", highly_variable="sum")
-        )
-        df["highly_variable_nbatches"] = df["highly_variable"]
-        df["highly_variable_intersection"] = df["highly_variable_nbatches"] == len(labels)
-        if cutoffs is None:
-            df.sort_values(
-                ["highly_variable_nbatches", "dispersions_norm"],
-                ascending=False,
-                na_position="last",
-                inplace=True,
-            )
-            df["highly_variable"] = np.arange(df.shape[0]) < n_top_genes
-            df = df.loc[var_names]
-        else:
-            df["dispersions_norm"] = df["dispersions_norm"].fillna(0)
-            df["highly_variable"] = hvg_k.select_cutoffs(df, cutoffs)
+    df = hvg_k.seurat_table(
+        stats,
+        var_names,
+        n_batches=None if batch_key is None else len(labels),
+        flavor=flavor,
+        n_bins=n_bins,
+        cutoffs=cutoffs,
+        n_top_genes=n_top_genes,
+    )
 
     if not inplace:
         return df.loc[df["highly_variable"]] if subset else df

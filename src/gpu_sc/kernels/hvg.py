@@ -175,3 +175,53 @@ def seurat_v3_norm_var(
     reg_std = np.sqrt(10**estimat_var)
     clip_val = reg_std * np.sqrt(n_obs) + mean
     return reg_std, clip_val
+
+
+def seurat_table(stats, var_names, *, n_batches, flavor, n_bins, cutoffs, n_top_genes):
+    """scanpy's seurat/cell_ranger HVG table from per-batch gene statistics ``stats``.
+
+    Host-side, on per-gene vectors; shared by the in-memory engine and the Dask path.
+    ``n_batches`` None: one batch, without the per-batch filter of unexpressed genes.
+    """
+
+    def one_batch(g: int, filter_unexpressed: bool) -> pd.DataFrame:
+        filt = stats["nnz"][g] > 0 if filter_unexpressed else np.ones(len(var_names), bool)
+        n = int(stats["n"][g])
+        mean, var = mean_var(stats["sum"][g][filt], stats["sumsq"][g][filt], n)
+        df = dispersion_table(mean, var, flavor=flavor, n_bins=n_bins)
+        if cutoffs is not None:
+            df["highly_variable"] = select_cutoffs(df, cutoffs)
+        else:
+            df["highly_variable"] = select_top(df["dispersions_norm"].to_numpy(), n_top_genes)
+        df.index = var_names[filt]
+        n_removed = int((~filt).sum())
+        if n_removed:
+            missing = pd.DataFrame(np.zeros((n_removed, len(df.columns))), columns=df.columns)
+            missing["highly_variable"] = missing["highly_variable"].astype(bool)
+            missing.index = var_names[~filt]
+            df = pd.concat([df, missing]).loc[var_names]
+        return df
+
+    if n_batches is None:
+        df = one_batch(0, filter_unexpressed=False)
+    else:
+        df = pd.concat([one_batch(g, True) for g in range(n_batches)], axis=0)
+        df["highly_variable"] = df["highly_variable"].astype(int)
+        df = df.groupby(df.index, observed=True).agg(
+            dict(means="mean", dispersions="mean", dispersions_norm="mean", highly_variable="sum")
+        )
+        df["highly_variable_nbatches"] = df["highly_variable"]
+        df["highly_variable_intersection"] = df["highly_variable_nbatches"] == n_batches
+        if cutoffs is None:
+            df.sort_values(
+                ["highly_variable_nbatches", "dispersions_norm"],
+                ascending=False,
+                na_position="last",
+                inplace=True,
+            )
+            df["highly_variable"] = np.arange(df.shape[0]) < n_top_genes
+            df = df.loc[var_names]
+        else:
+            df["dispersions_norm"] = df["dispersions_norm"].fillna(0)
+            df["highly_variable"] = select_cutoffs(df, cutoffs)
+    return df
