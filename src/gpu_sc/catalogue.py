@@ -168,6 +168,10 @@ class Step:
     run: str | None = None
     #: ``"module:function"``: the engine implementation ``func(adata, ctx, **scanpy_params)``
     engine: str | None = None
+    #: ``"module:function"``: the Dask implementation ``func(adata, ctx, **scanpy_params)``,
+    #: run instead of ``engine`` when the matrix the step reads is a Dask array (blocks of
+    #: NumPy/scipy or CuPy/cupyx, the engine's kernels mapped over them; see :mod:`gpu_sc.dask`)
+    dask: str | None = None
     #: the engine honours ``ctx.chunked`` (an out-of-memory error is retried in row chunks)
     chunkable: bool = False
     #: ``{parameter: rule}``: parameter values the engine implements (:func:`only` & co.)
@@ -448,17 +452,20 @@ STEPS: tuple[Step, ...] = (
     Step("var_names_make_unique", run=_PP + "var_names_make_unique"),
     Step("filter_cells", ("pp",), "filter_cells", _PP + "filter_cells",
          "gpu_sc.engine.qc:filter_cells",
+         dask="gpu_sc.dask.steps:filter_cells",
          chunkable=True, reads=("X",), writes=("obs['n_genes'|'n_counts']", "subset obs"),
          reserved=("min_genes", "min_counts"), parity="filter_cells", floor=_QC_MODEL,
          empty_ok=True),
     Step("filter_genes", ("pp",), "filter_genes", _PP + "filter_genes",
          "gpu_sc.engine.qc:filter_genes",
+         dask="gpu_sc.dask.steps:filter_genes",
          chunkable=True, reads=("X",), writes=("var['n_cells'|'n_counts']", "subset var"),
          reserved=("min_cells", "min_counts"), parity="filter_genes", floor=_QC_MODEL,
          empty_ok=True),
     Step("check_filtered", run=_PP + "check_filtered"),
     Step("calculate_qc_metrics", ("pp",), "qc", _PP + "calculate_qc_metrics",
-         "gpu_sc.engine.qc:calculate_qc_metrics", chunkable=True,
+         "gpu_sc.engine.qc:calculate_qc_metrics",
+         dask="gpu_sc.dask.steps:calculate_qc_metrics", chunkable=True,
          supports={"use_raw": falsy("use_raw=True is not implemented")},
          reads=("X", "var[qc_vars]"), writes=("obs[QC metrics]", "var[QC metrics]"),
          reserved=("qc_vars", "percent_top", "log1p"), parity="qc", floor=_QC_MODEL,
@@ -466,15 +473,18 @@ STEPS: tuple[Step, ...] = (
     Step("qc_filter", section="qc", run=_PP + "qc_filter"),
     Step("counts_layer", section="hvg", run=_PP + "counts_layer"),
     Step("normalize_total", ("pp",), "normalize_total", _PP + "normalize_total",
-         "gpu_sc.engine.normalize:normalize_total", chunkable=True, reads=("X",), writes=("X",),
+         "gpu_sc.engine.normalize:normalize_total",
+         dask="gpu_sc.dask.steps:normalize_total", chunkable=True, reads=("X",), writes=("X",),
          reserved=("target_sum", "exclude_highly_expressed"), parity="normalized",
          floor="normalize"),
     Step("log1p", ("pp",), "log1p", _PP + "log1p", "gpu_sc.engine.normalize:log1p",
+         dask="gpu_sc.dask.steps:log1p",
          chunkable=True,
          supports={"obsm": unset("log1p of an obsm entry is not implemented")},
          reads=("X",), writes=("X", "uns['log1p']"), parity="log1p", floor="log1p"),
     Step("highly_variable_genes", ("pp",), "hvg", _PP + "highly_variable_genes",
-         "gpu_sc.engine.hvg:highly_variable_genes", chunkable=True,
+         "gpu_sc.engine.hvg:highly_variable_genes",
+         dask="gpu_sc.dask.steps:highly_variable_genes", chunkable=True,
          supports={"flavor": only("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper",
                                   why=lambda v: f"flavor={v!r} is not implemented")},
          reads=("X",), writes=("var[highly_variable, means, dispersions, ...]",),
@@ -485,14 +495,17 @@ STEPS: tuple[Step, ...] = (
     Step("hvg_subset", section="hvg", run=_PP + "hvg_subset"),
     Step("regress_out", ("pp",), "regress_out", _PP + "regress_out",
          "gpu_sc.engine.regress_scale:regress_out",
+         dask="gpu_sc.dask.steps:regress_out",
          chunkable=True, reads=("X", "obs[keys]"), writes=("X",), reserved=("keys",),
          parity="regress_out", floor="regress_out", requires=("qc",)),
-    Step("scale", ("pp",), "scale", _PP + "scale", "gpu_sc.engine.regress_scale:scale", chunkable=True,
+    Step("scale", ("pp",), "scale", _PP + "scale", "gpu_sc.engine.regress_scale:scale",
+         dask="gpu_sc.dask.steps:scale", chunkable=True,
          supports={"obsm": unset("scaling an obsm entry is not implemented"),
                    "mask_obs": unset("mask_obs is not implemented")},
          reads=("X",), writes=("X", "var['mean'|'std']"), reserved=("max_value", "zero_center"),
          parity="scale", floor="scale"),
-    Step("pca", ("pp", "tl"), "pca", _PP + "pca", "gpu_sc.engine.pca:pca", chunkable=True,
+    Step("pca", ("pp", "tl"), "pca", _PP + "pca", "gpu_sc.engine.pca:pca",
+         dask="gpu_sc.dask.steps:pca", chunkable=True,
          supports={"zero_center": truthy("zero_center=False (truncated SVD) is not implemented"),
                    "chunked": falsy("scanpy's chunked=True (incremental PCA) is not "
                                     "implemented")},

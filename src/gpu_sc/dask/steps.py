@@ -26,6 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 from dask import delayed
 
+from .. import catalogue
 from ..dispatch.arrays import array_module, module_of
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import hvg as hvg_k
@@ -867,15 +868,7 @@ def pca(
 
 
 #: Step name -> Dask implementation, each ``func(adata, ctx, **scanpy_params)`` like the
-#: in-memory engine's registered functions: what a step catalogue registers as "dask".
+#: in-memory engine's functions; derived from the catalogue's ``Step.dask`` entries.
 DASK_STEPS: dict[str, Any] = {
-    "calculate_qc_metrics": calculate_qc_metrics,
-    "filter_cells": filter_cells,
-    "filter_genes": filter_genes,
-    "normalize_total": normalize_total,
-    "log1p": log1p,
-    "highly_variable_genes": highly_variable_genes,
-    "regress_out": regress_out,
-    "scale": scale,
-    "pca": pca,
+    s.name: globals()[s.dask.partition(":")[2]] for s in catalogue.STEPS if s.dask is not None
 }
