@@ -304,6 +304,75 @@ def test_synthetic_atlas_same_result_on_two_workers_one_thread_and_other_chunks(
     assert _pc_corr(two.obsm["X_pca"], other_chunks.obsm["X_pca"]).min() >= 0.99999
 
 
+NO_EMBEDDINGS = {"umap": {"enabled": False}, "tsne": {"enabled": False}}  # in-memory steps
+
+
+@pytest.fixture(scope="module")
+def pbmc_full_in_memory(pbmc_h5ad):
+    import anndata as ad
+
+    return gpu_sc.pipeline(ad.read_h5ad(pbmc_h5ad), NO_EMBEDDINGS, backend="numpy")
+
+
+def _cluster_pairs(a, b, min_jaccard=0.95):
+    """(cluster of a, cluster of b) pairs whose cells agree (Jaccard >= ``min_jaccard``)."""
+    pairs = []
+    for ga in a.cat.categories:
+        ca = set(a.index[a == ga])
+        for gb in b.cat.categories:
+            cb = set(b.index[b == gb])
+            if len(ca & cb) / len(ca | cb) >= min_jaccard:
+                pairs.append((ga, gb))
+    return pairs
+
+
+def test_pipeline_on_lazy_pbmc3k_uses_the_active_client_and_matches_the_in_memory_engine(
+    client, pbmc_h5ad, pbmc_full_in_memory, monkeypatch, tmp_path
+):
+    import anndata as ad
+    from sklearn.metrics import adjusted_rand_score
+
+    import gpu_sc.dask.markers as dmarkers
+
+    monkeypatch.setattr(dmarkers, "WILCOXON_CHUNK_NNZ", 300_000)  # several gene chunks
+    fetched = _Fetched(monkeypatch)
+    ref = pbmc_full_in_memory
+    lazy = gpu_sc.datasets.read_lazy(pbmc_h5ad, chunk_rows=700)
+    out = gpu_sc.pipeline(lazy, NO_EMBEDDINGS, backend="numpy")
+
+    assert out is lazy and dgraph.is_dask(out.X) and dgraph.is_dask(out.raw.X)
+    assert list(out.obs_names) == list(ref.obs_names)
+    assert list(out.var_names) == list(ref.var_names)  # the same HVG set
+    assert list(out.raw.var_names) == list(ref.raw.var_names)
+    assert _pc_corr(out.obsm["X_pca"], ref.obsm["X_pca"]).min() >= 0.9999
+    ari = adjusted_rand_score(out.obs["leiden"], ref.obs["leiden"])
+    assert ari >= 0.95, ari
+    # markers from the lazy .raw: t-test from block sums, wilcoxon from gene chunks
+    pairs = _cluster_pairs(out.obs["leiden"], ref.obs["leiden"])
+    assert len(pairs) >= 5, pairs
+    for method in ("t_test", "wilcoxon"):
+        got, want = out.uns[f"rank_genes_groups_{method}"], ref.uns[f"rank_genes_groups_{method}"]
+        for g_out, g_ref in pairs:
+            top = set(got["names"][g_out][:25]) & set(want["names"][g_ref][:25])
+            assert len(top) >= 23, (method, g_out, len(top))
+    gene_chunks = [shape for kind, shape in fetched.items if kind == "sparse"]
+    assert len(gene_chunks) >= 2 * 4  # >= 2 chunks of the 4 row blocks, never the whole raw
+    assert all(shape[1] < out.raw.n_vars for shape in gene_chunks)
+
+    prov = provenance(out)
+    on_dask = [p["step"] for p in prov if p["backend"] == "dask"]
+    assert on_dask[-2:] == ["rank_genes_groups", "rank_genes_groups"]
+    assert {p["backend"] for p in prov if p["step"] in ("neighbors", "leiden")} == {"numpy"}
+    record = gpu_sc.dispatch.provenance.pipeline_record(out)
+    assert record["dask"]["n_workers"] == 2 and record["dask"]["scheduler"].startswith("distr")
+
+    # AnnData's own writer stores the lazy X and .raw block by block
+    out.write_h5ad(tmp_path / "lazy.h5ad")
+    back = ad.read_h5ad(tmp_path / "lazy.h5ad")
+    assert (back.raw.X != out.raw.X.compute()).nnz == 0
+    np.testing.assert_array_equal(back.X, out.X.compute())
+
+
 def test_write_synthetic_h5ad_rejects_bad_arguments_with_the_generator_messages(tmp_path):
     with pytest.raises(ValueError, match="doublet_rate must be in"):
         gpu_sc.datasets.write_synthetic_h5ad(tmp_path / "x.h5ad", 100, 200, doublet_rate=0.7)

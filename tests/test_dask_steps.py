@@ -16,7 +16,11 @@ da = pytest.importorskip("dask.array")
 from gpu_sc.dask import DASK_STEPS  # noqa: E402
 from gpu_sc.dask import graph as dgraph  # noqa: E402
 from gpu_sc.dispatch.arrays import array_module  # noqa: E402
-from gpu_sc.dispatch.registry import EngineContext, EngineUnsupported  # noqa: E402
+from gpu_sc.dispatch.registry import (  # noqa: E402
+    DaskUnsupported,
+    EngineContext,
+    EngineUnsupported,
+)
 
 CTX = EngineContext(am=array_module("numpy"))
 
@@ -182,7 +186,7 @@ def test_run_dask_step_records_provenance_and_refuses_unknown_steps(counts):
     assert entry["step"] == "log1p" and entry["backend"] == "dask"
     assert "local sync" in entry["note"] and "4 blocks of <= 400 rows" in entry["note"]
     assert lazy.uns["gpu_sc"]["dask"]["chunk_rows"] == 400
-    with pytest.raises(EngineUnsupported, match="no dask implementation of 'umap'"):
+    with pytest.raises(DaskUnsupported, match="no dask implementation of 'umap'"):
         run_dask_step("umap", lazy, {})
 
 
@@ -198,3 +202,51 @@ def test_a_dask_result_is_saved_block_by_block_by_the_gpu_sc_writer(counts, tmp_
     assert isinstance(back.X, sp.csr_matrix)
     assert (back.X != lazy.X.compute()).nnz == 0
     assert [p["step"] for p in provenance(back)] == ["normalize_total", "log1p"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the public step API and the pipeline's input check, on Dask input
+
+
+def test_public_steps_run_on_the_dask_path_when_their_input_is_a_dask_array(counts):
+    lazy, ref = _lazy(counts), counts.copy()
+    gpu_sc.pp.normalize_total(lazy, target_sum=1e4)  # backend=None: the global setting
+    gpu_sc.pp.normalize_total(ref, target_sum=1e4, backend="numpy")
+    assert dgraph.is_dask(lazy.X)  # still lazy
+    np.testing.assert_allclose(lazy.X.compute().toarray(), ref.X.toarray(), rtol=1e-6)
+    entry = provenance(lazy)[-1]
+    assert entry["backend"] == "dask" and "blocks in numpy" in entry["note"]
+
+
+def test_a_step_without_a_dask_implementation_says_how_to_proceed(counts):
+    lazy = _lazy(counts)
+    with pytest.raises(DaskUnsupported, match=r"score_genes: its input is a Dask array .*"
+                                              r"adata\.X = adata\.X\.compute\(\)"):  # fmt: skip
+        gpu_sc.tl.score_genes(lazy, gene_list=list(lazy.var_names[:5]))
+    assert "score" not in lazy.obs
+
+
+def test_a_parameter_the_dask_path_lacks_is_refused_not_sent_to_scanpy(counts):
+    lazy = _lazy(counts)
+    before = lazy.X
+    with pytest.raises(DaskUnsupported, match="pca on the Dask path: zero_center=False"):
+        gpu_sc.pp.pca(lazy, n_comps=5, zero_center=False)
+    assert lazy.X is before and "X_pca" not in lazy.obsm
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [(np.nan, "1 NaN or infinite"), (-3.0, r"negative values \(min -3\)"),
+     (0.5, r"non-integer values \(e\.g\. 0\.5\)")],
+)  # fmt: skip
+def test_the_pipeline_checks_dask_input_in_one_pass_over_the_blocks(counts, bad, message):
+    from gpu_sc.pipeline.validate import InputError
+
+    a = counts.copy()
+    x = sp.csr_matrix(a.X, dtype=np.float32)
+    x.data[x.indptr[1100]] = bad  # in the third of four blocks
+    a.X = x
+    lazy = _lazy(a)
+    with pytest.raises(InputError, match=message):
+        gpu_sc.pipeline(lazy, backend="numpy")
+    assert dgraph.is_dask(lazy.X) and "gpu_sc" not in lazy.uns

@@ -21,6 +21,7 @@ LAYERS = [
     ("gpu_sc.dispatch",),
     ("gpu_sc.kernels",),
     ("gpu_sc.engine",),
+    ("gpu_sc.dask",),  # the engine's kernels mapped over Dask blocks
     ("gpu_sc.steps", "gpu_sc.pp", "gpu_sc.tl"),
     ("gpu_sc.datasets", "gpu_sc.io", "gpu_sc.pipeline"),
     ("gpu_sc.parity", "gpu_sc.bench", "gpu_sc.report"),

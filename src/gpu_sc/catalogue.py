@@ -561,6 +561,7 @@ STEPS: tuple[Step, ...] = (
          floor="tsne", requires=("pca",)),
     Step("rank_genes_groups", ("tl",), "rank_genes_groups", _PP + "rank_genes_groups",
          "gpu_sc.engine.markers:rank_genes_groups",
+         dask="gpu_sc.dask.markers:rank_genes_groups",
          supports={"mask_var": unset("mask_var is not implemented")},
          reads=("raw.X or X", "obs[groupby]"), writes=("uns[key_added]",),
          reserved=("groupby", "method", "n_genes", "use_raw", "pts", "key_added"),

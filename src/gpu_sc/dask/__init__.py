@@ -8,13 +8,21 @@ matrix.
 
 - :data:`DASK_STEPS`: step name -> ``func(adata, ctx, **scanpy_params)`` (the in-memory
   engine's signature), for a step catalogue to register as one more way to run a step;
-- :func:`run_dask_step`: one step with its provenance entry (backend ``"dask"``);
-- :func:`run_qc_to_pca`: the tutorial's steps from the filters to PCA, built from them;
+- :func:`run_dask_step`: one public step on the Dask matrix (provenance backend ``"dask"``);
+- :func:`run_qc_to_pca`: :func:`gpu_sc.pipeline` from the filters to PCA;
 - :func:`dask_info`: scheduler, worker count and block size, for provenance.
 """
 
+from typing import Any
+
+from .. import catalogue
 from .graph import dask_info
 from .run import run_dask_step, run_qc_to_pca
-from .steps import DASK_STEPS
+
+#: Step name -> Dask implementation ``func(adata, ctx, **scanpy_params)`` (the in-memory
+#: engine's signature), derived from the catalogue's ``Step.dask`` entries.
+DASK_STEPS: dict[str, Any] = {
+    s.name: catalogue.resolve(s.dask) for s in catalogue.STEPS if s.dask is not None
+}
 
 __all__ = ["DASK_STEPS", "dask_info", "run_dask_step", "run_qc_to_pca"]

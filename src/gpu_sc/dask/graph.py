@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..dispatch.arrays import array_module, device_sparse_dtype, module_of
+from ..dispatch.arrays import array_module, device_sparse_dtype, is_dask, module_of
 
 __all__ = [
     "SPLIT_EVERY",
@@ -43,11 +43,6 @@ SPLIT_EVERY = 8
 #: Called with the list of objects every :func:`compute` brings back to the client (tests
 #: use it to check that only small results ever reach the client).
 _fetch_hooks: list[Callable[[Sequence[Any]], None]] = []
-
-
-def is_dask(x: Any) -> bool:
-    """True for a ``dask.array.Array``."""
-    return type(x).__module__.startswith("dask.array") and hasattr(x, "chunks")
 
 
 def _one_column_block(x):

@@ -26,7 +26,6 @@ import pandas as pd
 import scipy.sparse as sp
 from dask import delayed
 
-from .. import catalogue
 from ..dispatch.arrays import array_module, module_of
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import hvg as hvg_k
@@ -50,7 +49,6 @@ from .graph import (
 )
 
 __all__ = [
-    "DASK_STEPS",
     "calculate_qc_metrics",
     "filter_cells",
     "filter_genes",
@@ -62,6 +60,7 @@ __all__ = [
     "scale",
     "subset_obs",
     "subset_var",
+    "value_summary",
 ]
 
 
@@ -155,6 +154,52 @@ def subset_obs(adata, mask, **_params) -> None:
 def subset_var(adata, mask, **_params) -> None:
     """Keep the genes where ``mask`` is True (lazy for the Dask matrices)."""
     _subset(adata, mask, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the input's values, checked in one pass
+
+
+def _summary_block(b):
+    """Counts of the values :func:`gpu_sc.pipeline.validate_counts` checks, for one block."""
+    am = _am(b)
+    xp = am.xp
+    v = b.data if am.issparse(b) else b.ravel()
+    if v.dtype.kind not in "biufc":
+        return {"kind": v.dtype.str, "nonfinite": 0, "negative": 0, "nonzero": 0,
+                "fractional": 0, "min": 0.0, "example": 0.0}  # fmt: skip
+    finite = xp.isfinite(v) if v.dtype.kind in "fc" else xp.ones(v.shape, dtype=bool)
+    fv = v[finite]
+    frac = fv != xp.round(fv) if v.dtype.kind in "fc" else xp.zeros(fv.shape, dtype=bool)
+    return {
+        "kind": "",
+        "nonfinite": int((~finite).sum()),
+        "negative": int((fv < 0).sum()),
+        "nonzero": int((fv != 0).sum()),
+        "fractional": int(frac.sum()),
+        "min": float(fv.min()) if fv.size else 0.0,
+        "example": float(fv[frac][0]) if bool(frac.any()) else 0.0,
+    }
+
+
+def _summary_combine(*parts):
+    out = dict(parts[0])
+    for p in parts[1:]:
+        if not out["fractional"]:
+            out["example"] = p["example"]  # from the first block with a non-integer value
+        for k in ("nonfinite", "negative", "nonzero", "fractional"):
+            out[k] += p[k]
+        out["min"] = min(out["min"], p["min"])
+        out["kind"] = out["kind"] or p["kind"]
+    return out
+
+
+def value_summary(x) -> dict:
+    """One pass over the blocks of ``x``: how many stored values are NaN/Inf, negative,
+    nonzero and non-integer, the smallest finite value and a non-integer example."""
+    task = delayed(_summary_block, pure=True)
+    (out,) = compute(tree_sum([task(b) for b in row_blocks(x)], combine=_summary_combine))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -865,10 +910,3 @@ def pca(
     adata.varm[key_varm] = loadings
     adata.uns[key_uns] = dict(params=params, variance=variance, variance_ratio=variance_ratio)
     return None
-
-
-#: Step name -> Dask implementation, each ``func(adata, ctx, **scanpy_params)`` like the
-#: in-memory engine's functions; derived from the catalogue's ``Step.dask`` entries.
-DASK_STEPS: dict[str, Any] = {
-    s.name: globals()[s.dask.partition(":")[2]] for s in catalogue.STEPS if s.dask is not None
-}

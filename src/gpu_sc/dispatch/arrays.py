@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["ArrayModule", "array_module", "device_sparse_dtype", "is_device_array", "module_of"]
+__all__ = [
+    "ArrayModule",
+    "array_module",
+    "device_sparse_dtype",
+    "is_dask",
+    "is_device_array",
+    "module_of",
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,11 @@ class ArrayModule:
     def random_state(self, seed: int):
         """A seeded generator in this namespace (``xp.random.RandomState``)."""
         return self.xp.random.RandomState(seed)
+
+
+def is_dask(x: Any) -> bool:
+    """True for a ``dask.array.Array`` (checked by its class: importing dask is not needed)."""
+    return type(x).__module__.startswith("dask.array") and hasattr(x, "chunks")
 
 
 def is_device_array(x: Any) -> bool:

@@ -26,6 +26,7 @@ from .backends import ENGINE_BACKENDS, canonical_backend_name, cuda_status, reso
 from .provenance import record_step
 
 __all__ = [
+    "DaskUnsupported",
     "EngineContext",
     "EngineUnsupported",
     "FallbackError",
@@ -42,6 +43,11 @@ logger = logging.getLogger("gpu_sc")
 class EngineUnsupported(Exception):
     """Raised by an engine implementation *before it changes anything* when a parameter
     value or input is outside what it implements; the step then runs on scanpy."""
+
+
+class DaskUnsupported(ValueError):
+    """A step reads a Dask array and has no Dask implementation of the requested parameters
+    (scanpy cannot stand in: it would read the whole matrix into memory)."""
 
 
 class FallbackError(RuntimeError):
@@ -168,17 +174,32 @@ def run_step(
     *,
     scanpy_impl: Callable[..., Any],
     backend: str | None = None,
+    strict: bool | None = None,
+    output: str | None = None,
+    lazy: bool = False,
 ) -> Any:
     """Run ``step`` on ``adata`` with scanpy-named ``params`` on the resolved backend.
 
     Falls back to ``scanpy_impl`` (logged and recorded) when the engine has no
     implementation, rejects a parameter or does not know one the installed scanpy passes
     with a value other than scanpy's default, CUDA is unusable, or a GPU resource error
-    persists after a chunked retry; in strict mode (:func:`strict_mode`) raises
-    :class:`FallbackError` instead. Returns whatever the implementation returns.
+    persists after a chunked retry; in strict mode raises :class:`FallbackError` instead.
+    Returns whatever the implementation returns.
+
+    The execution options are arguments; each ``None`` takes the global setting:
+    ``backend`` (``settings.backend``), ``strict`` (:func:`strict_mode`), ``output``
+    (``settings.output``: ``"host"`` moves engine results to host after the step,
+    ``"device"`` leaves them on the GPU for the next step). ``lazy=True`` (the matrix the
+    step reads is a Dask array) runs the step's Dask implementation from the catalogue
+    instead, its blocks in CuPy when the backend resolves to a usable ``cupy``, else in
+    NumPy; without one it raises :class:`DaskUnsupported`.
     """
     requested = canonical_backend_name(settings.backend if backend is None else backend)
     chosen, why = resolve_backend(requested)
+    strict = strict_mode() if strict is None else bool(strict)
+    output = settings.output if output is None else output
+    if lazy:
+        return _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict)
     fallback_reason = None
     impl = None
     if chosen in ENGINE_BACKENDS:
@@ -240,13 +261,13 @@ def run_step(
                 am.release_memory()
         if result is not _NOT_RUN:
             fallback_reason = None
-            if settings.output == "host":
+            if output == "host":
                 _move_to_host(adata)
             am.release_memory()
     if result is _NOT_RUN:
         used = "scanpy"
         if fallback_reason is not None:
-            if strict_mode():
+            if strict:
                 raise FallbackError(
                     f"{step}: strict mode forbids falling back to scanpy: {fallback_reason}"
                 )
@@ -272,6 +293,59 @@ def run_step(
         seconds=seconds,
         note=why,
     )
+    return result
+
+
+def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) -> Any:
+    """:func:`run_step` for a step whose input matrix is a Dask array: the catalogue's Dask
+    implementation, recorded with backend ``"dask"`` and where its blocks ran."""
+    from .. import catalogue
+
+    entry = catalogue.get(step)
+    if entry is None or entry.dask is None:
+        on_dask = ", ".join(s.name for s in catalogue.STEPS if s.dask is not None)
+        raise DaskUnsupported(
+            f"{step}: its input is a Dask array and {step} has no Dask implementation (the "
+            f"Dask path runs {on_dask}); compute the matrix first (adata.X = "
+            "adata.X.compute()) if it fits in memory"
+        )
+    func = catalogue.resolve(entry.dask)
+    kept, lacking = _engine_params(func, params, scanpy_impl)
+    why_not = (f"parameter(s) {', '.join(lacking)} of the installed scanpy" if lacking
+               else catalogue.unsupported(step, params))  # fmt: skip
+    if why_not is not None:
+        raise DaskUnsupported(f"{step} on the Dask path: {why_not} is not implemented there; "
+                              "compute the matrix first (adata.X = adata.X.compute()) to run "
+                              "it in memory, or change the parameter")  # fmt: skip
+    blocks, fallback_reason = "numpy", None
+    if chosen == "cupy":
+        if cuda_status().available:
+            blocks = "cupy"
+        else:
+            fallback_reason = f"cupy backend unusable: {cuda_status().reason}; blocks in numpy"
+            if strict:
+                raise FallbackError(f"{step}: strict mode forbids {fallback_reason}")
+            quiet = _UNUSABLE_CUDA_WARNED.get()
+            logger.log(logging.INFO if quiet else logging.WARNING, "gpu_sc: %s on dask: %s",
+                       step, fallback_reason)  # fmt: skip
+    from ..dask.graph import dask_info  # imports dask: only for Dask input
+
+    t0 = time.perf_counter()
+    try:
+        result = func(adata, EngineContext(am=array_module(blocks)), **kept)
+    except EngineUnsupported as exc:
+        raise DaskUnsupported(f"{step} on the Dask path: {exc}") from None
+    seconds = time.perf_counter() - t0
+    info = dask_info(adata.X)
+    adata.uns.setdefault("gpu_sc", {})["dask"] = info
+    note = (f"dask: {info['scheduler']}, {info['n_workers']} workers, {info.get('n_blocks')} "
+            f"blocks of <= {info.get('chunk_rows')} rows, blocks in {blocks}")  # fmt: skip
+    if chosen not in ("numpy", "cupy"):  # "auto" without CUDA, or "scanpy"
+        note += f" (backend {chosen} ({why}): the Dask path runs NumPy blocks)"
+    record_step(
+        adata, step=step, backend="dask", requested=requested, fallback_reason=fallback_reason,
+        params=params, seconds=seconds, note=note,
+    )  # fmt: skip
     return result
 
 

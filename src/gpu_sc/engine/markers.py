@@ -8,7 +8,7 @@ import pandas as pd
 from ..dispatch.registry import EngineUnsupported
 from ..kernels import markers as K
 
-__all__ = ["rank_genes_groups"]
+__all__ = ["rank_genes_groups", "rank_genes_groups_with"]
 
 _METHODS = ("t-test", "t-test_overestim_var", "wilcoxon")
 _DTYPES = {
@@ -48,6 +48,23 @@ def rank_genes_groups(
     with statsmodels, the top-``n_genes`` selection with NumPy's argpartition/argsort (so tied
     scores are ordered as scanpy orders them) and the same structured arrays in ``uns``.
     """
+    return rank_genes_groups_with(
+        adata, ctx, K.group_sums, K.wilcoxon_rank_sums, groupby=groupby, mask_var=mask_var,
+        use_raw=use_raw, groups=groups, reference=reference, n_genes=n_genes,
+        rankby_abs=rankby_abs, pts=pts, key_added=key_added, method=method,
+        corr_method=corr_method, tie_correct=tie_correct, layer=layer, **kwds,
+    )  # fmt: skip
+
+
+def rank_genes_groups_with(
+    adata, ctx, sums_of, ranks_of, *, groupby, mask_var, use_raw, groups, reference,
+    n_genes, rankby_abs, pts, key_added, method, corr_method, tie_correct, layer, **kwds,
+):  # fmt: skip
+    """:func:`rank_genes_groups` with the two passes over the matrix supplied by the caller:
+    ``sums_of(am, X, masks)`` (the contract of :func:`gpu_sc.kernels.markers.group_sums`) and
+    ``ranks_of(am, X, masks, cells=None)`` (that of
+    :func:`~gpu_sc.kernels.markers.wilcoxon_rank_sums`).
+    The Dask path passes block-wise versions; everything else is shared."""
     am, xp = ctx.am, ctx.am.xp
     method = "t-test" if method is None else method
     plan = _plan(
@@ -59,7 +76,7 @@ def rank_genes_groups(
     if hasattr(X, "format") and X.format == "csr":
         X = X.tocsc()  # gene blocks are column slices
 
-    sums = K.group_sums(am, X, masks)
+    sums = sums_of(am, X, masks)
     means, variances = sums.mean_var(xp)
     sizes = sums.sizes
     tested = [g for g in range(n_groups) if g != iref]
@@ -77,7 +94,7 @@ def rank_genes_groups(
             am, means, variances, sizes[:, None], means_other, vars_other, n2[:, None]
         )
     elif iref is None:
-        rank_sums, tie_sums, n_ranked = K.wilcoxon_rank_sums(am, X, masks)
+        rank_sums, tie_sums, n_ranked = ranks_of(am, X, masks)
         scores, pvals = K.wilcoxon_z(
             am, rank_sums, tie_sums[None, :], sizes[:, None], n_ranked, tie_correct=tie_correct
         )
@@ -86,7 +103,7 @@ def rank_genes_groups(
         pvals = xp.ones((n_groups, n_total_genes))
         for g in tested:
             cells = masks[g] | masks[iref]
-            rank_sums, tie_sums, n_ranked = K.wilcoxon_rank_sums(am, X, masks[g : g + 1], cells)
+            rank_sums, tie_sums, n_ranked = ranks_of(am, X, masks[g : g + 1], cells)
             scores[g], pvals[g] = (
                 r[0]
                 for r in K.wilcoxon_z(

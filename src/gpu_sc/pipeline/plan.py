@@ -16,6 +16,7 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
+from ..dispatch.arrays import is_dask
 from .validate import InputError
 
 logger = logging.getLogger("gpu_sc")
@@ -126,6 +127,8 @@ def hvg_subset(r, cfg, step) -> None:
     if cfg.hvg.subset:
         r.step(step.name, _subset_var, r.adata.var["highly_variable"].to_numpy())
         check_not_empty(r.adata, "the highly-variable-gene subset")
+    if r.persist_hvg_matrix and is_dask(r.adata.X):
+        r.adata.X = r.adata.X.persist()  # later steps start from the workers' copy
 
 
 def regress_out(r, cfg, step) -> None:
@@ -209,11 +212,22 @@ def rank_genes_groups(r, cfg, step) -> None:
 
 # -- the pipeline's own steps -----------------------------------------------------------------
 def _subset_obs(adata, mask, **_params):
-    adata._inplace_subset_obs(np.asarray(mask))
+    _subset(adata, mask, axis=0)
 
 
 def _subset_var(adata, mask, **_params):
-    adata._inplace_subset_var(np.asarray(mask))
+    _subset(adata, mask, axis=1)
+
+
+def _subset(adata, mask, *, axis: int) -> None:
+    if any(is_dask(m) for m in (adata.X, *adata.layers.values())):
+        from ..dask.steps import subset_obs, subset_var  # lazy, block by block
+
+        (subset_obs if axis == 0 else subset_var)(adata, mask)
+    elif axis == 0:
+        adata._inplace_subset_obs(np.asarray(mask))
+    else:
+        adata._inplace_subset_var(np.asarray(mask))
 
 
 def _freeze_raw(adata):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from .. import catalogue
 from .._settings import settings
+from ..dispatch.arrays import is_dask
 from ..dispatch.backends import canonical_backend_name, cuda_status, resolve_backend
 from ..dispatch.provenance import provenance, record_step, store_pipeline_record
 from ..dispatch.registry import (
@@ -34,6 +35,7 @@ def pipeline(
     progress: Callable[[str, float], None] | None = None,
     strict: bool | None = None,
     atomic: bool = True,
+    persist_hvg_matrix: bool = False,
 ):
     """Run scanpy's PBMC3k workflow on ``adata`` (raw counts), step by step.
 
@@ -63,6 +65,11 @@ def pipeline(
         ``True`` (default): a failure leaves ``adata`` unchanged (see Notes). ``False``: the
         steps run on ``adata`` itself, without the extra copy, and a failure leaves it
         half-processed (for benchmarks, or data too large to hold twice).
+    persist_hvg_matrix
+        Dask input only: after the highly-variable-gene subset, keep that (normalised,
+        logged) matrix in the workers' memory (``dask.persist``), so that regress_out, scale
+        and PCA start from it instead of re-reading and re-normalising the file. Costs that
+        matrix's size, spread over the workers.
 
     Returns
     -------
@@ -74,6 +81,15 @@ def pipeline(
 
     Notes
     -----
+    **Dask input** (``adata.X`` a Dask array, e.g. from :func:`gpu_sc.datasets.read_lazy`):
+    every step from the filters to PCA, and the marker genes, runs block-wise on the Dask
+    path on whatever scheduler is current (an active ``distributed.Client``, else Dask's
+    local threads), its blocks in CuPy when the backend resolves to a usable ``cupy``. The
+    steps after PCA work on the in-memory PCA matrix. ``X`` and ``.raw`` stay lazy in the
+    result (``adata.write_h5ad`` writes them block by block); the provenance records backend
+    ``dask`` with the scheduler, the worker count and the block size. The input's values are
+    checked in one pass over the blocks before the first step.
+
     With ``atomic=True`` the steps run on a copy of ``adata``, which replaces the caller's
     contents only when every step has succeeded: on any error, including
     ``KeyboardInterrupt``, ``adata`` is exactly as it was and a retry starts from the same
@@ -98,17 +114,24 @@ def pipeline(
     prepare_counts(work)  # float16 -> float32 on the working object (logged)
     shapes: list[dict] = [{"step": "input", "n_obs": work.n_obs, "n_vars": work.n_vars}]
     n_before = len(provenance(work))
-    runner = Runner(work, cfg, backend=resolved, shapes=shapes, progress=progress)
     # On cupy the working matrix stays on the device between engine steps; host at the end.
     output = "device" if resolved == "cupy" else "host"
+    runner = Runner(work, cfg, backend=resolved, shapes=shapes, progress=progress,
+                    strict=strict, output=output,
+                    persist_hvg_matrix=persist_hvg_matrix)  # fmt: skip
     try:
-        with settings.override(output=output, strict=strict), _quiet_unusable_cuda():
+        with _quiet_unusable_cuda():
             runner.run()
     finally:
         _move_to_host(runner.adata)
     work = runner.adata
     ran = [p["backend"] for p in provenance(work)[n_before:] if p["backend"] != "anndata"]
     used = {b: ran.count(b) for b in dict.fromkeys(ran)}
+    lazy = {}
+    if is_dask(work.X):
+        from ..dask.graph import dask_info
+
+        lazy = {"dask": dask_info(work.X)}
     store_pipeline_record(work, {
         "requested_backend": requested,
         "resolved_backend": resolved,
@@ -118,6 +141,7 @@ def pipeline(
         "strict": strict,
         "config": cfg.to_dict(),
         "shapes": shapes,
+        **lazy,
     })  # fmt: skip
     if copy:
         return work
@@ -151,17 +175,23 @@ class Runner:
     Every step is recorded: dispatched steps by the dispatcher, the pipeline's own steps
     (subsetting, ``.raw``, layout) here with backend ``anndata``. ``backend`` is passed to
     every public step as its ``backend=`` argument (None: each step's default, the setting).
-    ``hooks`` (:class:`StepHook`) are called before and after each step, in order; they see
-    the step's own arguments, without ``backend``.
+    ``strict`` and ``output`` (see :func:`gpu_sc.dispatch.run_step`; None: the settings) go
+    to every public step as arguments too. ``hooks`` (:class:`StepHook`) are called before
+    and after each step, in order; they see the step's own arguments, without these options.
     """
 
     def __init__(self, adata, cfg: PipelineConfig, *, backend: str | None = None,
                  shapes: list[dict] | None = None,
                  progress: Callable[[str, float], None] | None = None,
-                 hooks: tuple[StepHook, ...] | list[StepHook] = ()):  # fmt: skip
+                 hooks: tuple[StepHook, ...] | list[StepHook] = (),
+                 strict: bool | None = None, output: str | None = None,
+                 persist_hvg_matrix: bool = False):  # fmt: skip
         self.adata = adata
         self.cfg = cfg
         self.backend = backend
+        self.strict = strict
+        self.output = output
+        self.persist_hvg_matrix = persist_hvg_matrix
         self.shapes = [] if shapes is None else shapes
         self.progress = progress
         self.hooks = tuple(hooks)
@@ -181,10 +211,11 @@ class Runner:
         n_before = len(self.adata.uns.get("gpu_sc", {}).get("provenance", []))
         t0 = time.perf_counter()
         entry = catalogue.get(name)
-        call = kwargs
-        if self.backend is not None and entry is not None and entry.public:
-            call = {**kwargs, "backend": self.backend}
-        out = func(self.adata, *args, **call)
+        if entry is not None and entry.public and hasattr(func, "call"):
+            out = func.call(self.adata, *args, backend=self.backend, strict=self.strict,
+                            output=self.output, **kwargs)  # fmt: skip
+        else:
+            out = func(self.adata, *args, **kwargs)
         seconds = time.perf_counter() - t0
         if len(self.adata.uns.get("gpu_sc", {}).get("provenance", [])) == n_before:
             # Not a dispatched step (subsetting, .raw): record it all the same, with the note

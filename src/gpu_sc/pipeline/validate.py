@@ -46,29 +46,24 @@ def validate_counts(adata, *, require_integers: bool = True) -> None:
     X = adata.X
     if X is None:
         raise InputError("adata.X is None; put the raw count matrix in adata.X")
-    if not (sp.issparse(X) or isinstance(X, np.ndarray) or _on_device(X)):
-        X = np.asarray(X)
-    values = _values(X)
-    if not np.issubdtype(values.dtype, np.number):
-        raise InputError(f"adata.X has non-numeric dtype {values.dtype}; counts must be numbers")
-    finite = np.isfinite(values)
-    if not finite.all():
-        bad = int((~finite).sum())
+    if not np.issubdtype(np.dtype(X.dtype), np.number):
+        raise InputError(f"adata.X has non-numeric dtype {X.dtype}; counts must be numbers")
+    s = _summary(X)
+    if s["nonfinite"]:
         raise InputError(
-            f"adata.X contains {bad} NaN or infinite value(s); raw counts must be finite. "
-            "Check how the matrix was produced, or drop the affected cells/genes."
+            f"adata.X contains {s['nonfinite']} NaN or infinite value(s); raw counts must be "
+            "finite. Check how the matrix was produced, or drop the affected cells/genes."
         )
-    if values.size == 0 or not values.any():
+    if not s["nonzero"]:
         raise InputError("adata.X is all zeros; every cell has zero counts")
-    if (values < 0).any():
+    if s["negative"]:
         raise InputError(
-            f"adata.X contains negative values (min {values.min():g}); the pipeline needs raw "
+            f"adata.X contains negative values (min {s['min']:g}); the pipeline needs raw "
             "counts. Pass the unnormalised matrix (e.g. adata.raw or layers['counts'])."
         )
     if require_integers:
-        frac = values != np.round(values)
-        if frac.any():
-            example = values[np.argmax(frac)]
+        if s["fractional"]:
+            example = s["example"]
             raise InputError(
                 f"adata.X holds non-integer values (e.g. {example:g}) but the pipeline starts "
                 "from raw UMI counts. Pass raw counts, or disable normalize_total and log1p "
@@ -79,6 +74,33 @@ def validate_counts(adata, *, require_integers: bool = True) -> None:
         raise InputError(
             f"duplicate cell names (e.g. {dup!r}); call adata.obs_names_make_unique() first"
         )
+
+
+def _summary(X) -> dict:
+    """Count what :func:`validate_counts` checks, from the stored values of ``X``.
+
+    A Dask array: one pass over its blocks, never the whole matrix in memory.
+    """
+    from ..dispatch.arrays import is_dask
+
+    if is_dask(X):
+        from ..dask.steps import value_summary
+
+        return value_summary(X)
+    if not (sp.issparse(X) or isinstance(X, np.ndarray) or _on_device(X)):
+        X = np.asarray(X)
+    values = _values(X)
+    finite = np.isfinite(values)
+    fv = values[finite] if not finite.all() else values
+    frac = fv != np.round(fv)
+    return {
+        "nonfinite": int(values.size - fv.size),
+        "negative": int((fv < 0).sum()),
+        "nonzero": int(np.count_nonzero(fv)),
+        "fractional": int(frac.sum()),
+        "min": float(fv.min()) if fv.size else 0.0,
+        "example": float(fv[np.argmax(frac)]) if frac.any() else 0.0,
+    }
 
 
 def prepare_counts(adata) -> None:

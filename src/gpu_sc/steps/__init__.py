@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import catalogue
-from ..dispatch.arrays import module_of
+from ..dispatch.arrays import is_dask, module_of
 from ..dispatch.registry import bind_scanpy_params, run_step
 
 logger = logging.getLogger("gpu_sc")
@@ -40,8 +40,8 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
     def scanpy_impl(adata, **params):
         return scanpy_func(adata, **params)
 
-    @functools.wraps(scanpy_func)
-    def step(*args, backend: str | None = None, **kwargs):
+    def call(*args, backend: str | None = None, strict: bool | None = None,
+             output: str | None = None, **kwargs):  # fmt: skip
         try:
             adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
         except TypeError as exc:
@@ -51,10 +51,20 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
             # Run in place on a copy: engine and scanpy paths then share one code path.
             adata = adata.copy()
             params["copy"] = False
+        lazy = False
         if name not in _GRAPH_STEPS:  # after the copy: a promotion must not touch the caller's
-            check_step_input(f"gpu_sc.{namespace}.{name}", adata, params)
-        result = run_step(name, adata, params, scanpy_impl=scanpy_impl, backend=backend)
+            lazy = check_step_input(f"gpu_sc.{namespace}.{name}", adata, params)
+        result = run_step(name, adata, params, scanpy_impl=scanpy_impl, backend=backend,
+                          strict=strict, output=output, lazy=lazy)  # fmt: skip
         return adata if copy else result
+
+    @functools.wraps(scanpy_func)
+    def step(*args, backend: str | None = None, **kwargs):
+        return call(*args, backend=backend, **kwargs)
+
+    #: The step with every execution option as an argument (the pipeline's runner passes
+    #: ``strict`` and ``output`` this way instead of through global settings).
+    step.call = call
 
     sig = inspect.signature(scanpy_func)
     params = list(sig.parameters.values())
@@ -95,9 +105,13 @@ def _step_values(step: str, adata, params: dict) -> tuple[str, Any, str | None]:
     return "adata.X", adata.X, "X"
 
 
-def check_step_input(step: str, adata, params: dict) -> None:
+def check_step_input(step: str, adata, params: dict) -> bool:
     """The step API's boundary: a matrix the step reads must hold cells and genes and be
     finite (one reduction, on the array's own device); float16 becomes float32 (logged).
+
+    Returns whether that matrix is a Dask array (the step then runs on the Dask path; its
+    values were checked where it was read, by :func:`gpu_sc.pipeline.validate_counts`, not
+    here: a reduction would read the whole matrix from disk once more).
 
     Raises :class:`~gpu_sc.pipeline.validate.InputError` naming the step, the matrix and
     what to do.
@@ -105,7 +119,7 @@ def check_step_input(step: str, adata, params: dict) -> None:
     from ..pipeline.validate import InputError
 
     if not hasattr(adata, "obsm"):
-        return  # not an AnnData (scanpy's array input): scanpy handles it
+        return False  # not an AnnData (scanpy's array input): scanpy handles it
     short = step.split(".")[-1]
     if (adata.n_obs == 0 or adata.n_vars == 0) and short not in _EMPTY_OK:
         raise InputError(f"{step}: the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} "
@@ -121,7 +135,7 @@ def check_step_input(step: str, adata, params: dict) -> None:
                              f"for {adata.n_obs} cells x {adata.n_vars} genes; lower it")  # fmt: skip
     what, values, where = _step_values(step, adata, params)
     if values is None:
-        return
+        return False
     if getattr(values, "dtype", None) == np.float16 and where is not None:
         logger.warning("%s: %s is float16; converted to float32 (float16 is not "
                        "computed correctly)", step, what)  # fmt: skip
@@ -132,10 +146,13 @@ def check_step_input(step: str, adata, params: dict) -> None:
             adata.X = values
         else:
             adata.layers[where] = values
+    if is_dask(values):
+        return True
     bad = count_nonfinite(values)
     if bad:
         raise InputError(f"{step}: {what} contains {bad} NaN or infinite value(s); "
                          "remove or impute them (e.g. numpy.nan_to_num) before this step")  # fmt: skip
+    return False
 
 
 def count_nonfinite(values) -> int:
