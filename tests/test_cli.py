@@ -108,3 +108,51 @@ def test_console_script_entry_point_runs_demo(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "ARI vs ground truth" in proc.stdout and out.exists()
+
+
+def test_run_dask_on_a_local_cluster_writes_a_result_anndata_reads(
+    small_input, fast_config, tmp_path, capsys
+):
+    import anndata as ad
+
+    pytest.importorskip("distributed")
+    out = tmp_path / "res.h5ad"
+    code = main(["run", str(small_input), "-o", str(out), "--config", str(fast_config),
+                 "--dask", "--workers", "2", "--memory-limit", "1GB", "--chunk-rows", "300"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "dask: LocalCluster of 2 workers (memory limit 1GB each)" in printed.err
+    assert "--scheduler ADDRESS" in printed.err  # how to use a cluster of several machines
+    assert ", lazily)" in printed.err  # the matrix was not read
+    res = ad.read_h5ad(out)  # AnnData alone reads it; X and .raw were written block by block
+    assert "leiden" in res.obs and res.raw is not None
+    rows = {p["step"]: p for p in provenance(res)}
+    assert rows["pca"]["backend"] == "dask" and "2 workers" in rows["pca"]["note"]
+    assert "3 blocks of <= 300 rows" in rows["filter_cells"]["note"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--workers", "2"], "--workers only apply with --dask"),
+     (["--dask", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
+      "with --scheduler the running cluster's workers are used"),
+     (["--dask", "--chunk-rows", "0"], "--chunk-rows must be at least 1")],
+)  # fmt: skip
+def test_dask_options_are_checked_before_anything_runs(small_input, tmp_path, capsys, extra,
+                                                        message):  # fmt: skip
+    out = tmp_path / "res.h5ad"
+    assert main(["run", str(small_input), "-o", str(out), *extra]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_dask_needs_a_file_it_can_read_lazily(tmp_path, capsys):
+    from tests.conftest import PBMC3K_DIR
+
+    out = tmp_path / "res.h5ad"
+    mtx_dir = PBMC3K_DIR / "filtered_gene_bc_matrices" / "hg19"
+    assert main(["run", str(mtx_dir), "-o", str(out), "--dask"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give an .h5ad or a 10x .h5 file" in err[0], err
+    assert not out.exists()

@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 import gpu_sc
-from gpu_sc.dispatch.provenance import provenance
+from gpu_sc.dispatch.provenance import pipeline_record, provenance
 
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
@@ -304,6 +304,45 @@ def test_synthetic_atlas_same_result_on_two_workers_one_thread_and_other_chunks(
     assert _pc_corr(two.obsm["X_pca"], other_chunks.obsm["X_pca"]).min() >= 0.99999
 
 
+ATLAS_200K_CELLS = 200_000
+LEIDEN_SUBSAMPLE = 20_000  # the engine's exact kNN is O(n^2): 200k cells take ~15 min here
+
+
+@pytest.fixture(scope="module")
+def atlas_200k_h5ad(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dask") / "atlas200k.h5ad"
+    gpu_sc.datasets.write_synthetic_h5ad(path, ATLAS_200K_CELLS, 500, nnz_per_cell=60,
+                                         chunk_rows=50_000, seed=5,
+                                         difficulty="separated")  # fmt: skip
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:zero-centering a sparse:UserWarning")  # scanpy's, expected
+def test_atlas_of_200k_cells_on_two_workers_matches_the_in_memory_engine(client, atlas_200k_h5ad):
+    import anndata as ad
+    from sklearn.metrics import adjusted_rand_score
+
+    from gpu_sc.bench.dask_atlas import leiden_labels
+
+    cfg = dict(AFTER_PCA_OFF, filter_cells={"min_genes": 20})  # ~60 genes a cell
+    ref = gpu_sc.pipeline(ad.read_h5ad(atlas_200k_h5ad), cfg, backend="numpy")
+    lazy = gpu_sc.datasets.read_lazy(atlas_200k_h5ad, chunk_rows=25_000)
+    out = run_qc_to_pca(lazy, cfg)
+
+    assert ref.n_obs >= 0.85 * ATLAS_200K_CELLS  # the filters kept most cells (~176k)
+    assert list(out.obs_names) == list(ref.obs_names)  # same cells after every filter
+    assert list(out.var_names) == list(ref.var_names)  # the same HVG set
+    assert list(out.raw.var_names) == list(ref.raw.var_names)
+    assert _pc_corr(out.obsm["X_pca"], ref.obsm["X_pca"]).min() >= 0.9999
+    assert pipeline_record(out)["dask"]["n_workers"] == 2
+    # Leiden (the tutorial's kNN graph on the numpy engine) on the same fixed subsample of
+    # cells from each path's PCA
+    cells = np.random.default_rng(0).choice(out.n_obs, LEIDEN_SUBSAMPLE, replace=False)
+    got, want = leiden_labels(out.obsm["X_pca"][cells]), leiden_labels(ref.obsm["X_pca"][cells])
+    ari = adjusted_rand_score(got, want)
+    assert ari >= 0.95, ari
+
+
 NO_EMBEDDINGS = {"umap": {"enabled": False}, "tsne": {"enabled": False}}  # in-memory steps
 
 
@@ -363,7 +402,7 @@ def test_pipeline_on_lazy_pbmc3k_uses_the_active_client_and_matches_the_in_memor
     on_dask = [p["step"] for p in prov if p["backend"] == "dask"]
     assert on_dask[-2:] == ["rank_genes_groups", "rank_genes_groups"]
     assert {p["backend"] for p in prov if p["step"] in ("neighbors", "leiden")} == {"numpy"}
-    record = gpu_sc.dispatch.provenance.pipeline_record(out)
+    record = pipeline_record(out)
     assert record["dask"]["n_workers"] == 2 and record["dask"]["scheduler"].startswith("distr")
 
     # AnnData's own writer stores the lazy X and .raw block by block

@@ -358,15 +358,21 @@ def _restore_signals(swapped: dict, deferred: list[int]) -> None:
 
 
 def estimate_h5ad_bytes(adata) -> int:
-    """Estimate (from above) the size of ``adata`` written as uncompressed h5ad."""
+    """Estimate (from above) the size of ``adata`` written as uncompressed h5ad.
+
+    Dask matrices are not counted (their stored size is unknown before they are computed);
+    a full disk while they are written is still cleaned up by :func:`write_h5ad`.
+    """
     import numpy as np
     import pandas as pd
     import scipy.sparse as sp
 
+    from .dispatch.arrays import is_dask
+
     seen = 0
 
     def size(x) -> int:
-        if x is None:
+        if x is None or is_dask(x):  # a lazy matrix's size is unknown until it is computed
             return 0
         if sp.issparse(x):
             return sum(a.nbytes for a in (x.data, getattr(x, "indices", x.data[:0]),
@@ -407,8 +413,23 @@ def write_h5ad(adata, path: str | Path) -> Path:
     if UNS_KEY in adata.uns:
         adata.uns[UNS_KEY] = to_native(adata.uns[UNS_KEY])
     with atomic_path(path, needed_bytes=estimate_h5ad_bytes(adata)) as tmp:
-        run_isolated(adata.write_h5ad, tmp)
+        if _has_dask(adata):
+            # Dask matrices are computed block by block while they are written, on the current
+            # scheduler; a distributed client's connections do not survive a fork, so this
+            # write runs here (an error or interrupt still removes the temporary file).
+            adata.write_h5ad(tmp)
+        else:
+            run_isolated(adata.write_h5ad, tmp)
     return path
+
+
+def _has_dask(adata) -> bool:
+    from .dispatch.arrays import is_dask
+
+    mats = [adata.X, *(m[k] for m in (adata.layers, adata.obsm, adata.obsp) for k in m.keys())]
+    if adata.raw is not None:
+        mats.append(adata.raw.X)
+    return any(is_dask(m) for m in mats)
 
 
 def read_h5ad(path: str | Path):

@@ -23,8 +23,98 @@ def add_parser(sub) -> None:
         default=None,
         help="fail instead of falling back to scanpy (also GPU_SC_STRICT=1)",
     )
+    g = p.add_argument_group(
+        "Dask (atlases larger than memory)",
+        "--dask reads INPUT (.h5ad or 10x .h5) lazily in blocks of cells and runs the steps "
+        "to PCA and the marker genes block-wise on a Dask cluster: a local one (CPU worker "
+        "processes, or one worker per GPU with dask-cuda when the backend is cupy), or the "
+        "running cluster at --scheduler (several machines: `dask scheduler` on one, "
+        "`dask worker ADDRESS` on each).",
+    )
+    g.add_argument("--dask", action="store_true", help="run on Dask (see above)")
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="use the running Dask scheduler at ADDRESS (e.g. tcp://node1:8786)",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local cluster: worker processes (default: 2; GPUs: one per GPU)",
+    )
+    g.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        default="auto",
+        help="local cluster: memory per worker, e.g. 4GB (default: auto)",
+    )
+    g.add_argument(
+        "--chunk-rows",
+        type=int,
+        metavar="N",
+        default=10_000,
+        help="cells per block (default 10000)",
+    )
+    g.add_argument("--persist-hvg-matrix", action="store_true",
+                   help="keep the matrix of highly variable genes in the workers' memory")  # fmt: skip
     add_report_options(p)
     p.set_defaults(func=run)
+
+
+def _check_dask_options(args) -> None:
+    given = [f"--{n.replace('_', '-')}" for n in ("scheduler", "workers", "persist_hvg_matrix")
+             if getattr(args, n)]  # fmt: skip
+    if args.memory_limit != "auto":
+        given.append("--memory-limit")
+    if args.chunk_rows != 10_000:
+        given.append("--chunk-rows")
+    if given and not args.dask:
+        raise ValueError(f"{', '.join(given)} only apply with --dask; add --dask or drop them")
+    if args.scheduler and (args.workers or args.memory_limit != "auto"):
+        raise ValueError("--workers and --memory-limit start a local cluster; with --scheduler "
+                         "the running cluster's workers are used: drop them")  # fmt: skip
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.chunk_rows < 1:
+        raise ValueError(f"--chunk-rows must be at least 1, got {args.chunk_rows}")
+
+
+def _start_dask(args, backend: str):
+    """``(client, cluster or None, description)`` for ``--dask``."""
+    import logging
+
+    import distributed
+
+    from ..dispatch.backends import cuda_status
+
+    if not logging.getLogger("gpu_sc").isEnabledFor(logging.DEBUG):  # unless --verbose
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO chatter
+
+    if args.scheduler:
+        client = distributed.Client(args.scheduler)
+        n = len(client.scheduler_info().get("workers", {}))
+        return client, None, f"the running cluster at {args.scheduler} ({n} workers)"
+    if backend == "cupy" and cuda_status().available:
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise ValueError("--dask with the cupy backend starts one worker per GPU with "
+                             "dask-cuda, which is not installed: pip install dask-cuda, or "
+                             "use --backend numpy for CPU workers") from None  # fmt: skip
+        kw = {} if args.workers is None else {"n_workers": args.workers}
+        cluster = LocalCUDACluster(memory_limit=args.memory_limit, dashboard_address=None, **kw)
+        kind = "LocalCUDACluster"
+    else:
+        cluster = distributed.LocalCluster(
+            n_workers=args.workers or 2, threads_per_worker=1, processes=True,
+            memory_limit=args.memory_limit, dashboard_address=None,
+        )  # fmt: skip
+        kind = "LocalCluster"
+    client = distributed.Client(cluster)
+    n = len(client.scheduler_info().get("workers", {}))
+    return client, cluster, (f"{kind} of {n} workers (memory limit {args.memory_limit} each) "
+                             f"at {cluster.scheduler_address}")  # fmt: skip
 
 
 def run(args) -> int:
@@ -40,15 +130,39 @@ def run(args) -> int:
     check_output_path(out)  # before reading or computing anything
     if args.report:
         check_output_path(args.report, directory=True)
+    _check_dask_options(args)
     config = PipelineConfig.from_toml(args.config) if args.config else PipelineConfig()
-    t0 = time.perf_counter()
-    adata = read(args.input)
-    print(f"read {args.input}: {adata.n_obs} cells x {adata.n_vars} genes "
-          f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)  # fmt: skip
     backend, why = resolve_backend(args.backend)
-    print(f"backend: {backend} ({why})", file=sys.stderr)
-    pipeline(adata, config, backend=args.backend, progress=print_progress, strict=args.strict)
-    write_h5ad(adata, out)
+    client = cluster = None
+    try:
+        t0 = time.perf_counter()
+        if args.dask:
+            from ..datasets import read_lazy
+
+            adata = read_lazy(args.input, chunk_rows=args.chunk_rows)
+            client, cluster, where = _start_dask(args, backend)
+            print(f"dask: {where}", file=sys.stderr)
+            if cluster is not None:
+                print("  (for a cluster of several machines, start `dask scheduler` and "
+                      "`dask worker ADDRESS`, then pass --scheduler ADDRESS)", file=sys.stderr)  # fmt: skip
+        else:
+            adata = read(args.input)
+        print(f"read {args.input}: {adata.n_obs} cells x {adata.n_vars} genes "
+              f"({time.perf_counter() - t0:.1f} s{', lazily' if args.dask else ''})",
+              file=sys.stderr)  # fmt: skip
+        print(f"backend: {backend} ({why})", file=sys.stderr)
+        if args.dask:
+            blocks = "CuPy" if backend == "cupy" else "NumPy"
+            print(f"  on Dask: the steps to PCA and the marker genes, block-wise ({blocks} "
+                  f"blocks); the steps after PCA on {backend}", file=sys.stderr)  # fmt: skip
+        pipeline(adata, config, backend=args.backend, progress=print_progress,
+                 strict=args.strict, persist_hvg_matrix=args.persist_hvg_matrix)  # fmt: skip
+        write_h5ad(adata, out)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
     print(provenance_table(adata))
     print(f"\nwrote {out} ({adata.n_obs} cells x {adata.n_vars} genes)")
     if args.report:

@@ -92,7 +92,9 @@ def smooth_knn_dist(
         # umap's compiled loop (despite its float32 ``psum`` declaration) evaluates the ratios,
         # their exponentials and the running sum in float64, in column order: do the same.
         ratio = diff64 / mid.astype(xp.float64)[:, None]
-        terms = xp.where(positive, xp.exp(-ratio), 1.0)
+        # exp of the non-positive entries is discarded: clamp them so it cannot overflow (a
+        # cell whose sigma halves towards 0 makes -ratio huge there)
+        terms = xp.where(positive, xp.exp(-xp.maximum(ratio, 0.0)), 1.0)
         psum = xp.zeros(n, dtype=xp.float64)
         for j in range(terms.shape[1]):
             psum = psum + terms[:, j]

@@ -99,6 +99,7 @@ def plot_view(
     """Build the :class:`PlotView` of a result (no copy of the large matrices)."""
     import anndata as ad
 
+    from ..dispatch.arrays import is_dask
     from ..dispatch.provenance import pipeline_record
 
     config = pipeline_record(adata).get("config", {})
@@ -110,10 +111,15 @@ def plot_view(
     else:
         X, var, raw_var = adata.X, adata.var.copy(), None
         expression = "expression from .X (the result has no .raw)"
+    lazy = is_dask(X)
+    if lazy:  # read lazily (Dask): only the genes the figures name are computed
+        X, var = _gene_columns(X, var, [*genes, *markers])
     view = ad.AnnData(X=X, obs=adata.obs.copy(), var=var, uns=uns,
                       obsm={k: v for k, v in adata.obsm.items()})  # fmt: skip
     counts_source = None
-    if adata.raw is not None:
+    if lazy:
+        counts_source = "lazy"
+    elif adata.raw is not None:
         counts_source = "raw"
     elif _looks_like_counts(adata.X):
         counts_source = "X"
@@ -137,6 +143,19 @@ def plot_view(
     )
 
 
+def _gene_columns(X, var, wanted):
+    """The columns of the Dask matrix ``X`` for the ``wanted`` genes, in memory (CSR)."""
+    import scipy.sparse as sp
+
+    from ..dask.graph import compute, row_blocks, subset_cols
+
+    keep = var.index.isin(list(wanted))
+    blocks = compute(*row_blocks(subset_cols(X, keep)))
+    dense = not any(sp.issparse(b) for b in blocks)
+    out = np.vstack(blocks) if dense else sp.vstack([sp.csr_matrix(b) for b in blocks], "csr")
+    return out, var.loc[keep].copy()
+
+
 def _looks_like_counts(X) -> bool:
     data = X.data if hasattr(X, "data") and not isinstance(X, np.ndarray) else np.asarray(X)
     sample = np.asarray(data).ravel()[:100_000]
@@ -156,6 +175,9 @@ def fig_highest_expr(v: PlotView) -> str:
     import anndata as ad
 
     sub = v.subsample()
+    if v.counts_source == "lazy":
+        raise Skip("the matrix was read lazily (Dask): the top genes by counts would take one "
+                   "more pass over every gene, which the report does not make")  # fmt: skip
     if v.counts_source is None:
         raise Skip("needs counts: the result has no .raw and its X is not counts")
     X = sub.X
