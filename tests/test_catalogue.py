@@ -100,3 +100,51 @@ def test_runner_hooks_see_every_step_in_order(small):
     assert labels[:3] == ["var_names_make_unique", "filter_cells", "filter_genes"]
     assert labels[-2:] == ["neighbors", "leiden"]
     assert [p["step"] for p in provenance(a)] == labels
+
+
+@pytest.fixture(scope="module")
+def logged(small):
+    import numpy as np
+    import pandas as pd
+
+    a = small.copy()
+    gpu_sc.pp.filter_cells(a, min_genes=1, backend="numpy")
+    gpu_sc.pp.normalize_total(a, backend="numpy")
+    gpu_sc.pp.log1p(a, backend="numpy")
+    a.obs["g"] = pd.Categorical((np.arange(a.n_obs) % 3).astype(str))
+    return a
+
+
+# Parameter values the engine leaves to scanpy, declared in the catalogue's ``supports``
+# (formerly raised by the engine): (step, params, the reason, scanpy's error or None).
+_DECLARED = [
+    ("rank_genes_groups", {"groupby": "g", "method": "logreg"},
+     "method='logreg': the engine implements ('t-test', 't-test_overestim_var', 'wilcoxon')",
+     None),
+    ("rank_genes_groups", {"groupby": "g", "corr_method": "holm"},
+     "corr_method='holm' (scanpy reports the error)", "Correction method must be one of"),
+    ("rank_genes_groups", {"groupby": "g", "groups": "0"},
+     "groups must be a sequence (scanpy reports the error)", "Specify a sequence of groups"),
+    ("rank_genes_groups", {"groupby": "g", "groups": 1},
+     "groups must be a sequence (scanpy reports the error)", "Specify a sequence of groups"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("step", "params", "reason", "scanpy_error"), _DECLARED)
+def test_declared_constraints_fall_back_to_scanpy_with_the_engines_reason(
+    logged, caplog, step, params, reason, scanpy_error
+):
+    assert catalogue.unsupported(step, params) == reason
+    a = logged.copy()
+    func = getattr(getattr(gpu_sc, catalogue.get(step).namespaces[0]), step)
+    full = f"{step} on numpy: {reason}"
+    if scanpy_error is None:
+        func(a, **params, backend="numpy")
+        rec = provenance(a)[-1]
+        assert rec["step"] == step and rec["backend"] == "scanpy"
+        assert rec["fallback_reason"] == full
+    else:
+        with caplog.at_level("WARNING", logger="gpu_sc"), pytest.raises(ValueError) as err:
+            func(a, **params, backend="numpy")
+        assert scanpy_error in str(err.value)
+        assert any(r.getMessage().endswith(full) for r in caplog.records)

@@ -115,10 +115,11 @@ Rule = Callable[[Any], "str | None"]
 
 
 def only(*allowed, why: str | Callable[[Any], str]) -> Rule:
-    """Supported when the value is one of ``allowed`` (compared with ``==``, strings only)."""
+    """Supported when the value is one of ``allowed`` (compared with ``==``, strings and None
+    only)."""
 
     def rule(v):
-        if isinstance(v, str) and v in allowed:
+        if (v is None or isinstance(v, str)) and v in allowed:
             return None
         return why(v) if callable(why) else why
 
@@ -446,6 +447,8 @@ SECTIONS: tuple[Section, ...] = (
 )  # fmt: skip
 
 _QC_MODEL = "qc"
+#: rank_genes_groups' methods the engine implements (None: scanpy's default, t-test)
+_MARKER_METHODS = ("t-test", "t-test_overestim_var", "wilcoxon")
 
 #: Every step, in the pipeline's order (steps the pipeline does not run come last).
 STEPS: tuple[Step, ...] = (
@@ -561,7 +564,13 @@ STEPS: tuple[Step, ...] = (
          floor="tsne", requires=("pca",)),
     Step("rank_genes_groups", ("tl",), "rank_genes_groups", _PP + "rank_genes_groups",
          "gpu_sc.engine.markers:rank_genes_groups",
-         supports={"mask_var": unset("mask_var is not implemented")},
+         supports={"mask_var": unset("mask_var is not implemented"),
+                   "method": only(None, *_MARKER_METHODS, why=lambda v: f"method={v!r}: the "
+                                  f"engine implements {_MARKER_METHODS}"),
+                   "corr_method": only("benjamini-hochberg", "bonferroni", why=lambda v:
+                                       f"corr_method={v!r} (scanpy reports the error)"),
+                   "groups": lambda v: ("groups must be a sequence (scanpy reports the error)"
+                                        if isinstance(v, str | int) and v != "all" else None)},
          reads=("raw.X or X", "obs[groupby]"), writes=("uns[key_added]",),
          reserved=("groupby", "method", "n_genes", "use_raw", "pts", "key_added"),
          parity="markers", floor="rank_genes", requires=("leiden",)),
