@@ -32,6 +32,7 @@ def test_config_sections_and_pipeline_order_come_from_the_catalogue():
         assert s.section is None or hasattr(cfg, s.section), s.name
         assert s.run is None or callable(catalogue.resolve(s.run)), s.name
         assert s.engine is None or callable(catalogue.resolve(s.engine)), s.name
+        assert s.values in ("X", "use_rep", "raw_or_X"), s.name
     assert catalogue.PIPELINE.index("filter_cells") < catalogue.PIPELINE.index("qc_filter")
 
 

@@ -197,6 +197,15 @@ class Step:
     requires: tuple[str, ...] = ()
     #: reads a graph, not values: no value check at the step API's boundary
     graph_input: bool = False
+    #: the matrix the step API's boundary checks (:func:`gpu_sc.steps.check_step_input`):
+    #: ``"X"``: ``layers[layer]`` when ``layer`` is given, else ``adata.X``; ``"use_rep"``:
+    #: ``obsm[use_rep]``, ``obsm['X_pca']`` where scanpy picks it for ``use_rep=None``, else
+    #: ``adata.X``; ``"raw_or_X"``: as ``"X"``, but ``.raw.X`` when there is a ``.raw``, no
+    #: ``layer`` and ``use_raw`` is not False
+    values: str = "X"
+    #: computes ``n_comps`` components: the boundary checks the AnnData has at least 2 cells
+    #: and 2 genes and ``1 <= n_comps <= min(n_obs, n_vars)``
+    components: bool = False
     #: fine on an empty AnnData (the pipeline says what emptied it after them)
     empty_ok: bool = False
 
@@ -514,7 +523,7 @@ STEPS: tuple[Step, ...] = (
                                     "implemented")},
          reads=("X",), writes=("obsm['X_pca']", "varm['PCs']", "uns['pca']"),
          reserved=("n_comps", "svd_solver", "random_state"), parity="pca",
-         repeat_keys=("X_pca", "PCs"), floor="pca"),
+         repeat_keys=("X_pca", "PCs"), floor="pca", components=True),
     Step("neighbors", ("pp",), "neighbors", _PP + "neighbors",
          "gpu_sc.engine.neighbors:neighbors",
          supports={"transformer": unset(lambda v: f"transformer={v!r} (the engine computes "
@@ -527,7 +536,8 @@ STEPS: tuple[Step, ...] = (
          reads=("obsm[use_rep]",), writes=("obsp['distances'|'connectivities']",
                                            "uns['neighbors']"),
          reserved=("n_neighbors", "n_pcs", "metric", "random_state"), parity="neighbors",
-         repeat_keys=("distances", "connectivities"), floor="neighbors", requires=("pca",)),
+         repeat_keys=("distances", "connectivities"), floor="neighbors", requires=("pca",),
+         values="use_rep"),
     Step("leiden", ("tl",), "leiden", _PP + "leiden", "gpu_sc.engine.clustering:leiden",
          supports={"flavor": only("igraph", "leidenalg",
                                   why=lambda v: f"flavor={v!r} (scanpy reports the error)"),
@@ -561,7 +571,7 @@ STEPS: tuple[Step, ...] = (
                    "random_state": int_seed},
          reads=("obsm[use_rep]",), writes=("obsm['X_tsne']",),
          reserved=("n_pcs", "perplexity", "random_state"), parity="tsne", repeat_keys=("Y",),
-         floor="tsne", requires=("pca",)),
+         floor="tsne", requires=("pca",), values="use_rep"),
     Step("rank_genes_groups", ("tl",), "rank_genes_groups", _PP + "rank_genes_groups",
          "gpu_sc.engine.markers:rank_genes_groups",
          supports={"mask_var": unset("mask_var is not implemented"),
@@ -573,7 +583,7 @@ STEPS: tuple[Step, ...] = (
                                         if isinstance(v, str | int) and v != "all" else None)},
          reads=("raw.X or X", "obs[groupby]"), writes=("uns[key_added]",),
          reserved=("groupby", "method", "n_genes", "use_raw", "pts", "key_added"),
-         parity="markers", floor="rank_genes", requires=("leiden",)),
+         parity="markers", floor="rank_genes", requires=("leiden",), values="raw_or_X"),
     Step("score_genes", ("tl",), "score_genes", _PP + "section_call",
          "gpu_sc.engine.score_genes:score_genes",
          supports={"random_state": int_seed},
