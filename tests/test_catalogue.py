@@ -149,3 +149,13 @@ def test_declared_constraints_fall_back_to_scanpy_with_the_engines_reason(
             func(a, **params, backend="numpy")
         assert scanpy_error in str(err.value)
         assert any(r.getMessage().endswith(full) for r in caplog.records)
+
+
+def test_pca_shape_is_checked_at_the_boundary_as_its_entry_declares(logged):
+    from gpu_sc.pipeline.validate import InputError
+
+    assert [s.name for s in catalogue.STEPS if s.components] == ["pca"]
+    with pytest.raises(InputError, match="PCA needs at least 2 cells and 2 genes"):
+        gpu_sc.pp.pca(logged[:, :1].copy(), backend="numpy")
+    with pytest.raises(InputError, match="n_comps=400 must be between 1 and"):
+        gpu_sc.pp.pca(logged.copy(), n_comps=400, backend="numpy")
