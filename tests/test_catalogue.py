@@ -159,3 +159,25 @@ def test_pca_shape_is_checked_at_the_boundary_as_its_entry_declares(logged):
         gpu_sc.pp.pca(logged[:, :1].copy(), backend="numpy")
     with pytest.raises(InputError, match="n_comps=400 must be between 1 and"):
         gpu_sc.pp.pca(logged.copy(), n_comps=400, backend="numpy")
+
+
+def test_one_seed_policy_for_every_engine_step_with_a_random_state():
+    import inspect
+
+    seeded = [s.name for s in catalogue.engine_steps()
+              if "random_state" in inspect.signature(s.scanpy_func()).parameters]  # fmt: skip
+    assert seeded == ["pca", "neighbors", "leiden", "umap", "tsne", "score_genes"]
+    for name in seeded:
+        assert catalogue.get(name).supports["random_state"] is catalogue.int_seed, name
+    assert catalogue.int_seed(3) is None
+    assert catalogue.int_seed(None) == "random_state=None (unseeded) is not reproducible"
+
+
+def test_an_unseeded_call_runs_on_scanpy_with_the_policys_reason(logged):
+    a = logged.copy()
+    gpu_sc.pp.pca(a, n_comps=5, random_state=None, backend="numpy")
+    rec = provenance(a)[-1]
+    assert rec["backend"] == "scanpy"
+    assert (
+        rec["fallback_reason"] == "pca on numpy: random_state=None (unseeded) is not reproducible"
+    )

@@ -102,8 +102,9 @@ class OneOf:
 #: The seed policy, stated once. A pipeline config seed is an integer >= 0 (numpy's
 #: RandomState). A step called directly takes what scanpy takes; the engine runs an integer
 #: seed (bitwise reproducible) and leaves ``None`` and ``Generator``/``RandomState`` objects
-#: to scanpy (recorded as a fallback with this reason), except where a step's entry declares
-#: otherwise.
+#: to scanpy (recorded as a fallback, :func:`int_seed`'s reason): every engine step with a
+#: ``random_state`` declares ``supports={"random_state": int_seed}``, also those whose result
+#: does not depend on it (neighbors' exact kNN, tsne), so one rule holds for all.
 SEED_POLICY = "an integer seed (None and Generator/RandomState objects run on scanpy)"
 _SEED = Num(int, ge=0, why="a seed for numpy's RandomState")
 
@@ -520,7 +521,8 @@ STEPS: tuple[Step, ...] = (
          dask="gpu_sc.dask.steps:pca", chunkable=True,
          supports={"zero_center": truthy("zero_center=False (truncated SVD) is not implemented"),
                    "chunked": falsy("scanpy's chunked=True (incremental PCA) is not "
-                                    "implemented")},
+                                    "implemented"),
+                   "random_state": int_seed},
          reads=("X",), writes=("obsm['X_pca']", "varm['PCs']", "uns['pca']"),
          reserved=("n_comps", "svd_solver", "random_state"), parity="pca",
          repeat_keys=("X_pca", "PCs"), floor="pca", components=True),
@@ -532,7 +534,8 @@ STEPS: tuple[Step, ...] = (
                    "method": only("umap", "gauss", why=lambda v: f"method={v!r}"),
                    "metric": only("euclidean", "cosine", why=lambda v: f"metric={v!r}; the "
                                   "engine implements euclidean and cosine"),
-                   "metric_kwds": lambda v: f"metric_kwds={dict(v)!r}" if v else None},
+                   "metric_kwds": lambda v: f"metric_kwds={dict(v)!r}" if v else None,
+                   "random_state": int_seed},
          reads=("obsm[use_rep]",), writes=("obsp['distances'|'connectivities']",
                                            "uns['neighbors']"),
          reserved=("n_neighbors", "n_pcs", "metric", "random_state"), parity="neighbors",
@@ -544,8 +547,7 @@ STEPS: tuple[Step, ...] = (
                    "partition_type": unset("only the modularity (RB configuration) partition "
                                            "type"),
                    "restrict_to": unset("restrict_to is not implemented"),
-                   "random_state": lambda v: int_seed(v) and "random_state must be an integer "
-                                                             "seed"},
+                   "random_state": int_seed},
          reads=("obsp['connectivities']",), writes=("obs[key_added]", "uns[key_added]"),
          reserved=("resolution", "flavor", "n_iterations", "directed", "random_state",
                    "key_added"),
