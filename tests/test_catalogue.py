@@ -34,6 +34,8 @@ def test_config_sections_and_pipeline_order_come_from_the_catalogue():
         assert s.engine is None or callable(catalogue.resolve(s.engine)), s.name
         assert s.values in ("X", "use_rep", "raw_or_X"), s.name
     assert catalogue.PIPELINE.index("filter_cells") < catalogue.PIPELINE.index("qc_filter")
+    for sec in catalogue.sections():
+        assert sec.kwargs is None or callable(catalogue.resolve(sec.kwargs)), sec.name
 
 
 def test_every_engine_step_is_registered_from_the_catalogue():
@@ -181,3 +183,14 @@ def test_an_unseeded_call_runs_on_scanpy_with_the_policys_reason(logged):
     assert (
         rec["fallback_reason"] == "pca on numpy: random_state=None (unseeded) is not reproducible"
     )
+
+
+def test_where_scanpys_kwargs_go_is_declared_by_the_section():
+    from gpu_sc.pipeline.config import ConfigError
+
+    PipelineConfig.from_dict({"rank_genes_groups": {"methods": ["logreg"], "extra": {"C": 0.5}}})
+    with pytest.raises(ConfigError, match="has no parameter 'C'"):
+        PipelineConfig.from_dict({"rank_genes_groups": {"extra": {"C": 0.5}}})
+    PipelineConfig.from_dict({"leiden": {"flavor": "leidenalg", "extra": {"anything": 1}}})
+    with pytest.raises(ConfigError, match="has no parameter 'anything'"):
+        PipelineConfig.from_dict({"leiden": {"extra": {"anything": 1}}})

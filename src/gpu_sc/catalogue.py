@@ -234,6 +234,11 @@ class Section:
     constraints: Mapping[str, Num | OneOf] = field(default_factory=dict)
     #: the step whose scanpy function receives ``extra`` (None: the section takes no extra)
     step: str | None = None
+    #: ``"module:function"``, ``func(section_config) -> list[str] | None``: the parameters of
+    #: what the step's scanpy function passes its ``**kwargs`` on to, with this configuration;
+    #: a list closes ``**kwargs`` to those names for the ``extra`` check (None: scanpy's
+    #: signature as it is)
+    kwargs: str | None = None
 
 
 # -- config sections: scanpy's PBMC3k tutorial as defaults ------------------------------------
@@ -438,7 +443,7 @@ SECTIONS: tuple[Section, ...] = (
         "flavor": OneOf(("igraph", "leidenalg")),
         "n_iterations": Num(int, ne=0, why="a negative value runs until convergence"),
         "random_state": _SEED,
-    }, step="leiden"),
+    }, step="leiden", kwargs="gpu_sc.pipeline.config:_leiden_kwargs"),
     Section("paga", PagaConfig, step="paga"),
     Section("umap", UMAPConfig, {
         "min_dist": Num(ge=0), "spread": Num(gt=0), "random_state": _SEED,
@@ -450,7 +455,7 @@ SECTIONS: tuple[Section, ...] = (
         "methods": OneOf(("t-test", "t-test_overestim_var", "wilcoxon", "logreg"),
                          why="a non-empty list"),
         "n_genes": Num(int, ge=1, none=True),
-    }, step="rank_genes_groups"),
+    }, step="rank_genes_groups", kwargs="gpu_sc.pipeline.config:_rank_genes_groups_kwargs"),
     Section("score_genes", ScoreGenesConfig, {
         "ctrl_size": Num(int, ge=1), "n_bins": Num(int, ge=2), "random_state": _SEED,
     }, step="score_genes"),
