@@ -32,7 +32,10 @@ def test_config_sections_and_pipeline_order_come_from_the_catalogue():
         assert s.section is None or hasattr(cfg, s.section), s.name
         assert s.run is None or callable(catalogue.resolve(s.run)), s.name
         assert s.engine is None or callable(catalogue.resolve(s.engine)), s.name
+        assert s.values in ("X", "use_rep", "raw_or_X"), s.name
     assert catalogue.PIPELINE.index("filter_cells") < catalogue.PIPELINE.index("qc_filter")
+    for sec in catalogue.sections():
+        assert sec.kwargs is None or callable(catalogue.resolve(sec.kwargs)), sec.name
 
 
 def test_every_engine_step_is_registered_from_the_catalogue():
@@ -100,3 +103,94 @@ def test_runner_hooks_see_every_step_in_order(small):
     assert labels[:3] == ["var_names_make_unique", "filter_cells", "filter_genes"]
     assert labels[-2:] == ["neighbors", "leiden"]
     assert [p["step"] for p in provenance(a)] == labels
+
+
+@pytest.fixture(scope="module")
+def logged(small):
+    import numpy as np
+    import pandas as pd
+
+    a = small.copy()
+    gpu_sc.pp.filter_cells(a, min_genes=1, backend="numpy")
+    gpu_sc.pp.normalize_total(a, backend="numpy")
+    gpu_sc.pp.log1p(a, backend="numpy")
+    a.obs["g"] = pd.Categorical((np.arange(a.n_obs) % 3).astype(str))
+    return a
+
+
+# Parameter values the engine leaves to scanpy, declared in the catalogue's ``supports``
+# (formerly raised by the engine): (step, params, the reason, scanpy's error or None).
+_DECLARED = [
+    ("rank_genes_groups", {"groupby": "g", "method": "logreg"},
+     "method='logreg': the engine implements ('t-test', 't-test_overestim_var', 'wilcoxon')",
+     None),
+    ("rank_genes_groups", {"groupby": "g", "corr_method": "holm"},
+     "corr_method='holm' (scanpy reports the error)", "Correction method must be one of"),
+    ("rank_genes_groups", {"groupby": "g", "groups": "0"},
+     "groups must be a sequence (scanpy reports the error)", "Specify a sequence of groups"),
+    ("rank_genes_groups", {"groupby": "g", "groups": 1},
+     "groups must be a sequence (scanpy reports the error)", "Specify a sequence of groups"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("step", "params", "reason", "scanpy_error"), _DECLARED)
+def test_declared_constraints_fall_back_to_scanpy_with_the_engines_reason(
+    logged, caplog, step, params, reason, scanpy_error
+):
+    assert catalogue.unsupported(step, params) == reason
+    a = logged.copy()
+    func = getattr(getattr(gpu_sc, catalogue.get(step).namespaces[0]), step)
+    full = f"{step} on numpy: {reason}"
+    if scanpy_error is None:
+        func(a, **params, backend="numpy")
+        rec = provenance(a)[-1]
+        assert rec["step"] == step and rec["backend"] == "scanpy"
+        assert rec["fallback_reason"] == full
+    else:
+        with caplog.at_level("WARNING", logger="gpu_sc"), pytest.raises(ValueError) as err:
+            func(a, **params, backend="numpy")
+        assert scanpy_error in str(err.value)
+        assert any(r.getMessage().endswith(full) for r in caplog.records)
+
+
+def test_pca_shape_is_checked_at_the_boundary_as_its_entry_declares(logged):
+    from gpu_sc.pipeline.validate import InputError
+
+    assert [s.name for s in catalogue.STEPS if s.components] == ["pca"]
+    with pytest.raises(InputError, match="PCA needs at least 2 cells and 2 genes"):
+        gpu_sc.pp.pca(logged[:, :1].copy(), backend="numpy")
+    with pytest.raises(InputError, match="n_comps=400 must be between 1 and"):
+        gpu_sc.pp.pca(logged.copy(), n_comps=400, backend="numpy")
+
+
+def test_one_seed_policy_for_every_engine_step_with_a_random_state():
+    import inspect
+
+    seeded = [s.name for s in catalogue.engine_steps()
+              if "random_state" in inspect.signature(s.scanpy_func()).parameters]  # fmt: skip
+    assert seeded == ["pca", "neighbors", "leiden", "umap", "tsne", "score_genes"]
+    for name in seeded:
+        assert catalogue.get(name).supports["random_state"] is catalogue.int_seed, name
+    assert catalogue.int_seed(3) is None
+    assert catalogue.int_seed(None) == "random_state=None (unseeded) is not reproducible"
+
+
+def test_an_unseeded_call_runs_on_scanpy_with_the_policys_reason(logged):
+    a = logged.copy()
+    gpu_sc.pp.pca(a, n_comps=5, random_state=None, backend="numpy")
+    rec = provenance(a)[-1]
+    assert rec["backend"] == "scanpy"
+    assert (
+        rec["fallback_reason"] == "pca on numpy: random_state=None (unseeded) is not reproducible"
+    )
+
+
+def test_where_scanpys_kwargs_go_is_declared_by_the_section():
+    from gpu_sc.pipeline.config import ConfigError
+
+    PipelineConfig.from_dict({"rank_genes_groups": {"methods": ["logreg"], "extra": {"C": 0.5}}})
+    with pytest.raises(ConfigError, match="has no parameter 'C'"):
+        PipelineConfig.from_dict({"rank_genes_groups": {"extra": {"C": 0.5}}})
+    PipelineConfig.from_dict({"leiden": {"flavor": "leidenalg", "extra": {"anything": 1}}})
+    with pytest.raises(ConfigError, match="has no parameter 'anything'"):
+        PipelineConfig.from_dict({"leiden": {"extra": {"anything": 1}}})

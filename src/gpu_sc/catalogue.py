@@ -102,8 +102,9 @@ class OneOf:
 #: The seed policy, stated once. A pipeline config seed is an integer >= 0 (numpy's
 #: RandomState). A step called directly takes what scanpy takes; the engine runs an integer
 #: seed (bitwise reproducible) and leaves ``None`` and ``Generator``/``RandomState`` objects
-#: to scanpy (recorded as a fallback with this reason), except where a step's entry declares
-#: otherwise.
+#: to scanpy (recorded as a fallback, :func:`int_seed`'s reason): every engine step with a
+#: ``random_state`` declares ``supports={"random_state": int_seed}``, also those whose result
+#: does not depend on it (neighbors' exact kNN, tsne), so one rule holds for all.
 SEED_POLICY = "an integer seed (None and Generator/RandomState objects run on scanpy)"
 _SEED = Num(int, ge=0, why="a seed for numpy's RandomState")
 
@@ -115,10 +116,11 @@ Rule = Callable[[Any], "str | None"]
 
 
 def only(*allowed, why: str | Callable[[Any], str]) -> Rule:
-    """Supported when the value is one of ``allowed`` (compared with ``==``, strings only)."""
+    """Supported when the value is one of ``allowed`` (compared with ``==``, strings and None
+    only)."""
 
     def rule(v):
-        if isinstance(v, str) and v in allowed:
+        if (v is None or isinstance(v, str)) and v in allowed:
             return None
         return why(v) if callable(why) else why
 
@@ -196,6 +198,15 @@ class Step:
     requires: tuple[str, ...] = ()
     #: reads a graph, not values: no value check at the step API's boundary
     graph_input: bool = False
+    #: the matrix the step API's boundary checks (:func:`gpu_sc.steps.check_step_input`):
+    #: ``"X"``: ``layers[layer]`` when ``layer`` is given, else ``adata.X``; ``"use_rep"``:
+    #: ``obsm[use_rep]``, ``obsm['X_pca']`` where scanpy picks it for ``use_rep=None``, else
+    #: ``adata.X``; ``"raw_or_X"``: as ``"X"``, but ``.raw.X`` when there is a ``.raw``, no
+    #: ``layer`` and ``use_raw`` is not False
+    values: str = "X"
+    #: computes ``n_comps`` components: the boundary checks the AnnData has at least 2 cells
+    #: and 2 genes and ``1 <= n_comps <= min(n_obs, n_vars)``
+    components: bool = False
     #: fine on an empty AnnData (the pipeline says what emptied it after them)
     empty_ok: bool = False
 
@@ -223,6 +234,11 @@ class Section:
     constraints: Mapping[str, Num | OneOf] = field(default_factory=dict)
     #: the step whose scanpy function receives ``extra`` (None: the section takes no extra)
     step: str | None = None
+    #: ``"module:function"``, ``func(section_config) -> list[str] | None``: the parameters of
+    #: what the step's scanpy function passes its ``**kwargs`` on to, with this configuration;
+    #: a list closes ``**kwargs`` to those names for the ``extra`` check (None: scanpy's
+    #: signature as it is)
+    kwargs: str | None = None
 
 
 # -- config sections: scanpy's PBMC3k tutorial as defaults ------------------------------------
@@ -427,7 +443,7 @@ SECTIONS: tuple[Section, ...] = (
         "flavor": OneOf(("igraph", "leidenalg")),
         "n_iterations": Num(int, ne=0, why="a negative value runs until convergence"),
         "random_state": _SEED,
-    }, step="leiden"),
+    }, step="leiden", kwargs="gpu_sc.pipeline.config:_leiden_kwargs"),
     Section("paga", PagaConfig, step="paga"),
     Section("umap", UMAPConfig, {
         "min_dist": Num(ge=0), "spread": Num(gt=0), "random_state": _SEED,
@@ -439,13 +455,15 @@ SECTIONS: tuple[Section, ...] = (
         "methods": OneOf(("t-test", "t-test_overestim_var", "wilcoxon", "logreg"),
                          why="a non-empty list"),
         "n_genes": Num(int, ge=1, none=True),
-    }, step="rank_genes_groups"),
+    }, step="rank_genes_groups", kwargs="gpu_sc.pipeline.config:_rank_genes_groups_kwargs"),
     Section("score_genes", ScoreGenesConfig, {
         "ctrl_size": Num(int, ge=1), "n_bins": Num(int, ge=2), "random_state": _SEED,
     }, step="score_genes"),
 )  # fmt: skip
 
 _QC_MODEL = "qc"
+#: rank_genes_groups' methods the engine implements (None: scanpy's default, t-test)
+_MARKER_METHODS = ("t-test", "t-test_overestim_var", "wilcoxon")
 
 #: Every step, in the pipeline's order (steps the pipeline does not run come last).
 STEPS: tuple[Step, ...] = (
@@ -508,10 +526,11 @@ STEPS: tuple[Step, ...] = (
          dask="gpu_sc.dask.steps:pca", chunkable=True,
          supports={"zero_center": truthy("zero_center=False (truncated SVD) is not implemented"),
                    "chunked": falsy("scanpy's chunked=True (incremental PCA) is not "
-                                    "implemented")},
+                                    "implemented"),
+                   "random_state": int_seed},
          reads=("X",), writes=("obsm['X_pca']", "varm['PCs']", "uns['pca']"),
          reserved=("n_comps", "svd_solver", "random_state"), parity="pca",
-         repeat_keys=("X_pca", "PCs"), floor="pca"),
+         repeat_keys=("X_pca", "PCs"), floor="pca", components=True),
     Step("neighbors", ("pp",), "neighbors", _PP + "neighbors",
          "gpu_sc.engine.neighbors:neighbors",
          supports={"transformer": unset(lambda v: f"transformer={v!r} (the engine computes "
@@ -520,19 +539,20 @@ STEPS: tuple[Step, ...] = (
                    "method": only("umap", "gauss", why=lambda v: f"method={v!r}"),
                    "metric": only("euclidean", "cosine", why=lambda v: f"metric={v!r}; the "
                                   "engine implements euclidean and cosine"),
-                   "metric_kwds": lambda v: f"metric_kwds={dict(v)!r}" if v else None},
+                   "metric_kwds": lambda v: f"metric_kwds={dict(v)!r}" if v else None,
+                   "random_state": int_seed},
          reads=("obsm[use_rep]",), writes=("obsp['distances'|'connectivities']",
                                            "uns['neighbors']"),
          reserved=("n_neighbors", "n_pcs", "metric", "random_state"), parity="neighbors",
-         repeat_keys=("distances", "connectivities"), floor="neighbors", requires=("pca",)),
+         repeat_keys=("distances", "connectivities"), floor="neighbors", requires=("pca",),
+         values="use_rep"),
     Step("leiden", ("tl",), "leiden", _PP + "leiden", "gpu_sc.engine.clustering:leiden",
          supports={"flavor": only("igraph", "leidenalg",
                                   why=lambda v: f"flavor={v!r} (scanpy reports the error)"),
                    "partition_type": unset("only the modularity (RB configuration) partition "
                                            "type"),
                    "restrict_to": unset("restrict_to is not implemented"),
-                   "random_state": lambda v: int_seed(v) and "random_state must be an integer "
-                                                             "seed"},
+                   "random_state": int_seed},
          reads=("obsp['connectivities']",), writes=("obs[key_added]", "uns[key_added]"),
          reserved=("resolution", "flavor", "n_iterations", "directed", "random_state",
                    "key_added"),
@@ -558,14 +578,20 @@ STEPS: tuple[Step, ...] = (
                    "random_state": int_seed},
          reads=("obsm[use_rep]",), writes=("obsm['X_tsne']",),
          reserved=("n_pcs", "perplexity", "random_state"), parity="tsne", repeat_keys=("Y",),
-         floor="tsne", requires=("pca",)),
+         floor="tsne", requires=("pca",), values="use_rep"),
     Step("rank_genes_groups", ("tl",), "rank_genes_groups", _PP + "rank_genes_groups",
          "gpu_sc.engine.markers:rank_genes_groups",
          dask="gpu_sc.dask.markers:rank_genes_groups",
-         supports={"mask_var": unset("mask_var is not implemented")},
+         supports={"mask_var": unset("mask_var is not implemented"),
+                   "method": only(None, *_MARKER_METHODS, why=lambda v: f"method={v!r}: the "
+                                  f"engine implements {_MARKER_METHODS}"),
+                   "corr_method": only("benjamini-hochberg", "bonferroni", why=lambda v:
+                                       f"corr_method={v!r} (scanpy reports the error)"),
+                   "groups": lambda v: ("groups must be a sequence (scanpy reports the error)"
+                                        if isinstance(v, str | int) and v != "all" else None)},
          reads=("raw.X or X", "obs[groupby]"), writes=("uns[key_added]",),
          reserved=("groupby", "method", "n_genes", "use_raw", "pts", "key_added"),
-         parity="markers", floor="rank_genes", requires=("leiden",)),
+         parity="markers", floor="rank_genes", requires=("leiden",), values="raw_or_X"),
     Step("score_genes", ("tl",), "score_genes", _PP + "section_call",
          "gpu_sc.engine.score_genes:score_genes",
          supports={"random_state": int_seed},

@@ -55,7 +55,7 @@ def pca(
     def sub(b):
         return b[:, cols] if cols is not None else b
 
-    seed = random_state if isinstance(random_state, int | np.integer) else 0
+    seed = int(random_state)  # an integer (catalogue.SEED_POLICY: the dispatcher checked it)
     if n_feat <= pca_k.EIGH_MAX_FEATURES:
         total, gram = None, None
         for _, _, b in blocks:
@@ -84,7 +84,7 @@ def pca(
                 acc = part if acc is None else acc + part
             return (acc - n_obs * xp.outer(mean, mean @ v)) / (n_obs - 1)
 
-        evals, evecs = pca_k.top_eigh_randomized(am, apply_cov, n_feat, n_comps, seed=int(seed))
+        evals, evecs = pca_k.top_eigh_randomized(am, apply_cov, n_feat, n_comps, seed=seed)
     evecs = pca_k.flip_signs(am, evecs)
     x_pca = blocks.map(lambda start, stop, b: pca_k.project_block(am, sub(b), mean, evecs))
     x_pca = am.to_host(x_pca)

@@ -204,6 +204,33 @@ def _check_values(cfg: PipelineConfig) -> None:
             _check_extra(cfg, section, func_name, reserved, extra)
 
 
+def _leiden_kwargs(c) -> list[str] | None:
+    """Name the parameters leiden's ``**clustering_args`` go to (None: open keyword arguments).
+
+    scanpy passes them to igraph's ``community_leiden`` for flavor igraph; leidenalg's
+    partition types take any.
+    """
+    if c.flavor != "igraph":
+        return None
+    import igraph
+
+    more = inspect.signature(igraph.Graph.community_leiden).parameters.values()
+    return [p.name for p in more if p.kind is p.POSITIONAL_OR_KEYWORD
+            and p.name not in ("graph", "weights", "resolution", "n_iterations")]  # fmt: skip
+
+
+def _rank_genes_groups_kwargs(c) -> list[str]:
+    """Name the parameters rank_genes_groups' ``**kwds`` go to: none unless a method is logreg.
+
+    scanpy hands them to logreg's LogisticRegression and ignores them otherwise.
+    """
+    if "logreg" not in c.methods:
+        return []
+    from sklearn.linear_model import LogisticRegression
+
+    return list(inspect.signature(LogisticRegression).parameters)
+
+
 def _check_extra(cfg, section: str, func_name: str, reserved: tuple[str, ...], extra: dict):
     import scanpy as sc
 
@@ -211,20 +238,10 @@ def _check_extra(cfg, section: str, func_name: str, reserved: tuple[str, ...], e
     params = list(inspect.signature(getattr(getattr(sc, ns), name)).parameters.values())[1:]
     open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     names = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    if section == "leiden" and cfg.leiden.flavor == "igraph":
-        # scanpy passes its **clustering_args to igraph's community_leiden: check those too.
-        import igraph
-
-        more = inspect.signature(igraph.Graph.community_leiden).parameters.values()
-        names += [p.name for p in more if p.kind is p.POSITIONAL_OR_KEYWORD
-                  and p.name not in ("graph", "weights", "resolution", "n_iterations")]  # fmt: skip
-        open_kwargs = False
-    if section == "rank_genes_groups":
-        # scanpy hands its **kwds to logreg's LogisticRegression and ignores them otherwise.
-        if "logreg" in cfg.rank_genes_groups.methods:
-            from sklearn.linear_model import LogisticRegression
-
-            names += list(inspect.signature(LogisticRegression).parameters)
+    kwargs = catalogue.section(section).kwargs
+    more = catalogue.resolve(kwargs)(getattr(cfg, section)) if kwargs else None
+    if more is not None:  # where scanpy's **kwargs go, declared by the catalogue's section
+        names += more
         open_kwargs = False
     fields = {f.name for f in dataclasses.fields(typing.get_type_hints(PipelineConfig)[section])}
     for key in extra:

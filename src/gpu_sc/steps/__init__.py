@@ -23,8 +23,8 @@ logger = logging.getLogger("gpu_sc")
 
 # Steps that read a graph, not values: nothing to check at their boundary.
 _GRAPH_STEPS = frozenset(s.name for s in catalogue.STEPS if s.graph_input)
-# Steps that are fine on an empty AnnData (the pipeline says what emptied it after them).
-_EMPTY_OK = frozenset(s.name for s in catalogue.STEPS if s.empty_ok)
+# What a step outside the catalogue reads at the boundary: the defaults (X or a layer).
+_UNCATALOGUED = catalogue.Step("")
 
 __all__ = ["make_step"]
 
@@ -82,11 +82,11 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
     return step
 
 
-def _step_values(step: str, adata, params: dict) -> tuple[str, Any, str | None]:
-    """``(description, matrix, layer)`` of what ``step`` reads (``layer``: where it lives,
-    ``"X"`` for ``adata.X``, None when it is not in X or a layer)."""
-    name = step.split(".")[-1]
-    if name in ("neighbors", "tsne"):
+def _step_values(kind: str, adata, params: dict) -> tuple[str, Any, str | None]:
+    """``(description, matrix, layer)`` of what a step reads (``layer``: where it lives,
+    ``"X"`` for ``adata.X``, None when it is not in X or a layer); ``kind``: its entry's
+    :attr:`~gpu_sc.catalogue.Step.values`."""
+    if kind == "use_rep":
         rep = params.get("use_rep")
         if rep is None and params.get("n_pcs") != 0 and adata.n_vars > 50 and "X_pca" in adata.obsm:
             rep = "X_pca"  # scanpy's choice for use_rep=None
@@ -98,7 +98,7 @@ def _step_values(step: str, adata, params: dict) -> tuple[str, Any, str | None]:
         if layer not in adata.layers:
             return f"adata.layers[{layer!r}]", None, None  # scanpy names the missing layer
         return f"adata.layers[{layer!r}]", adata.layers[layer], layer
-    if name == "rank_genes_groups":
+    if kind == "raw_or_X":
         use_raw = params.get("use_raw")
         if adata.raw is not None and (use_raw or use_raw is None):
             return "adata.raw.X", adata.raw.X, None
@@ -108,6 +108,7 @@ def _step_values(step: str, adata, params: dict) -> tuple[str, Any, str | None]:
 def check_step_input(step: str, adata, params: dict) -> bool:
     """The step API's boundary: a matrix the step reads must hold cells and genes and be
     finite (one reduction, on the array's own device); float16 becomes float32 (logged).
+    What it reads and checks is declared by the step's catalogue entry.
 
     Returns whether that matrix is a Dask array (the step then runs on the Dask path; its
     values were checked where it was read, by :func:`gpu_sc.pipeline.validate_counts`, not
@@ -120,11 +121,11 @@ def check_step_input(step: str, adata, params: dict) -> bool:
 
     if not hasattr(adata, "obsm"):
         return False  # not an AnnData (scanpy's array input): scanpy handles it
-    short = step.split(".")[-1]
-    if (adata.n_obs == 0 or adata.n_vars == 0) and short not in _EMPTY_OK:
+    entry = catalogue.get(step.split(".")[-1]) or _UNCATALOGUED
+    if (adata.n_obs == 0 or adata.n_vars == 0) and not entry.empty_ok:
         raise InputError(f"{step}: the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} "
                          "genes); nothing to compute, check the filters that ran before")  # fmt: skip
-    if short == "pca":
+    if entry.components:
         n_comps, smallest = params.get("n_comps"), min(adata.shape)
         if smallest < 2:
             raise InputError(f"{step}: PCA needs at least 2 cells and 2 genes, got "
@@ -133,7 +134,7 @@ def check_step_input(step: str, adata, params: dict) -> bool:
         if n_comps is not None and not 1 <= n_comps <= smallest:
             raise InputError(f"{step}: n_comps={n_comps} must be between 1 and {smallest} "
                              f"for {adata.n_obs} cells x {adata.n_vars} genes; lower it")  # fmt: skip
-    what, values, where = _step_values(step, adata, params)
+    what, values, where = _step_values(entry.values, adata, params)
     if values is None:
         return False
     if getattr(values, "dtype", None) == np.float16 and where is not None:
