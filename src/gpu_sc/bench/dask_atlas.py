@@ -100,9 +100,11 @@ def _run_child(args: list[str], sample_s: float) -> dict:
     rc = proc.wait()
     stop.set()
     th.join()
+    out = {"process_seconds": time.perf_counter() - t0, "peak_rss_tree_bytes": int(peak)}
     if rc != 0:
-        raise RuntimeError(f"benchmark child {' '.join(args[:2])} failed with exit code {rc}")
-    return {"process_seconds": time.perf_counter() - t0, "peak_rss_tree_bytes": int(peak)}
+        why = " (SIGKILL: the kernel's out-of-memory killer)" if rc == -9 else ""
+        out["failed"] = f"exit code {rc}{why}, peak RSS of its tree {peak / 1024**3:.2f} GiB"
+    return out
 
 
 # -- the two paths (children) --------------------------------------------------------------------
@@ -117,15 +119,30 @@ def _child_memory(h5ad: Path, out: Path) -> None:
     x = adata.X
     x_bytes = int(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes)
     t1 = time.perf_counter()
-    gpu_sc.pipeline(adata, _config(), backend="numpy")
+    # atomic=False: the in-memory path's smallest footprint (no working copy of the input)
+    gpu_sc.pipeline(adata, _config(), backend="numpy", atomic=False)
     t_run = time.perf_counter() - t1
     _save(out, adata, {"read_seconds": t_read, "run_seconds": t_run, "x_bytes": x_bytes,
                        "wall_seconds": time.perf_counter() - t0})  # fmt: skip
 
 
+#: ``--after-pca`` steps and how the Dask child runs them once QC -> PCA is done and timed
+#: (each with the tutorial's parameters, as gpu_sc.pipeline would; on CPU "auto" is scanpy).
+_AFTER = {
+    "neighbors": lambda gs, a: gs.pp.neighbors(a, n_neighbors=10, n_pcs=40, random_state=0),
+    "leiden": lambda gs, a: gs.tl.leiden(a, resolution=0.9, flavor="igraph", n_iterations=2,
+                                         directed=False, random_state=0),
+    "paga": lambda gs, a: gs.tl.paga(a, groups="leiden"),
+    "umap": lambda gs, a: gs.tl.umap(a, random_state=0),
+    "rank_genes_groups": lambda gs, a: gs.tl.rank_genes_groups(a, "leiden", method="t-test",
+                                                               use_raw=True),
+}  # fmt: skip
+
+
 def _child_dask(
-    h5ad: Path, out: Path, workers: int, memory_limit: str, chunk_rows: int, persist: bool
-) -> None:
+    h5ad: Path, out: Path, workers: int, memory_limit: str, chunk_rows: int, persist: bool,
+    after: list[str] = (),
+) -> None:  # fmt: skip
     import dask
     import distributed
 
@@ -147,12 +164,21 @@ def _child_dask(
         adata = gpu_sc.datasets.read_lazy(h5ad, chunk_rows=chunk_rows)
         run_qc_to_pca(adata, _config(), persist_after_hvg=persist)
         t_run = time.perf_counter() - t1
+        wall = time.perf_counter() - t0
         info = dask_info(adata.X)
+        t_after = {}
+        for name in after:  # the rest of the pipeline on the in-memory PCA (timed apart)
+            t2 = time.perf_counter()
+            _AFTER[name](gpu_sc, adata)
+            t_after[name] = time.perf_counter() - t2
     finally:
         client.close()
         cluster.close()
+    extra = {"after_pca_seconds": t_after} if after else {}
+    if "leiden" in after:
+        extra["after_pca_leiden_clusters"] = int(adata.obs["leiden"].nunique())
     _save(out, adata, {"cluster_start_seconds": t_start, "run_seconds": t_run,
-                       "wall_seconds": time.perf_counter() - t0, "dask": info})  # fmt: skip
+                       "wall_seconds": wall, "dask": info, **extra})  # fmt: skip
 
 
 def _save(out: Path, adata, info: dict) -> None:
@@ -224,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Dask path: keep the HVG matrix in worker memory after the subset",
     )
+    p.add_argument(
+        "--after-pca",
+        default="",
+        help="Dask path: then run these steps on the PCA, timed apart (comma-separated: "
+        + ", ".join(_AFTER)
+        + ")",
+    )
     p.add_argument("--sample-ms", type=float, default=50)
     p.add_argument("--note", default="", help="a remark stored with the results (machine load)")
     p.add_argument(
@@ -248,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         _child_memory(a.data, a.result)
         return 0
     if a.mode == "dask":
-        _child_dask(a.data, a.result, a.workers, a.memory_limit, a.chunk_rows, a.persist_after_hvg)
+        _child_dask(a.data, a.result, a.workers, a.memory_limit, a.chunk_rows, a.persist_after_hvg,
+                    [s for s in a.after_pca.split(",") if s])  # fmt: skip
         return 0
 
     a.out.mkdir(parents=True, exist_ok=True)
@@ -272,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report["atlas"] = {"path": str(data), "reused": True}
     report["atlas"]["file_bytes"] = data.stat().st_size
+    report["atlas"]["x_csr_bytes"] = _csr_bytes(data)
 
     common = ["--data", str(data), "--workers", str(a.workers), "--memory-limit",
               a.memory_limit, "--chunk-rows", str(a.chunk_rows)]  # fmt: skip
@@ -280,10 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     paths = [s.strip() for s in a.paths.split(",") if s.strip()]
     for mode in paths:
         result = a.out / f"result_{mode}"
-        tree = _run_child(["--mode", mode, "--result", str(result), *common], a.sample_ms / 1e3)
+        args = ["--mode", mode, "--result", str(result), *common]
+        if mode == "dask" and a.after_pca:
+            args += ["--after-pca", a.after_pca]
+        tree = _run_child(args, a.sample_ms / 1e3)
+        if "failed" in tree:
+            report[mode] = tree
+            continue
         inner = json.loads(result.with_suffix(".json").read_text())
         report[mode] = dict(inner, **tree)
-    if {"dask", "memory"} <= set(paths):
+    if {"dask", "memory"} <= set(paths) and not any("failed" in report[m] for m in paths):
         d, m = report["dask"], report["memory"]
         report["ratios"] = {
             "peak_rss_dask_over_memory": d["peak_rss_tree_bytes"] / m["peak_rss_tree_bytes"],
@@ -295,6 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     (a.out / "dask_atlas.md").write_text(_markdown(report))
     print(_markdown(report))
     return 0
+
+
+def _csr_bytes(path: Path) -> int:
+    """In-memory size of the file's CSR ``X`` (data, indices, indptr), from its metadata."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return int(sum(f["X"][k].size * f["X"][k].dtype.itemsize
+                       for k in ("data", "indices", "indptr")))  # fmt: skip
 
 
 def _markdown(r: dict) -> str:
@@ -316,10 +366,20 @@ def _markdown(r: dict) -> str:
     for mode in ("memory", "dask"):
         if mode in r:
             m = r[mode]
+            if "failed" in m:
+                lines.append(f"| {mode} | failed: {m['failed']} | | "
+                             f"{m['peak_rss_tree_bytes'] / gib:.2f} (when it ended) |")  # fmt: skip
+                continue
             lines.append(f"| {mode} | {m['wall_seconds']:.1f} | {m['run_seconds']:.1f} | "
                          f"{m['peak_rss_tree_bytes'] / gib:.2f} |")  # fmt: skip
-    if "memory" in r:
-        lines += ["", f"X in memory (CSR): {r['memory']['x_bytes'] / gib:.2f} GiB."]
+    if "x_csr_bytes" in r.get("atlas", {}):
+        lines += ["", f"X in memory (CSR): {r['atlas']['x_csr_bytes'] / gib:.2f} GiB."]
+    after = r.get("dask", {}).get("after_pca_seconds")
+    if after:
+        lines += ["", "Then on the Dask path's in-memory PCA (backend auto; timed apart): "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in after.items())
+                  + (f"; {r['dask']['after_pca_leiden_clusters']} Leiden clusters"
+                     if "after_pca_leiden_clusters" in r["dask"] else "") + "."]  # fmt: skip
     if "ratios" in r:
         q = r["ratios"]
         lines += [

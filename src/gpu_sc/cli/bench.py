@@ -112,11 +112,51 @@ def add_parser(sub) -> None:
         help="with --model: price the counts of an earlier bench_model.json again "
         "(new constants or extrapolation) instead of counting",
     )
+    d = p.add_argument_group(
+        "--dask-atlas: the Dask path against the in-memory engine",
+        "Write a synthetic atlas of --cells (one size) x --genes to disk block by block, then "
+        "run the filters to PCA on it twice, each in a child process whose whole process tree's "
+        "peak RSS is sampled: lazily on a distributed.LocalCluster, and read into memory "
+        "(python -m gpu_sc.bench.dask_atlas; benchmarks/DASK.md).",
+    )
+    d.add_argument("--dask-atlas", action="store_true", help="run this benchmark instead")
+    d.add_argument("--nnz-per-cell", type=float, default=500, help="default 500")
+    d.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
+    d.add_argument("--memory-limit", default="3GiB", help="per worker (default 3GiB)")
+    d.add_argument("--chunk-rows", type=int, default=20_000, help="cells per block")
+    d.add_argument("--persist-hvg-matrix", action="store_true",
+                   help="keep the HVG matrix in the workers' memory")  # fmt: skip
+    d.add_argument("--paths", default="dask,memory", help="which of dask,memory to run")
+    d.add_argument("--data", help="atlas .h5ad to reuse (or create)")
+    d.add_argument("--after-pca", default="", metavar="STEPS",
+                   help="then these steps on the Dask path's PCA, timed apart: neighbors, "
+                   "leiden, paga, umap, rank_genes_groups (comma-separated)")  # fmt: skip
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)  # fmt: skip
 
 
+def _run_dask_atlas(args) -> int:
+    from ..bench.dask_atlas import main
+
+    cells = _int_list(args.cells)
+    if len(cells) != 1:
+        raise ValueError(f"--dask-atlas takes one --cells size, got {args.cells}")
+    argv = ["--cells", str(cells[0]), "--genes", str(args.genes), "--seed", str(args.seed),
+            "--nnz-per-cell", str(args.nnz_per_cell), "--workers", str(args.workers),
+            "--memory-limit", args.memory_limit, "--chunk-rows", str(args.chunk_rows),
+            "--paths", args.paths, "--note", args.note or "", "--out", args.out]  # fmt: skip
+    if args.persist_hvg_matrix:
+        argv.append("--persist-after-hvg")
+    if args.data:
+        argv += ["--data", args.data]
+    if args.after_pca:
+        argv += ["--after-pca", args.after_pca]
+    return main(argv)
+
+
 def run(args) -> int:
+    if args.dask_atlas:
+        return _run_dask_atlas(args)
     if args.model:
         return _run_model(args)
     from ..bench import BenchConfig, run_bench, write_outputs
