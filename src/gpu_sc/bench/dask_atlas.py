@@ -188,9 +188,11 @@ def _save(out: Path, adata, info: dict) -> None:
         var_names=np.asarray(adata.var_names, dtype=str),
         x_pca=adata.obsm["X_pca"],
     )
+    from gpu_sc.dispatch.provenance import provenance
+
     steps = [
         {"step": p["step"], "backend": p["backend"], "seconds": round(p["seconds"], 3)}
-        for p in adata.uns["gpu_sc"]["provenance"]
+        for p in provenance(adata)
     ]
     info = dict(info, n_obs=adata.n_obs, n_vars=adata.n_vars, steps=steps)
     out.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
