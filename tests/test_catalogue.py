@@ -105,6 +105,31 @@ def test_runner_hooks_see_every_step_in_order(small):
     assert [p["step"] for p in provenance(a)] == labels
 
 
+def test_execution_options_reach_the_steps_as_arguments_not_through_settings(small, monkeypatch):
+    """pipeline() reads the settings once and passes strict, output and the chunking to each
+    step: the global settings are untouched while it runs."""
+    import gpu_sc.dispatch.registry as registry
+
+    seen = []
+    real = registry.run_step
+
+    def spy(step, adata, params, **options):
+        seen.append((step, options, gpu_sc.settings.strict, gpu_sc.settings.chunk_rows))
+        return real(step, adata, params, **options)
+
+    monkeypatch.setattr(registry, "run_step", spy)
+    monkeypatch.setattr("gpu_sc.steps.run_step", spy)
+    cfg = {k: {"enabled": False} for k in ("neighbors", "leiden", "paga", "umap", "tsne",
+                                           "rank_genes_groups")}  # fmt: skip
+    with gpu_sc.settings.override(chunk_rows=1234):
+        gpu_sc.pipeline(small.copy(), cfg, backend="numpy", strict=True)
+    assert [s for s, *_ in seen][:2] == ["filter_cells", "filter_genes"]
+    for step, options, strict_setting, rows_setting in seen:
+        assert options["strict"] is True and options["output"] == "host", step
+        assert options["chunk_rows"] == 1234, step  # read once at the pipeline's boundary
+        assert strict_setting is None and rows_setting == 1234, step  # not overridden
+
+
 @pytest.fixture(scope="module")
 def logged(small):
     import numpy as np

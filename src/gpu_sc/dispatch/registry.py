@@ -176,6 +176,8 @@ def run_step(
     backend: str | None = None,
     strict: bool | None = None,
     output: str | None = None,
+    chunk_rows: int | None = None,
+    max_device_nnz: int | None = None,
     lazy: bool = False,
 ) -> Any:
     """Run ``step`` on ``adata`` with scanpy-named ``params`` on the resolved backend.
@@ -189,7 +191,9 @@ def run_step(
     The execution options are arguments; each ``None`` takes the global setting:
     ``backend`` (``settings.backend``), ``strict`` (:func:`strict_mode`), ``output``
     (``settings.output``: ``"host"`` moves engine results to host after the step,
-    ``"device"`` leaves them on the GPU for the next step). ``lazy=True`` (the matrix the
+    ``"device"`` leaves them on the GPU for the next step), ``chunk_rows`` and
+    ``max_device_nnz`` (the engine's row blocks; ``settings.chunk_rows`` /
+    ``settings.max_device_nnz``). ``lazy=True`` (the matrix the
     step reads is a Dask array) runs the step's Dask implementation from the catalogue
     instead, its blocks in CuPy when the backend resolves to a usable ``cupy``, else in
     NumPy; without one it raises :class:`DaskUnsupported`.
@@ -198,6 +202,8 @@ def run_step(
     chosen, why = resolve_backend(requested)
     strict = strict_mode() if strict is None else bool(strict)
     output = settings.output if output is None else output
+    chunk_rows = settings.chunk_rows if chunk_rows is None else int(chunk_rows)
+    max_device_nnz = settings.max_device_nnz if max_device_nnz is None else int(max_device_nnz)
     if lazy:
         return _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict)
     fallback_reason = None
@@ -236,8 +242,8 @@ def run_step(
             ctx = EngineContext(
                 am=am,
                 chunked=chunked,
-                chunk_rows=settings.chunk_rows,
-                max_device_nnz=settings.max_device_nnz,
+                chunk_rows=chunk_rows,
+                max_device_nnz=max_device_nnz,
             )
             try:
                 t0 = time.perf_counter()

@@ -116,8 +116,10 @@ def pipeline(
     n_before = len(provenance(work))
     # On cupy the working matrix stays on the device between engine steps; host at the end.
     output = "device" if resolved == "cupy" else "host"
+    # The settings are read here, once, and passed down to every step as arguments.
     runner = Runner(work, cfg, backend=resolved, shapes=shapes, progress=progress,
-                    strict=strict, output=output,
+                    strict=strict, output=output, chunk_rows=settings.chunk_rows,
+                    max_device_nnz=settings.max_device_nnz,
                     persist_hvg_matrix=persist_hvg_matrix)  # fmt: skip
     try:
         with _quiet_unusable_cuda():
@@ -175,8 +177,9 @@ class Runner:
     Every step is recorded: dispatched steps by the dispatcher, the pipeline's own steps
     (subsetting, ``.raw``, layout) here with backend ``anndata``. ``backend`` is passed to
     every public step as its ``backend=`` argument (None: each step's default, the setting).
-    ``strict`` and ``output`` (see :func:`gpu_sc.dispatch.run_step`; None: the settings) go
-    to every public step as arguments too. ``hooks`` (:class:`StepHook`) are called before
+    ``strict``, ``output``, ``chunk_rows`` and ``max_device_nnz`` (see
+    :func:`gpu_sc.dispatch.run_step`; None: the settings) go to every public step as
+    arguments too. ``hooks`` (:class:`StepHook`) are called before
     and after each step, in order; they see the step's own arguments, without these options.
     """
 
@@ -185,12 +188,15 @@ class Runner:
                  progress: Callable[[str, float], None] | None = None,
                  hooks: tuple[StepHook, ...] | list[StepHook] = (),
                  strict: bool | None = None, output: str | None = None,
+                 chunk_rows: int | None = None, max_device_nnz: int | None = None,
                  persist_hvg_matrix: bool = False):  # fmt: skip
         self.adata = adata
         self.cfg = cfg
         self.backend = backend
         self.strict = strict
         self.output = output
+        self.chunk_rows = chunk_rows
+        self.max_device_nnz = max_device_nnz
         self.persist_hvg_matrix = persist_hvg_matrix
         self.shapes = [] if shapes is None else shapes
         self.progress = progress
@@ -213,7 +219,8 @@ class Runner:
         entry = catalogue.get(name)
         if entry is not None and entry.public and hasattr(func, "call"):
             out = func.call(self.adata, *args, backend=self.backend, strict=self.strict,
-                            output=self.output, **kwargs)  # fmt: skip
+                            output=self.output, chunk_rows=self.chunk_rows,
+                            max_device_nnz=self.max_device_nnz, **kwargs)  # fmt: skip
         else:
             out = func(self.adata, *args, **kwargs)
         seconds = time.perf_counter() - t0

@@ -41,7 +41,8 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
         return scanpy_func(adata, **params)
 
     def call(*args, backend: str | None = None, strict: bool | None = None,
-             output: str | None = None, **kwargs):  # fmt: skip
+             output: str | None = None, chunk_rows: int | None = None,
+             max_device_nnz: int | None = None, **kwargs):  # fmt: skip
         try:
             adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
         except TypeError as exc:
@@ -55,7 +56,8 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
         if name not in _GRAPH_STEPS:  # after the copy: a promotion must not touch the caller's
             lazy = check_step_input(f"gpu_sc.{namespace}.{name}", adata, params)
         result = run_step(name, adata, params, scanpy_impl=scanpy_impl, backend=backend,
-                          strict=strict, output=output, lazy=lazy)  # fmt: skip
+                          strict=strict, output=output, chunk_rows=chunk_rows,
+                          max_device_nnz=max_device_nnz, lazy=lazy)  # fmt: skip
         return adata if copy else result
 
     @functools.wraps(scanpy_func)
@@ -63,7 +65,7 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
         return call(*args, backend=backend, **kwargs)
 
     #: The step with every execution option as an argument (the pipeline's runner passes
-    #: ``strict`` and ``output`` this way instead of through global settings).
+    #: ``strict``, ``output`` and the chunking this way instead of through global settings).
     step.call = call
 
     sig = inspect.signature(scanpy_func)
