@@ -507,13 +507,13 @@ def test_persistent_out_of_memory_falls_back_to_scanpy_with_adata_unchanged(monk
     seen_by_scanpy = {}
     real_run_step = registry.run_step
 
-    def spy_run_step(step, adata_, params, *, scanpy_impl, backend=None):
+    def spy_run_step(step, adata_, params, *, scanpy_impl, **options):
         def checked(a, **p):  # what scanpy receives after the engine gave up
             seen_by_scanpy["x_equal"] = (a.X != before_x).nnz == 0
             seen_by_scanpy["obs_equal"] = a.obs.equals(before_obs)
             return scanpy_impl(a, **p)
 
-        return real_run_step(step, adata_, params, scanpy_impl=checked, backend=backend)
+        return real_run_step(step, adata_, params, scanpy_impl=checked, **options)
 
     monkeypatch.setattr("gpu_sc.steps.run_step", spy_run_step)
     with warnings.catch_warnings():
