@@ -374,8 +374,11 @@ def _markdown(r: dict) -> str:
                 continue
             lines.append(f"| {mode} | {m['wall_seconds']:.1f} | {m['run_seconds']:.1f} | "
                          f"{m['peak_rss_tree_bytes'] / gib:.2f} |")  # fmt: skip
-    if "x_csr_bytes" in r.get("atlas", {}):
-        lines += ["", f"X in memory (CSR): {r['atlas']['x_csr_bytes'] / gib:.2f} GiB."]
+    atlas = r.get("atlas", {})
+    if "x_csr_bytes" in atlas:
+        lines += ["", f"X in memory (CSR): {atlas['x_csr_bytes'] / gib:.2f} GiB"
+                  + (f"; {atlas['nnz']:,} nonzeros, written to disk block by block in "
+                     f"{atlas['seconds']:.1f} s" if "seconds" in atlas else "") + "."]  # fmt: skip
     after = r.get("dask", {}).get("after_pca_seconds")
     if after:
         lines += ["", "Then on the Dask path's in-memory PCA (backend auto; timed apart): "
