@@ -28,6 +28,7 @@ from dask import delayed
 
 from ..dispatch.arrays import array_module, module_of
 from ..dispatch.registry import EngineContext, EngineUnsupported
+from ..engine.pca import resolve_n_comps, write_pca
 from ..kernels import hvg as hvg_k
 from ..kernels import normalize as norm_k
 from ..kernels import pca as pca_k
@@ -253,41 +254,17 @@ def calculate_qc_metrics(
     cols = tree_sum([delayed(_second, pure=True)(p) for p in parts])
     *rows, (nnz_cols, sum_cols) = compute(*rows, cols)
 
-    sdt = _sum_dtype(x.dtype)
-    n_obs = x.shape[0]
     nnz_rows = np.concatenate([r["nnz"] for r in rows])
-    totals = np.concatenate([r["total"] for r in rows])
-    obs = pd.DataFrame(index=adata.obs_names)
-    col_n = f"n_{var_type}_by_{expr_type}"
-    obs[col_n] = nnz_rows.astype(_index_dtype(int(nnz_rows.sum()), x.shape[1]))
-    if log1p:
-        obs[f"log1p_{col_n}"] = np.log1p(obs[col_n])
-    obs[f"total_{expr_type}"] = totals.astype(sdt)
-    if log1p:
-        obs[f"log1p_total_{expr_type}"] = np.log1p(obs[f"total_{expr_type}"])
-    if ns:
-        denom = totals.astype(x.dtype).astype(np.float64)[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            props = np.concatenate([r["top"] for r in rows], axis=0) / denom
-        for i, n in enumerate(ns):
-            obs[f"pct_{expr_type}_in_top_{n}_{var_type}"] = props[:, i] * 100
-    for i, q in enumerate(qc_vars):
-        col = f"total_{expr_type}_{q}"
-        obs[col] = np.concatenate([r["qc"][i] for r in rows]).astype(sdt)
-        if log1p:
-            obs[f"log1p_{col}"] = np.log1p(obs[col])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            obs[f"pct_{expr_type}_{q}"] = obs[col] / obs[f"total_{expr_type}"] * 100
-
-    var = pd.DataFrame(index=adata.var_names)
-    var[f"n_cells_by_{expr_type}"] = nnz_cols.astype(np.int64)
-    var[f"mean_{expr_type}"] = sum_cols / n_obs
-    if log1p:
-        var[f"log1p_mean_{expr_type}"] = np.log1p(var[f"mean_{expr_type}"])
-    var[f"pct_dropout_by_{expr_type}"] = (1 - var[f"n_cells_by_{expr_type}"] / n_obs) * 100
-    var[f"total_{expr_type}"] = sum_cols.astype(sdt)
-    if log1p:
-        var[f"log1p_total_{expr_type}"] = np.log1p(var[f"total_{expr_type}"])
+    obs, var = qc_k.qc_tables(
+        adata.obs_names, adata.var_names, nnz_rows=nnz_rows,
+        totals=np.concatenate([r["total"] for r in rows]),
+        tops=np.concatenate([r["top"] for r in rows], axis=0) if ns else None,
+        qcs=[np.concatenate([r["qc"][i] for r in rows]) for i in range(len(qc_vars))],
+        nnz_cols=nnz_cols, sum_cols=sum_cols, x_dtype=x.dtype,
+        obs_count_dtype=_index_dtype(int(nnz_rows.sum()), x.shape[1]),
+        var_count_dtype=np.int64, expr_type=expr_type, var_type=var_type, qc_vars=qc_vars,
+        percent_top=ns, log1p=log1p,
+    )  # fmt: skip
     if not inplace:
         return obs, var
     _actual(adata)
@@ -853,7 +830,6 @@ def pca(
     """PCA from the covariance accumulated over blocks (float64 Gram, a tree sum), its
     eigendecomposition on the client, and the projection block by block; ``X_pca`` is an
     in-memory NumPy array. Up to :data:`gpu_sc.kernels.pca.EIGH_MAX_FEATURES` features."""
-    from scanpy import settings as sc_settings
     from scanpy.preprocessing._pca import _handle_mask_var
 
     if not zero_center:
@@ -862,11 +838,7 @@ def pca(
     x = _get_x(adata, layer, ctx)
     n_obs = x.shape[0]
     n_feat = int(mask.sum()) if mask is not None else x.shape[1]
-    if n_comps is None:
-        min_dim = min(n_feat, n_obs)
-        n_comps = min_dim - 1 if min_dim <= sc_settings.N_PCS else sc_settings.N_PCS
-    if not 1 <= n_comps < min(n_obs, n_feat):
-        raise EngineUnsupported(f"n_comps={n_comps} must be in [1, min(n_obs, n_vars))")
+    n_comps = resolve_n_comps(n_comps, n_obs, n_feat)
     if n_feat > pca_k.EIGH_MAX_FEATURES:
         raise EngineUnsupported(
             f"{n_feat} features: the dask PCA handles up to {pca_k.EIGH_MAX_FEATURES}; "
@@ -892,21 +864,7 @@ def pca(
     variance = evals.astype(float_dtype)
     variance_ratio = (evals / total_var).astype(float_dtype)
 
-    key_obsm, key_varm, key_uns = ("X_pca", "PCs", "pca") if key_added is None else [key_added] * 3
-    if mask is not None:
-        loadings = np.zeros(shape=(adata.n_vars, n_comps))
-        loadings[mask] = components.T
-    else:
-        loadings = components.T
-    params = dict(
-        zero_center=zero_center,
-        use_highly_variable=mask_param == "highly_variable",
-        mask_var=mask_param,
-    )
-    if layer is not None:
-        params["layer"] = layer
-    _actual(adata)
-    adata.obsm[key_obsm] = x_pca
-    adata.varm[key_varm] = loadings
-    adata.uns[key_uns] = dict(params=params, variance=variance, variance_ratio=variance_ratio)
+    write_pca(adata, x_pca, components, variance, variance_ratio, mask=mask,
+              mask_param=mask_param, zero_center=zero_center, layer=layer,
+              key_added=key_added)  # fmt: skip
     return None

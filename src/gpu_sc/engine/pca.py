@@ -14,7 +14,7 @@ from ..kernels import pca as pca_k
 from ..kernels import scale as scale_k
 from ._matrix import _actual, _Blocks, _get_x, _host
 
-__all__ = ["pca"]
+__all__ = ["pca", "resolve_n_comps", "write_pca"]
 
 
 def pca(
@@ -35,7 +35,6 @@ def pca(
     key_added=None,  # scanpy >= 1.11 (older ones store under the default key)
     copy,
 ):
-    from scanpy import settings as sc_settings
     from scanpy.preprocessing._pca import _handle_mask_var
 
     am, xp = ctx.am, ctx.am.xp
@@ -43,11 +42,7 @@ def pca(
     x = _get_x(adata, layer)
     n_obs = x.shape[0]
     n_feat = int(mask.sum()) if mask is not None else x.shape[1]
-    if n_comps is None:
-        min_dim = min(n_feat, n_obs)
-        n_comps = min_dim - 1 if min_dim <= sc_settings.N_PCS else sc_settings.N_PCS
-    if not 1 <= n_comps < min(n_obs, n_feat):
-        raise EngineUnsupported(f"n_comps={n_comps} must be in [1, min(n_obs, n_vars))")
+    n_comps = resolve_n_comps(n_comps, n_obs, n_feat)
     float_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
     blocks = _Blocks(ctx, x)
     cols = am.asarray(np.flatnonzero(mask)) if mask is not None else None
@@ -94,9 +89,31 @@ def pca(
     variance = _host(am, evals).astype(float_dtype)
     variance_ratio = (_host(am, evals) / total_var).astype(float_dtype)
 
+    write_pca(adata, x_pca, components, variance, variance_ratio, mask=mask,
+              mask_param=mask_param, zero_center=zero_center, layer=layer,
+              key_added=key_added)  # fmt: skip
+    return None
+
+
+def resolve_n_comps(n_comps, n_obs: int, n_feat: int) -> int:
+    """scanpy's default number of components, and the range the engine computes."""
+    from scanpy import settings as sc_settings
+
+    if n_comps is None:
+        min_dim = min(n_feat, n_obs)
+        n_comps = min_dim - 1 if min_dim <= sc_settings.N_PCS else sc_settings.N_PCS
+    if not 1 <= n_comps < min(n_obs, n_feat):
+        raise EngineUnsupported(f"n_comps={n_comps} must be in [1, min(n_obs, n_vars))")
+    return n_comps
+
+
+def write_pca(adata, x_pca, components, variance, variance_ratio, *, mask, mask_param,
+              zero_center, layer, key_added) -> None:  # fmt: skip
+    """Store a PCA under scanpy's keys (``obsm``, ``varm`` loadings of all genes, ``uns``);
+    shared by the engine and the Dask path. ``components``: ``(n_comps, n_features)``."""
     key_obsm, key_varm, key_uns = ("X_pca", "PCs", "pca") if key_added is None else [key_added] * 3
     if mask is not None:
-        loadings = np.zeros(shape=(adata.n_vars, n_comps))
+        loadings = np.zeros(shape=(adata.n_vars, components.shape[0]))
         loadings[mask] = components.T
     else:
         loadings = components.T
@@ -111,4 +128,3 @@ def pca(
     adata.obsm[key_obsm] = x_pca
     adata.varm[key_varm] = loadings
     adata.uns[key_uns] = dict(params=params, variance=variance, variance_ratio=variance_ratio)
-    return None

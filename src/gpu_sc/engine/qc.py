@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..dispatch.registry import EngineContext
 from ..kernels import qc as qc_k
@@ -58,42 +57,14 @@ def calculate_qc_metrics(
         nnz_cols += _host(am, c_nnz)
         sum_cols += _host(am, c_sum)
 
-    sdt = _sum_dtype(x.dtype)
-    n_obs = x.shape[0]
-    obs = pd.DataFrame(index=adata.obs_names)
-    col_n = f"n_{var_type}_by_{expr_type}"
-    obs[col_n] = np.concatenate(nnz_rows).astype(_major_nnz_dtype(x, 1))
-    if log1p:
-        obs[f"log1p_{col_n}"] = np.log1p(obs[col_n])
-    total = np.concatenate(totals).astype(sdt)
-    obs[f"total_{expr_type}"] = total
-    if log1p:
-        obs[f"log1p_total_{expr_type}"] = np.log1p(obs[f"total_{expr_type}"])
-    if ns:
-        # scanpy divides float64 top sums by the row totals in the data dtype
-        denom = np.concatenate(totals).astype(x.dtype).astype(np.float64)[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            props = np.concatenate(tops, axis=0) / denom
-        for i, n in enumerate(ns):
-            obs[f"pct_{expr_type}_in_top_{n}_{var_type}"] = props[:, i] * 100
-    for i, q in enumerate(qc_vars):
-        col = f"total_{expr_type}_{q}"
-        obs[col] = np.concatenate([parts[i] for parts in qcs]).astype(sdt)
-        if log1p:
-            obs[f"log1p_{col}"] = np.log1p(obs[col])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            obs[f"pct_{expr_type}_{q}"] = obs[col] / obs[f"total_{expr_type}"] * 100
-
-    var = pd.DataFrame(index=adata.var_names)
-    var[f"n_cells_by_{expr_type}"] = nnz_cols.astype(_major_nnz_dtype(x, 0))
-    var[f"mean_{expr_type}"] = sum_cols / n_obs
-    if log1p:
-        var[f"log1p_mean_{expr_type}"] = np.log1p(var[f"mean_{expr_type}"])
-    var[f"pct_dropout_by_{expr_type}"] = (1 - var[f"n_cells_by_{expr_type}"] / n_obs) * 100
-    var[f"total_{expr_type}"] = sum_cols.astype(sdt)
-    if log1p:
-        var[f"log1p_total_{expr_type}"] = np.log1p(var[f"total_{expr_type}"])
-
+    obs, var = qc_k.qc_tables(
+        adata.obs_names, adata.var_names, nnz_rows=np.concatenate(nnz_rows),
+        totals=np.concatenate(totals), tops=np.concatenate(tops, axis=0) if ns else None,
+        qcs=[np.concatenate([parts[i] for parts in qcs]) for i in range(len(qc_vars))],
+        nnz_cols=nnz_cols, sum_cols=sum_cols, x_dtype=x.dtype,
+        obs_count_dtype=_major_nnz_dtype(x, 1), var_count_dtype=_major_nnz_dtype(x, 0),
+        expr_type=expr_type, var_type=var_type, qc_vars=qc_vars, percent_top=ns, log1p=log1p,
+    )  # fmt: skip
     if not inplace:
         return obs, var
     _actual(adata)

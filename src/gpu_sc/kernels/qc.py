@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ..dispatch.arrays import ArrayModule
 from .reductions import axis_nnz, axis_sum
 
-__all__ = ["obs_metrics", "top_cumulative_sums", "var_accumulators"]
+__all__ = ["obs_metrics", "qc_tables", "top_cumulative_sums", "var_accumulators"]
 
 
 def top_cumulative_sums(am: ArrayModule, x: Any, ns: Sequence[int]) -> Any:
@@ -68,3 +70,53 @@ def obs_metrics(
 def var_accumulators(am: ArrayModule, x: Any) -> tuple[Any, Any]:
     """Per-column ``(nnz int64, sum float64)`` of one row block; add them up across blocks."""
     return axis_nnz(am, x, axis=0), axis_sum(am, x, axis=0)
+
+
+def qc_tables(
+    obs_names, var_names, *, nnz_rows, totals, tops, qcs, nnz_cols, sum_cols, x_dtype,
+    obs_count_dtype, var_count_dtype, expr_type, var_type, qc_vars, percent_top, log1p,
+):  # fmt: skip
+    """scanpy's ``calculate_qc_metrics`` tables ``(obs, var)`` from host accumulators.
+
+    ``nnz_rows``/``totals`` (per cell), ``tops`` (per cell, one column per sorted
+    ``percent_top``; None without), ``qcs`` (per ``qc_vars`` entry, per cell) and
+    ``nnz_cols``/``sum_cols`` (per gene) are whole-matrix NumPy arrays, however they were
+    accumulated (the engine's row blocks or the Dask path's). Shared by both paths.
+    """
+    import pandas as pd
+
+    sdt = np.zeros(1, dtype=x_dtype).sum().dtype  # scanpy's sums keep numpy's sum dtype
+    n_obs = len(obs_names)
+    obs = pd.DataFrame(index=obs_names)
+    col_n = f"n_{var_type}_by_{expr_type}"
+    obs[col_n] = nnz_rows.astype(obs_count_dtype)
+    if log1p:
+        obs[f"log1p_{col_n}"] = np.log1p(obs[col_n])
+    obs[f"total_{expr_type}"] = totals.astype(sdt)
+    if log1p:
+        obs[f"log1p_total_{expr_type}"] = np.log1p(obs[f"total_{expr_type}"])
+    if percent_top:
+        # scanpy divides float64 top sums by the row totals in the data dtype
+        denom = totals.astype(x_dtype).astype(np.float64)[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            props = tops / denom
+        for i, n in enumerate(percent_top):
+            obs[f"pct_{expr_type}_in_top_{n}_{var_type}"] = props[:, i] * 100
+    for i, q in enumerate(qc_vars):
+        col = f"total_{expr_type}_{q}"
+        obs[col] = qcs[i].astype(sdt)
+        if log1p:
+            obs[f"log1p_{col}"] = np.log1p(obs[col])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            obs[f"pct_{expr_type}_{q}"] = obs[col] / obs[f"total_{expr_type}"] * 100
+
+    var = pd.DataFrame(index=var_names)
+    var[f"n_cells_by_{expr_type}"] = nnz_cols.astype(var_count_dtype)
+    var[f"mean_{expr_type}"] = sum_cols / n_obs
+    if log1p:
+        var[f"log1p_mean_{expr_type}"] = np.log1p(var[f"mean_{expr_type}"])
+    var[f"pct_dropout_by_{expr_type}"] = (1 - var[f"n_cells_by_{expr_type}"] / n_obs) * 100
+    var[f"total_{expr_type}"] = sum_cols.astype(sdt)
+    if log1p:
+        var[f"log1p_total_{expr_type}"] = np.log1p(var[f"total_{expr_type}"])
+    return obs, var
