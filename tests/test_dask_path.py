@@ -37,7 +37,7 @@ def client():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # distributed's start-up chatter (ports, sizes)
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         c = distributed.Client(cluster)
     c.run(__import__, "gpu_sc.dask.steps")  # the workers' imports, once, here

@@ -153,7 +153,7 @@ def _child_dask(
     with dask.config.set({"distributed.worker.daemon": True}):
         cluster = distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-            dashboard_address=None,
+            dashboard_address=":0",
         )  # fmt: skip
     client = distributed.Client(cluster)
     # imports in the workers (gpu_sc, scanpy) belong to start-up, as the client's own do

@@ -103,12 +103,12 @@ def _start_dask(args, backend: str):
                              "dask-cuda, which is not installed: pip install dask-cuda, or "
                              "use --backend numpy for CPU workers") from None  # fmt: skip
         kw = {} if args.workers is None else {"n_workers": args.workers}
-        cluster = LocalCUDACluster(memory_limit=args.memory_limit, dashboard_address=None, **kw)
+        cluster = LocalCUDACluster(memory_limit=args.memory_limit, dashboard_address=":0", **kw)
         kind = "LocalCUDACluster"
     else:
         cluster = distributed.LocalCluster(
             n_workers=args.workers or 2, threads_per_worker=1, processes=True,
-            memory_limit=args.memory_limit, dashboard_address=None,
+            memory_limit=args.memory_limit, dashboard_address=":0",
         )  # fmt: skip
         kind = "LocalCluster"
     client = distributed.Client(cluster)
