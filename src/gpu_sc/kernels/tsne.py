@@ -83,7 +83,7 @@ def joint_probabilities(am: ArrayModule, X, perplexity: float, metric: str = "eu
     xp = am.xp
     n = X.shape[0]
     k = min(n - 1, int(3.0 * perplexity + 1))
-    idx, dist = _knn(X, k + 1, metric, am=am)
+    idx, dist = _knn(am, X, k + 1, metric)
     idx, dist = idx[:, 1:], dist[:, 1:].astype(xp.float64)
     # sklearn reads the neighbours in column order (it sorts the graph's indices); the search
     # result does not depend on the order, the sums it makes do, so follow it.
