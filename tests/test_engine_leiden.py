@@ -10,11 +10,13 @@ from _cluster_pbmc3k import tutorial_clusters
 from sklearn.metrics import adjusted_rand_score
 
 import gpu_sc
+from gpu_sc.dispatch.arrays import array_module
 from gpu_sc.dispatch.provenance import provenance
 from gpu_sc.kernels.leiden import leiden as leiden_kernel
 from gpu_sc.kernels.leiden import modularity
 
 BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
+NP = array_module("numpy")
 TUTORIAL = dict(resolution=0.9, n_iterations=2, directed=False, random_state=0)
 
 
@@ -54,7 +56,7 @@ def test_leiden_matches_igraph_partition_and_quality(graphs, dataset, backend):
     ours = adata.obs["leiden"].cat.codes.to_numpy()
     theirs = ref.obs["leiden"].cat.codes.to_numpy()
     A = ref.obsp["connectivities"]
-    q_ours, q_theirs = modularity(A, ours, 0.9), modularity(A, theirs, 0.9)
+    q_ours, q_theirs = modularity(NP, A, ours, 0.9), modularity(NP, A, theirs, 0.9)
     ari = adjusted_rand_score(theirs, ours)
     print(
         f"{dataset}: clusters {len(set(ours))} (igraph {len(set(theirs))}), ARI {ari:.4f}, "
@@ -88,11 +90,11 @@ def test_leiden_kernel_until_stable_matches_igraph_and_keeps_quality(graphs):
     sc.tl.leiden(adata, flavor="igraph", resolution=1.0, n_iterations=-1, directed=False,
                  random_state=0, key_added="stable")  # fmt: skip
     reference = adata.obs["stable"].cat.codes.to_numpy()
-    labels = leiden_kernel(A, resolution=1.0, n_iterations=-1, random_state=3)
+    labels = leiden_kernel(NP, A, resolution=1.0, n_iterations=-1, random_state=3)
     assert adjusted_rand_score(reference, labels) >= 0.95
-    assert modularity(A, labels) >= modularity(A, reference) * (1 - 0.005)
-    again = leiden_kernel(A, resolution=1.0, n_iterations=1, random_state=3)
-    assert modularity(A, labels) >= modularity(A, again) - 1e-12
+    assert modularity(NP, A, labels) >= modularity(NP, A, reference) * (1 - 0.005)
+    again = leiden_kernel(NP, A, resolution=1.0, n_iterations=1, random_state=3)
+    assert modularity(NP, A, labels) >= modularity(NP, A, again) - 1e-12
 
 
 def test_modularity_equals_igraph_modularity_of_scanpys_graph(graphs):
@@ -104,7 +106,7 @@ def test_modularity_equals_igraph_modularity_of_scanpys_graph(graphs):
     labels = ref.obs["leiden"].cat.codes.to_numpy()
     for gamma in (0.5, 0.9, 1.0):
         expected = g.modularity(labels.tolist(), weights="weight", resolution=gamma)
-        assert modularity(A, labels, gamma) == pytest.approx(expected, rel=1e-10)
+        assert modularity(NP, A, labels, gamma) == pytest.approx(expected, rel=1e-10)
 
 
 def test_leiden_unsupported_options_fall_back_to_scanpy(graphs):
@@ -122,9 +124,11 @@ def test_leiden_cupy_agrees_with_numpy(graphs):
     import cupy
 
     A = graphs["pbmc3k"].obsp["connectivities"]
-    host = leiden_kernel(A, resolution=0.9, n_iterations=2, random_state=0)
+    host = leiden_kernel(NP, A, resolution=0.9, n_iterations=2, random_state=0)
+    cp_am = array_module("cupy")
     device = leiden_kernel(
-        gpu_sc.dispatch.array_module("cupy").asarray(A),
+        cp_am,
+        cp_am.asarray(A),
         resolution=0.9,
         n_iterations=2,
         random_state=0,

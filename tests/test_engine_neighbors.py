@@ -118,8 +118,8 @@ def test_knn_is_independent_of_tiling_and_breaks_ties_by_index(backend):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 12))
     X[150:160] = X[10]  # ten exact duplicates of point 10: ties at distance 0
-    one_tile = knn(am.asarray(X), 20, am=am)
-    tiled = knn(am.asarray(X), 20, am=am, tile_elements=20 * 64)
+    one_tile = knn(am, am.asarray(X), 20)
+    tiled = knn(am, am.asarray(X), 20, tile_elements=20 * 64)
     idx, dist = am.to_host(one_tile[0]), am.to_host(one_tile[1])
     idx_t, dist_t = am.to_host(tiled[0]), am.to_host(tiled[1])
     np.testing.assert_allclose(dist_t, dist, rtol=0, atol=1e-12)
@@ -189,7 +189,7 @@ def test_knn_merges_few_candidates_even_on_data_sorted_by_type(monkeypatch):
         return out
 
     monkeypatch.setattr(knn_k, "_within_threshold", counting)
-    idx, dist = knn_k.knn(X, k, am=am, tile_elements=2**20)
+    idx, dist = knn_k.knn(am, X, k, tile_elements=2**20)
     assert seen["entries"] > 0.8 * n * n  # the filter saw (nearly) every distance
     assert seen["candidates"] / n < 2 * k * (1 + np.log(n / 1024))
     exact = ((X[:, None] - X[None]) ** 2).sum(-1)

@@ -62,11 +62,11 @@ def leiden(
     gamma = 1.0 if resolution is None else float(resolution)
     labels = am.to_host(
         _leiden_kernel(
+            am,
             A,
             resolution=gamma,
             n_iterations=int(n_iterations),
             random_state=int(random_state),
-            am=am,
         )
     )
     values = labels.astype("U")
@@ -115,9 +115,7 @@ def paga(adata, ctx, *, groups, use_rna_velocity, model, neighbors_key, copy):
     distances_key = adata.uns[check].get("distances_key", "distances")
     distances = adata.obsp[distances_key]
     n_groups = len(labels.cat.categories)
-    sizes, _inter, conn = paga_connectivities(
-        distances, labels.cat.codes.to_numpy(), n_groups, am=am
-    )
+    sizes, _inter, conn = paga_connectivities(am, distances, labels.cat.codes.to_numpy(), n_groups)
     connectivities = sp.csr_matrix(am.to_host(conn))
     tree = _spanning_tree(connectivities)
     adata.uns.setdefault("paga", {})

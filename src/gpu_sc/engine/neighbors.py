@@ -91,12 +91,12 @@ def neighbors(
     # scanpy's brute-force transformer asks for min(n_obs - 1, n_neighbors) others plus self,
     # then keeps the first n_neighbors columns.
     k = min(n_neighbors, n_obs)
-    indices, dists = _knn(x, k, metric, am=am)
-    distances = knn_to_csr(indices, dists, am=am)
+    indices, dists = _knn(am, x, k, metric)
+    distances = knn_to_csr(am, indices, dists)
     if method == "umap":
-        conns = _conn.fuzzy_simplicial_set(indices, dists, n_obs, n_neighbors, am=am)
+        conns = _conn.fuzzy_simplicial_set(am, indices, dists, n_obs, n_neighbors)
     else:
-        conns = _conn.gauss(indices, dists, n_obs, am=am)
+        conns = _conn.gauss(am, indices, dists, n_obs)
 
     if key_added is None:
         key_added, conns_key, dists_key = "neighbors", "connectivities", "distances"

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..dispatch.arrays import ArrayModule, module_of
+from ..dispatch.arrays import ArrayModule
 
 __all__ = ["fuzzy_simplicial_set", "gauss", "smooth_knn_dist"]
 
@@ -32,13 +32,13 @@ def _exp32(xp, x):
 
 
 def smooth_knn_dist(
+    am: ArrayModule,
     distances,
     k: float,
     *,
     n_iter: int = 64,
     local_connectivity: float = 1.0,
     bandwidth: float = 1.0,
-    am: ArrayModule | None = None,
 ):
     """Per-cell ``sigma`` and ``rho`` of umap's ``smooth_knn_dist``, for all cells at once.
 
@@ -55,7 +55,6 @@ def smooth_knn_dist(
     sigmas, rhos
         float32 arrays of length ``n``.
     """
-    am = am or module_of(distances)
     xp = am.xp
     f32 = xp.float32
     d = xp.asarray(distances, dtype=f32)
@@ -121,6 +120,7 @@ def smooth_knn_dist(
 
 
 def fuzzy_simplicial_set(
+    am: ArrayModule,
     knn_indices,
     knn_dists,
     n_obs: int,
@@ -128,7 +128,6 @@ def fuzzy_simplicial_set(
     *,
     set_op_mix_ratio: float = 1.0,
     local_connectivity: float = 1.0,
-    am: ArrayModule | None = None,
 ):
     """UMAP connectivities (scanpy's ``method='umap'``) as a float32 CSR matrix.
 
@@ -148,13 +147,12 @@ def fuzzy_simplicial_set(
         The fuzzy union ``A + A^T - A * A^T`` (for ``set_op_mix_ratio=1``) of the membership
         strengths, explicit zeros removed, float32, sorted indices.
     """
-    am = am or module_of(knn_indices)
     xp = am.xp
     f32 = xp.float32
     idx = xp.asarray(knn_indices, dtype=xp.int64)
     d = xp.asarray(knn_dists, dtype=f32)
     sigma, rho = smooth_knn_dist(
-        d, float(n_neighbors), local_connectivity=float(local_connectivity), am=am
+        am, d, float(n_neighbors), local_connectivity=float(local_connectivity)
     )
     n, k = idx.shape
     rows = xp.repeat(xp.arange(n, dtype=xp.int64), k)
@@ -179,7 +177,7 @@ def fuzzy_simplicial_set(
     return G
 
 
-def gauss(knn_indices, knn_dists, n_obs: int, *, am: ArrayModule | None = None):
+def gauss(am: ArrayModule, knn_indices, knn_dists, n_obs: int):
     """scanpy's Gaussian connectivities (``method='gauss'``, ``knn=True``) as CSR.
 
     Follows ``scanpy.neighbors._connectivity.gauss`` for a sparse kNN distance matrix: the width
@@ -187,7 +185,6 @@ def gauss(knn_indices, knn_dists, n_obs: int, *, am: ArrayModule | None = None):
     ``w_ij = sqrt(2 s_i s_j / (s_i^2 + s_j^2)) exp(-d_ij^2 / (s_i^2 + s_j^2))``, and the graph is
     made symmetric by adding ``w_ji = w_ij`` where ``j`` lists ``i`` but not vice versa.
     """
-    am = am or module_of(knn_indices)
     xp = am.xp
     idx = xp.asarray(knn_indices[:, 1:], dtype=xp.int64)
     dist = xp.asarray(knn_dists[:, 1:])

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._progress import progress
-from ..dispatch.arrays import ArrayModule, module_of
+from ..dispatch.arrays import ArrayModule
 
 __all__ = ["default_tile_elements", "knn", "knn_to_csr"]
 
@@ -53,17 +53,19 @@ def default_tile_elements(am: ArrayModule) -> int:
 
 
 def knn(
+    am: ArrayModule,
     X,
     k: int,
     metric: str = "euclidean",
     *,
-    am: ArrayModule | None = None,
     tile_elements: int | None = None,
 ):
     """Exact ``k`` nearest neighbours of every row of ``X`` among the rows of ``X``.
 
     Parameters
     ----------
+    am
+        Array module the search runs with (a host ``X`` is moved to its device).
     X
         ``(n, d)`` dense array (NumPy or CuPy); computed in float64 (float32 data: squared
         distances are rounded to float32 like scikit-learn does).
@@ -71,8 +73,6 @@ def knn(
         Neighbours per row, including the point itself (scanpy's ``n_neighbors``).
     metric
         ``"euclidean"`` or ``"cosine"``.
-    am
-        Array module; inferred from ``X`` when omitted.
     tile_elements
         Upper bound on the elements of one distance tile; by default
         :func:`default_tile_elements` (fixed per backend, for reproducible results).
@@ -85,7 +85,6 @@ def knn(
         ``(n, k)`` distances matching ``indices`` (0 for the point itself); float64, except
         float32 for cosine on float32 data (scikit-learn's types).
     """
-    am = am or module_of(X)
     xp = am.xp
     X = xp.asarray(X)
     if tile_elements is None:
@@ -236,13 +235,12 @@ def _sort_rows(xp, d, i):
     return xp.take_along_axis(by_index, by_dist, axis=1)
 
 
-def knn_to_csr(indices, distances, *, am: ArrayModule | None = None):
+def knn_to_csr(am: ArrayModule, indices, distances):
     """scanpy's ``obsp['distances']``: CSR with the ``k - 1`` neighbours other than self per row.
 
     Entries keep the neighbour order (increasing distance), exactly as scanpy stores them
     (its indices are not column-sorted).
     """
-    am = am or module_of(indices)
     xp = am.xp
     n, k = indices.shape
     m = k - 1

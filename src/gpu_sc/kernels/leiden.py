@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dispatch.arrays import ArrayModule, is_device_array, module_of
+from ..dispatch.arrays import ArrayModule, is_device_array
 from .segment import group_pairs as _group_pairs
 from .segment import reduce_runs as _reduce_runs
 from .segment import run_starts as _run_starts
@@ -30,11 +30,14 @@ __all__ = ["leiden", "modularity"]
 _MAX_ITERATIONS_UNTIL_STABLE = 100
 
 
-def modularity(adjacency, labels, resolution: float = 1.0, *, am: ArrayModule | None = None):
+def modularity(am: ArrayModule, adjacency, labels, resolution: float = 1.0):
     """Modularity with resolution of the partition ``labels`` of ``adjacency``.
 
     Parameters
     ----------
+    am
+        Array module the sums are made with (``adjacency`` and host ``labels`` are moved
+        to it).
     adjacency
         Square symmetric sparse (or dense) weighted adjacency matrix, host or device.
     labels
@@ -42,15 +45,12 @@ def modularity(adjacency, labels, resolution: float = 1.0, *, am: ArrayModule | 
         (strings/categories on host are converted with pandas).
     resolution
         :math:`\\gamma` in the formula above (scanpy's ``resolution``).
-    am
-        Array module; inferred from ``adjacency`` when omitted.
 
     Returns
     -------
     float
         :math:`Q` as defined in the module docstring (0.0 for a graph without edges).
     """
-    am = am or module_of(adjacency)
     xp = am.xp
     A = am.asarray(adjacency)
     if not am.issparse(A):
@@ -92,6 +92,7 @@ def _label_codes(am: ArrayModule, labels):
 # Leiden
 # ----------------------------------------------------------------------------------------------
 def leiden(
+    am: ArrayModule,
     adjacency,
     *,
     resolution: float = 1.0,
@@ -99,7 +100,6 @@ def leiden(
     random_state: int = 0,
     n_batches: int = 64,
     max_sweeps: int = 100,
-    am: ArrayModule | None = None,
 ):
     """Deterministic Leiden optimising :func:`modularity` with ``resolution``.
 
@@ -116,6 +116,8 @@ def leiden(
 
     Parameters
     ----------
+    am
+        Array module the solver runs with (``adjacency`` is moved to it).
     adjacency
         Symmetric non-negative sparse adjacency (scanpy's connectivities), host or device.
     resolution
@@ -130,8 +132,6 @@ def leiden(
         Vertex batches per sweep (more batches: closer to a sequential sweep, more launches).
     max_sweeps
         Cap on the sweeps of one local-moving phase.
-    am
-        Array module; inferred from ``adjacency`` when omitted.
 
     Returns
     -------
@@ -139,7 +139,6 @@ def leiden(
         ``int64`` array (on ``am``'s device): communities numbered ``0..C-1`` by decreasing
         size, ties by their smallest node index.
     """
-    am = am or module_of(adjacency)
     xp = am.xp
     if n_iterations == 0 or n_iterations < -1:
         raise ValueError(f"n_iterations must be -1 or positive, not {n_iterations}")

@@ -9,16 +9,18 @@ result does not depend on the summation order), and the scaling is elementwise.
 
 from __future__ import annotations
 
-from ..dispatch.arrays import ArrayModule, module_of
+from ..dispatch.arrays import ArrayModule
 
 __all__ = ["paga_connectivities"]
 
 
-def paga_connectivities(distances, codes, n_groups: int, *, am: ArrayModule | None = None):
+def paga_connectivities(am: ArrayModule, distances, codes, n_groups: int):
     """Group sizes and PAGA v1.2 connectivities of the kNN graph ``distances``.
 
     Parameters
     ----------
+    am
+        Array module the counts are made with (``distances`` and ``codes`` are moved to it).
     distances
         ``n x n`` sparse kNN distances (only their nonzero pattern is used), host or device.
     codes
@@ -34,7 +36,6 @@ def paga_connectivities(distances, codes, n_groups: int, *, am: ArrayModule | No
         ``connectivities``: dense PAGA connectivities (0 where groups share no edge, values
         capped at 1), both ``float64`` on ``am``'s device.
     """
-    am = am or module_of(distances)
     xp = am.xp
     D = am.asarray(distances)
     if not am.issparse(D):

@@ -3,23 +3,29 @@ expansion, and sums over runs of equal keys in a fixed order (sorts, no floating
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..dispatch.arrays import ArrayModule
+
 __all__ = [
     "group_pairs", "reduce_runs", "run_starts", "scatter_add", "segment_ids", "segment_sum",
 ]  # fmt: skip
 
 
-def segment_ids(xp, counts):
+def segment_ids(am: ArrayModule, counts):
     """For segments of lengths ``counts``, the segment of each of the ``counts.sum()`` items.
 
     ``np.repeat(np.arange(len(counts)), counts)`` without array-valued ``repeats`` (which
     CuPy's ``repeat`` does not take): a binary search of the item positions in the offsets.
     """
+    xp = am.xp
     ends = xp.cumsum(counts)
     total = int(ends[-1]) if ends.size else 0
     return xp.searchsorted(ends, xp.arange(total), side="right")
 
 
-def run_starts(am, sorted_keys):
+def run_starts(am: ArrayModule, sorted_keys):
     """Start index of each run of equal values in ``sorted_keys``, and the run count."""
     xp = am.xp
     if sorted_keys.shape[0] == 0:
@@ -30,7 +36,7 @@ def run_starts(am, sorted_keys):
     return starts, int(starts.shape[0])
 
 
-def reduce_runs(am, values, starts):
+def reduce_runs(am: ArrayModule, values, starts):
     """Sum of ``values`` over the runs beginning at ``starts``, in a fixed pairwise order.
 
     A doubling (Hillis-Steele) suffix sum inside each run: after the pass at distance ``d``,
@@ -55,7 +61,7 @@ def reduce_runs(am, values, starts):
     return x[starts]
 
 
-def segment_sum(am, ids, values, n: int):
+def segment_sum(am: ArrayModule, ids, values, n: int):
     """``out[g] = sum(values[ids == g])`` for ``g < n``, summed in a fixed order."""
     xp = am.xp
     out = xp.zeros(n, dtype=xp.float64)
@@ -68,7 +74,7 @@ def segment_sum(am, ids, values, n: int):
     return out
 
 
-def scatter_add(am, out, ids, values) -> None:
+def scatter_add(am: ArrayModule, out, ids, values) -> None:
     """``out[ids] += values`` in place with repeated ids summed first in a fixed order
     (sorted ids, :func:`reduce_runs`), so no two updates race for one element."""
     xp = am.xp
@@ -80,7 +86,7 @@ def scatter_add(am, out, ids, values) -> None:
     out[sorted_ids[starts]] += reduce_runs(am, values[order], starts)
 
 
-def group_pairs(am, u, c, w, n: int):
+def group_pairs(am: ArrayModule, u, c, w, n: int):
     """Sum ``w`` over equal ``(u, c)`` pairs: the sparse row ``u`` of node-to-community weights."""
     xp = am.xp
     key = u * n + c

@@ -83,7 +83,7 @@ def joint_probabilities(am: ArrayModule, X, perplexity: float, metric: str = "eu
     xp = am.xp
     n = X.shape[0]
     k = min(n - 1, int(3.0 * perplexity + 1))
-    idx, dist = _knn(X, k + 1, metric, am=am)
+    idx, dist = _knn(am, X, k + 1, metric)
     idx, dist = idx[:, 1:], dist[:, 1:].astype(xp.float64)
     # sklearn reads the neighbours in column order (it sorts the graph's indices); the search
     # result does not depend on the order, the sums it makes do, so follow it.
@@ -123,7 +123,7 @@ def _attraction(am, P, y, rows=None):
     """
     xp = am.xp
     if rows is None:
-        rows = _entry_rows(xp, P)
+        rows = _entry_rows(am, P)
     d2 = None
     for c in range(y.shape[1]):  # column by column: contiguous gathers
         delta = y[:, c][rows] - y[:, c][P.indices]
@@ -136,8 +136,8 @@ def _attraction(am, P, y, rows=None):
     return y * both[:, -1:] - both[:, :-1], w
 
 
-def _entry_rows(xp, P):
-    return segment_ids(xp, xp.diff(P.indptr))
+def _entry_rows(am, P):
+    return segment_ids(am, am.xp.diff(P.indptr))
 
 
 def _repulsion_exact(am, y, tile_elements: int = 2**22):
@@ -281,7 +281,7 @@ def tsne(
         learning_rate = max(n / early_exaggeration / 4.0, 50.0)
     y = pca_init(am, X)
 
-    rows = _entry_rows(xp, P)
+    rows = _entry_rows(am, P)
 
     def objective(y, P_eff, compute_error):
         attr, w = _attraction(am, P_eff, y, rows)

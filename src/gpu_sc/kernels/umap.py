@@ -44,8 +44,9 @@ def find_ab_params(spread: float, min_dist: float) -> tuple[float, float]:
     return float(params[0]), float(params[1])
 
 
-def make_epochs_per_sample(xp, weights, n_epochs: int):
+def make_epochs_per_sample(am: ArrayModule, weights, n_epochs: int):
     """umap's ``make_epochs_per_sample``: ``n_epochs / (n_epochs * w / max w)``, -1 for w = 0."""
+    xp = am.xp
     n_samples = n_epochs * (weights / weights.max())
     safe = xp.where(n_samples > 0, n_samples, 1.0)
     return xp.where(n_samples > 0, float(n_epochs) / safe, -1.0)
@@ -199,7 +200,7 @@ def optimize_layout(
     tail = xp.asarray(coo.col, dtype=xp.int64)
     weights = xp.asarray(coo.data, dtype=xp.float64)
     n_edges = int(head.size)
-    eps = make_epochs_per_sample(xp, weights, n_epochs)
+    eps = make_epochs_per_sample(am, weights, n_epochs)
     eps_neg = eps / negative_sample_rate
     next_sample = eps.copy()
     next_neg = eps_neg.copy()
@@ -240,7 +241,7 @@ def optimize_layout(
             next_sample[act] += eps[act]
             total = int(n_neg.sum())
             if total:
-                src = h[segment_ids(xp, n_neg)]  # sorted, as heads are
+                src = h[segment_ids(am, n_neg)]  # sorted, as heads are
                 k = rng.randint(0, n, size=total).astype(xp.int64)
                 diff = y[src] - y[k]
                 d2 = (diff * diff).sum(axis=1)

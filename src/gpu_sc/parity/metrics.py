@@ -150,10 +150,11 @@ def modularity(adjacency, labels, resolution: float = 1.0) -> float:
     """Modularity of ``labels`` on ``adjacency``: the engine's kernel
     (:func:`gpu_sc.kernels.leiden.modularity`) when present, else a NumPy twin of it."""
     try:
+        from ..dispatch.arrays import module_of
         from ..kernels.leiden import modularity as kernel
     except ImportError:
         return _local_modularity(adjacency, labels, resolution)
-    return float(kernel(adjacency, np.asarray(labels), resolution))
+    return float(kernel(module_of(adjacency), adjacency, np.asarray(labels), resolution))
 
 
 def match_clusters(labels_a, labels_b) -> list[tuple[object, object, int]]:
