@@ -31,6 +31,7 @@ HOST_ONLY = frozenset({
     "hvg.seurat_table",
     "hvg.seurat_v3_norm_var",
     "markers.gene_blocks",
+    "qc.qc_tables",
     "regress.categorical_fit",
     "score_genes.control_genes",
     "umap.find_ab_params",
