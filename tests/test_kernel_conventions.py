@@ -29,6 +29,8 @@ HOST_ONLY = frozenset({
     "hvg.select_cutoffs",
     "hvg.select_top",
     "hvg.seurat_table",
+    "hvg.seurat_v3_fits",
+    "hvg.seurat_v3_table",
     "hvg.seurat_v3_norm_var",
     "markers.gene_blocks",
     "qc.qc_tables",

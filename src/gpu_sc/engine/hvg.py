@@ -16,7 +16,7 @@ from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import hvg as hvg_k
 from ._matrix import _actual, _Blocks, _get_x, _host, _sanitized_obs
 
-__all__ = ["highly_variable_genes"]
+__all__ = ["highly_variable_genes", "store_hvg"]
 
 
 def _batch_codes(adata, batch_key: str | None, *, unique_sorted: bool):
@@ -119,21 +119,8 @@ def highly_variable_genes(
         n_top_genes=n_top_genes,
     )
 
-    if not inplace:
-        return df.loc[df["highly_variable"]] if subset else df
-    _actual(adata)
-    adata.uns["hvg"] = {"flavor": flavor}
-    adata.var["highly_variable"] = df["highly_variable"]
-    adata.var["means"] = df["means"]
-    adata.var["dispersions"] = df["dispersions"]
-    adata.var["dispersions_norm"] = df["dispersions_norm"].astype(np.float32, copy=False)
-    if batch_key is not None:
-        adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"]
-        adata.var["highly_variable_intersection"] = df["highly_variable_intersection"]
-        adata.strings_to_categoricals()  # scanpy sanitizes adata for batches
-    if subset:
-        adata._inplace_subset_var(adata.var["highly_variable"].to_numpy())
-    return None
+    return store_hvg(adata, df, flavor=flavor, batch_key=batch_key, inplace=inplace,
+                     subset=subset, subset_var=_subset_var)  # fmt: skip
 
 
 def _hvg_seurat_v3(
@@ -149,15 +136,7 @@ def _hvg_seurat_v3(
             UserWarning,
             stacklevel=3,
         )
-    n_total = int(stats["n"].sum())
-    means, variances = hvg_k.mean_var(stats["sum"].sum(0), stats["sumsq"].sum(0), n_total)
-
-    fits = []
-    for g in range(len(labels)):
-        n = int(stats["n"][g])
-        mean, var = hvg_k.mean_var(stats["sum"][g], stats["sumsq"][g], n)
-        reg_std, clip_val = hvg_k.seurat_v3_norm_var(mean, var, n, span)
-        fits.append((n, mean, reg_std, clip_val))
+    means, variances, fits = hvg_k.seurat_v3_fits(stats, span)
     clip_dev = [am.asarray(f[3]) for f in fits]
     csum = np.zeros((len(labels), x.shape[1]))
     csq = np.zeros((len(labels), x.shape[1]))
@@ -169,47 +148,46 @@ def _hvg_seurat_v3(
             s, q = hvg_k.clipped_sums(am, sub, clip_dev[g])
             csum[g] += _host(am, s)
             csq[g] += _host(am, q)
-    norm_gene_vars = []
-    for g, (n, mean, reg_std, _) in enumerate(fits):
-        v = (1 / ((n - 1) * np.square(reg_std))) * (
-            (n * np.square(mean)) + csq[g] - 2 * csum[g] * mean
-        )
-        norm_gene_vars.append(v.reshape(1, -1))
-    norm_gene_vars = np.concatenate(norm_gene_vars, axis=0)
+    df = hvg_k.seurat_v3_table(adata.var_names, means, variances, fits, csum, csq,
+                               flavor=flavor, n_top_genes=n_top_genes)  # fmt: skip
+    return store_hvg(adata, df, flavor=flavor, batch_key=batch_key, inplace=inplace,
+                     subset=subset, subset_var=_subset_var)  # fmt: skip
 
-    # ranking exactly as scanpy's _highly_variable_genes_seurat_v3
-    ranked = np.argsort(np.argsort(-norm_gene_vars, axis=1), axis=1).astype(np.float32)
-    num_batches_high_var = np.sum((ranked < n_top_genes).astype(int), axis=0)
-    ranked[ranked >= n_top_genes] = np.nan
-    median_ranked = np.ma.median(np.ma.masked_invalid(ranked), axis=0).filled(np.nan)
-    df = pd.DataFrame(index=adata.var_names)
-    df["means"], df["variances"] = means, variances
-    df["gene_name"] = df.index
-    df["highly_variable_nbatches"] = num_batches_high_var
-    df["highly_variable_rank"] = median_ranked
-    df["variances_norm"] = np.mean(norm_gene_vars, axis=0)
-    if flavor == "seurat_v3":
-        sort_cols, ascending = ["highly_variable_rank", "highly_variable_nbatches"], [True, False]
-    else:
-        sort_cols, ascending = ["highly_variable_nbatches", "highly_variable_rank"], [False, True]
-    order = df[sort_cols].sort_values(sort_cols, ascending=ascending, na_position="last").index
-    df["highly_variable"] = False
-    df.loc[order[: int(n_top_genes)], "highly_variable"] = True
+
+def _subset_var(adata, mask) -> None:
+    adata._inplace_subset_var(mask)
+
+
+def store_hvg(adata, df, *, flavor, batch_key, inplace, subset, subset_var):
+    """Return or store an HVG table ``df`` as scanpy does for ``flavor``; shared by the
+    in-memory engine and the Dask path, which subsets its matrices with ``subset_var``."""
+    v3 = flavor in ("seurat_v3", "seurat_v3_paper")
     if not inplace:
-        if batch_key is None:
+        if v3 and batch_key is None:
             df = df.drop(["highly_variable_nbatches"], axis=1)
-        return df.iloc[df["highly_variable"].to_numpy(), :] if subset else df
+        return df.loc[df["highly_variable"].to_numpy()] if subset else df
     _actual(adata)
     adata.uns["hvg"] = {"flavor": flavor}
-    adata.var["highly_variable"] = df["highly_variable"].to_numpy()
-    adata.var["highly_variable_rank"] = df["highly_variable_rank"].to_numpy()
-    adata.var["means"] = df["means"].to_numpy()
-    adata.var["variances"] = df["variances"].to_numpy()
-    adata.var["variances_norm"] = df["variances_norm"].to_numpy().astype("float64", copy=False)
-    if batch_key is not None:
-        adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"].to_numpy()
+    if v3:
+        adata.var["highly_variable"] = df["highly_variable"].to_numpy()
+        adata.var["highly_variable_rank"] = df["highly_variable_rank"].to_numpy()
+        adata.var["means"] = df["means"].to_numpy()
+        adata.var["variances"] = df["variances"].to_numpy()
+        adata.var["variances_norm"] = df["variances_norm"].to_numpy().astype("float64",
+                                                                              copy=False)  # fmt: skip
+        if batch_key is not None:
+            adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"].to_numpy()
+    else:
+        adata.var["highly_variable"] = df["highly_variable"]
+        adata.var["means"] = df["means"]
+        adata.var["dispersions"] = df["dispersions"]
+        adata.var["dispersions_norm"] = df["dispersions_norm"].astype(np.float32, copy=False)
+        if batch_key is not None:
+            adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"]
+            adata.var["highly_variable_intersection"] = df["highly_variable_intersection"]
+            adata.strings_to_categoricals()  # scanpy sanitizes adata for batches
     if subset:
-        adata._inplace_subset_var(df["highly_variable"].to_numpy())
+        subset_var(adata, adata.var["highly_variable"].to_numpy())
     return None
 
 

@@ -27,7 +27,10 @@ __all__ = [
     "mean_var",
     "select_cutoffs",
     "select_top",
+    "seurat_table",
+    "seurat_v3_fits",
     "seurat_v3_norm_var",
+    "seurat_v3_table",
 ]
 
 
@@ -224,4 +227,50 @@ def seurat_table(stats, var_names, *, n_batches, flavor, n_bins, cutoffs, n_top_
         else:
             df["dispersions_norm"] = df["dispersions_norm"].fillna(0)
             df["highly_variable"] = select_cutoffs(df, cutoffs)
+    return df
+
+
+def seurat_v3_fits(stats, span: float):
+    """``seurat_v3``'s first pass, from per-batch gene statistics ``stats``: the overall
+    ``(means, variances)`` and, per batch, ``(n, mean, reg_std, clip_val)``. Host-side;
+    shared by the in-memory engine and the Dask path."""
+    n_total = int(stats["n"].sum())
+    means, variances = mean_var(stats["sum"].sum(0), stats["sumsq"].sum(0), n_total)
+    fits = []
+    for g in range(len(stats["n"])):
+        n = int(stats["n"][g])
+        mean, var = mean_var(stats["sum"][g], stats["sumsq"][g], n)
+        reg_std, clip_val = seurat_v3_norm_var(mean, var, n, span)
+        fits.append((n, mean, reg_std, clip_val))
+    return means, variances, fits
+
+
+def seurat_v3_table(var_names, means, variances, fits, csum, csq, *, flavor, n_top_genes):
+    """scanpy's ``seurat_v3``/``seurat_v3_paper`` table from the fits and the per-batch
+    clipped sums ``csum``/``csq`` (``(n_batches, n_genes)``): normalised variances, ranking
+    exactly as scanpy's ``_highly_variable_genes_seurat_v3``, and the selection."""
+    norm_gene_vars = []
+    for g, (n, mean, reg_std, _) in enumerate(fits):
+        v = (1 / ((n - 1) * np.square(reg_std))) * (
+            (n * np.square(mean)) + csq[g] - 2 * csum[g] * mean
+        )
+        norm_gene_vars.append(v.reshape(1, -1))
+    norm_gene_vars = np.concatenate(norm_gene_vars, axis=0)
+    ranked = np.argsort(np.argsort(-norm_gene_vars, axis=1), axis=1).astype(np.float32)
+    num_batches_high_var = np.sum((ranked < n_top_genes).astype(int), axis=0)
+    ranked[ranked >= n_top_genes] = np.nan
+    median_ranked = np.ma.median(np.ma.masked_invalid(ranked), axis=0).filled(np.nan)
+    df = pd.DataFrame(index=var_names)
+    df["means"], df["variances"] = means, variances
+    df["gene_name"] = df.index
+    df["highly_variable_nbatches"] = num_batches_high_var
+    df["highly_variable_rank"] = median_ranked
+    df["variances_norm"] = np.mean(norm_gene_vars, axis=0)
+    if flavor == "seurat_v3":
+        sort_cols, ascending = ["highly_variable_rank", "highly_variable_nbatches"], [True, False]
+    else:
+        sort_cols, ascending = ["highly_variable_nbatches", "highly_variable_rank"], [False, True]
+    order = df[sort_cols].sort_values(sort_cols, ascending=ascending, na_position="last").index
+    df["highly_variable"] = False
+    df.loc[order[: int(n_top_genes)], "highly_variable"] = True
     return df
