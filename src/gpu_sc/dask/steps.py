@@ -163,25 +163,7 @@ def subset_var(adata, mask, **_params) -> None:
 
 
 def _summary_block(b):
-    """Counts of the values :func:`gpu_sc.pipeline.validate_counts` checks, for one block."""
-    am = _am(b)
-    xp = am.xp
-    v = b.data if am.issparse(b) else b.ravel()
-    if v.dtype.kind not in "biufc":
-        return {"kind": v.dtype.str, "nonfinite": 0, "negative": 0, "nonzero": 0,
-                "fractional": 0, "min": 0.0, "example": 0.0}  # fmt: skip
-    finite = xp.isfinite(v) if v.dtype.kind in "fc" else xp.ones(v.shape, dtype=bool)
-    fv = v[finite]
-    frac = fv != xp.round(fv) if v.dtype.kind in "fc" else xp.zeros(fv.shape, dtype=bool)
-    return {
-        "kind": "",
-        "nonfinite": int((~finite).sum()),
-        "negative": int((fv < 0).sum()),
-        "nonzero": int((fv != 0).sum()),
-        "fractional": int(frac.sum()),
-        "min": float(fv.min()) if fv.size else 0.0,
-        "example": float(fv[frac][0]) if bool(frac.any()) else 0.0,
-    }
+    return qc_k.value_summary(_am(b), b)
 
 
 def _summary_combine(*parts):
@@ -192,7 +174,6 @@ def _summary_combine(*parts):
         for k in ("nonfinite", "negative", "nonzero", "fractional"):
             out[k] += p[k]
         out["min"] = min(out["min"], p["min"])
-        out["kind"] = out["kind"] or p["kind"]
     return out
 
 

@@ -15,7 +15,13 @@ import numpy as np
 from ..dispatch.arrays import ArrayModule
 from .reductions import axis_nnz, axis_sum
 
-__all__ = ["obs_metrics", "qc_tables", "top_cumulative_sums", "var_accumulators"]
+__all__ = [
+    "obs_metrics",
+    "qc_tables",
+    "top_cumulative_sums",
+    "value_summary",
+    "var_accumulators",
+]
 
 
 def top_cumulative_sums(am: ArrayModule, x: Any, ns: Sequence[int]) -> Any:
@@ -120,3 +126,26 @@ def qc_tables(
     if log1p:
         var[f"log1p_total_{expr_type}"] = np.log1p(var[f"total_{expr_type}"])
     return obs, var
+
+
+def value_summary(am: ArrayModule, x: Any) -> dict:
+    """What :func:`gpu_sc.pipeline.validate_counts` checks, over the stored values of ``x``
+    (a matrix or a block of one, sparse or dense): how many are NaN/Inf, negative, nonzero
+    and non-integer, the smallest finite value and the first non-integer one."""
+    xp = am.xp
+    v = x.data if am.issparse(x) else x.ravel()
+    zero = {"nonfinite": 0, "negative": 0, "nonzero": 0, "fractional": 0, "min": 0.0,
+            "example": 0.0}  # fmt: skip
+    if v.dtype.kind not in "biufc":
+        return zero
+    finite = xp.isfinite(v) if v.dtype.kind in "fc" else xp.ones(v.shape, dtype=bool)
+    fv = v[finite]
+    frac = fv != xp.round(fv) if v.dtype.kind in "fc" else xp.zeros(fv.shape, dtype=bool)
+    return {
+        "nonfinite": int((~finite).sum()),
+        "negative": int((fv < 0).sum()),
+        "nonzero": int((fv != 0).sum()),
+        "fractional": int(frac.sum()),
+        "min": float(fv.min()) if fv.size else 0.0,
+        "example": float(fv[frac][0]) if bool(frac.any()) else 0.0,
+    }

@@ -87,20 +87,12 @@ def _summary(X) -> dict:
         from ..dask.steps import value_summary
 
         return value_summary(X)
+    from ..dispatch.arrays import array_module
+    from ..kernels.qc import value_summary
+
     if not (sp.issparse(X) or isinstance(X, np.ndarray) or _on_device(X)):
         X = np.asarray(X)
-    values = _values(X)
-    finite = np.isfinite(values)
-    fv = values[finite] if not finite.all() else values
-    frac = fv != np.round(fv)
-    return {
-        "nonfinite": int(values.size - fv.size),
-        "negative": int((fv < 0).sum()),
-        "nonzero": int(np.count_nonzero(fv)),
-        "fractional": int(frac.sum()),
-        "min": float(fv.min()) if fv.size else 0.0,
-        "example": float(fv[np.argmax(frac)]) if frac.any() else 0.0,
-    }
+    return value_summary(array_module("numpy"), _values(X))  # host values, as before
 
 
 def prepare_counts(adata) -> None:
