@@ -23,7 +23,7 @@ from typing import Any
 from .._settings import settings
 from .arrays import ArrayModule, array_module
 from .backends import ENGINE_BACKENDS, canonical_backend_name, cuda_status, resolve_backend
-from .provenance import record_step
+from .provenance import record_step, writes_uns
 
 __all__ = [
     "DaskUnsupported",
@@ -343,7 +343,8 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
         raise DaskUnsupported(f"{step} on the Dask path: {exc}") from None
     seconds = time.perf_counter() - t0
     info = dask_info(adata.X)
-    adata.uns.setdefault("gpu_sc", {})["dask"] = info
+    if writes_uns():
+        adata.uns.setdefault("gpu_sc", {})["dask"] = info
     note = (f"dask: {info['scheduler']}, {info['n_workers']} workers, {info.get('n_blocks')} "
             f"blocks of <= {info.get('chunk_rows')} rows, blocks in {blocks}")  # fmt: skip
     if chosen not in ("numpy", "cupy"):  # "auto" without CUDA, or "scanpy"

@@ -77,7 +77,8 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
         f"scanpy.{namespace}.{name}, dispatched by gpu_sc.\n\n"
         "Same parameters, defaults and outputs as scanpy's function, plus ``backend``:\n"
         "``None`` (the global ``gpu_sc.settings.backend``), ``'auto'``, ``'scanpy'``,\n"
-        "``'numpy'`` or ``'cupy'``. The call is recorded in ``adata.uns['gpu_sc']``.\n\n"
+        "``'numpy'`` or ``'cupy'``. The call is recorded in ``gpu_sc.provenance.history()``\n"
+        "(in ``adata.uns['gpu_sc']`` too with ``gpu_sc.settings.record_steps``).\n\n"
         "scanpy's documentation follows.\n\n" + (scanpy_func.__doc__ or "")
     )
     step.__module__ = f"gpu_sc.{namespace}"
