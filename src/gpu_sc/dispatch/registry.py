@@ -33,6 +33,7 @@ __all__ = [
     "engine_impl",
     "implemented_steps",
     "register",
+    "run_scanpy",
     "run_step",
     "strict_mode",
 ]
@@ -299,6 +300,40 @@ def run_step(
         seconds=seconds,
         note=why,
     )
+    return result
+
+
+def run_scanpy(
+    step: str,
+    call: Callable[[], Any],
+    params: dict[str, Any],
+    *,
+    reason: str,
+    backend: str | None = None,
+    strict: bool | None = None,
+    target: Any = None,
+) -> Any:
+    """Run ``call()`` (scanpy's function, with the caller's own arguments) for ``step``: a
+    fallback for ``reason`` (logged, recorded, a :class:`FallbackError` in strict mode),
+    unless the backend resolves to scanpy anyway. ``target``: the AnnData the record may
+    go to (None: the record is only logged)."""
+    requested = canonical_backend_name(settings.backend if backend is None else backend)
+    chosen, why = resolve_backend(requested)
+    strict = strict_mode() if strict is None else bool(strict)
+    fallback_reason = None if chosen == "scanpy" else f"{step} on {chosen}: {reason}"
+    if fallback_reason is not None:
+        if strict:
+            raise FallbackError(
+                f"{step}: strict mode forbids falling back to scanpy: {fallback_reason}"
+            )
+        logger.warning("gpu_sc: falling back to scanpy for %s: %s", step, fallback_reason)
+    t0 = time.perf_counter()
+    result = call()
+    record_step(
+        target, step=step, backend="scanpy", requested=requested,
+        fallback_reason=fallback_reason, params=params, seconds=time.perf_counter() - t0,
+        note=why,
+    )  # fmt: skip
     return result
 
 
