@@ -49,10 +49,11 @@ def _libraries() -> tuple[list, bool]:
         setters, fallback = [], False
         for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
             fn = None
-            if lib.internal_api == "openblas":
+            dynlib = getattr(lib, "dynlib", None) or getattr(lib, "_dynlib", None)
+            if lib.internal_api == "openblas" and dynlib is not None:
                 for name in ("openblas_set_num_threads_local",
                              "scipy_openblas_set_num_threads_local"):  # fmt: skip
-                    fn = fn or getattr(lib.dynlib, name, None)
+                    fn = fn or getattr(dynlib, name, None)
             if fn is None:
                 fallback = True
             else:
