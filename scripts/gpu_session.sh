@@ -79,7 +79,7 @@ setup_device() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || { note "setup: wheel install failed"; return 1; }
     export PYTHONPATH=/tmp/site:$ROOT/src:$ROOT PYTHONUNBUFFERED=1
-    export GPU_SC_PBMC3K=$ROOT/.data/pbmc3k MPLBACKEND=Agg
+    export GPU_SC_DATA=$ROOT/.data/pbmc3k MPLBACKEND=Agg
     # one line per package (version and where it comes from), then the device; a failed import
     # is one line naming the package, not a traceback, and fails the phase
     python3 - <<'EOF' 2>&1 | tee -a "$SUMMARY"

@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python
-DATA=${GPU_SC_PBMC3K:-../shared/data/pbmc3k}/filtered_gene_bc_matrices/hg19
+DATA=${GPU_SC_DATA:-${GPU_SC_PBMC3K:-../shared/data/pbmc3k}}/filtered_gene_bc_matrices/hg19
 BACKENDS=${1:-scanpy,numpy}
 OUT=benchmarks/results
 mkdir -p "$OUT"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +11,19 @@ import pytest
 matplotlib.use("Agg")
 
 REPO = Path(__file__).resolve().parents[1]
-PBMC3K_DIR = Path(os.environ.get("GPU_SC_PBMC3K", REPO.parent / "shared" / "data" / "pbmc3k"))
+
+
+def _data_dir() -> Path:
+    """$GPU_SC_DATA (gpu_sc.datasets.data_dir; the old GPU_SC_PBMC3K still works, with a
+    warning shown once), else ../shared/data/pbmc3k."""
+    from gpu_sc.datasets.pbmc3k import data_dir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # shown, not an error at collection
+        return data_dir() or REPO.parent / "shared" / "data" / "pbmc3k"
+
+
+PBMC3K_DIR = _data_dir()
 
 
 def _gpu_target() -> str:
@@ -63,7 +75,7 @@ def _cupy_for_gpu_tests(request):
 def pbmc3k_raw():
     """The raw 10x PBMC3k counts (2700 x 32738), read once per session; copy before mutating."""
     if not PBMC3K_DIR.exists():
-        pytest.fail(f"PBMC3k data not found at {PBMC3K_DIR}; set GPU_SC_PBMC3K")
+        pytest.fail(f"PBMC3k data not found at {PBMC3K_DIR}; set GPU_SC_DATA")
     import gpu_sc
 
     return gpu_sc.datasets.pbmc3k(PBMC3K_DIR)

@@ -100,14 +100,34 @@ def test_info_reports_backends(capsys):
 
 
 @pytest.mark.slow
-def test_console_script_entry_point_runs_demo(tmp_path):
-    out = tmp_path / "demo.h5ad"
+def test_console_script_entry_point_runs_demo_and_writes_into_the_temp_dir(tmp_path):
+    """Without -o the demo writes under the system's temporary directory, not into the current
+    directory (it was a 47 MB file in the repository root), and says where."""
+    import os
+
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    tmp.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "gpu_sc.cli", "demo", "--cells", "600", "-o", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "gpu_sc.cli", "demo", "--cells", "600"],
+        capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, "TMPDIR": str(tmp)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    out = tmp / "gpu_sc_demo" / "demo.h5ad"
     assert "ARI vs ground truth" in proc.stdout and out.exists()
+    assert f"wrote {out}" in proc.stdout
+    assert not list(cwd.iterdir())
+
+
+def test_version_names_gpu_sc_scanpy_and_anndata(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"gpu-sc {version('gpu-sc')} (scanpy {version('scanpy')}, anndata ")
+    assert "\n" not in line
 
 
 def test_run_dask_on_a_local_cluster_writes_a_result_anndata_reads(

@@ -21,10 +21,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="The scanpy single-cell workflow on the GPU (CuPy) or on scanpy's CPU path.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=_version_line(),
+                        help="print gpu_sc's version (and scanpy's, anndata's) and exit")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parser(sub)
     return parser
+
+
+def _version_line() -> str:
+    """``gpu-sc X.Y.Z (scanpy A, anndata B, Python C)``: the installed distribution's version."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (f"gpu-sc {v('gpu-sc')} (scanpy {v('scanpy')}, anndata {v('anndata')}, "
+            f"Python {platform.python_version()})")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 from ._common import print_progress, provenance_table
@@ -12,7 +13,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="run the pipeline on a synthetic atlas (no download)")
     p.add_argument("--cells", type=int, default=5000, help="number of cells (default 5000)")
     p.add_argument("--backend", default="auto", help="auto | scanpy | numpy | cupy (default auto)")
-    p.add_argument("-o", "--out", default="gpu_sc_demo.h5ad", help="result .h5ad")
+    p.add_argument("-o", "--out", default=None,
+                   help="result .h5ad (default: gpu_sc_demo/demo.h5ad in the system's temporary "
+                        "directory, printed at the end)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -25,6 +28,9 @@ def run(args) -> int:
     from ..dispatch import resolve_backend
     from ..io import check_output_path, write_h5ad
 
+    if args.out is None:  # not the current directory: the result is ~50 MB a 5000 cells
+        args.out = default_out()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
     check_output_path(args.out)
     backend, why = resolve_backend(args.backend)
     print(f"backend: {backend} ({why})", file=sys.stderr)
@@ -37,3 +43,8 @@ def run(args) -> int:
     print(f"\n{adata.n_obs} cells after QC, {adata.obs['leiden'].nunique()} Leiden clusters, "
           f"ARI vs ground truth {ari:.3f}; wrote {args.out}")  # fmt: skip
     return 0
+
+
+def default_out() -> Path:
+    """Where the demo writes without ``-o``: ``<temporary directory>/gpu_sc_demo/demo.h5ad``."""
+    return Path(tempfile.gettempdir()) / "gpu_sc_demo" / "demo.h5ad"

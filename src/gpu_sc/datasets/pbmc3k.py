@@ -7,11 +7,17 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import warnings
 from pathlib import Path
 
 from .readers import read
 
-__all__ = ["pbmc3k"]
+__all__ = ["data_dir", "pbmc3k"]
+
+#: The environment variable naming the folder that holds PBMC3k (and the tests' data).
+DATA_ENV = "GPU_SC_DATA"
+#: Its former name in the tests and scripts: still read, with a FutureWarning.
+DEPRECATED_DATA_ENV = "GPU_SC_PBMC3K"
 
 URL = "http://cf.10xgenomics.com/samples/cell-exp/1.1.0/pbmc3k/pbmc3k_filtered_gene_bc_matrices.tar.gz"
 #: SHA-256 of the members of 10x's archive; the tarball's own hash depends on how it was packed,
@@ -41,8 +47,9 @@ def _candidates(path):
     if path is not None:
         roots.append(Path(path))
     else:
-        if os.environ.get("GPU_SC_DATA"):
-            roots.append(Path(os.environ["GPU_SC_DATA"]))
+        env = data_dir()
+        if env is not None:
+            roots.append(env)
         roots.append(_cache_dir())
     for root in roots:
         if root.is_file() or (root.is_dir() and any(root.glob("matrix.mtx*"))):
@@ -51,6 +58,29 @@ def _candidates(path):
         for name in _SEARCH:
             yield root / name
             yield root / "pbmc3k" / name
+
+
+def data_dir() -> Path | None:
+    """Return the folder named by ``GPU_SC_DATA`` (None when unset).
+
+    ``GPU_SC_PBMC3K``, the name the tests and scripts used, is read when ``GPU_SC_DATA`` is
+    unset, with a :class:`FutureWarning`; it will be removed.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder, as given (it is searched for ``filtered_gene_bc_matrices``, the 10x
+        tarball, or a ``pbmc3k/`` folder holding either).
+    """
+    value = os.environ.get(DATA_ENV, "").strip()
+    if value:
+        return Path(value)
+    old = os.environ.get(DEPRECATED_DATA_ENV, "").strip()
+    if old:
+        warnings.warn(f"{DEPRECATED_DATA_ENV} is deprecated; set {DATA_ENV}={old} instead",
+                      FutureWarning, stacklevel=2)  # fmt: skip
+        return Path(old)
+    return None
 
 
 def _cache_dir() -> Path:

@@ -12,6 +12,7 @@ import numpy as np
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import pca as pca_k
 from ..kernels import scale as scale_k
+from ..kernels._blas import one_thread
 from ._matrix import _actual, _Blocks, _get_x, _host
 
 __all__ = ["pca", "resolve_n_comps", "write_pca"]
@@ -74,7 +75,8 @@ def pca(
             acc = None
             for _, _, b in blocks:
                 bs = sub(b)
-                xv = bs.astype(xp.float64) @ v
+                with one_thread(am):  # the same bits whatever the thread count
+                    xv = bs.astype(xp.float64) @ v
                 part = pca_k.t_matmul(am, bs, xv)
                 acc = part if acc is None else acc + part
             return (acc - n_obs * xp.outer(mean, mean @ v)) / (n_obs - 1)

@@ -5,6 +5,10 @@ sparse matrix is never densified or centred. Up to :data:`EIGH_MAX_FEATURES` fea
 covariance is eigendecomposed exactly (``xp.linalg.eigh``); above, a randomized block
 subspace iteration on the covariance operator finds the leading eigenpairs.
 
+Block products (:func:`gram_block`, :func:`t_matmul`, :func:`project_block`) and the
+eigensolvers run host BLAS/LAPACK on one thread (:func:`gpu_sc.kernels._blas.one_thread`), so a block gives the same bits on a
+Dask worker, on the client and in the in-memory engine, whatever their thread counts.
+
 Sign convention: scanpy's default solver (sklearn ``PCA``, arpack) ends with
 ``svd_flip(U, Vt, u_based_decision=False)``: each component (row of ``Vt``) is flipped so that
 its entry of largest absolute value is positive. :func:`flip_signs` applies the same rule.
@@ -16,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..dispatch.arrays import ArrayModule
+from ._blas import one_thread
 from .reductions import axis_sum
 
 __all__ = [
@@ -46,7 +51,8 @@ def gram_block(am: ArrayModule, x: Any) -> tuple[Any, Any]:
         gram = (x64.T @ x64).toarray()
         return axis_sum(am, x64, axis=0), gram
     x64 = x.astype(xp.float64)
-    return x64.sum(axis=0), x64.T @ x64
+    with one_thread(am):  # the same bits whatever runs the block (kernels._blas)
+        return x64.sum(axis=0), x64.T @ x64
 
 
 def t_matmul(am: ArrayModule, x: Any, v: Any) -> Any:
@@ -59,7 +65,8 @@ def t_matmul(am: ArrayModule, x: Any, v: Any) -> Any:
     xp = am.xp
     if am.issparse(x):
         return xp.asarray(x.T.tocsr().astype(xp.float64) @ v)
-    return x.T.astype(xp.float64) @ v
+    with one_thread(am):
+        return x.T.astype(xp.float64) @ v
 
 
 def covariance(am: ArrayModule, total: Any, gram: Any, n: int) -> tuple[Any, Any]:
@@ -73,7 +80,8 @@ def covariance(am: ArrayModule, total: Any, gram: Any, n: int) -> tuple[Any, Any
 def top_eigh(am: ArrayModule, cov: Any, k: int) -> tuple[Any, Any]:
     """Leading ``k`` eigenvalues (descending) and eigenvectors (columns) of ``cov``."""
     xp = am.xp
-    w, v = xp.linalg.eigh(cov)
+    with one_thread(am):  # LAPACK's result too depends on the thread count
+        w, v = xp.linalg.eigh(cov)
     return w[::-1][:k], v[:, ::-1][:, :k]
 
 
@@ -91,13 +99,14 @@ def top_eigh_randomized(
     QR re-orthonormalisation and a final Rayleigh-Ritz step (Halko et al. 2011)."""
     xp = am.xp
     rs = am.random_state(seed)
-    q = rs.standard_normal((n_features, min(n_features, k + n_oversamples)))
-    q, _ = xp.linalg.qr(q.astype(xp.float64))
-    for _ in range(n_iter):
-        q, _ = xp.linalg.qr(apply_cov(q))
-    small = q.T @ apply_cov(q)
-    w, u = xp.linalg.eigh((small + small.T) / 2)
-    return w[::-1][:k], (q @ u)[:, ::-1][:, :k]
+    with one_thread(am):
+        q = rs.standard_normal((n_features, min(n_features, k + n_oversamples)))
+        q, _ = xp.linalg.qr(q.astype(xp.float64))
+        for _ in range(n_iter):
+            q, _ = xp.linalg.qr(apply_cov(q))
+        small = q.T @ apply_cov(q)
+        w, u = xp.linalg.eigh((small + small.T) / 2)
+        return w[::-1][:k], (q @ u)[:, ::-1][:, :k]
 
 
 def flip_signs(am: ArrayModule, v: Any) -> Any:
@@ -112,6 +121,7 @@ def flip_signs(am: ArrayModule, v: Any) -> Any:
 def project_block(am: ArrayModule, x: Any, mean: Any, v: Any) -> Any:
     """``(X - mean) @ V`` for one row block in float64 (sparse X stays sparse)."""
     xp = am.xp
-    if am.issparse(x):
-        return xp.asarray(x.astype(xp.float64) @ v) - (mean @ v)[None, :]
-    return (x.astype(xp.float64) - mean[None, :]) @ v
+    with one_thread(am):  # the same bits whatever runs the block (kernels._blas)
+        if am.issparse(x):
+            return xp.asarray(x.astype(xp.float64) @ v) - (mean @ v)[None, :]
+        return (x.astype(xp.float64) - mean[None, :]) @ v

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..dispatch.arrays import ArrayModule
+from ._blas import one_thread
 
 __all__ = [
     "categorical_fit",
@@ -37,13 +38,15 @@ def dense(am: ArrayModule, x: Any) -> Any:
 def normal_equations(am: ArrayModule, x: Any, r: Any) -> tuple[Any, Any]:
     """``(R^T R, R^T X)`` in float64 for one row block (``r``: float64 regressors)."""
     xp = am.xp
-    return r.T @ r, r.T @ dense(am, x).astype(xp.float64)
+    with one_thread(am):  # the same bits whatever runs the block (kernels._blas)
+        return r.T @ r, r.T @ dense(am, x).astype(xp.float64)
 
 
 def ols_residuals(am: ArrayModule, x: Any, r: Any, coeff: Any, out_dtype) -> Any:
     """``x - r @ coeff`` computed in float64 and stored in ``out_dtype`` (scanpy's get_resid)."""
     xp = am.xp
-    return (dense(am, x).astype(xp.float64) - r @ coeff).astype(out_dtype)
+    with one_thread(am):
+        return (dense(am, x).astype(xp.float64) - r @ coeff).astype(out_dtype)
 
 
 def group_sums(am: ArrayModule, x: Any, codes: Any, n_groups: int) -> dict[str, Any]:
