@@ -758,10 +758,15 @@ def pca(
     in-memory NumPy array. Up to :data:`gpu_sc.kernels.pca.EIGH_MAX_FEATURES` features."""
     from scanpy.preprocessing._pca import _handle_mask_var
 
-    if not zero_center:
-        raise EngineUnsupported("zero_center=False (truncated SVD) is not implemented")
+    if chunked:  # scanpy's incremental PCA approximates this exact one; it always centres
+        zero_center = True
     mask_param, mask = _handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
     x = _get_x(adata, layer, ctx)
+    if not zero_center and hasattr(getattr(x, "_meta", None), "indptr"):
+        raise TypeError(  # scanpy's error
+            "`zero_center=False` is not supported for sparse Dask arrays (yet). "
+            "See <https://github.com/dask/dask-ml/issues/123>."
+        )
     n_obs = x.shape[0]
     n_feat = int(mask.sum()) if mask is not None else x.shape[1]
     n_comps = resolve_n_comps(n_comps, n_obs, n_feat)
@@ -778,6 +783,8 @@ def pca(
     np_am = array_module("numpy")
     mean, cov = pca_k.covariance(np_am, total, gram, n_obs)
     total_var = float(np.trace(cov))
+    if not zero_center:  # truncated SVD: eigenvectors of X^T X, no centring
+        mean, cov = np.zeros_like(mean), gram
     evals, evecs = pca_k.top_eigh(np_am, cov, n_comps)
     evecs = pca_k.flip_signs(np_am, evecs)
     mean_d, evecs_d = delayed(mean), delayed(evecs)  # one copy in the graph, not one a block
@@ -787,8 +794,12 @@ def pca(
         compute(*[proj(b, cols, mean_d, evecs_d, out_dtype) for b in blocks]), axis=0
     )
     components = evecs.T.astype(float_dtype)
-    variance = evals.astype(float_dtype)
-    variance_ratio = (evals / total_var).astype(float_dtype)
+    if zero_center:
+        variance, variance_ratio = evals, evals / total_var
+    else:  # as the in-memory engine (scikit-learn's TruncatedSVD): ddof=0 variances
+        variance = x_pca.astype(np.float64).var(axis=0)
+        variance_ratio = variance / (total_var * (n_obs - 1) / n_obs)
+    variance, variance_ratio = variance.astype(float_dtype), variance_ratio.astype(float_dtype)
 
     write_pca(adata, x_pca, components, variance, variance_ratio, mask=mask,
               mask_param=mask_param, zero_center=zero_center, layer=layer,

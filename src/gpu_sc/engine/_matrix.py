@@ -40,8 +40,16 @@ def _plain(x: Any) -> Any:
     return x.view(type=am.xp.ndarray)
 
 
-def _get_x(adata, layer: str | None) -> Any:
-    if layer is not None:
+def _get_x(adata, layer: str | None, obsm: str | None = None) -> Any:
+    """The matrix a step reads: ``adata.obsm[obsm]``, ``adata.layers[layer]`` or ``adata.X``
+    (both ``obsm`` and ``layer``: scanpy's ValueError)."""
+    if obsm is not None:
+        if layer is not None:
+            from scanpy.get import _get_obs_rep
+
+            _get_obs_rep(adata, layer=layer, obsm=obsm)  # raises scanpy's error
+        x = adata.obsm[obsm]
+    elif layer is not None:
         if layer not in adata.layers:
             raise EngineUnsupported(f"layer {layer!r} not found in adata")
         x = adata.layers[layer]
@@ -62,9 +70,11 @@ def _actual(adata) -> None:
         adata._init_as_actual(adata.copy())
 
 
-def _set_x(adata, x: Any, layer: str | None) -> None:
+def _set_x(adata, x: Any, layer: str | None, obsm: str | None = None) -> None:
     _actual(adata)
-    if layer is not None:
+    if obsm is not None:
+        adata.obsm[obsm] = x
+    elif layer is not None:
         adata.layers[layer] = x
     else:
         adata.X = x

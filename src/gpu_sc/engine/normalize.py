@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from ..dispatch.registry import EngineContext, EngineUnsupported
+from ..dispatch.registry import EngineContext
 from ..kernels import normalize as norm_k
 from ._matrix import _Blocks, _get_x, _host, _is_sparse, _set_x
 
@@ -73,15 +73,17 @@ def normalize_total(
 
 
 def log1p(adata, ctx: EngineContext, *, base, copy, chunked, chunk_size, layer, obsm):
-    if chunked and layer is not None:
-        raise EngineUnsupported("scanpy rejects chunked=True with a layer")
+    if chunked and (layer is not None or obsm is not None):  # scanpy's error
+        raise NotImplementedError(
+            "Currently cannot perform chunked operations on arrays not stored in X."
+        )
     am = ctx.am
-    x = _get_x(adata, layer)
+    x = _get_x(adata, layer, obsm)
     if np.issubdtype(x.dtype, np.integer):
         x = x.astype(np.float64)  # as scanpy
     blocks = _Blocks(ctx, x, csr=False)
     out = blocks.map(lambda start, stop, b: norm_k.log1p(am, b, base))
-    _set_x(adata, out, layer)
+    _set_x(adata, out, layer, obsm)
     adata.uns["log1p"] = {"base": base}
     return None
 

@@ -39,6 +39,13 @@ def pca(
     from scanpy.preprocessing._pca import _handle_mask_var
 
     am, xp = ctx.am, ctx.am.xp
+    if layer is not None and chunked:
+        raise NotImplementedError("Cannot use `layer` and `chunked` at the same time.")  # scanpy's
+    if chunked:
+        # scanpy's chunked=True is an incremental PCA, which approximates the exact PCA on the
+        # covariance that the engine computes anyway (streamed in row blocks when needed); like
+        # scanpy it then centres whatever zero_center says (and ignores svd_solver).
+        zero_center = True
     mask_param, mask = _handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
     x = _get_x(adata, layer)
     n_obs = x.shape[0]
@@ -60,6 +67,8 @@ def pca(
             gram = g if gram is None else gram + g
         mean, cov = pca_k.covariance(am, total, gram, n_obs)
         total_var = float(xp.trace(cov))
+        if not zero_center:  # truncated SVD: eigenvectors of X^T X, no centring
+            mean, cov = xp.zeros_like(mean), gram
         evals, evecs = pca_k.top_eigh(am, cov, n_comps)
     else:
         total = None
@@ -70,6 +79,8 @@ def pca(
             total_sq = q if total_sq is None else total_sq + q
         mean = total / n_obs
         total_var = float(((total_sq - n_obs * mean**2) / (n_obs - 1)).sum())
+        if not zero_center:  # truncated SVD: the operator X^T X / (n - 1), no centring
+            mean = xp.zeros_like(mean)
 
         def apply_cov(v):
             acc = None
@@ -85,11 +96,18 @@ def pca(
     evecs = pca_k.flip_signs(am, evecs)
     x_pca = blocks.map(lambda start, stop, b: pca_k.project_block(am, sub(b), mean, evecs))
     x_pca = am.to_host(x_pca)
+    if zero_center:
+        variance = _host(am, evals)
+        variance_ratio = variance / total_var
+    else:
+        # scikit-learn's TruncatedSVD: the variance (ddof=0) of each projected column, over
+        # the total variance (ddof=0) of the features
+        variance = np.asarray(x_pca, dtype=np.float64).var(axis=0)
+        variance_ratio = variance / (total_var * (n_obs - 1) / n_obs)
+    variance, variance_ratio = variance.astype(float_dtype), variance_ratio.astype(float_dtype)
     if x_pca.dtype.descr != np.dtype(dtype).descr:
         x_pca = x_pca.astype(dtype)
     components = _host(am, evecs).T.astype(float_dtype)
-    variance = _host(am, evals).astype(float_dtype)
-    variance_ratio = (_host(am, evals) / total_var).astype(float_dtype)
 
     write_pca(adata, x_pca, components, variance, variance_ratio, mask=mask,
               mask_param=mask_param, zero_center=zero_center, layer=layer,

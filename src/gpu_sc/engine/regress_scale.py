@@ -15,6 +15,7 @@ import pandas as pd
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import regress as reg_k
 from ..kernels import scale as scale_k
+from ..kernels.reductions import with_data
 from ._matrix import _Blocks, _get_x, _host, _is_sparse, _sanitized_obs, _set_x
 
 __all__ = ["regress_out", "scale"]
@@ -86,26 +87,57 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
 
 
 def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obsm, mask_obs):
-    am = ctx.am
-    x = _get_x(adata, layer)
-    if _is_sparse(x) and zero_center:  # host or device sparse
+    """scanpy's ``scale``; with ``mask_obs`` the means and SDs are those of the masked cells,
+    only those are scaled and they go to ``var['mean of <mask>']`` (``'mean with mask'`` for
+    an array), as scanpy does."""
+    from scanpy.get import _check_mask
+
+    am, xp = ctx.am, ctx.am.xp
+    names = ("mean", "std")
+    mask = None
+    if mask_obs is not None:
+        names = ((f"mean of {mask_obs}", f"std of {mask_obs}") if isinstance(mask_obs, str)
+                 else ("mean with mask", "std with mask"))  # fmt: skip
+        mask = np.asarray(_check_mask(adata, mask_obs, "obs"), dtype=bool)
+    x = _get_x(adata, layer, obsm)
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float64)  # as scanpy
+    sparse = _is_sparse(x)
+    if sparse and zero_center:  # host or device sparse
         warnings.warn("zero-centering a sparse array/matrix densifies it.", UserWarning, 2)
     blocks = _Blocks(ctx, x, dense_result=bool(zero_center))
     total = np.zeros(x.shape[1])
     total_sq = np.zeros(x.shape[1])
-    for _, _, b in blocks:
+    for start, stop, b in blocks:
+        if mask is not None:
+            b = b[am.asarray(np.flatnonzero(mask[start:stop]))]
         s, q = scale_k.col_accumulators(am, b)
         total += _host(am, s)
         total_sq += _host(am, q)
-    mean, std = scale_k.mean_std(am, am.asarray(total), am.asarray(total_sq), x.shape[0])
-    out = blocks.map(
-        lambda start, stop, b: scale_k.scale_block(
-            am, b, mean, std, zero_center=zero_center, max_value=max_value
-        )
-    )
-    _set_x(adata, out, layer)
-    adata.var["mean"] = _host(am, mean)
-    adata.var["std"] = _host(am, std)
+    n = x.shape[0] if mask is None else int(mask.sum())
+    mean, std = scale_k.mean_std(am, am.asarray(total), am.asarray(total_sq), n)
+
+    def apply(start, stop, b):
+        out = scale_k.scale_block(am, b, mean, std, zero_center=zero_center,
+                                  max_value=max_value)  # fmt: skip
+        if mask is None:
+            return out
+        rows = am.asarray(mask[start:stop])
+        if am.issparse(out):  # not centred: the CSR structure of b, scaled values
+            row_of = xp.searchsorted(out.indptr, xp.arange(out.nnz), side="right") - 1
+            data = xp.where(rows[row_of], out.data, b.data.astype(out.dtype))
+            return with_data(am, out, data)
+        orig = b.toarray() if am.issparse(b) else b
+        return xp.where(rows[:, None], out, orig.astype(out.dtype))
+
+    out = blocks.map(apply)
+    if mask is not None and sparse and zero_center:
+        # scanpy writes the scaled rows into the sparse matrix: it stays sparse, in its dtype
+        fmt = am.sparse.csr_matrix if x.format == "csr" else am.sparse.csc_matrix
+        out = fmt(out.astype(x.dtype))
+    _set_x(adata, out, layer, obsm)
+    adata.var[names[0]] = _host(am, mean)
+    adata.var[names[1]] = _host(am, std)
     return None
 
 
