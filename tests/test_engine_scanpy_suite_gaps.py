@@ -3,6 +3,8 @@ each is run on the NumPy engine in strict mode (no fallback) and compared with s
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,7 +67,7 @@ def test_pca_chunked_is_the_exact_pca():
                                rtol=1e-3, atol=1e-3)  # fmt: skip
     np.testing.assert_allclose(got.uns["pca"]["variance_ratio"], ref.uns["pca"]["variance_ratio"],
                                rtol=1e-4)  # fmt: skip
-    assert got.uns["pca"]["params"]["zero_center"] is True
+    assert got.uns["pca"]["params"]["zero_center"] is False  # recorded as given, as scanpy
 
 
 def test_pca_chunked_with_a_layer_raises_scanpys_error():
@@ -126,3 +128,63 @@ def test_log1p_chunked_with_obsm_raises_scanpys_error():
     adata = AnnData(_counts(), obsm={"obsm": _counts()})
     with pytest.raises(NotImplementedError, match="chunked operations on arrays not stored"):
         gpu_sc.pp.log1p(adata, obsm="obsm", chunked=True, backend="numpy", strict=True)
+
+
+def test_neighbors_without_x_pca_runs_scanpys_pca_first():
+    """scanpy computes a PCA (warning) when there are more than 50 genes and no X_pca."""
+    x = _counts(150, 80)
+    ref, got = AnnData(x.copy()), AnnData(x.copy())
+    with pytest.warns(UserWarning, match="Falling back to preprocessing with `sc.pp.pca`"):
+        sc.pp.neighbors(ref)
+    with pytest.warns(UserWarning, match="Falling back to preprocessing with `sc.pp.pca`"):
+        gpu_sc.pp.neighbors(got, backend="numpy", strict=True)
+    _engine(got)
+    assert got.obsm["X_pca"].dtype == ref.obsm["X_pca"].dtype
+    np.testing.assert_allclose(np.abs(got.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]), atol=1e-3)
+    np.testing.assert_allclose(got.obsp["distances"].toarray(), ref.obsp["distances"].toarray(),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def logged():
+    a = AnnData(_counts(90, 20))
+    sc.pp.log1p(a)
+    a.obs["g"] = pd.Categorical((np.arange(a.n_obs) % 3).astype(str))
+    return a
+
+
+@pytest.mark.parametrize(("params", "scanpy_error"), [
+    ({"corr_method": "holm"}, "Correction method must be one of"),
+    ({"method": "t_test"}, "Method must be one of"),
+    ({"groups": "0"}, "Specify a sequence of groups"),
+    ({"groups": 1}, "Specify a sequence of groups"),
+    ({"reference": "9"}, "reference = 9 needs to be one of groupby"),
+    ({"use_raw": True}, "Received `use_raw=True`, but `adata.raw` is empty."),
+])  # fmt: skip
+def test_rank_genes_groups_bad_arguments_raise_scanpys_error_in_strict_mode(
+    logged, params, scanpy_error
+):
+    """The engine raises scanpy's exception and message itself: no fallback needed, so strict
+    mode reports what scanpy reports."""
+    a = logged.copy()
+    with pytest.raises(ValueError, match=re.escape(scanpy_error)):
+        sc.tl.rank_genes_groups(a.copy(), "g", **params)
+    with pytest.raises(ValueError, match=re.escape(scanpy_error)):
+        gpu_sc.tl.rank_genes_groups(a, "g", **params, backend="numpy", strict=True)
+
+
+def test_rank_genes_groups_mask_var_and_string_groupby_match_scanpy(logged):
+    ref = logged.copy()
+    ref.obs["g"] = ref.obs["g"].astype(str)  # not categorical: scanpy converts it
+    got = ref.copy()
+    mask = np.arange(ref.n_vars) % 2 == 0
+    sc.tl.rank_genes_groups(ref, "g", mask_var=mask, method="t-test")
+    gpu_sc.tl.rank_genes_groups(got, "g", mask_var=mask, method="t-test", backend="numpy",
+                                strict=True)  # fmt: skip
+    _engine(got)
+    assert isinstance(got.obs["g"].dtype, pd.CategoricalDtype)
+    r, g = ref.uns["rank_genes_groups"], got.uns["rank_genes_groups"]
+    assert len(g["names"]) == mask.sum()
+    for group in r["names"].dtype.names:
+        np.testing.assert_array_equal(g["names"][group], r["names"][group])
+        np.testing.assert_allclose(g["scores"][group], r["scores"][group], rtol=1e-5)

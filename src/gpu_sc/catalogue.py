@@ -576,13 +576,9 @@ STEPS: tuple[Step, ...] = (
     Step("rank_genes_groups", ("tl",), "rank_genes_groups", _PP + "rank_genes_groups",
          "gpu_sc.engine.markers:rank_genes_groups",
          dask="gpu_sc.dask.markers:rank_genes_groups",
-         supports={"mask_var": unset("mask_var is not implemented"),
-                   "method": only(None, *_MARKER_METHODS, why=lambda v: f"method={v!r}: the "
-                                  f"engine implements {_MARKER_METHODS}"),
-                   "corr_method": only("benjamini-hochberg", "bonferroni", why=lambda v:
-                                       f"corr_method={v!r} (scanpy reports the error)"),
-                   "groups": lambda v: ("groups must be a sequence (scanpy reports the error)"
-                                        if isinstance(v, str | int) and v != "all" else None)},
+         # other methods, corr_methods and groups: the engine raises scanpy's errors
+         supports={"method": lambda v: (f"method={v!r}: the engine implements "
+                                        f"{_MARKER_METHODS}" if v == "logreg" else None)},
          reads=("raw.X or X", "obs[groupby]"), writes=("uns[key_added]",),
          reserved=("groupby", "method", "n_genes", "use_raw", "pts", "key_added"),
          parity="markers", floor="rank_genes", requires=("leiden",), values="raw_or_X"),
