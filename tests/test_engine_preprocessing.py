@@ -35,7 +35,7 @@ def max_rel(a, b) -> float:
 
 
 def last_step(adata) -> dict:
-    return last_record()
+    return last_record(adata)
 
 
 def assert_ran_on(adata, backend: str) -> None:

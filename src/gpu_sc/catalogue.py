@@ -209,6 +209,9 @@ class Step:
     components: bool = False
     #: fine on an empty AnnData (the pipeline says what emptied it after them)
     empty_ok: bool = False
+    #: the boundary rejects NaN/infinite values (False: the step computes with them as
+    #: scanpy does, e.g. score_genes' NaN-ignoring means)
+    finite_only: bool = True
     #: what scanpy's function returns for a bare matrix (ndarray or scipy sparse) instead of
     #: an AnnData; the engine runs it on a temporary AnnData holding the matrix and returns:
     #: ``"mask"``: the ``(mask, numbers)`` of ``inplace=False``; ``"matrix"``: the
@@ -616,7 +619,7 @@ STEPS: tuple[Step, ...] = (
          supports={"random_state": int_seed},
          reads=("raw.X or X or layers[layer]",), writes=("obs[{score_name}]",),
          reserved=("gene_list", "ctrl_size", "n_bins", "score_name", "random_state", "use_raw"),
-         parity="obs_values",
+         parity="obs_values", finite_only=False,
          thresholds={"score_genes_max_rel_diff": (
              "<=", 1e-5, ("isolated", "e2e"),
              ("the same control genes; scanpy sums sparse values in float32 (scipy's sum), the "
