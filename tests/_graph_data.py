@@ -53,7 +53,7 @@ def synthetic_atlas(n_cells: int, difficulty: str = "separated"):
 
 def assert_ran_on_engine(adata, step: str, backend: str) -> None:
     """The last recorded step is ``step`` and it ran on ``backend`` (no fallback to scanpy)."""
-    from gpu_sc.dispatch.provenance import provenance
+    from gpu_sc.provenance import last as last_record
 
-    last = provenance(adata)[-1]
+    last = last_record(adata)
     assert (last["step"], last["backend"]) == (step, backend), last

@@ -8,6 +8,7 @@ import gpu_sc
 from gpu_sc import catalogue
 from gpu_sc.dispatch.provenance import pipeline_record, provenance
 from gpu_sc.pipeline import PipelineConfig, Runner, StepHook
+from gpu_sc.provenance import last as last_record
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_declared_engine_constraint_falls_back_with_its_reason(small):
     gpu_sc.pp.normalize_total(a, backend="numpy")
     gpu_sc.pp.log1p(a, backend="numpy")
     gpu_sc.pp.pca(a, n_comps=5, random_state=None, backend="numpy")
-    rec = provenance(a)[-1]
+    rec = last_record(a)
     assert rec["backend"] == "scanpy"
     assert rec["fallback_reason"] == (
         "pca on numpy: random_state=None (unseeded) is not reproducible"
@@ -162,7 +163,7 @@ def test_declared_constraints_fall_back_to_scanpy_with_the_engines_reason(
     full = f"{step} on numpy: {reason}"
     if scanpy_error is None:
         func(a, **params, backend="numpy")
-        rec = provenance(a)[-1]
+        rec = last_record(a)
         assert rec["step"] == step and rec["backend"] == "scanpy"
         assert rec["fallback_reason"] == full
     else:
@@ -197,7 +198,7 @@ def test_one_seed_policy_for_every_engine_step_with_a_random_state():
 def test_an_unseeded_call_runs_on_scanpy_with_the_policys_reason(logged):
     a = logged.copy()
     gpu_sc.pp.pca(a, n_comps=5, random_state=None, backend="numpy")
-    rec = provenance(a)[-1]
+    rec = last_record(a)
     assert rec["backend"] == "scanpy"
     assert (
         rec["fallback_reason"] == "pca on numpy: random_state=None (unseeded) is not reproducible"

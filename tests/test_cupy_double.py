@@ -302,7 +302,7 @@ def _counts_and_reference():
 
 def test_small_device_streams_the_matrix_in_row_chunks_for_real(monkeypatch):
     import gpu_sc
-    from gpu_sc.dispatch.provenance import provenance
+    from gpu_sc.provenance import last as last_record
 
     adata, ref = _counts_and_reference()
     x = adata.X
@@ -310,7 +310,7 @@ def test_small_device_streams_the_matrix_in_row_chunks_for_real(monkeypatch):
     monkeypatch.setattr(gpu_sc.settings, "chunk_rows", 100)
     with install(device_bytes=2 * size) as double:  # 3 working copies would not fit
         gpu_sc.pp.normalize_total(adata, target_sum=1e4, backend="cupy")
-        assert provenance(adata)[-1]["backend"] == "cupy"
+        assert last_record(adata)["backend"] == "cupy"
         assert double.counters.h2d >= adata.n_obs // 100  # one transfer per row block
         assert double.peak_bytes <= 2 * size
     assert abs(adata.X - ref.X).max() < 1e-9
@@ -318,13 +318,13 @@ def test_small_device_streams_the_matrix_in_row_chunks_for_real(monkeypatch):
 
 def test_device_too_small_for_any_chunk_falls_back_to_scanpy_with_the_reason(monkeypatch):
     import gpu_sc
-    from gpu_sc.dispatch.provenance import provenance
+    from gpu_sc.provenance import last as last_record
 
     adata, ref = _counts_and_reference()
     before = adata.X.copy()
     monkeypatch.setattr(gpu_sc.settings, "chunk_rows", 100)
     with install(device_bytes=4096):
         gpu_sc.pp.normalize_total(adata, target_sum=1e4, backend="cupy")
-    last = provenance(adata)[-1]
+    last = last_record(adata)
     assert last["backend"] == "scanpy" and "OutOfMemoryError" in last["fallback_reason"]
     assert abs(adata.X - ref.X).max() < 1e-6 and before.nnz == adata.X.nnz

@@ -9,6 +9,7 @@ import scipy.sparse as sp
 
 import gpu_sc
 from gpu_sc.dispatch.provenance import provenance
+from gpu_sc.provenance import last as last_record
 
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
@@ -182,7 +183,7 @@ def test_run_dask_step_records_provenance_and_refuses_unknown_steps(counts):
 
     lazy = _lazy(counts)
     run_dask_step("log1p", lazy, {})
-    (entry,) = provenance(lazy)
+    (entry,) = provenance(lazy)  # run_dask_step records as the pipeline does
     assert entry["step"] == "log1p" and entry["backend"] == "dask"
     assert "local sync" in entry["note"] and "4 blocks of <= 400 rows" in entry["note"]
     assert lazy.uns["gpu_sc"]["dask"]["chunk_rows"] == 400
@@ -214,7 +215,7 @@ def test_public_steps_run_on_the_dask_path_when_their_input_is_a_dask_array(coun
     gpu_sc.pp.normalize_total(ref, target_sum=1e4, backend="numpy")
     assert dgraph.is_dask(lazy.X)  # still lazy
     np.testing.assert_allclose(lazy.X.compute().toarray(), ref.X.toarray(), rtol=1e-6)
-    entry = provenance(lazy)[-1]
+    entry = last_record(lazy)
     assert entry["backend"] == "dask" and "blocks in numpy" in entry["note"]
 
 

@@ -9,8 +9,9 @@ import pytest
 
 import gpu_sc
 from gpu_sc.dispatch import backends, registry
-from gpu_sc.dispatch.provenance import provenance
+from gpu_sc.dispatch.provenance import provenance, recording
 from gpu_sc.dispatch.registry import EngineUnsupported, register, run_step
+from gpu_sc.provenance import last as last_record
 
 
 @pytest.mark.parametrize(
@@ -112,19 +113,21 @@ def test_engine_step_runs_on_numpy_and_is_recorded(toy_registry):
         adata.obs["out"] = ctx.am.to_host(xp.asarray(adata.X).sum(1) * factor)
 
     adata = _toy_adata()
-    run_step("toy", adata, {"factor": 2}, scanpy_impl=_scanpy_double, backend="numpy")
+    with recording():  # as inside the pipeline: the record goes into uns, with its timing
+        run_step("toy", adata, {"factor": 2}, scanpy_impl=_scanpy_double, backend="numpy")
     (rec,) = provenance(adata)
     assert rec["step"] == "toy" and rec["backend"] == "numpy" and rec["requested"] == "numpy"
     assert rec["fallback_reason"] is None and rec["params"] == {"factor": 2}
     assert rec["seconds"] >= 0
     assert adata.uns["gpu_sc"]["versions"]["scanpy"]
+    assert last_record(adata) == rec == last_record()
 
 
 def test_missing_engine_step_falls_back_to_scanpy_with_warning(toy_registry, caplog):
     adata = _toy_adata()
     with caplog.at_level(logging.WARNING, logger="gpu_sc"):
         run_step("toy", adata, {"factor": 3}, scanpy_impl=_scanpy_double, backend="numpy")
-    (rec,) = provenance(adata)
+    rec = last_record(adata)
     assert rec["backend"] == "scanpy" and rec["requested"] == "numpy"
     assert "no numpy engine implementation" in rec["fallback_reason"]
     assert "falling back to scanpy for toy" in caplog.text
@@ -142,7 +145,7 @@ def test_gpu_resource_error_retries_chunked_then_falls_back(toy_registry):
     adata = _toy_adata()
     run_step("toy", adata, {"factor": 1}, scanpy_impl=_scanpy_double, backend="numpy")
     assert calls == [False, True]
-    (rec,) = provenance(adata)
+    rec = last_record(adata)
     assert rec["backend"] == "scanpy" and "MemoryError" in rec["fallback_reason"]
 
 
@@ -153,7 +156,7 @@ def test_engine_unsupported_parameter_falls_back(toy_registry):
 
     adata = _toy_adata()
     run_step("toy", adata, {"factor": 5}, scanpy_impl=_scanpy_double, backend="numpy")
-    assert "factor=5 not implemented" in provenance(adata)[0]["fallback_reason"]
+    assert "factor=5 not implemented" in last_record(adata)["fallback_reason"]
 
 
 def test_explicit_cupy_without_cuda_is_recorded_as_fallback(toy_registry, monkeypatch):
@@ -165,7 +168,7 @@ def test_explicit_cupy_without_cuda_is_recorded_as_fallback(toy_registry, monkey
 
     adata = _toy_adata()
     run_step("toy", adata, {"factor": 1}, scanpy_impl=_scanpy_double, backend="cupy")
-    rec = provenance(adata)[0]
+    rec = last_record(adata)
     assert rec["backend"] == "scanpy" and "no driver" in rec["fallback_reason"]
 
 
@@ -182,6 +185,6 @@ def test_copy_true_returns_new_annotated_object_and_leaves_input():
     adata = _toy_adata()
     adata.X = adata.X + 1
     out = gpu_sc.pp.normalize_total(adata, target_sum=10, copy=True, backend="scanpy")
-    assert out is not adata and "gpu_sc" not in adata.uns
-    assert provenance(out)[0]["step"] == "normalize_total"
+    assert out is not adata and "gpu_sc" not in adata.uns and "gpu_sc" not in out.uns
+    assert last_record(out)["step"] == "normalize_total" and last_record(adata) is None
     np.testing.assert_allclose(np.asarray(out.X).sum(1), 10, rtol=1e-6)

@@ -11,9 +11,9 @@ from sklearn.metrics import adjusted_rand_score
 
 import gpu_sc
 from gpu_sc.dispatch.arrays import array_module
-from gpu_sc.dispatch.provenance import provenance
 from gpu_sc.kernels.leiden import leiden as leiden_kernel
 from gpu_sc.kernels.leiden import modularity
+from gpu_sc.provenance import last as last_record
 
 BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
 NP = array_module("numpy")
@@ -52,7 +52,7 @@ def test_leiden_matches_igraph_partition_and_quality(graphs, dataset, backend):
     adata = ref.copy()
     del adata.obs["leiden"]
     gpu_sc.tl.leiden(adata, flavor="igraph", backend=backend, **TUTORIAL)
-    assert provenance(adata)[-1]["backend"] == backend, provenance(adata)[-1]["fallback_reason"]
+    assert last_record(adata)["backend"] == backend, last_record(adata)["fallback_reason"]
     ours = adata.obs["leiden"].cat.codes.to_numpy()
     theirs = ref.obs["leiden"].cat.codes.to_numpy()
     A = ref.obsp["connectivities"]
@@ -115,8 +115,8 @@ def test_leiden_unsupported_options_fall_back_to_scanpy(graphs):
         adata, flavor="igraph", restrict_to=("leiden", ["0"]), backend="numpy", **TUTORIAL
     )
     assert "leiden_R" in adata.obs
-    assert provenance(adata)[-1]["backend"] == "scanpy"
-    assert "restrict_to" in provenance(adata)[-1]["fallback_reason"]
+    assert last_record(adata)["backend"] == "scanpy"
+    assert "restrict_to" in last_record(adata)["fallback_reason"]
 
 
 @pytest.mark.gpu

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 import gpu_sc
 from gpu_sc import pp
-from gpu_sc.dispatch.provenance import provenance
+from gpu_sc.provenance import last as last_record
 
 BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
 
@@ -35,7 +35,7 @@ def max_rel(a, b) -> float:
 
 
 def last_step(adata) -> dict:
-    return provenance(adata)[-1]
+    return last_record(adata)
 
 
 def assert_ran_on(adata, backend: str) -> None:

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 import gpu_sc
-from gpu_sc.dispatch.provenance import provenance
+from gpu_sc.dispatch.provenance import last
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::UserWarning", "ignore::FutureWarning", "ignore::scipy.sparse.SparseEfficiencyWarning"
@@ -34,7 +34,7 @@ def _dense(x) -> np.ndarray:
 
 
 def _engine(adata) -> None:
-    assert provenance(adata)[-1]["backend"] == "numpy"
+    assert last(adata)["backend"] == "numpy"
 
 
 @pytest.mark.parametrize("container", CONTAINERS)

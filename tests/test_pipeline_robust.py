@@ -18,6 +18,7 @@ from gpu_sc.dispatch import FallbackError, backends, registry
 from gpu_sc.dispatch.provenance import pipeline_record, provenance
 from gpu_sc.pipeline import InputError, plan
 from gpu_sc.pipeline import run as run_mod
+from gpu_sc.provenance import last as last_record
 
 FAST = {"tsne": {"enabled": False}, "umap": {"enabled": False},
         "rank_genes_groups": {"methods": ["t-test"]}}  # fmt: skip
@@ -217,7 +218,7 @@ def test_strict_from_environment_makes_a_step_fallback_an_error(monkeypatch):
         with gpu_sc.settings.override(strict=False):  # the setting wins over the environment
             registry.run_step("toy_strict", adata, {}, scanpy_impl=lambda a: None,
                               backend="numpy")  # fmt: skip
-        assert provenance(adata)[-1]["backend"] == "scanpy"
+        assert last_record(adata)["backend"] == "scanpy"
     finally:
         registry._ENGINE.pop("toy_strict", None)
 
@@ -239,7 +240,7 @@ def test_successful_chunked_retry_is_logged(caplog):
         assert calls == [False, True]
         assert "toy_chunked on numpy succeeded in row chunks" in caplog.text
         assert "out of device memory (simulated)" in caplog.text
-        rec = provenance(adata)[-1]
+        rec = last_record(adata)
         assert rec["backend"] == "numpy" and "retried in row chunks" in rec["note"]
     finally:
         registry._ENGINE.pop("toy_chunked", None)

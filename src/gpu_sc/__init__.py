@@ -4,6 +4,8 @@
 >>> adata = gpu_sc.datasets.pbmc3k()
 >>> gpu_sc.pipeline(adata)  # backend="auto": cupy if CUDA answers, else scanpy
 >>> adata.uns["gpu_sc"]["provenance"]  # per step: backend, params, seconds, fallback
+>>> gpu_sc.pp.log1p(adata2)  # one step: scanpy's outputs only, nothing else in adata2
+>>> gpu_sc.provenance.last()  # its record: backend, params, seconds, fallback
 
 Submodules that import scanpy (``pp``, ``tl``, ``pipeline``, ``report``, ``datasets``) load on
 first use, so ``import gpu_sc`` and ``gpu-sc --help`` stay fast.
@@ -23,6 +25,7 @@ _LAZY = {
     "dispatch": ("dispatch", None),
     "io": ("io", None),
     "pp": ("pp", None),
+    "provenance": ("provenance", None),
     "tl": ("tl", None),
     "PipelineConfig": ("pipeline", "PipelineConfig"),
     "pipeline": ("pipeline", "pipeline"),
@@ -30,7 +33,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "PipelineConfig", "datasets", "dispatch", "io", "pipeline", "pp", "report", "settings", "tl",
+    "PipelineConfig", "datasets", "dispatch", "io", "pipeline", "pp", "provenance", "report", "settings", "tl",
     "use_backend",
 ]  # fmt: skip
 

@@ -27,6 +27,11 @@ class Settings:
     output
         ``"host"`` (default, like scanpy): results land in AnnData as NumPy/SciPy arrays;
         ``"device"``: the engine leaves CuPy arrays in ``adata.X`` and friends.
+    record_steps
+        ``True``: a step called on its own (outside :func:`gpu_sc.pipeline`) also appends its
+        record to ``adata.uns["gpu_sc"]``, without its timing; ``False`` (default): its record
+        goes only to :func:`gpu_sc.provenance.history`, and its outputs are scanpy's keys
+        alone. The pipeline always records every step, with timings, in ``uns["gpu_sc"]``.
     strict
         ``True``: a step that would fall back to scanpy raises
         :class:`gpu_sc.dispatch.FallbackError` instead; ``None`` (default): ``True`` when
@@ -38,6 +43,7 @@ class Settings:
     max_device_nnz: int = 2**31 - 1
     output: str = "host"
     strict: bool | None = None
+    record_steps: bool = False
     _stack: list[dict] = field(default_factory=list, repr=False)
 
     @contextlib.contextmanager

@@ -209,6 +209,22 @@ class Step:
     components: bool = False
     #: fine on an empty AnnData (the pipeline says what emptied it after them)
     empty_ok: bool = False
+    #: the boundary rejects NaN/infinite values (False: the step computes with them as
+    #: scanpy does, e.g. score_genes' NaN-ignoring means)
+    finite_only: bool = True
+    #: what scanpy's function returns for a bare matrix (ndarray or scipy sparse) instead of
+    #: an AnnData; the engine runs it on a temporary AnnData holding the matrix and returns:
+    #: ``"mask"``: the ``(mask, numbers)`` of ``inplace=False``; ``"matrix"``: the
+    #: transformed matrix (written back into the caller's array where scanpy transforms it
+    #: in place); ``"pca"``: ``obsm['X_pca']``, or with ``return_info`` the tuple
+    #: ``(X_pca, components, variance_ratio, variance)``. None: scanpy's function takes an
+    #: AnnData only (a matrix is handed to it as given, and it reports the error).
+    array_returns: str | None = None
+    #: the parameters the engine's array form honours; any other parameter away from
+    #: scanpy's default (an AnnData-only one such as ``layer``, ``obsm``, ``mask_obs``), a
+    #: Dask array, or arguments only scanpy's array function takes, run scanpy's function
+    #: with exactly the caller's arguments (a fallback, logged and recorded)
+    array_params: tuple[str, ...] = ()
 
     @property
     def public(self) -> bool:
@@ -473,13 +489,15 @@ STEPS: tuple[Step, ...] = (
          dask="gpu_sc.dask.steps:filter_cells",
          chunkable=True, reads=("X",), writes=("obs['n_genes'|'n_counts']", "subset obs"),
          reserved=("min_genes", "min_counts"), parity="filter_cells", floor=_QC_MODEL,
-         empty_ok=True),
+         empty_ok=True, array_returns="mask",
+         array_params=("min_counts", "min_genes", "max_counts", "max_genes", "inplace", "copy")),
     Step("filter_genes", ("pp",), "filter_genes", _PP + "filter_genes",
          "gpu_sc.engine.qc:filter_genes",
          dask="gpu_sc.dask.steps:filter_genes",
          chunkable=True, reads=("X",), writes=("var['n_cells'|'n_counts']", "subset var"),
          reserved=("min_cells", "min_counts"), parity="filter_genes", floor=_QC_MODEL,
-         empty_ok=True),
+         empty_ok=True, array_returns="mask",
+         array_params=("min_counts", "min_cells", "max_counts", "max_cells", "inplace", "copy")),
     Step("check_filtered", run=_PP + "check_filtered"),
     Step("calculate_qc_metrics", ("pp",), "qc", _PP + "calculate_qc_metrics",
          "gpu_sc.engine.qc:calculate_qc_metrics",
@@ -498,7 +516,8 @@ STEPS: tuple[Step, ...] = (
     Step("log1p", ("pp",), "log1p", _PP + "log1p", "gpu_sc.engine.normalize:log1p",
          dask="gpu_sc.dask.steps:log1p",
          chunkable=True,
-         reads=("X",), writes=("X", "uns['log1p']"), parity="log1p", floor="log1p"),
+         reads=("X",), writes=("X", "uns['log1p']"), parity="log1p", floor="log1p",
+         empty_ok=True, array_returns="matrix", array_params=("base", "copy")),
     Step("highly_variable_genes", ("pp",), "hvg", _PP + "highly_variable_genes",
          "gpu_sc.engine.hvg:highly_variable_genes",
          dask="gpu_sc.dask.steps:highly_variable_genes", chunkable=True,
@@ -518,13 +537,16 @@ STEPS: tuple[Step, ...] = (
     Step("scale", ("pp",), "scale", _PP + "scale", "gpu_sc.engine.regress_scale:scale",
          dask="gpu_sc.dask.steps:scale", chunkable=True,
          reads=("X",), writes=("X", "var['mean'|'std']"), reserved=("max_value", "zero_center"),
-         parity="scale", floor="scale"),
+         parity="scale", floor="scale", array_returns="matrix",
+         array_params=("zero_center", "max_value", "copy")),
     Step("pca", ("pp", "tl"), "pca", _PP + "pca", "gpu_sc.engine.pca:pca",
          dask="gpu_sc.dask.steps:pca", chunkable=True,
          supports={"random_state": int_seed},
          reads=("X",), writes=("obsm['X_pca']", "varm['PCs']", "uns['pca']"),
          reserved=("n_comps", "svd_solver", "random_state"), parity="pca",
-         repeat_keys=("X_pca", "PCs"), floor="pca", components=True),
+         repeat_keys=("X_pca", "PCs"), floor="pca", components=True, array_returns="pca",
+         array_params=("n_comps", "zero_center", "svd_solver", "random_state", "return_info",
+                       "mask_var", "dtype", "copy", "chunked", "chunk_size")),
     Step("neighbors", ("pp",), "neighbors", _PP + "neighbors",
          "gpu_sc.engine.neighbors:neighbors",
          supports={"transformer": unset(lambda v: f"transformer={v!r} (the engine computes "
@@ -587,7 +609,7 @@ STEPS: tuple[Step, ...] = (
          supports={"random_state": int_seed},
          reads=("raw.X or X or layers[layer]",), writes=("obs[{score_name}]",),
          reserved=("gene_list", "ctrl_size", "n_bins", "score_name", "random_state", "use_raw"),
-         parity="obs_values",
+         parity="obs_values", finite_only=False,
          thresholds={"score_genes_max_rel_diff": (
              "<=", 1e-5, ("isolated", "e2e"),
              ("the same control genes; scanpy sums sparse values in float32 (scipy's sum), the "

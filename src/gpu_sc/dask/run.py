@@ -20,7 +20,8 @@ def run_dask_step(step: str, adata, params: dict, *, array_module_name: str = "n
     ``gpu_sc.pp.<step>``/``gpu_sc.tl.<step>`` with scanpy-named ``params``, its blocks in
     ``array_module_name``.
 
-    Recorded in the provenance with backend ``"dask"`` (scheduler, worker count and block
+    Recorded (as in the pipeline, :func:`~gpu_sc.provenance.recording`) in
+    ``adata.uns["gpu_sc"]["provenance"]`` with backend ``"dask"`` (scheduler, worker count and block
     size in ``note`` and in ``adata.uns["gpu_sc"]["dask"]``). Raises
     :class:`~gpu_sc.dispatch.registry.DaskUnsupported` (before any change to ``adata``) for
     a step or parameter value the Dask path does not implement.
@@ -31,8 +32,11 @@ def run_dask_step(step: str, adata, params: dict, *, array_module_name: str = "n
     if entry is None or entry.dask is None:
         on_dask = sorted(s.name for s in catalogue.STEPS if s.dask is not None)
         raise DaskUnsupported(f"no dask implementation of {step!r}; the dask path has {on_dask}")
+    from ..dispatch.provenance import recording
+
     func = getattr(pp, step) if hasattr(pp, step) else getattr(tl, step)
-    return func.call(adata, **params, backend=array_module_name)
+    with recording():
+        return func.call(adata, **params, backend=array_module_name)
 
 
 def run_qc_to_pca(adata, config=None, *, array_module_name: str = "numpy",

@@ -440,7 +440,7 @@ def log1p(adata, ctx: EngineContext, *, base=None, copy=False, chunked=None, chu
 
 def _stats_block(b, expm1_base, check, codes, n_groups):
     """Per group of rows (``codes``: this block's batch codes, or None for one group) and
-    gene: float64 sum, sum of squares, int64 nonzeros, and the rows per group, of the block
+    gene: float64 sum, sum of squares, int64 count of values > 0, and the rows per group, of the block
     (of ``expm1`` of it for ``seurat``); and whether it holds counts."""
     am = _am(b)
     b = as_csr(am, b)
@@ -449,7 +449,7 @@ def _stats_block(b, expm1_base, check, codes, n_groups):
         b = hvg_k.expm1_values(am, b, expm1_base)
     c = None if codes is None else am.asarray(codes)
     s = hvg_k.group_sums(am, b, c, n_groups)
-    return {"sum": s["sum"], "sumsq": s["sumsq"], "nnz": s["nnz"], "n": s["n"],
+    return {"sum": s["sum"], "sumsq": s["sumsq"], "npos": s["npos"], "n": s["n"],
             "counts_ok": bool(ok)}  # fmt: skip
 
 

@@ -5,7 +5,8 @@ Data flow of one step call (``gpu_sc.pp.normalize_total(adata, backend="auto")``
     resolve_backend("auto") -> "cupy" | "scanpy" (+ why)
     registry.engine_impl("normalize_total", "cupy") -> engine function or None
     run_step(): engine function on ArrayModule("cupy"); GPU resource error -> chunked retry
-                -> scanpy fallback; every call appended to adata.uns["gpu_sc"]["provenance"]
+                -> scanpy fallback; every call logged (gpu_sc.provenance.history()), and
+                appended to adata.uns["gpu_sc"]["provenance"] inside the pipeline
 """
 
 from .arrays import ArrayModule, array_module, module_of

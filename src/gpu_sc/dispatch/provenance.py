@@ -1,4 +1,15 @@
-"""Per-step provenance in ``adata.uns["gpu_sc"]``: what ran where, how, and how long.
+"""Per-step provenance: what ran where, how, and how long.
+
+Where a step's record goes:
+
+- every record, with its timing, goes to an in-process log: :func:`history` (the most recent
+  :data:`HISTORY_SIZE`), :func:`last` (the latest one);
+- inside :func:`gpu_sc.pipeline` (and any block under :func:`recording`) it is also appended to
+  ``adata.uns["gpu_sc"]``, with timings: the pipeline's full provenance, as before;
+- a step called on its own (``gpu_sc.pp.log1p(adata)``) writes nothing into the AnnData, so
+  its output keys are scanpy's and two identical calls give equal AnnData objects; with
+  ``gpu_sc.settings.record_steps = True`` it appends its record to ``adata.uns["gpu_sc"]``
+  without the timing (``seconds`` NaN), which keeps identical calls equal.
 
 Everything here is stored in types that ``AnnData.write_h5ad`` and ``write_zarr`` write
 natively, so a result round-trips through anndata and scanpy without gpu_sc:
@@ -15,20 +26,31 @@ forms (a list of dicts; the JSON text of ``gpu_sc.io`` files written before).
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import contextvars
 import json
+import math
 import platform
-from collections.abc import Mapping
+import weakref
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
+    "HISTORY_SIZE",
     "PROVENANCE_COLUMNS",
+    "clear_history",
     "environment",
+    "history",
+    "last",
     "pipeline_record",
     "provenance",
     "record_step",
+    "recording",
+    "writes_uns",
     "store_pipeline_record",
     "to_native",
 ]
@@ -39,6 +61,59 @@ UNS_KEY = "gpu_sc"
 PROVENANCE_COLUMNS = (
     "step", "backend", "requested", "fallback_reason", "params", "seconds", "note",
 )  # fmt: skip
+
+
+#: How many records :func:`history` keeps (the oldest are dropped first).
+HISTORY_SIZE = 1000
+# (weak reference to the AnnData the step ran on or None, record)
+_HISTORY: collections.deque[tuple[Any, dict[str, Any]]] = collections.deque(maxlen=HISTORY_SIZE)
+# Set by :func:`recording` (the pipeline's runner): records go into the AnnData with timings.
+_RECORDING = contextvars.ContextVar("gpu_sc_recording", default=False)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[None]:
+    """Inside this block every step appends its record, with its timing, to the AnnData it
+    ran on (``adata.uns["gpu_sc"]["provenance"]``), as :func:`gpu_sc.pipeline` does."""
+    token = _RECORDING.set(True)
+    try:
+        yield
+    finally:
+        _RECORDING.reset(token)
+
+
+def writes_uns() -> bool | str:
+    """Whether a step's record goes into its AnnData now: ``"timed"`` inside :func:`recording`
+    (the pipeline), ``"untimed"`` with ``gpu_sc.settings.record_steps``, else False."""
+    if _RECORDING.get():
+        return "timed"
+    from .._settings import settings
+
+    return "untimed" if settings.record_steps else False
+
+
+def history(adata=None) -> list[dict[str, Any]]:
+    """The records of the steps run in this process, oldest first (the latest
+    :data:`HISTORY_SIZE`), each a dict with the keys of :data:`PROVENANCE_COLUMNS`
+    (``params`` a dict, ``fallback_reason`` None when the requested backend ran it).
+    ``adata``: only the steps that ran on that object (``copy=True`` runs on the copy it
+    returns)."""
+    return [dict(rec, params=dict(rec["params"])) for ref, rec in _HISTORY
+            if adata is None or (ref is not None and ref() is adata)]  # fmt: skip
+
+
+def last(adata=None) -> dict[str, Any] | None:
+    """The record of the latest step run in this process, or on ``adata`` when given (None
+    when there is none)."""
+    for ref, rec in reversed(_HISTORY):
+        if adata is None or (ref is not None and ref() is adata):
+            return dict(rec, params=dict(rec["params"]))
+    return None
+
+
+def clear_history() -> None:
+    """Forget the records :func:`history` holds."""
+    _HISTORY.clear()
 
 
 def record_step(
@@ -52,15 +127,30 @@ def record_step(
     seconds: float,
     note: str = "",
 ) -> None:
-    """Append one row to ``adata.uns["gpu_sc"]["provenance"]`` (a DataFrame)."""
+    """Log one step's record (:func:`history`) and, where :func:`writes_uns` says so, append
+    it to ``adata.uns["gpu_sc"]["provenance"]`` (a DataFrame). ``adata`` may be None or a bare
+    array (a step run on an array): the record is then only logged."""
+    plain = jsonable(dict(params))
+    try:
+        ref = None if adata is None else weakref.ref(adata)
+    except TypeError:  # an object without weak references
+        ref = None
+    _HISTORY.append((ref, {
+        "step": str(step), "backend": str(backend), "requested": str(requested),
+        "fallback_reason": fallback_reason or None, "params": plain, "seconds": float(seconds),
+        "note": note or "",
+    }))  # fmt: skip
+    mode = writes_uns()
+    if not mode or not hasattr(adata, "uns"):
+        return
     info = adata.uns.setdefault(UNS_KEY, {})
     row = {
         "step": str(step),
         "backend": str(backend),
         "requested": str(requested),
         "fallback_reason": fallback_reason or "",
-        "params": json.dumps(jsonable(dict(params))),
-        "seconds": float(seconds),
+        "params": json.dumps(plain),
+        "seconds": float(seconds) if mode == "timed" else math.nan,
         "note": note or "",
     }
     info["provenance"] = _append_row(_provenance_frame(info.get("provenance")), row)

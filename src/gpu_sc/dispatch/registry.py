@@ -23,7 +23,7 @@ from typing import Any
 from .._settings import settings
 from .arrays import ArrayModule, array_module
 from .backends import ENGINE_BACKENDS, canonical_backend_name, cuda_status, resolve_backend
-from .provenance import record_step
+from .provenance import record_step, writes_uns
 
 __all__ = [
     "DaskUnsupported",
@@ -33,6 +33,7 @@ __all__ = [
     "engine_impl",
     "implemented_steps",
     "register",
+    "run_scanpy",
     "run_step",
     "strict_mode",
 ]
@@ -302,6 +303,40 @@ def run_step(
     return result
 
 
+def run_scanpy(
+    step: str,
+    call: Callable[[], Any],
+    params: dict[str, Any],
+    *,
+    reason: str,
+    backend: str | None = None,
+    strict: bool | None = None,
+    target: Any = None,
+) -> Any:
+    """Run ``call()`` (scanpy's function, with the caller's own arguments) for ``step``: a
+    fallback for ``reason`` (logged, recorded, a :class:`FallbackError` in strict mode),
+    unless the backend resolves to scanpy anyway. ``target``: the AnnData the record may
+    go to (None: the record is only logged)."""
+    requested = canonical_backend_name(settings.backend if backend is None else backend)
+    chosen, why = resolve_backend(requested)
+    strict = strict_mode() if strict is None else bool(strict)
+    fallback_reason = None if chosen == "scanpy" else f"{step} on {chosen}: {reason}"
+    if fallback_reason is not None:
+        if strict:
+            raise FallbackError(
+                f"{step}: strict mode forbids falling back to scanpy: {fallback_reason}"
+            )
+        logger.warning("gpu_sc: falling back to scanpy for %s: %s", step, fallback_reason)
+    t0 = time.perf_counter()
+    result = call()
+    record_step(
+        target, step=step, backend="scanpy", requested=requested,
+        fallback_reason=fallback_reason, params=params, seconds=time.perf_counter() - t0,
+        note=why,
+    )  # fmt: skip
+    return result
+
+
 def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) -> Any:
     """:func:`run_step` for a step whose input matrix is a Dask array: the catalogue's Dask
     implementation, recorded with backend ``"dask"`` and where its blocks ran."""
@@ -343,7 +378,8 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
         raise DaskUnsupported(f"{step} on the Dask path: {exc}") from None
     seconds = time.perf_counter() - t0
     info = dask_info(adata.X)
-    adata.uns.setdefault("gpu_sc", {})["dask"] = info
+    if writes_uns():
+        adata.uns.setdefault("gpu_sc", {})["dask"] = info
     note = (f"dask: {info['scheduler']}, {info['n_workers']} workers, {info.get('n_blocks')} "
             f"blocks of <= {info.get('chunk_rows')} rows, blocks in {blocks}")  # fmt: skip
     if chosen not in ("numpy", "cupy"):  # "auto" without CUDA, or "scanpy"

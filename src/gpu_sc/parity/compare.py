@@ -28,7 +28,7 @@ from typing import Any
 from .. import catalogue
 from .._settings import settings
 from ..dispatch.backends import canonical_backend_name, cuda_status
-from ..dispatch.provenance import environment, provenance
+from ..dispatch.provenance import environment, provenance, recording
 from ..dispatch.registry import _move_to_host, engine_impl
 from ..pipeline.config import PipelineConfig
 from ..pipeline.run import Runner, StepHook
@@ -243,7 +243,7 @@ class _Isolated:
         adata = adata_a.copy()
         n_before = len(provenance(adata))
         try:
-            with settings.override(output="host"):
+            with settings.override(output="host"), recording():
                 func(adata, *args, backend=self.backend, **kwargs)
         finally:
             _move_to_host(adata)

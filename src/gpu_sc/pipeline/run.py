@@ -10,7 +10,7 @@ from .. import catalogue
 from .._settings import settings
 from ..dispatch.arrays import is_dask
 from ..dispatch.backends import canonical_backend_name, cuda_status, resolve_backend
-from ..dispatch.provenance import provenance, record_step, store_pipeline_record
+from ..dispatch.provenance import provenance, record_step, recording, store_pipeline_record
 from ..dispatch.registry import (
     FallbackError,
     _move_to_host,
@@ -203,12 +203,17 @@ class Runner:
         self.hooks = tuple(hooks)
 
     def run(self) -> None:
-        """Every enabled step of the pipeline, in the catalogue's order."""
-        for name in catalogue.PIPELINE:
-            entry = catalogue.get(name)
-            if entry.section is not None and not getattr(self.cfg, entry.section).enabled:
-                continue
-            catalogue.resolve(entry.run)(self, self.cfg, entry)
+        """Every enabled step of the pipeline, in the catalogue's order.
+
+        Each step is recorded, with its timing, in ``adata.uns["gpu_sc"]``
+        (:func:`~gpu_sc.provenance.recording`).
+        """
+        with recording():
+            for name in catalogue.PIPELINE:
+                entry = catalogue.get(name)
+                if entry.section is not None and not getattr(self.cfg, entry.section).enabled:
+                    continue
+                catalogue.resolve(entry.run)(self, self.cfg, entry)
 
     def step(self, name: str, func: Callable, *args, **kwargs):
         """Run one step ``func(adata, *args, **kwargs)`` labelled ``name``, with the hooks."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from .. import catalogue
 from ..dispatch.arrays import is_dask, module_of
-from ..dispatch.registry import bind_scanpy_params, run_step
+from ..dispatch.registry import _is_default, bind_scanpy_params, run_scanpy, run_step
 
 logger = logging.getLogger("gpu_sc")
 
@@ -40,9 +41,20 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
     def scanpy_impl(adata, **params):
         return scanpy_func(adata, **params)
 
+    legacy = legacy_arguments(scanpy_func)
+    entry = catalogue.get(name)
+
     def call(*args, backend: str | None = None, strict: bool | None = None,
              output: str | None = None, chunk_rows: int | None = None,
              max_device_nnz: int | None = None, **kwargs):  # fmt: skip
+        if legacy is not None:  # scanpy's renamed and formerly positional arguments
+            args, kwargs = legacy(*args, **kwargs)
+        data = args[0] if args else kwargs.get(_first_name(scanpy_func))
+        if data is not None and not _is_anndata(data):  # a bare matrix, as scanpy takes it
+            return _call_on_matrix(name, namespace, entry, scanpy_func, args, kwargs,
+                                   dict(backend=backend, strict=strict, output=output,
+                                        chunk_rows=chunk_rows,
+                                        max_device_nnz=max_device_nnz))  # fmt: skip
         try:
             adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
         except TypeError as exc:
@@ -77,11 +89,166 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
         f"scanpy.{namespace}.{name}, dispatched by gpu_sc.\n\n"
         "Same parameters, defaults and outputs as scanpy's function, plus ``backend``:\n"
         "``None`` (the global ``gpu_sc.settings.backend``), ``'auto'``, ``'scanpy'``,\n"
-        "``'numpy'`` or ``'cupy'``. The call is recorded in ``adata.uns['gpu_sc']``.\n\n"
+        "``'numpy'`` or ``'cupy'``. The call is recorded in ``gpu_sc.provenance.history()``\n"
+        "(in ``adata.uns['gpu_sc']`` too with ``gpu_sc.settings.record_steps``).\n\n"
         "scanpy's documentation follows.\n\n" + (scanpy_func.__doc__ or "")
     )
     step.__module__ = f"gpu_sc.{namespace}"
     return step
+
+
+def _is_anndata(x) -> bool:
+    return any(c.__name__ == "AnnData" for c in type(x).__mro__)
+
+
+def _first_name(func: Callable) -> str:
+    return next(iter(inspect.signature(func).parameters))
+
+
+def legacy_arguments(scanpy_func: Callable) -> Callable[..., tuple[tuple, dict]] | None:
+    """scanpy's own handling of deprecated calls to ``scanpy_func``, as a function that
+    returns the call's ``(args, kwargs)`` in today's form (None if it has no such wrapper).
+
+    scanpy wraps a function whose API changed in decorators that translate the old call and
+    warn (``renamed_arg``: ``log1p(X=...)`` -> ``log1p(data, ...)`` with a FutureWarning;
+    ``old_positionals``: formerly positional parameters, with a DeprecationWarning). Each
+    wrapper calls the function it wraps from its closure: rebuilt with the innermost function
+    replaced by one that returns its arguments, the chain translates a call exactly as
+    scanpy does, with scanpy's warnings, before gpu_sc binds it to scanpy's signature.
+    """
+    chain = []
+    func = scanpy_func
+    while (inner := getattr(func, "__wrapped__", None)) is not None:
+        cells = getattr(func, "__closure__", None) or ()
+        if not any(_cell_holds(c, inner) for c in cells):
+            break  # not a translating wrapper (e.g. singledispatch's): the call's target
+        chain.append((func, inner))
+        func = inner
+    if not chain:
+        return None
+
+    def arguments(*args, **kwargs):
+        return args, kwargs
+
+    arguments.__name__ = chain[-1][1].__name__  # scanpy's messages name the function
+    rebuilt: Callable = arguments
+    for wrapper, inner in reversed(chain):
+        cells = tuple(types.CellType(rebuilt) if _cell_holds(c, inner) else c
+                      for c in wrapper.__closure__)  # fmt: skip
+        new = types.FunctionType(wrapper.__code__, wrapper.__globals__, wrapper.__name__,
+                                 wrapper.__defaults__, cells)  # fmt: skip
+        new.__kwdefaults__ = wrapper.__kwdefaults__
+        rebuilt = new
+    return rebuilt
+
+
+def _cell_holds(cell, value) -> bool:
+    try:
+        return cell.cell_contents is value
+    except ValueError:  # an empty cell
+        return False
+
+
+def _call_on_matrix(name: str, namespace: str, entry, scanpy_func: Callable, args: tuple,
+                    kwargs: dict, options: dict) -> Any:  # fmt: skip
+    """A step called on a bare matrix (ndarray, scipy sparse, Dask array) instead of an
+    AnnData, returning what scanpy returns for it.
+
+    The engine runs it on a temporary AnnData holding the matrix, where the step's catalogue
+    entry declares an array form (:attr:`~gpu_sc.catalogue.Step.array_returns`) and the
+    call uses only the parameters that form honours; otherwise scanpy's function runs with
+    exactly the caller's arguments (a fallback, logged and recorded, unless scanpy's
+    function takes an AnnData only: it then reports the error itself).
+    """
+    data = args[0] if args else kwargs[_first_name(scanpy_func)]
+
+    def scanpy_call():
+        return scanpy_func(*args, **kwargs)
+
+    form = entry.array_returns if entry is not None else None
+    if form is None:
+        return scanpy_call()  # scanpy's function takes an AnnData only: its error
+    try:
+        _, params = bind_scanpy_params(scanpy_func, args, kwargs)
+    except TypeError:  # arguments of scanpy's array function only (scale's return_mean_std)
+        params, why = dict(kwargs), "arguments only scanpy's array function takes"
+    else:
+        defaults = inspect.signature(scanpy_func).parameters
+        other = [
+            f"{k}={_short(v)}"
+            for k, v in params.items()
+            if k not in entry.array_params and not _is_default(v, defaults[k].default)
+        ]
+        why = (f"{', '.join(other)} with a bare matrix" if other else
+               "a bare Dask array (scanpy returns its lazy result)" if is_dask(data) else
+               None if isinstance(data, np.ndarray) or hasattr(data, "tocsr") else
+               f"a bare {type(data).__name__}")  # fmt: skip
+    if why is not None:
+        return run_scanpy(name, scanpy_call, params, reason=why, backend=options["backend"],
+                          strict=options["strict"])  # fmt: skip
+    import anndata as ad
+
+    copy = bool(params.get("copy"))
+    matrix = data.copy() if copy else data
+    if not isinstance(matrix, np.ndarray) and not hasattr(matrix, "nnz"):
+        matrix = matrix.tocsr()  # a sparse array of another format, as scanpy's check_array
+    tmp = ad.AnnData(matrix)
+    return_info = bool(params.get("return_info"))
+    params = dict(params, copy=False)
+    if form == "mask":
+        params["inplace"] = False
+    if form == "pca":
+        params["return_info"] = False
+    check_step_input(f"gpu_sc.{namespace}.{name}", tmp, params)
+
+    @functools.wraps(scanpy_func)
+    def scanpy_impl(adata, **p):  # the engine's fallback: scanpy on the temporary AnnData
+        return scanpy_func(adata, **p)
+
+    result = run_step(name, tmp, params, scanpy_impl=scanpy_impl, **options)
+    if form == "mask":
+        return result
+    if form == "pca":
+        x_pca = tmp.obsm["X_pca"]
+        if not return_info:
+            return x_pca
+        from scanpy.preprocessing._pca import _handle_mask_var
+
+        info = tmp.uns["pca"]
+        _, mask = _handle_mask_var(tmp, params["mask_var"],
+                                   use_highly_variable=params["use_highly_variable"])  # fmt: skip
+        loadings = tmp.varm["PCs"] if mask is None else tmp.varm["PCs"][mask]
+        components = np.ascontiguousarray(loadings.T, dtype=info["variance"].dtype)
+        return x_pca, components, info["variance_ratio"], info["variance"]
+    out = tmp.X
+    if copy or out is data:
+        return out
+    return _write_back(data, out)
+
+
+def _short(value) -> str:
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"<{type(value).__name__} of shape {tuple(value.shape)}>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _write_back(data, out):
+    """``out`` written into the caller's matrix ``data`` where scanpy transforms it in place
+    (same type, shape, dtype and, for sparse, the same stored positions); else ``out``."""
+    if type(out) is not type(data) or out.shape != data.shape or out.dtype != data.dtype:
+        return out
+    if isinstance(data, np.ndarray):
+        if not data.flags.writeable:
+            return out
+        data[...] = out
+        return data
+    if (hasattr(data, "indptr") and data.nnz == out.nnz
+            and np.array_equal(data.indptr, out.indptr)
+            and np.array_equal(data.indices, out.indices)):  # fmt: skip
+        data.data[...] = out.data
+        return data
+    return out
 
 
 def _step_values(kind: str, adata, params: dict) -> tuple[str, Any, str | None]:
@@ -109,7 +276,7 @@ def _step_values(kind: str, adata, params: dict) -> tuple[str, Any, str | None]:
 
 def check_step_input(step: str, adata, params: dict) -> bool:
     """The step API's boundary: a matrix the step reads must hold cells and genes and be
-    finite (one reduction, on the array's own device); float16 becomes float32 (logged).
+    finite unless its entry says otherwise (one reduction, on the array's own device); float16 becomes float32 (logged).
     What it reads and checks is declared by the step's catalogue entry.
 
     Returns whether that matrix is a Dask array (the step then runs on the Dask path; its
@@ -151,6 +318,8 @@ def check_step_input(step: str, adata, params: dict) -> bool:
             adata.layers[where] = values
     if is_dask(values):
         return True
+    if not entry.finite_only:
+        return False
     bad = count_nonfinite(values)
     if bad:
         raise InputError(f"{step}: {what} contains {bad} NaN or infinite value(s); "
