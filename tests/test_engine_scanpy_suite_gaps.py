@@ -188,3 +188,22 @@ def test_rank_genes_groups_mask_var_and_string_groupby_match_scanpy(logged):
     for group in r["names"].dtype.names:
         np.testing.assert_array_equal(g["names"][group], r["names"][group])
         np.testing.assert_allclose(g["scores"][group], r["scores"][group], rtol=1e-5)
+
+
+def test_calculate_qc_metrics_use_raw_matches_scanpy():
+    x = _counts(100, 40)
+    ref = AnnData(sp.csr_matrix(x))
+    ref.var["mt"] = np.arange(ref.n_vars) < 4
+    ref.raw = ref.copy()
+    ref.X = ref.X * 0  # the metrics must come from .raw
+    got = ref.copy()
+    sc.pp.calculate_qc_metrics(ref, qc_vars=["mt"], use_raw=True, inplace=True,
+                               percent_top=[5, 10])  # fmt: skip
+    gpu_sc.pp.calculate_qc_metrics(got, qc_vars=["mt"], use_raw=True, inplace=True,
+                                   percent_top=[5, 10], backend="numpy", strict=True)  # fmt: skip
+    _engine(got)
+    pd.testing.assert_frame_equal(got.obs, ref.obs, rtol=1e-6)
+    pd.testing.assert_frame_equal(got.var, ref.var, rtol=1e-6)
+    with pytest.raises(ValueError, match="Cannot use expression from both layer and raw"):
+        gpu_sc.pp.calculate_qc_metrics(got, use_raw=True, layer="x", backend="numpy",
+                                       strict=True)  # fmt: skip

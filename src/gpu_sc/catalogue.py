@@ -502,7 +502,6 @@ STEPS: tuple[Step, ...] = (
     Step("calculate_qc_metrics", ("pp",), "qc", _PP + "calculate_qc_metrics",
          "gpu_sc.engine.qc:calculate_qc_metrics",
          dask="gpu_sc.dask.steps:calculate_qc_metrics", chunkable=True,
-         supports={"use_raw": falsy("use_raw=True is not implemented")},
          reads=("X", "var[qc_vars]"), writes=("obs[QC metrics]", "var[QC metrics]"),
          reserved=("qc_vars", "percent_top", "log1p"), parity="qc", floor=_QC_MODEL,
          empty_ok=True),
