@@ -55,5 +55,5 @@ def assert_ran_on_engine(adata, step: str, backend: str) -> None:
     """The last recorded step is ``step`` and it ran on ``backend`` (no fallback to scanpy)."""
     from gpu_sc.provenance import last as last_record
 
-    last = last_record()
+    last = last_record(adata)
     assert (last["step"], last["backend"]) == (step, backend), last

@@ -310,7 +310,7 @@ def test_small_device_streams_the_matrix_in_row_chunks_for_real(monkeypatch):
     monkeypatch.setattr(gpu_sc.settings, "chunk_rows", 100)
     with install(device_bytes=2 * size) as double:  # 3 working copies would not fit
         gpu_sc.pp.normalize_total(adata, target_sum=1e4, backend="cupy")
-        assert last_record()["backend"] == "cupy"
+        assert last_record(adata)["backend"] == "cupy"
         assert double.counters.h2d >= adata.n_obs // 100  # one transfer per row block
         assert double.peak_bytes <= 2 * size
     assert abs(adata.X - ref.X).max() < 1e-9
@@ -325,6 +325,6 @@ def test_device_too_small_for_any_chunk_falls_back_to_scanpy_with_the_reason(mon
     monkeypatch.setattr(gpu_sc.settings, "chunk_rows", 100)
     with install(device_bytes=4096):
         gpu_sc.pp.normalize_total(adata, target_sum=1e4, backend="cupy")
-    last = last_record()
+    last = last_record(adata)
     assert last["backend"] == "scanpy" and "OutOfMemoryError" in last["fallback_reason"]
     assert abs(adata.X - ref.X).max() < 1e-6 and before.nnz == adata.X.nnz

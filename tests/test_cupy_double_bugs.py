@@ -67,7 +67,7 @@ def test_cuda_probe_loads_cublas_and_a_missing_library_makes_cupy_unusable(monke
         assert not status.available and "libcublasLt" in status.reason
         adata = _counts(100, 150)
         gpu_sc.pp.normalize_total(adata, backend="auto")
-        assert last_record()["backend"] == "scanpy"
+        assert last_record(adata)["backend"] == "scanpy"
         monkeypatch.undo()
     assert cuda_status().reason != status.reason
 
@@ -101,7 +101,7 @@ def test_paga_keeps_explicit_zero_distances_and_leaves_the_graph_alone(backend):
     sc.tl.paga(ref, groups="g")
     nnz = adata.obsp["distances"].nnz
     gpu_sc.tl.paga(adata, groups="g", backend=backend)
-    assert last_record()["backend"] == backend
+    assert last_record(adata)["backend"] == backend
     assert adata.obsp["distances"].nnz == nnz  # the caller's graph is unchanged
     np.testing.assert_allclose(adata.uns["paga"]["connectivities"].toarray(),
                                ref.uns["paga"]["connectivities"].toarray(), atol=1e-12)  # fmt: skip

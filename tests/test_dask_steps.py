@@ -215,7 +215,7 @@ def test_public_steps_run_on_the_dask_path_when_their_input_is_a_dask_array(coun
     gpu_sc.pp.normalize_total(ref, target_sum=1e4, backend="numpy")
     assert dgraph.is_dask(lazy.X)  # still lazy
     np.testing.assert_allclose(lazy.X.compute().toarray(), ref.X.toarray(), rtol=1e-6)
-    entry = last_record()
+    entry = last_record(lazy)
     assert entry["backend"] == "dask" and "blocks in numpy" in entry["note"]
 
 

@@ -120,14 +120,14 @@ def test_engine_step_runs_on_numpy_and_is_recorded(toy_registry):
     assert rec["fallback_reason"] is None and rec["params"] == {"factor": 2}
     assert rec["seconds"] >= 0
     assert adata.uns["gpu_sc"]["versions"]["scanpy"]
-    assert last_record() == rec
+    assert last_record(adata) == rec == last_record()
 
 
 def test_missing_engine_step_falls_back_to_scanpy_with_warning(toy_registry, caplog):
     adata = _toy_adata()
     with caplog.at_level(logging.WARNING, logger="gpu_sc"):
         run_step("toy", adata, {"factor": 3}, scanpy_impl=_scanpy_double, backend="numpy")
-    rec = last_record()
+    rec = last_record(adata)
     assert rec["backend"] == "scanpy" and rec["requested"] == "numpy"
     assert "no numpy engine implementation" in rec["fallback_reason"]
     assert "falling back to scanpy for toy" in caplog.text
@@ -145,7 +145,7 @@ def test_gpu_resource_error_retries_chunked_then_falls_back(toy_registry):
     adata = _toy_adata()
     run_step("toy", adata, {"factor": 1}, scanpy_impl=_scanpy_double, backend="numpy")
     assert calls == [False, True]
-    rec = last_record()
+    rec = last_record(adata)
     assert rec["backend"] == "scanpy" and "MemoryError" in rec["fallback_reason"]
 
 
@@ -156,7 +156,7 @@ def test_engine_unsupported_parameter_falls_back(toy_registry):
 
     adata = _toy_adata()
     run_step("toy", adata, {"factor": 5}, scanpy_impl=_scanpy_double, backend="numpy")
-    assert "factor=5 not implemented" in last_record()["fallback_reason"]
+    assert "factor=5 not implemented" in last_record(adata)["fallback_reason"]
 
 
 def test_explicit_cupy_without_cuda_is_recorded_as_fallback(toy_registry, monkeypatch):
@@ -168,7 +168,7 @@ def test_explicit_cupy_without_cuda_is_recorded_as_fallback(toy_registry, monkey
 
     adata = _toy_adata()
     run_step("toy", adata, {"factor": 1}, scanpy_impl=_scanpy_double, backend="cupy")
-    rec = last_record()
+    rec = last_record(adata)
     assert rec["backend"] == "scanpy" and "no driver" in rec["fallback_reason"]
 
 
@@ -186,5 +186,5 @@ def test_copy_true_returns_new_annotated_object_and_leaves_input():
     adata.X = adata.X + 1
     out = gpu_sc.pp.normalize_total(adata, target_sum=10, copy=True, backend="scanpy")
     assert out is not adata and "gpu_sc" not in adata.uns and "gpu_sc" not in out.uns
-    assert last_record()["step"] == "normalize_total"
+    assert last_record(out)["step"] == "normalize_total" and last_record(adata) is None
     np.testing.assert_allclose(np.asarray(out.X).sum(1), 10, rtol=1e-6)

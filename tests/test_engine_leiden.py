@@ -52,7 +52,7 @@ def test_leiden_matches_igraph_partition_and_quality(graphs, dataset, backend):
     adata = ref.copy()
     del adata.obs["leiden"]
     gpu_sc.tl.leiden(adata, flavor="igraph", backend=backend, **TUTORIAL)
-    assert last_record()["backend"] == backend, last_record()["fallback_reason"]
+    assert last_record(adata)["backend"] == backend, last_record(adata)["fallback_reason"]
     ours = adata.obs["leiden"].cat.codes.to_numpy()
     theirs = ref.obs["leiden"].cat.codes.to_numpy()
     A = ref.obsp["connectivities"]
@@ -115,8 +115,8 @@ def test_leiden_unsupported_options_fall_back_to_scanpy(graphs):
         adata, flavor="igraph", restrict_to=("leiden", ["0"]), backend="numpy", **TUTORIAL
     )
     assert "leiden_R" in adata.obs
-    assert last_record()["backend"] == "scanpy"
-    assert "restrict_to" in last_record()["fallback_reason"]
+    assert last_record(adata)["backend"] == "scanpy"
+    assert "restrict_to" in last_record(adata)["fallback_reason"]
 
 
 @pytest.mark.gpu

@@ -24,7 +24,7 @@ def test_paga_connectivities_equal_scanpys(pbmc, backend):
     sc.tl.paga(ref, groups="leiden")
     ours = pbmc.copy()
     gpu_sc.tl.paga(ours, groups="leiden", backend=backend)
-    assert last_record()["backend"] == backend, last_record()["fallback_reason"]
+    assert last_record(ours)["backend"] == backend, last_record(ours)["fallback_reason"]
     r, o = ref.uns["paga"], ours.uns["paga"]
     assert o["groups"] == r["groups"] == "leiden"
     for key in ("connectivities", "connectivities_tree"):

@@ -35,7 +35,7 @@ def max_rel(a, b) -> float:
 
 
 def last_step(adata) -> dict:
-    return last_record()
+    return last_record(adata)
 
 
 def assert_ran_on(adata, backend: str) -> None:
@@ -530,9 +530,9 @@ def test_persistent_out_of_memory_falls_back_to_scanpy_with_adata_unchanged(monk
 
 def test_unsupported_parameter_falls_back_to_scanpy(logged):
     adata = logged.copy()
-    pp.pca(adata, zero_center=False, n_comps=10, backend="numpy")
+    pp.pca(adata, random_state=None, n_comps=10, backend="numpy")
     step = last_step(adata)
-    assert step["backend"] == "scanpy" and "zero_center" in step["fallback_reason"]
+    assert step["backend"] == "scanpy" and "random_state" in step["fallback_reason"]
     assert adata.obsm["X_pca"].shape == (adata.n_obs, 10)
 
 

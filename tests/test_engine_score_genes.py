@@ -32,7 +32,7 @@ def test_scores_match_scanpy(lognorm, dense, seed):
     eng = a.copy()
     gpu_sc.tl.score_genes(eng, genes, random_state=seed, ctrl_size=30, n_bins=10,
                           backend="numpy")  # fmt: skip
-    assert last_record()["backend"] == "numpy"
+    assert last_record(eng)["backend"] == "numpy"
     r, e = ref.obs["score"].to_numpy(), eng.obs["score"].to_numpy()
     assert eng.obs["score"].dtype == np.float64
     # Same control genes; scanpy sums sparse values in float32, the engine in float64.
@@ -46,7 +46,7 @@ def test_seed_policy_and_raw(lognorm):
     a.raw = a
     genes = list(a.var_names[:15])
     gpu_sc.tl.score_genes(a, genes, random_state=None, backend="numpy")
-    rec = last_record()
+    rec = last_record(a)
     assert rec["backend"] == "scanpy" and "random_state=None" in rec["fallback_reason"]
     b = a[:, :200].copy()  # .raw keeps every gene: scored there by default, as scanpy does
     ref = b.copy()

@@ -112,7 +112,7 @@ def test_unknown_parameter_at_scanpy_default_runs_on_the_engine(engine_without):
     engine_without("normalize_total", drop="exclude_highly_expressed")
     adata = _counts()
     gpu_sc.pp.normalize_total(adata, target_sum=1e4, backend="numpy")
-    rec = last_record()
+    rec = last_record(adata)
     assert rec["backend"] == "numpy" and rec["fallback_reason"] is None
     np.testing.assert_allclose(np.asarray(adata.X).sum(1), 1e4, rtol=1e-5)
 
@@ -125,7 +125,7 @@ def test_unknown_parameter_with_a_value_falls_back_naming_it(engine_without, cap
         gpu_sc.pp.normalize_total(
             adata, target_sum=1e4, exclude_highly_expressed=True, max_fraction=0.9, backend="numpy"
         )
-    rec = last_record()
+    rec = last_record(adata)
     assert rec["backend"] == "scanpy" and rec["requested"] == "numpy"
     assert "exclude_highly_expressed=True" in rec["fallback_reason"]
     assert "does not implement parameter" in rec["fallback_reason"]
@@ -144,6 +144,6 @@ def test_engine_parameter_the_installed_scanpy_lacks_falls_back(engine_without):
     engine_without("log1p", extra="only_in_a_newer_engine")
     adata = _counts()
     gpu_sc.pp.log1p(adata, backend="numpy")
-    rec = last_record()
+    rec = last_record(adata)
     assert rec["backend"] == "scanpy"
     assert "only_in_a_newer_engine (not passed by the installed scanpy)" in rec["fallback_reason"]

@@ -218,7 +218,7 @@ def test_strict_from_environment_makes_a_step_fallback_an_error(monkeypatch):
         with gpu_sc.settings.override(strict=False):  # the setting wins over the environment
             registry.run_step("toy_strict", adata, {}, scanpy_impl=lambda a: None,
                               backend="numpy")  # fmt: skip
-        assert last_record()["backend"] == "scanpy"
+        assert last_record(adata)["backend"] == "scanpy"
     finally:
         registry._ENGINE.pop("toy_strict", None)
 
@@ -240,7 +240,7 @@ def test_successful_chunked_retry_is_logged(caplog):
         assert calls == [False, True]
         assert "toy_chunked on numpy succeeded in row chunks" in caplog.text
         assert "out of device memory (simulated)" in caplog.text
-        rec = last_record()
+        rec = last_record(adata)
         assert rec["backend"] == "numpy" and "retried in row chunks" in rec["note"]
     finally:
         registry._ENGINE.pop("toy_chunked", None)

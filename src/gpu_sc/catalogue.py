@@ -209,6 +209,9 @@ class Step:
     components: bool = False
     #: fine on an empty AnnData (the pipeline says what emptied it after them)
     empty_ok: bool = False
+    #: the boundary rejects NaN/infinite values (False: the step computes with them as
+    #: scanpy does, e.g. score_genes' NaN-ignoring means)
+    finite_only: bool = True
     #: what scanpy's function returns for a bare matrix (ndarray or scipy sparse) instead of
     #: an AnnData; the engine runs it on a temporary AnnData holding the matrix and returns:
     #: ``"mask"``: the ``(mask, numbers)`` of ``inplace=False``; ``"matrix"``: the
@@ -499,7 +502,6 @@ STEPS: tuple[Step, ...] = (
     Step("calculate_qc_metrics", ("pp",), "qc", _PP + "calculate_qc_metrics",
          "gpu_sc.engine.qc:calculate_qc_metrics",
          dask="gpu_sc.dask.steps:calculate_qc_metrics", chunkable=True,
-         supports={"use_raw": falsy("use_raw=True is not implemented")},
          reads=("X", "var[qc_vars]"), writes=("obs[QC metrics]", "var[QC metrics]"),
          reserved=("qc_vars", "percent_top", "log1p"), parity="qc", floor=_QC_MODEL,
          empty_ok=True),
@@ -595,13 +597,9 @@ STEPS: tuple[Step, ...] = (
     Step("rank_genes_groups", ("tl",), "rank_genes_groups", _PP + "rank_genes_groups",
          "gpu_sc.engine.markers:rank_genes_groups",
          dask="gpu_sc.dask.markers:rank_genes_groups",
-         supports={"mask_var": unset("mask_var is not implemented"),
-                   "method": only(None, *_MARKER_METHODS, why=lambda v: f"method={v!r}: the "
-                                  f"engine implements {_MARKER_METHODS}"),
-                   "corr_method": only("benjamini-hochberg", "bonferroni", why=lambda v:
-                                       f"corr_method={v!r} (scanpy reports the error)"),
-                   "groups": lambda v: ("groups must be a sequence (scanpy reports the error)"
-                                        if isinstance(v, str | int) and v != "all" else None)},
+         # other methods, corr_methods and groups: the engine raises scanpy's errors
+         supports={"method": lambda v: (f"method={v!r}: the engine implements "
+                                        f"{_MARKER_METHODS}" if v == "logreg" else None)},
          reads=("raw.X or X", "obs[groupby]"), writes=("uns[key_added]",),
          reserved=("groupby", "method", "n_genes", "use_raw", "pts", "key_added"),
          parity="markers", floor="rank_genes", requires=("leiden",), values="raw_or_X"),
@@ -610,7 +608,7 @@ STEPS: tuple[Step, ...] = (
          supports={"random_state": int_seed},
          reads=("raw.X or X or layers[layer]",), writes=("obs[{score_name}]",),
          reserved=("gene_list", "ctrl_size", "n_bins", "score_name", "random_state", "use_raw"),
-         parity="obs_values",
+         parity="obs_values", finite_only=False,
          thresholds={"score_genes_max_rel_diff": (
              "<=", 1e-5, ("isolated", "e2e"),
              ("the same control genes; scanpy sums sparse values in float32 (scipy's sum), the "

@@ -440,7 +440,7 @@ def log1p(adata, ctx: EngineContext, *, base=None, copy=False, chunked=None, chu
 
 def _stats_block(b, expm1_base, check, codes, n_groups):
     """Per group of rows (``codes``: this block's batch codes, or None for one group) and
-    gene: float64 sum, sum of squares, int64 nonzeros, and the rows per group, of the block
+    gene: float64 sum, sum of squares, int64 count of values > 0, and the rows per group, of the block
     (of ``expm1`` of it for ``seurat``); and whether it holds counts."""
     am = _am(b)
     b = as_csr(am, b)
@@ -449,7 +449,7 @@ def _stats_block(b, expm1_base, check, codes, n_groups):
         b = hvg_k.expm1_values(am, b, expm1_base)
     c = None if codes is None else am.asarray(codes)
     s = hvg_k.group_sums(am, b, c, n_groups)
-    return {"sum": s["sum"], "sumsq": s["sumsq"], "nnz": s["nnz"], "n": s["n"],
+    return {"sum": s["sum"], "sumsq": s["sumsq"], "npos": s["npos"], "n": s["n"],
             "counts_ok": bool(ok)}  # fmt: skip
 
 
@@ -758,11 +758,10 @@ def pca(
     in-memory NumPy array. Up to :data:`gpu_sc.kernels.pca.EIGH_MAX_FEATURES` features."""
     from scanpy.preprocessing._pca import _handle_mask_var
 
-    if chunked:  # scanpy's incremental PCA approximates this exact one; it always centres
-        zero_center = True
+    center = bool(zero_center or chunked)  # scanpy's incremental PCA (chunked) always centres
     mask_param, mask = _handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
     x = _get_x(adata, layer, ctx)
-    if not zero_center and hasattr(getattr(x, "_meta", None), "indptr"):
+    if not center and hasattr(getattr(x, "_meta", None), "indptr"):
         raise TypeError(  # scanpy's error
             "`zero_center=False` is not supported for sparse Dask arrays (yet). "
             "See <https://github.com/dask/dask-ml/issues/123>."
@@ -783,7 +782,7 @@ def pca(
     np_am = array_module("numpy")
     mean, cov = pca_k.covariance(np_am, total, gram, n_obs)
     total_var = float(np.trace(cov))
-    if not zero_center:  # truncated SVD: eigenvectors of X^T X, no centring
+    if not center:  # truncated SVD: eigenvectors of X^T X, no centring
         mean, cov = np.zeros_like(mean), gram
     evals, evecs = pca_k.top_eigh(np_am, cov, n_comps)
     evecs = pca_k.flip_signs(np_am, evecs)
@@ -794,7 +793,7 @@ def pca(
         compute(*[proj(b, cols, mean_d, evecs_d, out_dtype) for b in blocks]), axis=0
     )
     components = evecs.T.astype(float_dtype)
-    if zero_center:
+    if center:
         variance, variance_ratio = evals, evals / total_var
     else:  # as the in-memory engine (scikit-learn's TruncatedSVD): ddof=0 variances
         variance = x_pca.astype(np.float64).var(axis=0)

@@ -32,6 +32,7 @@ import contextvars
 import json
 import math
 import platform
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -67,7 +68,8 @@ PROVENANCE_COLUMNS = (
 
 #: How many records :func:`history` keeps (the oldest are dropped first).
 HISTORY_SIZE = 1000
-_HISTORY: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY_SIZE)
+# (weak reference to the AnnData the step ran on or None, record)
+_HISTORY: collections.deque[tuple[Any, dict[str, Any]]] = collections.deque(maxlen=HISTORY_SIZE)
 # Set by :func:`recording` (the pipeline's runner): records go into the AnnData with timings.
 _RECORDING = contextvars.ContextVar("gpu_sc_recording", default=False)
 
@@ -93,19 +95,23 @@ def writes_uns() -> bool | str:
     return "untimed" if settings.record_steps else False
 
 
-def history() -> list[dict[str, Any]]:
+def history(adata=None) -> list[dict[str, Any]]:
     """The records of the steps run in this process, oldest first (the latest
     :data:`HISTORY_SIZE`), each a dict with the keys of :data:`PROVENANCE_COLUMNS`
-    (``params`` a dict, ``fallback_reason`` None when the requested backend ran it)."""
-    return [dict(rec, params=dict(rec["params"])) for rec in _HISTORY]
+    (``params`` a dict, ``fallback_reason`` None when the requested backend ran it).
+    ``adata``: only the steps that ran on that object (``copy=True`` runs on the copy it
+    returns)."""
+    return [dict(rec, params=dict(rec["params"])) for ref, rec in _HISTORY
+            if adata is None or (ref is not None and ref() is adata)]  # fmt: skip
 
 
-def last() -> dict[str, Any] | None:
-    """The record of the latest step run in this process (None before any)."""
-    if not _HISTORY:
-        return None
-    rec = _HISTORY[-1]
-    return dict(rec, params=dict(rec["params"]))
+def last(adata=None) -> dict[str, Any] | None:
+    """The record of the latest step run in this process, or on ``adata`` when given (None
+    when there is none)."""
+    for ref, rec in reversed(_HISTORY):
+        if adata is None or (ref is not None and ref() is adata):
+            return dict(rec, params=dict(rec["params"]))
+    return None
 
 
 def clear_history() -> None:
@@ -128,11 +134,15 @@ def record_step(
     it to ``adata.uns["gpu_sc"]["provenance"]`` (a DataFrame). ``adata`` may be None or a bare
     array (a step run on an array): the record is then only logged."""
     plain = jsonable(dict(params))
-    _HISTORY.append({
+    try:
+        ref = None if adata is None else weakref.ref(adata)
+    except TypeError:  # an object without weak references
+        ref = None
+    _HISTORY.append((ref, {
         "step": str(step), "backend": str(backend), "requested": str(requested),
         "fallback_reason": fallback_reason or None, "params": plain, "seconds": float(seconds),
         "note": note or "",
-    })  # fmt: skip
+    }))  # fmt: skip
     mode = writes_uns()
     if not mode or not hasattr(adata, "uns"):
         return

@@ -40,10 +40,14 @@ def _plain(x: Any) -> Any:
     return x.view(type=am.xp.ndarray)
 
 
-def _get_x(adata, layer: str | None, obsm: str | None = None) -> Any:
-    """The matrix a step reads: ``adata.obsm[obsm]``, ``adata.layers[layer]`` or ``adata.X``
-    (both ``obsm`` and ``layer``: scanpy's ValueError)."""
-    if obsm is not None:
+def _get_x(adata, layer: str | None, obsm: str | None = None, *, use_raw: bool = False) -> Any:
+    """The matrix a step reads: ``adata.obsm[obsm]``, ``adata.raw.X`` (``use_raw``),
+    ``adata.layers[layer]`` or ``adata.X`` (two of them: scanpy's ValueError)."""
+    if use_raw:
+        from scanpy.preprocessing._qc import _choose_mtx_rep
+
+        x = _choose_mtx_rep(adata, use_raw=True, layer=layer)  # scanpy's errors
+    elif obsm is not None:
         if layer is not None:
             from scanpy.get import _get_obs_rep
 

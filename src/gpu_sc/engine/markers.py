@@ -151,41 +151,59 @@ def rank_genes_groups_with(
 
 
 def _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_method, layer, kwds):
-    """Validate like scanpy (anything scanpy rejects or this does not implement raises
-    :class:`EngineUnsupported`, so scanpy runs and reports it) and select the data."""
+    """Validate like scanpy, in scanpy's order and with scanpy's errors (what this does not
+    implement raises :class:`EngineUnsupported`, so scanpy runs), and select the data."""
+    from scanpy import _utils as sc_utils
     from scanpy._utils import select_groups
+    from scanpy.get import _check_mask
+    from scanpy.tools._rank_genes_groups import _Method
 
     if kwds:
         raise EngineUnsupported(f"extra arguments {sorted(kwds)}")
-    # method, corr_method, groups (a sequence or "all"): declared in the catalogue.
+    mask_var = _check_mask(adata, mask_var, "var")
     if use_raw is None:
         use_raw = adata.raw is not None
-    elif use_raw and adata.raw is None:
-        raise EngineUnsupported("use_raw=True without .raw (scanpy reports the error)")
-    if layer is not None and use_raw:
-        raise EngineUnsupported("layer with use_raw=True (scanpy reports the error)")
+    elif use_raw is True and adata.raw is None:
+        raise ValueError("Received `use_raw=True`, but `adata.raw` is empty.")
+    if method not in (avail_methods := sc_utils.get_literal_vals(_Method)):
+        raise ValueError(f"Method must be one of {avail_methods}.")
+    if method == "logreg":  # the catalogue declares it; an engine caller gets the same
+        raise EngineUnsupported("method='logreg' is not implemented")
+    avail_corr = {"benjamini-hochberg", "bonferroni"}
+    if corr_method not in avail_corr:
+        raise ValueError(f"Correction method must be one of {avail_corr}.")
+    sc_utils.sanitize_anndata(adata)  # as scanpy: string columns become categorical
     if groupby not in adata.obs or not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
-        raise EngineUnsupported(f"obs[{groupby!r}] is not categorical (scanpy converts it)")
-    categories = list(adata.obs[groupby].cat.categories)
+        raise EngineUnsupported(f"obs[{groupby!r}] is not categorical (scanpy reports it)")
     if groups == "all":
         order = "all"
+    elif isinstance(groups, str | int):
+        raise ValueError("Specify a sequence of groups")
     else:
-        order = [str(g) if isinstance(g, int) else g for g in groups]
+        order = list(groups)
+        if isinstance(order[0], int):
+            order = [str(n) for n in order]
         if reference != "rest" and reference not in set(order):
-            order.append(reference)
-        if not set(order) <= set(categories):
-            raise EngineUnsupported(f"groups {order} not all in obs[{groupby!r}]")
+            order += [reference]
+    categories = adata.obs[groupby].cat.categories
     if reference != "rest" and reference not in categories:
-        raise EngineUnsupported(f"reference {reference!r} is not a group (scanpy reports it)")
+        cats = categories.tolist()
+        raise ValueError(f"reference = {reference} needs to be one of groupby = {cats}.")
     groups_order, masks = select_groups(adata, order, groupby)
-    if (masks.sum(axis=1) < 2).any():
-        raise EngineUnsupported("a selected group has fewer than 2 cells (scanpy reports it)")
+    singlets = set(groups_order) & set(adata.obs[groupby].value_counts().loc[lambda x: x < 2].index)
+    if singlets:
+        raise ValueError(f"Could not calculate statistics for groups {', '.join(singlets)} "
+                         "since they only contain one sample.")  # fmt: skip
     if layer is not None:
+        if use_raw:
+            raise ValueError("Cannot specify `layer` and have `use_raw=True`.")
         X, var_names = adata.layers[layer], adata.var_names
     elif use_raw:
         X, var_names = adata.raw.X, adata.raw.var_names
     else:
         X, var_names = adata.X, adata.var_names
+    if mask_var is not None:
+        X, var_names = X[:, mask_var], var_names[mask_var]
     iref = None
     if reference != "rest":
         iref = int(np.where(groups_order == reference)[0][0])

@@ -25,8 +25,9 @@ _N_PCS = 50  # scanpy.settings.N_PCS
 def choose_representation(adata, am, *, use_rep: str | None, n_pcs: int | None):
     """The dense matrix scanpy's ``_choose_representation`` would use, in ``am``'s namespace.
 
-    Raises :class:`EngineUnsupported` where scanpy would compute a PCA on the fly (the engine
-    does not change ``adata`` behind the caller's back) and ``ValueError`` where scanpy does.
+    Where scanpy computes a PCA on the fly (more than 50 genes, no ``obsm['X_pca']``), so
+    does the engine, with scanpy's warning and defaults, and stores it in ``adata`` as scanpy
+    does; raises ``ValueError`` where scanpy does.
     """
     if use_rep is None and n_pcs == 0:
         use_rep = "X"
@@ -40,7 +41,7 @@ def choose_representation(adata, am, *, use_rep: str | None, n_pcs: int | None):
                 )
             x = adata.obsm["X_pca"][:, :n_pcs]
         else:
-            raise EngineUnsupported("no obsm['X_pca']: scanpy would run sc.pp.pca first")
+            x = _pca_on_the_fly(adata, am, n_pcs)
     elif use_rep in adata.obsm:
         x = adata.obsm[use_rep]
         if n_pcs is not None:
@@ -62,6 +63,32 @@ def choose_representation(adata, am, *, use_rep: str | None, n_pcs: int | None):
     if am.issparse(x):
         x = x.toarray()
     return x
+
+
+def _pca_on_the_fly(adata, am, n_pcs: int | None):
+    """scanpy's ``_get_pca_or_small_x`` without ``obsm['X_pca']``: warn, run ``pp.pca`` with
+    its defaults (here the engine's) and use (and keep) ``obsm['X_pca']``."""
+    import inspect
+    import warnings
+
+    from scanpy.preprocessing._pca import pca as scanpy_pca
+
+    from ..dispatch.registry import EngineContext
+    from .pca import pca
+
+    warnings.warn(
+        f"You’re trying to run this on {adata.n_vars} dimensions of `.X`, "
+        "if you really want this, set `use_rep='X'`.\n         "
+        "Falling back to preprocessing with `sc.pp.pca` and default params.",
+        UserWarning,
+        stacklevel=2,
+    )
+    params = {name: p.default for name, p in inspect.signature(scanpy_pca).parameters.items()
+              if p.default is not inspect.Parameter.empty}  # fmt: skip
+    params["n_comps"] = n_pcs if n_pcs is not None else _N_PCS
+    accepted = inspect.signature(pca).parameters
+    pca(adata, EngineContext(am=am), **{k: v for k, v in params.items() if k in accepted})
+    return adata.obsm["X_pca"]
 
 
 def neighbors(

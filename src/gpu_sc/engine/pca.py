@@ -41,11 +41,10 @@ def pca(
     am, xp = ctx.am, ctx.am.xp
     if layer is not None and chunked:
         raise NotImplementedError("Cannot use `layer` and `chunked` at the same time.")  # scanpy's
-    if chunked:
-        # scanpy's chunked=True is an incremental PCA, which approximates the exact PCA on the
-        # covariance that the engine computes anyway (streamed in row blocks when needed); like
-        # scanpy it then centres whatever zero_center says (and ignores svd_solver).
-        zero_center = True
+    # scanpy's chunked=True is an incremental PCA, which approximates the exact PCA on the
+    # covariance that the engine computes anyway (streamed in row blocks when needed); like
+    # scanpy it then centres whatever zero_center says (and ignores svd_solver).
+    center = bool(zero_center or chunked)
     mask_param, mask = _handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
     x = _get_x(adata, layer)
     n_obs = x.shape[0]
@@ -67,7 +66,7 @@ def pca(
             gram = g if gram is None else gram + g
         mean, cov = pca_k.covariance(am, total, gram, n_obs)
         total_var = float(xp.trace(cov))
-        if not zero_center:  # truncated SVD: eigenvectors of X^T X, no centring
+        if not center:  # truncated SVD: eigenvectors of X^T X, no centring
             mean, cov = xp.zeros_like(mean), gram
         evals, evecs = pca_k.top_eigh(am, cov, n_comps)
     else:
@@ -79,7 +78,7 @@ def pca(
             total_sq = q if total_sq is None else total_sq + q
         mean = total / n_obs
         total_var = float(((total_sq - n_obs * mean**2) / (n_obs - 1)).sum())
-        if not zero_center:  # truncated SVD: the operator X^T X / (n - 1), no centring
+        if not center:  # truncated SVD: the operator X^T X / (n - 1), no centring
             mean = xp.zeros_like(mean)
 
         def apply_cov(v):
@@ -96,7 +95,7 @@ def pca(
     evecs = pca_k.flip_signs(am, evecs)
     x_pca = blocks.map(lambda start, stop, b: pca_k.project_block(am, sub(b), mean, evecs))
     x_pca = am.to_host(x_pca)
-    if zero_center:
+    if center:
         variance = _host(am, evals)
         variance_ratio = variance / total_var
     else:

@@ -34,7 +34,7 @@ def calculate_qc_metrics(
     parallel,
 ):
     am = ctx.am
-    x = _get_x(adata, layer)
+    x = _get_x(adata, layer, use_raw=use_raw)
     qc_vars = [qc_vars] if isinstance(qc_vars, str) else list(qc_vars)
     masks = [np.asarray(adata.var[q].values, dtype=bool) for q in qc_vars]
     ns = sorted(int(n) for n in percent_top) if percent_top else None

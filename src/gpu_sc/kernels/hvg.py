@@ -1,7 +1,7 @@
 """Highly variable genes: per-gene statistics over cells (array-generic, on the device) and
 the gene-level selection rules of scanpy's flavors (host, on ``n_genes`` numbers).
 
-Device part: sums, sums of squares and nonzero counts per gene and per batch, and the
+Device part: sums, sums of squares and counts of positive values per gene and per batch, and the
 clipped sums of ``seurat_v3``. They are accumulators, so row blocks add up. Host part:
 scanpy's binning (``pd.cut`` on means, percentile bins for ``cell_ranger``), dispersion
 normalisation, loess fit of ``seurat_v3`` (scikit-misc, on one point per gene) and ranking.
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..dispatch.arrays import ArrayModule
-from .reductions import axis_nnz, axis_sum, axis_sum_sq, with_data
+from .reductions import axis_sum, axis_sum_sq, with_data
 
 __all__ = [
     "clipped_sums",
@@ -47,10 +47,11 @@ def expm1_values(am: ArrayModule, x: Any, base: float | None) -> Any:
 
 def group_sums(am: ArrayModule, x: Any, codes: Any | None, n_groups: int) -> dict[str, Any]:
     """Per group of rows (``codes``: group of each row, or None for one group) and gene:
-    ``sum``, ``sumsq`` (float64, shape ``(n_groups, n_genes)``), ``nnz`` (int64) and the
-    number of rows ``n`` per group."""
+    ``sum``, ``sumsq`` (float64, shape ``(n_groups, n_genes)``), ``npos`` (int64: values
+    > 0, scanpy's "expressed" in ``filter_genes(min_cells=1)``, not nonzeros: a negative
+    value is not expressed) and the number of rows ``n`` per group."""
     xp = am.xp
-    sums, sqs, nnzs, ns = [], [], [], []
+    sums, sqs, npos, ns = [], [], [], []
     for g in range(n_groups):
         if codes is None:
             sub = x
@@ -59,11 +60,11 @@ def group_sums(am: ArrayModule, x: Any, codes: Any | None, n_groups: int) -> dic
         ns.append(sub.shape[0])
         sums.append(axis_sum(am, sub, axis=0))
         sqs.append(axis_sum_sq(am, sub, axis=0))
-        nnzs.append(axis_nnz(am, sub, axis=0))
+        npos.append(axis_sum(am, sub, axis=0, transform=lambda d: d > 0).astype(xp.int64))
     return {
         "sum": xp.stack(sums),
         "sumsq": xp.stack(sqs),
-        "nnz": xp.stack(nnzs),
+        "npos": xp.stack(npos),
         "n": np.asarray(ns, dtype=np.int64),
     }
 
@@ -188,7 +189,7 @@ def seurat_table(stats, var_names, *, n_batches, flavor, n_bins, cutoffs, n_top_
     """
 
     def one_batch(g: int, filter_unexpressed: bool) -> pd.DataFrame:
-        filt = stats["nnz"][g] > 0 if filter_unexpressed else np.ones(len(var_names), bool)
+        filt = stats["npos"][g] > 0 if filter_unexpressed else np.ones(len(var_names), bool)
         n = int(stats["n"][g])
         mean, var = mean_var(stats["sum"][g][filt], stats["sumsq"][g][filt], n)
         df = dispersion_table(mean, var, flavor=flavor, n_bins=n_bins)

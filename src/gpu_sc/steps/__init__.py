@@ -276,7 +276,7 @@ def _step_values(kind: str, adata, params: dict) -> tuple[str, Any, str | None]:
 
 def check_step_input(step: str, adata, params: dict) -> bool:
     """The step API's boundary: a matrix the step reads must hold cells and genes and be
-    finite (one reduction, on the array's own device); float16 becomes float32 (logged).
+    finite unless its entry says otherwise (one reduction, on the array's own device); float16 becomes float32 (logged).
     What it reads and checks is declared by the step's catalogue entry.
 
     Returns whether that matrix is a Dask array (the step then runs on the Dask path; its
@@ -318,6 +318,8 @@ def check_step_input(step: str, adata, params: dict) -> bool:
             adata.layers[where] = values
     if is_dask(values):
         return True
+    if not entry.finite_only:
+        return False
     bad = count_nonfinite(values)
     if bad:
         raise InputError(f"{step}: {what} contains {bad} NaN or infinite value(s); "

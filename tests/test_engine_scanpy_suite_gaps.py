@@ -1,0 +1,209 @@
+"""Engine behaviours added for scanpy's own test suite (issue 19; scripts/test_scanpy_suite.sh):
+each is run on the NumPy engine in strict mode (no fallback) and compared with scanpy."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from anndata import AnnData
+
+import gpu_sc
+from gpu_sc.dispatch.provenance import last
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::UserWarning", "ignore::FutureWarning", "ignore::scipy.sparse.SparseEfficiencyWarning"
+)
+
+CONTAINERS = [np.asarray, sp.csr_matrix, sp.csc_matrix]
+
+
+def _counts(n_obs=120, n_vars=30, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.poisson(rng.gamma(1.0, 1.0, n_vars), (n_obs, n_vars)).astype(np.float32)
+    x[:, 0] += np.arange(n_obs) % 7  # a leading direction well separated from the rest
+    return x
+
+
+def _dense(x) -> np.ndarray:
+    return x.toarray() if sp.issparse(x) else np.asarray(x)
+
+
+def _engine(adata) -> None:
+    assert last(adata)["backend"] == "numpy"
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+def test_pca_zero_center_false_matches_scanpy(container):
+    ref = AnnData(container(_counts()))
+    got = ref.copy()
+    sc.pp.pca(ref, n_comps=8, zero_center=False, svd_solver="arpack", dtype="float64")
+    gpu_sc.pp.pca(got, n_comps=8, zero_center=False, dtype="float64", backend="numpy",
+                  strict=True)  # fmt: skip
+    _engine(got)
+    np.testing.assert_allclose(np.abs(got.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(got.varm["PCs"], ref.varm["PCs"], atol=1e-5)  # same signs
+    for key in ("variance", "variance_ratio"):
+        np.testing.assert_allclose(got.uns["pca"][key], ref.uns["pca"][key], rtol=1e-5)
+        assert got.uns["pca"][key].dtype == ref.uns["pca"][key].dtype
+    assert got.uns["pca"]["params"] == ref.uns["pca"]["params"]
+
+
+def test_pca_chunked_is_the_exact_pca():
+    """scanpy's chunked=True (incremental PCA) approximates the exact PCA: the engine computes
+    that one, whatever zero_center says (scanpy ignores it too)."""
+    ref = AnnData(sp.csr_matrix(_counts(200, 40)))
+    got = ref.copy()
+    sc.pp.pca(ref, n_comps=5, svd_solver="arpack")
+    gpu_sc.pp.pca(got, n_comps=5, chunked=True, chunk_size=50, zero_center=False,
+                  backend="numpy", strict=True)  # fmt: skip
+    _engine(got)
+    np.testing.assert_allclose(np.abs(got.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]),
+                               rtol=1e-3, atol=1e-3)  # fmt: skip
+    np.testing.assert_allclose(got.uns["pca"]["variance_ratio"], ref.uns["pca"]["variance_ratio"],
+                               rtol=1e-4)  # fmt: skip
+    assert got.uns["pca"]["params"]["zero_center"] is False  # recorded as given, as scanpy
+
+
+def test_pca_chunked_with_a_layer_raises_scanpys_error():
+    adata = AnnData(_counts(), layers={"counts": _counts()})
+    with pytest.raises(NotImplementedError, match="Cannot use `layer` and `chunked`"):
+        gpu_sc.pp.pca(adata, layer="counts", chunked=True, backend="numpy", strict=True)
+
+
+@pytest.mark.parametrize("zero_center", [True, False], ids=["center", "no_center"])
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("mask", ["array", "column"])
+def test_scale_mask_obs_matches_scanpy(container, zero_center, mask):
+    x = _counts()
+    ref = AnnData(container(x))
+    cells = np.arange(ref.n_obs) % 3 != 0
+    ref.obs["some cells"] = cells
+    got = ref.copy()
+    mask_obs = cells if mask == "array" else "some cells"
+    sc.pp.scale(ref, mask_obs=mask_obs, zero_center=zero_center, max_value=3)
+    gpu_sc.pp.scale(got, mask_obs=mask_obs, zero_center=zero_center, max_value=3,
+                    backend="numpy", strict=True)  # fmt: skip
+    _engine(got)
+    assert sp.issparse(got.X) == sp.issparse(ref.X)
+    assert got.X.dtype == ref.X.dtype
+    np.testing.assert_allclose(_dense(got.X), _dense(ref.X), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(_dense(got.X)[~cells], x[~cells])  # the others untouched
+    assert list(got.var.columns) == list(ref.var.columns)
+    pd.testing.assert_frame_equal(got.var, ref.var, rtol=1e-6)
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+def test_scale_obsm_matches_scanpy(container):
+    x = _counts()
+    ref = AnnData(container(x.copy()), obsm={"obsm": container(x.copy())})
+    got = ref.copy()
+    sc.pp.scale(ref, obsm="obsm", zero_center=False)
+    gpu_sc.pp.scale(got, obsm="obsm", zero_center=False, backend="numpy", strict=True)
+    _engine(got)
+    np.testing.assert_allclose(_dense(got.obsm["obsm"]), _dense(ref.obsm["obsm"]), rtol=1e-6)
+    np.testing.assert_array_equal(_dense(got.X), x)  # X untouched
+    pd.testing.assert_frame_equal(got.var, ref.var, rtol=1e-6)
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+def test_log1p_obsm_matches_scanpy(container):
+    x = _counts()
+    ref = AnnData(container(x.copy()), obsm={"obsm": container(x.copy())})
+    got = ref.copy()
+    sc.pp.log1p(ref, obsm="obsm", base=2)
+    gpu_sc.pp.log1p(got, obsm="obsm", base=2, backend="numpy", strict=True)
+    _engine(got)
+    np.testing.assert_allclose(_dense(got.obsm["obsm"]), _dense(ref.obsm["obsm"]), rtol=1e-6)
+    np.testing.assert_array_equal(_dense(got.X), x)
+    assert got.uns["log1p"] == ref.uns["log1p"]
+
+
+def test_log1p_chunked_with_obsm_raises_scanpys_error():
+    adata = AnnData(_counts(), obsm={"obsm": _counts()})
+    with pytest.raises(NotImplementedError, match="chunked operations on arrays not stored"):
+        gpu_sc.pp.log1p(adata, obsm="obsm", chunked=True, backend="numpy", strict=True)
+
+
+def test_neighbors_without_x_pca_runs_scanpys_pca_first():
+    """scanpy computes a PCA (warning) when there are more than 50 genes and no X_pca."""
+    x = _counts(150, 80)
+    ref, got = AnnData(x.copy()), AnnData(x.copy())
+    with pytest.warns(UserWarning, match="Falling back to preprocessing with `sc.pp.pca`"):
+        sc.pp.neighbors(ref)
+    with pytest.warns(UserWarning, match="Falling back to preprocessing with `sc.pp.pca`"):
+        gpu_sc.pp.neighbors(got, backend="numpy", strict=True)
+    _engine(got)
+    assert got.obsm["X_pca"].dtype == ref.obsm["X_pca"].dtype
+    np.testing.assert_allclose(np.abs(got.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]), atol=1e-3)
+    np.testing.assert_allclose(got.obsp["distances"].toarray(), ref.obsp["distances"].toarray(),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def logged():
+    a = AnnData(_counts(90, 20))
+    sc.pp.log1p(a)
+    a.obs["g"] = pd.Categorical((np.arange(a.n_obs) % 3).astype(str))
+    return a
+
+
+@pytest.mark.parametrize(("params", "scanpy_error"), [
+    ({"corr_method": "holm"}, "Correction method must be one of"),
+    ({"method": "t_test"}, "Method must be one of"),
+    ({"groups": "0"}, "Specify a sequence of groups"),
+    ({"groups": 1}, "Specify a sequence of groups"),
+    ({"reference": "9"}, "reference = 9 needs to be one of groupby"),
+    ({"use_raw": True}, "Received `use_raw=True`, but `adata.raw` is empty."),
+])  # fmt: skip
+def test_rank_genes_groups_bad_arguments_raise_scanpys_error_in_strict_mode(
+    logged, params, scanpy_error
+):
+    """The engine raises scanpy's exception and message itself: no fallback needed, so strict
+    mode reports what scanpy reports."""
+    a = logged.copy()
+    with pytest.raises(ValueError, match=re.escape(scanpy_error)):
+        sc.tl.rank_genes_groups(a.copy(), "g", **params)
+    with pytest.raises(ValueError, match=re.escape(scanpy_error)):
+        gpu_sc.tl.rank_genes_groups(a, "g", **params, backend="numpy", strict=True)
+
+
+def test_rank_genes_groups_mask_var_and_string_groupby_match_scanpy(logged):
+    ref = logged.copy()
+    ref.obs["g"] = ref.obs["g"].astype(str)  # not categorical: scanpy converts it
+    got = ref.copy()
+    mask = np.arange(ref.n_vars) % 2 == 0
+    sc.tl.rank_genes_groups(ref, "g", mask_var=mask, method="t-test")
+    gpu_sc.tl.rank_genes_groups(got, "g", mask_var=mask, method="t-test", backend="numpy",
+                                strict=True)  # fmt: skip
+    _engine(got)
+    assert isinstance(got.obs["g"].dtype, pd.CategoricalDtype)
+    r, g = ref.uns["rank_genes_groups"], got.uns["rank_genes_groups"]
+    assert len(g["names"]) == mask.sum()
+    for group in r["names"].dtype.names:
+        np.testing.assert_array_equal(g["names"][group], r["names"][group])
+        np.testing.assert_allclose(g["scores"][group], r["scores"][group], rtol=1e-5)
+
+
+def test_calculate_qc_metrics_use_raw_matches_scanpy():
+    x = _counts(100, 40)
+    ref = AnnData(sp.csr_matrix(x))
+    ref.var["mt"] = np.arange(ref.n_vars) < 4
+    ref.raw = ref.copy()
+    ref.X = ref.X * 0  # the metrics must come from .raw
+    got = ref.copy()
+    sc.pp.calculate_qc_metrics(ref, qc_vars=["mt"], use_raw=True, inplace=True,
+                               percent_top=[5, 10])  # fmt: skip
+    gpu_sc.pp.calculate_qc_metrics(got, qc_vars=["mt"], use_raw=True, inplace=True,
+                                   percent_top=[5, 10], backend="numpy", strict=True)  # fmt: skip
+    _engine(got)
+    pd.testing.assert_frame_equal(got.obs, ref.obs, rtol=1e-6)
+    pd.testing.assert_frame_equal(got.var, ref.var, rtol=1e-6)
+    with pytest.raises(ValueError, match="Cannot use expression from both layer and raw"):
+        gpu_sc.pp.calculate_qc_metrics(got, use_raw=True, layer="x", backend="numpy",
+                                       strict=True)  # fmt: skip
