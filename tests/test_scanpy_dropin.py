@@ -274,3 +274,68 @@ def test_log1p_on_empty_anndata_works_like_scanpy(shape):
     gpu_sc.pp.log1p(ours, backend="numpy")
     sc.pp.log1p(ref)
     assert_equal(ours, ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# scanpy's warnings and argument errors, when the engine computes
+
+
+def _log_x(n_obs=120, n_vars=60):
+    return np.log1p(_counts(n_obs, n_vars))
+
+
+def _with_pca():
+    a = ad.AnnData(_log_x())
+    sc.pp.pca(a, n_comps=10)
+    return a
+
+
+def _with_neighbors():
+    a = _with_pca()
+    sc.pp.neighbors(a)
+    return a
+
+
+_SAME_AS_SCANPY = {
+    "pca_ignored_svd_solver": lambda m, kw: m.pp.pca(
+        ad.AnnData(_log_x()), n_comps=5, svd_solver="lobpcg", **kw),
+    "pca_lobpcg_on_sparse": lambda m, kw: m.pp.pca(
+        ad.AnnData(sp.csr_matrix(_log_x())), n_comps=5, svd_solver="lobpcg", **kw),
+    "hvg_cutoffs_ignored_with_n_top_genes": lambda m, kw: m.pp.highly_variable_genes(
+        ad.AnnData(_log_x()), n_top_genes=10, min_mean=0.1, **kw),
+    "scale_on_a_view": lambda m, kw: m.pp.scale(ad.AnnData(_log_x())[:50], **kw),
+    "log1p_on_a_view": lambda m, kw: m.pp.log1p(ad.AnnData(_counts())[:50], **kw),
+    "normalize_total_on_a_view": lambda m, kw: m.pp.normalize_total(
+        ad.AnnData(_counts())[:50], **kw),
+    "tsne_n_jobs": lambda m, kw: m.tl.tsne(_with_pca(), n_jobs=2, **kw),
+    "normalize_total_bad_max_fraction": lambda m, kw: m.pp.normalize_total(
+        ad.AnnData(_counts()), exclude_highly_expressed=True, max_fraction=2, **kw),
+    "leiden_igraph_directed": lambda m, kw: m.tl.leiden(
+        _with_neighbors(), flavor="igraph", directed=True, **kw),
+}  # fmt: skip
+
+
+def _outcome(call):
+    """The warnings a call emits ({(category, text)}) and the exception it raises."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            call()
+        except Exception as exc:  # compared with scanpy's below
+            error = (type(exc), str(exc))
+        else:
+            error = None
+    return {(w.category, str(w.message)) for w in caught}, error
+
+
+@pytest.mark.parametrize("case", _SAME_AS_SCANPY)
+def test_engine_steps_warn_and_raise_as_scanpy(case):
+    call = _SAME_AS_SCANPY[case]
+    theirs, their_error = _outcome(lambda: call(sc, {}))
+    ours, our_error = _outcome(lambda: call(gpu_sc, {"backend": "numpy"}))
+    assert our_error == their_error
+    if their_error is None:  # the engine computed it
+        assert last_record()["backend"] == "numpy"
+    # scanpy's own warnings for the arguments (not those of its solvers' iterations)
+    theirs = {(c, t) for c, t in theirs if "accuracies" not in t}
+    assert (theirs or their_error) and theirs <= ours, (theirs, ours)

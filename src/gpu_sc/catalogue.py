@@ -209,6 +209,10 @@ class Step:
     components: bool = False
     #: fine on an empty AnnData (the pipeline says what emptied it after them)
     empty_ok: bool = False
+    #: ``"module:function"``, ``func(adata, scanpy_params)``: scanpy's warnings and argument
+    #: errors for this call, run just before the engine or the Dask path computes (see
+    #: :mod:`gpu_sc.steps.scanpy_checks`; a fallback leaves them to scanpy's function)
+    prelude: str | None = None
     #: the boundary rejects NaN/infinite values (False: the step computes with them as
     #: scanpy does, e.g. score_genes' NaN-ignoring means)
     finite_only: bool = True
@@ -478,6 +482,7 @@ SECTIONS: tuple[Section, ...] = (
 )  # fmt: skip
 
 _QC_MODEL = "qc"
+_CHECKS = "gpu_sc.steps.scanpy_checks:"
 #: rank_genes_groups' methods the engine implements (None: scanpy's default, t-test)
 _MARKER_METHODS = ("t-test", "t-test_overestim_var", "wilcoxon")
 
@@ -504,19 +509,20 @@ STEPS: tuple[Step, ...] = (
          dask="gpu_sc.dask.steps:calculate_qc_metrics", chunkable=True,
          reads=("X", "var[qc_vars]"), writes=("obs[QC metrics]", "var[QC metrics]"),
          reserved=("qc_vars", "percent_top", "log1p"), parity="qc", floor=_QC_MODEL,
-         empty_ok=True),
+         empty_ok=True, prelude=_CHECKS + "calculate_qc_metrics"),
     Step("qc_filter", section="qc", run=_PP + "qc_filter"),
     Step("counts_layer", section="hvg", run=_PP + "counts_layer"),
     Step("normalize_total", ("pp",), "normalize_total", _PP + "normalize_total",
          "gpu_sc.engine.normalize:normalize_total",
          dask="gpu_sc.dask.steps:normalize_total", chunkable=True, reads=("X",), writes=("X",),
          reserved=("target_sum", "exclude_highly_expressed"), parity="normalized",
-         floor="normalize"),
+         floor="normalize", prelude=_CHECKS + "normalize_total"),
     Step("log1p", ("pp",), "log1p", _PP + "log1p", "gpu_sc.engine.normalize:log1p",
          dask="gpu_sc.dask.steps:log1p",
          chunkable=True,
          reads=("X",), writes=("X", "uns['log1p']"), parity="log1p", floor="log1p",
-         empty_ok=True, array_returns="matrix", array_params=("base", "copy")),
+         empty_ok=True, array_returns="matrix", array_params=("base", "copy"),
+         prelude=_CHECKS + "transforms_in_place"),
     Step("highly_variable_genes", ("pp",), "hvg", _PP + "highly_variable_genes",
          "gpu_sc.engine.hvg:highly_variable_genes",
          dask="gpu_sc.dask.steps:highly_variable_genes", chunkable=True,
@@ -525,19 +531,21 @@ STEPS: tuple[Step, ...] = (
          reads=("X",), writes=("var[highly_variable, means, dispersions, ...]",),
          reserved=("flavor", "n_top_genes", "batch_key", "layer", "min_mean", "max_mean",
                    "min_disp", "subset"),
-         parity="hvg", floor="hvg"),
+         parity="hvg", floor="hvg", prelude=_CHECKS + "highly_variable_genes"),
     Step("freeze_raw", section="hvg", run=_PP + "freeze_raw"),
     Step("hvg_subset", section="hvg", run=_PP + "hvg_subset"),
     Step("regress_out", ("pp",), "regress_out", _PP + "regress_out",
          "gpu_sc.engine.regress_scale:regress_out",
          dask="gpu_sc.dask.steps:regress_out",
          chunkable=True, reads=("X", "obs[keys]"), writes=("X",), reserved=("keys",),
-         parity="regress_out", floor="regress_out", requires=("qc",)),
+         parity="regress_out", floor="regress_out", requires=("qc",),
+         prelude=_CHECKS + "transforms_in_place"),
     Step("scale", ("pp",), "scale", _PP + "scale", "gpu_sc.engine.regress_scale:scale",
          dask="gpu_sc.dask.steps:scale", chunkable=True,
          reads=("X",), writes=("X", "var['mean'|'std']"), reserved=("max_value", "zero_center"),
          parity="scale", floor="scale", array_returns="matrix",
-         array_params=("zero_center", "max_value", "copy")),
+         array_params=("zero_center", "max_value", "copy"),
+         prelude=_CHECKS + "transforms_in_place"),
     Step("pca", ("pp", "tl"), "pca", _PP + "pca", "gpu_sc.engine.pca:pca",
          dask="gpu_sc.dask.steps:pca", chunkable=True,
          supports={"random_state": int_seed},
@@ -545,7 +553,8 @@ STEPS: tuple[Step, ...] = (
          reserved=("n_comps", "svd_solver", "random_state"), parity="pca",
          repeat_keys=("X_pca", "PCs"), floor="pca", components=True, array_returns="pca",
          array_params=("n_comps", "zero_center", "svd_solver", "random_state", "return_info",
-                       "mask_var", "dtype", "copy", "chunked", "chunk_size")),
+                       "mask_var", "dtype", "copy", "chunked", "chunk_size"),
+         prelude=_CHECKS + "pca"),
     Step("neighbors", ("pp",), "neighbors", _PP + "neighbors",
          "gpu_sc.engine.neighbors:neighbors",
          supports={"transformer": unset(lambda v: f"transformer={v!r} (the engine computes "
@@ -572,7 +581,7 @@ STEPS: tuple[Step, ...] = (
          reserved=("resolution", "flavor", "n_iterations", "directed", "random_state",
                    "key_added"),
          parity="leiden", repeat_keys=("labels",), floor="leiden", requires=("neighbors",),
-         graph_input=True),
+         graph_input=True, prelude=_CHECKS + "leiden"),
     Step("paga", ("tl",), "paga", _PP + "paga", "gpu_sc.engine.clustering:paga",
          supports={"use_rna_velocity": falsy("use_rna_velocity=True is not implemented"),
                    "model": only("v1.2", why=lambda v: f"model={v!r}: only v1.2 is "
@@ -593,7 +602,7 @@ STEPS: tuple[Step, ...] = (
                    "random_state": int_seed},
          reads=("obsm[use_rep]",), writes=("obsm['X_tsne']",),
          reserved=("n_pcs", "perplexity", "random_state"), parity="tsne", repeat_keys=("Y",),
-         floor="tsne", requires=("pca",), values="use_rep"),
+         floor="tsne", requires=("pca",), values="use_rep", prelude=_CHECKS + "tsne"),
     Step("rank_genes_groups", ("tl",), "rank_genes_groups", _PP + "rank_genes_groups",
          "gpu_sc.engine.markers:rank_genes_groups",
          dask="gpu_sc.dask.markers:rank_genes_groups",

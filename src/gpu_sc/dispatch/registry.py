@@ -237,6 +237,7 @@ def run_step(
     used = chosen
     first_error = ""
     if impl is not None:
+        _prelude(step, adata, params)
         am = array_module(chosen)
         attempts = [False, True] if impl.chunkable else [False]
         for chunked in attempts:
@@ -374,6 +375,7 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
                        step, fallback_reason)  # fmt: skip
     from ..dask.graph import dask_info  # imports dask: only for Dask input
 
+    _prelude(step, adata, params)
     t0 = time.perf_counter()
     try:
         result = func(adata, EngineContext(am=array_module(blocks)), **kept)
@@ -392,6 +394,15 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
         params=params, seconds=seconds, note=note,
     )  # fmt: skip
     return result
+
+
+def _prelude(step: str, adata, params: dict[str, Any]) -> None:
+    """The step's catalogued prelude: scanpy's warnings and argument errors for this call."""
+    from .. import catalogue
+
+    entry = catalogue.get(step)
+    if entry is not None and entry.prelude is not None:
+        catalogue.resolve(entry.prelude)(adata, params)
 
 
 def _engine_params(
