@@ -73,8 +73,9 @@ def test_leiden_positive_resolution_does_not_warn(small_graph):
     import gpu_sc
 
     a = small_graph.copy()
-    gpu_sc.tl.leiden(a, resolution=0.5, flavor="igraph", n_iterations=2, directed=False,
-                     backend="numpy")  # fmt: skip (warnings are errors: none may come)
+    gpu_sc.tl.leiden(
+        a, resolution=0.5, flavor="igraph", n_iterations=2, directed=False, backend="numpy"
+    )  # fmt: skip (warnings are errors: none may come)
     assert a.obs["leiden"].nunique() >= 1
 
 
@@ -111,3 +112,49 @@ def test_two_cells_give_one_clear_line_instead_of_arpack_and_index_errors(small_
     with pytest.raises(ValueError, match=r"perplexity \(30\) must be less than n_samples \(2\); "
                        "lower perplexity or analyse more cells"):  # fmt: skip
         gpu_sc.tl.tsne(two, backend=backend)
+
+
+def test_step_line_names_each_step_while_it_runs():
+    import io
+
+    from gpu_sc._progress import StepLine
+
+    plain, term = io.StringIO(), io.StringIO()
+    for stream, tty in ((plain, False), (term, True)):
+        line = StepLine(stream, tty=tty)
+        for label in ("pca", "tsne"):
+            line.before_step(None, label, None, (), {})
+            line.after_step(None, label, None)
+    assert plain.getvalue() == "gpu_sc: step 1: pca ...\ngpu_sc: step 2: tsne ...\n"
+    # a terminal: written in place and cleared when the step ends
+    assert term.getvalue() == ("\r\x1b[Kgpu_sc: step 1: pca ...\r\x1b[K"
+                               "\r\x1b[Kgpu_sc: step 2: tsne ...\r\x1b[K")  # fmt: skip
+
+
+@pytest.mark.parametrize(("setting", "tty", "shown"), [
+    ("", False, False), ("", True, True), ("0", True, False), ("1", False, True),
+])  # fmt: skip
+def test_pipeline_shows_the_step_line_on_a_terminal_unless_gpu_sc_progress_is_0(
+    monkeypatch, setting, tty, shown
+):
+    """pipeline() hands the step line to its runner (on every backend, scanpy's included)."""
+    import io
+    import sys
+
+    import gpu_sc
+    from gpu_sc.pipeline import run as prun
+
+    class Stderr(io.StringIO):
+        def isatty(self):
+            return tty
+
+    err = Stderr()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setenv("GPU_SC_PROGRESS", setting)
+    seen = []
+    # the steps themselves are not what is tested: the runner records its hooks and stops
+    monkeypatch.setattr(prun.Runner, "run", lambda self: seen.append(self.hooks))
+    a = gpu_sc.datasets.synthetic(200, n_genes=100, seed=0)
+    gpu_sc.pipeline(a, backend="scanpy", copy=True)
+    (hooks,) = seen
+    assert any(type(h).__name__ == "StepLine" for h in hooks) is shown
