@@ -102,7 +102,9 @@ def pipeline(
     resolved, why = resolve_backend(requested)
     strict = strict_mode() if strict is None else bool(strict)
     norm_off = not cfg.normalize_total.enabled and not cfg.log1p.enabled
-    validate_counts(adata, require_integers=not norm_off)
+    qc_steps = [n for n in ("filter_cells", "filter_genes", "qc") if getattr(cfg, n).enabled]
+    validate_counts(adata, require_integers=not norm_off,
+                    qc_on=", ".join(qc_steps) if norm_off else None)  # fmt: skip
     if resolved == "cupy" and not cuda_status().available:
         reason = f"cupy backend unusable: {cuda_status().reason}"
         if strict:
