@@ -140,12 +140,46 @@ def test_read_lazy_reads_no_matrix_and_gives_csr_row_blocks(pbmc_h5ad, pbmc3k_ra
     assert (block != sp.csr_matrix(pbmc3k_raw.X)[1000:2000]).nnz == 0
 
 
-def test_read_lazy_refuses_csc_with_the_remedy(pbmc3k_raw, tmp_path):
+def test_read_lazy_reads_csc_x_as_csr_row_blocks_in_bounded_slices(
+    pbmc3k_raw, tmp_path, monkeypatch
+):
+    """scanpy's and gpu_sc's 10x readers give CSC: opened lazily, each row block scans the
+    stored values in slices (several here) and keeps its rows; nothing is read on opening."""
+    from gpu_sc.datasets import lazy
+
     path = tmp_path / "csc.h5ad"
-    a = pbmc3k_raw[:50].copy()
+    a = pbmc3k_raw[:300].copy()
     a.X = sp.csc_matrix(a.X)
     a.write_h5ad(path)
-    with pytest.raises(ValueError, match="row blocks need CSR; rewrite"):
+    reads = _XReads(monkeypatch)
+    monkeypatch.setattr(lazy, "CSC_SCAN_ENTRIES", 10_000)  # ~60 slices of the 300 cells
+    got = gpu_sc.datasets.read_lazy(path, chunk_rows=128)
+    assert reads.reads == []
+    assert got.X.chunks == ((128, 128, 44), (a.n_vars,)) and got.X.dtype == a.X.dtype
+    assert isinstance(got.X._meta, sp.csr_matrix)
+    with dask.config.set(scheduler="sync"):
+        blocks = [got.X.blocks[i].compute() for i in range(3)]
+    assert all(isinstance(b, sp.csr_matrix) and b.has_sorted_indices for b in blocks)
+    assert (sp.vstack(blocks).tocsr() != sp.csr_matrix(a.X)).nnz == 0
+    assert len(reads.reads) > 3 * 2 * 10  # indices and values, slice by slice, each block
+
+    # the preprocessing on it: the same blocks as from a CSR file, so the same bits
+    csr_path = tmp_path / "csr.h5ad"
+    a.X = sp.csr_matrix(a.X)
+    a.write_h5ad(csr_path)
+    monkeypatch.undo()  # the reads counter too: the steps below read the matrix
+    with dask.config.set(scheduler="sync"):
+        from_csc, from_csr = _run_dask(path, chunk_rows=128), _run_dask(csr_path, chunk_rows=128)
+    assert list(from_csc.var_names) == list(from_csr.var_names)
+    np.testing.assert_array_equal(from_csc.obsm["X_pca"], from_csr.obsm["X_pca"])
+
+
+def test_read_lazy_refuses_dense_x_with_the_remedy(pbmc3k_raw, tmp_path):
+    path = tmp_path / "dense.h5ad"
+    a = pbmc3k_raw[:50, :100].copy()
+    a.X = a.X.toarray()
+    a.write_h5ad(path)
+    with pytest.raises(ValueError, match="row blocks need sparse CSR .or CSC.; rewrite"):
         gpu_sc.datasets.read_lazy(path)
 
 

@@ -166,7 +166,34 @@ def test_non_integer_input_runs_when_normalize_total_and_log1p_are_disabled():
     with pytest.raises(InputError, match="disable normalize_total and log1p"):
         gpu_sc.pipeline(adata.copy(), FAST, backend="numpy")
     off = {**FAST, "normalize_total": {"enabled": False}, "log1p": {"enabled": False}}
-    gpu_sc.pipeline(adata, off, backend="numpy")  # the advice holds
+    # the advice holds; QC then reads log values: one line says so (issue 19)
+    with pytest.warns(UserWarning, match=r"^adata.X does not look like counts \(non-integer "
+                      r"values, e.g. .*\) and filter_cells, filter_genes, qc run on it as "
+                      "given") as rec:  # fmt: skip
+        gpu_sc.pipeline(adata, off, backend="numpy")
+    assert len(rec) == 1 and "\n" not in str(rec[0].message)
+    assert "leiden" in adata.obs
+
+
+def test_normalised_input_without_qc_steps_runs_without_the_counts_warning():
+    adata = gpu_sc.datasets.synthetic(400, n_genes=300, seed=0)
+    adata.X = adata.X.astype(np.float32)
+    adata.X.data = np.log1p(adata.X.data * 0.7)
+    off = {
+        **FAST,
+        **{
+            k: {"enabled": False}
+            for k in (
+                "normalize_total",
+                "log1p",
+                "filter_cells",
+                "filter_genes",
+                "qc",
+                "regress_out",
+            )
+        },
+    }
+    gpu_sc.pipeline(adata, off, backend="numpy")  # warnings are errors: none came
     assert "leiden" in adata.obs
 
 

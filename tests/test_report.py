@@ -260,3 +260,47 @@ def test_report_annotation_argument_labels_a_copy_not_the_callers_obs(result):
     labels = view.adata.obs["cell_type"].astype(str)
     assert (labels == "T" + result.obs["leiden"].astype(str)).all()
     assert not result.obs["cell_type"].astype(str).str.startswith("T").any()  # truth untouched
+
+
+@pytest.mark.parametrize(
+    ("pipe", "line"),
+    [
+        ({"backend": "scanpy", "requested_backend": "auto",
+          "backend_reason": "auto: no usable CUDA (no GPU); using scanpy"},
+         "scanpy (auto: no usable CUDA (no GPU); using scanpy)"),
+        ({"backend": "numpy", "requested_backend": "numpy", "backend_reason": "requested 'numpy'"},
+         "numpy (requested 'numpy')"),
+        ({"backend": "numpy, scanpy", "requested_backend": "numpy", "backend_reason": "other"},
+         "numpy, scanpy (requested numpy: other)"),
+    ],
+)  # fmt: skip
+def test_backend_line_names_the_request_once(pipe, line):
+    from gpu_sc.report.tables import backend_line
+
+    assert backend_line(pipe) == line
+
+
+@pytest.mark.parametrize("kind", ["dotplot", "stacked_violin"])
+def test_marker_plots_have_no_empty_band_above_them(kind):
+    """scanpy pads a plot of few groups up to its minimum height with an empty row above the
+    dots; the report sizes the plot to its rows instead."""
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(rng.poisson(1.0, (200, 4)).astype(np.float32))
+    a.var_names = [f"G{i}" for i in range(4)]
+    a.obs["cl"] = pd.Categorical(rng.integers(0, 5, 200).astype(str))
+
+    def main_axes_top(fit: bool) -> float:
+        plot = getattr(sc.pl, kind)(a, list(a.var_names), groupby="cl", return_fig=True)
+        if fit:
+            report_figures._fit_height(plot)
+        plot.make_figure()
+        top = plot.get_axes()["mainplot_ax"].get_position().y1  # in figure fractions
+        plt.close("all")
+        return top
+
+    top = plt.rcParams["figure.subplot.top"]  # matplotlib's margin, the same in both
+    assert main_axes_top(fit=False) < 0.8 * top  # scanpy's own: a band of over 20% above
+    assert main_axes_top(fit=True) == pytest.approx(top, abs=0.01)

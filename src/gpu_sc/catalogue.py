@@ -109,6 +109,33 @@ SEED_POLICY = "an integer seed (None and Generator/RandomState objects run on sc
 _SEED = Num(int, ge=0, why="a seed for numpy's RandomState")
 
 
+# -- values scanpy accepts but that cannot give a useful result (the step API's boundary) ------
+
+
+def _positive_resolution(v) -> str | None:
+    if isinstance(v, int | float) and not isinstance(v, bool) and v <= 0:
+        return (f"resolution={v:g} puts every cell in one cluster; use a resolution > 0 "
+                "(the tutorial's is 1)")  # fmt: skip
+    return None
+
+
+def _umap_too_few(n_obs: int, params: Mapping[str, Any]) -> str | None:
+    init, dims = params.get("init_pos", "spectral"), params.get("n_components", 2)
+    if isinstance(init, str) and init == "spectral" and isinstance(dims, int) and n_obs <= dims + 1:
+        return (f"{n_obs} cells: UMAP's spectral initialisation (ARPACK, k={dims + 1} "
+                f"eigenvectors) needs at least {dims + 2} cells; analyse more cells or pass "
+                "init_pos='random'")  # fmt: skip
+    return None
+
+
+def _tsne_too_few(n_obs: int, params: Mapping[str, Any]) -> str | None:
+    perplexity = params.get("perplexity", 30)
+    if isinstance(perplexity, int | float) and n_obs <= perplexity:
+        return (f"perplexity ({perplexity:g}) must be less than n_samples ({n_obs}); lower "
+                "perplexity or analyse more cells")  # fmt: skip
+    return None
+
+
 # -- engine parameter support (checked by the dispatcher before the engine runs) ----------------
 # Each rule maps a parameter value to None (supported) or the reason it is not; the reason is
 # the fallback message, exactly as the engine used to raise it.
@@ -229,6 +256,13 @@ class Step:
     #: Dask array, or arguments only scanpy's array function takes, run scanpy's function
     #: with exactly the caller's arguments (a fallback, logged and recorded)
     array_params: tuple[str, ...] = ()
+    #: ``{parameter: rule}``: values scanpy accepts but that make no sense; the step API's
+    #: boundary warns (one line, the rule's text) and runs them as scanpy does (raising would
+    #: break drop-in use)
+    cautions: Mapping[str, Rule] = field(default_factory=dict)
+    #: ``too_few(n_obs, params)``: why ``n_obs`` cells are too few for this call, or None; the
+    #: boundary raises it (an InputError, a ValueError as scanpy's own) before any backend runs
+    too_few: Callable[[int, Mapping[str, Any]], str | None] | None = None
 
     @property
     def public(self) -> bool:
@@ -581,7 +615,7 @@ STEPS: tuple[Step, ...] = (
          reserved=("resolution", "flavor", "n_iterations", "directed", "random_state",
                    "key_added"),
          parity="leiden", repeat_keys=("labels",), floor="leiden", requires=("neighbors",),
-         graph_input=True, prelude=_CHECKS + "leiden"),
+         graph_input=True, prelude=_CHECKS + "leiden", cautions={"resolution": _positive_resolution}),
     Step("paga", ("tl",), "paga", _PP + "paga", "gpu_sc.engine.clustering:paga",
          supports={"use_rna_velocity": falsy("use_rna_velocity=True is not implemented"),
                    "model": only("v1.2", why=lambda v: f"model={v!r}: only v1.2 is "
@@ -595,14 +629,15 @@ STEPS: tuple[Step, ...] = (
                    "random_state": int_seed},
          reads=("obsp['connectivities']",), writes=("obsm['X_umap']",),
          reserved=("init_pos", "min_dist", "spread", "random_state"), parity="umap",
-         repeat_keys=("Y",), floor="umap", requires=("neighbors",), graph_input=True),
+         repeat_keys=("Y",), floor="umap", requires=("neighbors",), graph_input=True,
+         too_few=_umap_too_few),
     Step("tsne", ("tl",), "tsne", _PP + "tsne", "gpu_sc.engine.embedding:tsne",
          supports={"metric": only("euclidean", "cosine", why=lambda v: f"metric={v!r}; the "
                                   "engine implements euclidean and cosine"),
                    "random_state": int_seed},
          reads=("obsm[use_rep]",), writes=("obsm['X_tsne']",),
          reserved=("n_pcs", "perplexity", "random_state"), parity="tsne", repeat_keys=("Y",),
-         floor="tsne", requires=("pca",), values="use_rep", prelude=_CHECKS + "tsne"),
+         floor="tsne", requires=("pca",), values="use_rep", prelude=_CHECKS + "tsne", too_few=_tsne_too_few),
     Step("rank_genes_groups", ("tl",), "rank_genes_groups", _PP + "rank_genes_groups",
          "gpu_sc.engine.markers:rank_genes_groups",
          dask="gpu_sc.dask.markers:rank_genes_groups",
@@ -662,6 +697,15 @@ def resolve(ref: str) -> Any:
     """``"package.module:attribute"`` -> the attribute (imported on first use)."""
     module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def cautions(step: str, params: Mapping[str, Any]) -> list[str]:
+    """What the boundary warns about ``params`` of ``step`` (:attr:`Step.cautions`)."""
+    entry = get(step)
+    if entry is None:
+        return []
+    return [w for name, rule in entry.cautions.items() if name in params
+            for w in [rule(params[name])] if w]  # fmt: skip
 
 
 def unsupported(step: str, params: Mapping[str, Any]) -> str | None:

@@ -10,7 +10,9 @@ __all__ = ["print_progress", "provenance_table"]
 
 
 def print_progress(step: str, seconds: float) -> None:
-    print(f"  {step:<30s} {seconds:8.2f} s", file=sys.stderr, flush=True)
+    # on a terminal, replace the running step's line (gpu_sc._progress.StepLine) with this one
+    clear = "\r\x1b[K" if sys.stderr.isatty() else ""
+    print(f"{clear}  {step:<30s} {seconds:8.2f} s", file=sys.stderr, flush=True)
     delay = os.environ.get("GPU_SC_TEST_STEP_DELAY")  # test hook: a signal lands mid-run
     if delay:
         time.sleep(float(delay))

@@ -25,8 +25,9 @@ def read_lazy(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS):
     Parameters
     ----------
     path
-        An ``.h5ad`` whose ``X`` is stored as CSR (anndata's ``csr_matrix`` encoding), or a
-        10x Genomics HDF5 matrix (``.h5``, CellRanger v2 or v3 layout).
+        An ``.h5ad`` whose ``X`` is stored sparse (anndata's ``csr_matrix`` or ``csc_matrix``
+        encoding; scanpy's and gpu_sc's 10x readers give CSC), or a 10x Genomics HDF5 matrix
+        (``.h5``, CellRanger v2 or v3 layout).
     chunk_rows
         Rows (cells) per block. Every block is a ``scipy.sparse.csr_matrix`` with all the
         columns.
@@ -40,7 +41,10 @@ def read_lazy(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS):
     Notes
     -----
     The ``.h5ad`` path goes through anndata's own lazy reader
-    (:func:`anndata.experimental.read_elem_lazy`). A 10x ``.h5`` stores the genes x cells
+    (:func:`anndata.experimental.read_elem_lazy`). A CSC-stored ``X`` is read block by
+    block too: each block task scans the stored values in bounded slices and keeps its rows
+    (the whole matrix is never read into memory, but each block reads the file once; rewrite
+    it as CSR to read each block's rows only). A 10x ``.h5`` stores the genes x cells
     matrix as CSC, which is the cells x genes matrix as CSR: its blocks are read by row range
     the same way, and cast to float32 as :func:`scanpy.read_10x_h5` does.
     """
@@ -69,17 +73,79 @@ def _read_h5ad_lazy(path: Path, chunk_rows: int):
             raise ValueError(f"{path} has no X matrix to read lazily")
         node = f["X"]
         enc = node.attrs.get("encoding-type", "array") if isinstance(node, h5py.Group) else "array"
-        if enc != "csr_matrix":
+        if enc == "csc_matrix":
+            x = _csc_rows_lazy(path, node, chunk_rows)
+        elif enc != "csr_matrix":
             raise ValueError(
-                f"{path}: X is stored as {enc}, row blocks need CSR; rewrite it with "
-                "adata.X = scipy.sparse.csr_matrix(adata.X); adata.write_h5ad(path)"
+                f"{path}: X is stored as {enc}, row blocks need sparse CSR (or CSC); rewrite "
+                "it with adata.X = scipy.sparse.csr_matrix(adata.X); adata.write_h5ad(path)"
             )
-        # anndata's reader stores the file's path in the graph and opens it in each task
-        x = read_elem_lazy(f["X"], chunks=(chunk_rows, -1))
+        else:
+            # anndata's reader stores the file's path in the graph and opens it in each task
+            x = read_elem_lazy(f["X"], chunks=(chunk_rows, -1))
         obs = ad.io.read_elem(f["obs"])
         var = ad.io.read_elem(f["var"])
         uns = ad.io.read_elem(f["uns"]) if "uns" in f else {}
     return ad.AnnData(X=x, obs=obs, var=var, uns=uns)
+
+
+# -- CSC-stored X (what scanpy's and gpu_sc's 10x readers write) ---------------------------------
+
+#: Stored values a CSC block task reads at a time (~100 MB of indices and values at most).
+CSC_SCAN_ENTRIES = 1 << 23
+
+
+def _csc_rows_lazy(path: Path, node, chunk_rows: int):
+    """Open a CSC-stored ``X`` as CSR row blocks.
+
+    Each block task scans the stored values in slices of :data:`CSC_SCAN_ENTRIES` and keeps those of its rows, so no task holds more than
+    one slice and its own block (the whole matrix is never in memory). Each block reads the
+    file once: rewriting the file as CSR makes a block read only its own rows.
+    """
+    import dask.array as da
+    import scipy.sparse as sp
+
+    n_cells, n_genes = (int(v) for v in node.attrs["shape"])
+    dtype = node["data"].dtype
+    chunks = (_row_chunks(n_cells, chunk_rows), (n_genes,))
+    return da.map_blocks(
+        _read_csc_rows, str(path), "X", n_genes, dtype=dtype, chunks=chunks,
+        meta=sp.csr_matrix((0, 0), dtype=dtype),
+    )  # fmt: skip
+
+
+def _read_csc_rows(path: str, key: str, n_genes: int, block_info=None):
+    """Read the rows of ``block_info``'s range of the CSC matrix at ``key``, as CSR.
+
+    The file is opened and closed here.
+    """
+    import h5py
+    import scipy.sparse as sp
+
+    (start, stop), _cols = block_info[None]["array-location"]
+    rows, cols, vals = [], [], []
+    with h5py.File(path, "r") as f:
+        g = f[key]
+        indptr = g["indptr"][:].astype(np.int64)  # one entry per gene: small
+        nnz = int(indptr[-1])
+        dtype = g["data"].dtype
+        for lo in range(0, nnz, CSC_SCAN_ENTRIES):
+            hi = min(lo + CSC_SCAN_ENTRIES, nnz)
+            idx = g["indices"][lo:hi]
+            hit = np.flatnonzero((idx >= start) & (idx < stop))
+            if hit.size == 0:
+                continue
+            rows.append(idx[hit].astype(np.int64) - start)
+            cols.append(np.searchsorted(indptr, lo + hit, side="right") - 1)
+            vals.append(g["data"][lo:hi][hit])
+    if not rows:
+        return sp.csr_matrix((stop - start, n_genes), dtype=dtype)
+    out = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(stop - start, n_genes), dtype=dtype,
+    )  # fmt: skip
+    out.sort_indices()
+    return out
 
 
 # -- 10x .h5 -------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -79,41 +82,60 @@ def rank_genes_groups_with(
     means, variances = sums.mean_var(xp)
     sizes = sums.sizes
     tested = [g for g in range(n_groups) if g != iref]
+    alone = []
     if iref is None:
-        means_other, vars_other = sums.rest_mean_var(xp)
-        n_other = n_cells - sizes
-    else:
-        means_other = xp.broadcast_to(means[iref], means.shape)
-        vars_other = xp.broadcast_to(variances[iref], variances.shape)
-        n_other = xp.full(n_groups, float(sizes[iref]))
+        rest_sizes = n_cells - np.asarray(am.to_host(sizes))
+        alone = [groups_order[g] for g in tested if rest_sizes[g] == 0]
+    if alone:  # scanpy gives the same zeros behind numpy's "Mean of empty slice" warnings
+        warnings.warn(
+            f"rank_genes_groups: group {str(alone[0])!r} of {groupby!r} holds every cell, so "
+            "there is no rest to compare it with: its scores are 0 and p-values 1; rank a "
+            "clustering with at least 2 groups",
+            UserWarning, stacklevel=2,
+        )  # fmt: skip
+    # that case divides 0 by 0 (the rest's statistics): said once above, not as numpy's noise
+    quiet = np.errstate(divide="ignore", invalid="ignore") if alone else contextlib.nullcontext()
+    with quiet:
+        if iref is None:
+            means_other, vars_other = sums.rest_mean_var(xp)
+            n_other = n_cells - sizes
+        else:
+            means_other = xp.broadcast_to(means[iref], means.shape)
+            vars_other = xp.broadcast_to(variances[iref], variances.shape)
+            n_other = xp.full(n_groups, float(sizes[iref]))
 
-    if method in ("t-test", "t-test_overestim_var"):
-        n2 = n_other if method == "t-test" else sizes
-        scores, pvals = K.t_test(
-            am, means, variances, sizes[:, None], means_other, vars_other, n2[:, None]
-        )
-    elif iref is None:
-        rank_sums, tie_sums, n_ranked = ranks_of(am, X, masks)
-        scores, pvals = K.wilcoxon_z(
-            am, rank_sums, tie_sums[None, :], sizes[:, None], n_ranked, tie_correct=tie_correct
-        )
-    else:
-        scores = xp.zeros((n_groups, n_total_genes))
-        pvals = xp.ones((n_groups, n_total_genes))
-        for g in tested:
-            cells = masks[g] | masks[iref]
-            rank_sums, tie_sums, n_ranked = ranks_of(am, X, masks[g : g + 1], cells)
-            scores[g], pvals[g] = (
-                r[0]
-                for r in K.wilcoxon_z(
-                    am, rank_sums, tie_sums[None, :], sizes[g], n_ranked, tie_correct=tie_correct
-                )
+        if method in ("t-test", "t-test_overestim_var"):
+            n2 = n_other if method == "t-test" else sizes
+            scores, pvals = K.t_test(
+                am, means, variances, sizes[:, None], means_other, vars_other, n2[:, None]
             )
+        elif iref is None:
+            rank_sums, tie_sums, n_ranked = ranks_of(am, X, masks)
+            scores, pvals = K.wilcoxon_z(
+                am, rank_sums, tie_sums[None, :], sizes[:, None], n_ranked, tie_correct=tie_correct
+            )
+        else:
+            scores = xp.zeros((n_groups, n_total_genes))
+            pvals = xp.ones((n_groups, n_total_genes))
+            for g in tested:
+                cells = masks[g] | masks[iref]
+                rank_sums, tie_sums, n_ranked = ranks_of(am, X, masks[g : g + 1], cells)
+                scores[g], pvals[g] = (
+                    r[0]
+                    for r in K.wilcoxon_z(
+                        am,
+                        rank_sums,
+                        tie_sums[None, :],
+                        sizes[g],
+                        n_ranked,
+                        tie_correct=tie_correct,
+                    )
+                )
 
-    base = adata.uns.get("log1p", {}).get("base")
-    factor = 1.0 if base is None else float(np.log(base))
-    fold = (xp.expm1(means * factor) + 1e-9) / (xp.expm1(means_other * factor) + 1e-9)
-    logfold = xp.log2(fold)
+        base = adata.uns.get("log1p", {}).get("base")
+        factor = 1.0 if base is None else float(np.log(base))
+        fold = (xp.expm1(means * factor) + 1e-9) / (xp.expm1(means_other * factor) + 1e-9)
+        logfold = xp.log2(fold)
 
     scores, pvals, logfold = (am.to_host(a) for a in (scores, pvals, logfold))
     n_genes_user = n_total_genes if n_genes is None or n_genes > n_total_genes else n_genes

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from .. import catalogue
+from .._progress import step_line
 from .._settings import settings
 from ..dispatch.arrays import is_dask
 from ..dispatch.backends import canonical_backend_name, cuda_status, resolve_backend
@@ -101,7 +102,9 @@ def pipeline(
     resolved, why = resolve_backend(requested)
     strict = strict_mode() if strict is None else bool(strict)
     norm_off = not cfg.normalize_total.enabled and not cfg.log1p.enabled
-    validate_counts(adata, require_integers=not norm_off)
+    qc_steps = [n for n in ("filter_cells", "filter_genes", "qc") if getattr(cfg, n).enabled]
+    validate_counts(adata, require_integers=not norm_off,
+                    qc_on=", ".join(qc_steps) if norm_off else None)  # fmt: skip
     if resolved == "cupy" and not cuda_status().available:
         reason = f"cupy backend unusable: {cuda_status().reason}"
         if strict:
@@ -117,7 +120,9 @@ def pipeline(
     # On cupy the working matrix stays on the device between engine steps; host at the end.
     output = "device" if resolved == "cupy" else "host"
     # The settings are read here, once, and passed down to every step as arguments.
+    line = step_line()  # which step runs, on a terminal (gpu_sc._progress)
     runner = Runner(work, cfg, backend=resolved, shapes=shapes, progress=progress,
+                    hooks=() if line is None else (line,),
                     strict=strict, output=output, chunk_rows=settings.chunk_rows,
                     max_device_nnz=settings.max_device_nnz,
                     persist_hvg_matrix=persist_hvg_matrix)  # fmt: skip

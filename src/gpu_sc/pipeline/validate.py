@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,7 +33,7 @@ def _on_device(X) -> bool:
     return is_device_array(X)
 
 
-def validate_counts(adata, *, require_integers: bool = True) -> None:
+def validate_counts(adata, *, require_integers: bool = True, qc_on: str | None = None) -> None:
     """Check that ``adata.X`` holds a usable raw count matrix.
 
     Raises :class:`InputError` for an empty matrix, NaN/Inf, negative values, an all-zero
@@ -61,6 +62,15 @@ def validate_counts(adata, *, require_integers: bool = True) -> None:
             f"adata.X contains negative values (min {s['min']:g}); the pipeline needs raw "
             "counts. Pass the unnormalised matrix (e.g. adata.raw or layers['counts'])."
         )
+    if not require_integers and qc_on and s["fractional"]:
+        # normalize_total and log1p are off: fine for a normalised matrix, but QC reads it too
+        warnings.warn(
+            f"adata.X does not look like counts (non-integer values, e.g. {s['example']:g}, "
+            f"smallest {s['min']:g}) and {qc_on} run on it as given: total_counts, "
+            "pct_counts_mt and the filters' thresholds then count normalised values; pass raw "
+            "counts, or disable those steps",
+            UserWarning, stacklevel=3,
+        )  # fmt: skip
     if require_integers:
         if s["fractional"]:
             example = s["example"]

@@ -319,6 +319,23 @@ def _rank_genes(method: str):
     return draw
 
 
+def _fit_height(plot) -> None:
+    """Size a scanpy dot plot / stacked violin to its rows.
+
+    Left to itself, scanpy makes the figure at least ``MIN_FIGURE_HEIGHT`` (+1 inch for labels)
+    and puts the difference in an empty spacer row *above* the main plot (an empty band on the
+    page). With an explicit size the main plot takes the whole height (the gene labels are
+    drawn below it, outside the figure, and ``bbox_inches="tight"`` keeps them); the height
+    still leaves the legends room (2.2 inches at least).
+    """
+    n_rows, n_cols = len(plot.categories), len(plot.var_names)
+    if plot.are_axes_swapped:
+        n_rows, n_cols = n_cols, n_rows
+    height = max(n_rows * plot.DEFAULT_CATEGORY_HEIGHT, 2.2)
+    width = n_cols * plot.DEFAULT_CATEGORY_WIDTH + plot.legends_width + plot.group_extra_size
+    plot.height, plot.width = height, width
+
+
 def _marker_plot(kind: str):
     def draw(v: PlotView):
         if not v.markers:
@@ -335,6 +352,7 @@ def _marker_plot(kind: str):
             fig = sc.pl.stacked_violin(
                 data, v.markers, groupby=groupby, use_raw=False, return_fig=True
             )
+        _fit_height(fig)
         text = f"The tutorial's marker genes by {groupby}; {v.expression}."
         if v.markers_absent:
             text += f" Not in the data, skipped: {', '.join(v.markers_absent)}."

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 __all__ = [
+    "backend_line",
     "cluster_sizes",
     "environment_rows",
     "marker_table",
@@ -103,6 +104,20 @@ def provenance_rows(adata) -> list[dict]:
     return rows
 
 
+def backend_line(pipe: dict) -> str:
+    """``scanpy (auto: no usable CUDA (...); using scanpy)``: the backend and why, once.
+
+    The pipeline's reason already names what was requested (``auto: ...``, ``requested
+    'numpy'``); it is prefixed with the request only when it does not."""
+    backend, requested = pipe.get("backend", "?"), str(pipe.get("requested_backend", "?"))
+    reason = str(pipe.get("backend_reason", "") or "")
+    if not reason:
+        return f"{backend} (requested {requested})"
+    if reason.startswith((f"{requested}:", "requested")):
+        return f"{backend} ({reason})"
+    return f"{backend} (requested {requested}: {reason})"
+
+
 def environment_rows(adata, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     """(name, value) pairs: pipeline backend, device, machine, library versions."""
     from ..dispatch.provenance import pipeline_record
@@ -111,9 +126,7 @@ def environment_rows(adata, extra: Sequence[tuple[str, str]] = ()) -> list[tuple
     pipe = pipeline_record(adata)
     rows = []
     if pipe:
-        rows.append(("backend", f"{pipe.get('backend', '?')} (requested "
-                                f"{pipe.get('requested_backend', '?')}: "
-                                f"{pipe.get('backend_reason', '')})"))  # fmt: skip
+        rows.append(("backend", backend_line(pipe)))
     rows.append(("device", info.get("device", "none (CPU)")))
     if "machine" in info:
         rows.append(("machine", info["machine"]))

@@ -59,6 +59,7 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
             adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
         except TypeError as exc:
             raise TypeError(f"gpu_sc.{namespace}.{name}: {exc}") from None
+        check_step_params(f"gpu_sc.{namespace}.{name}", adata, params)
         copy = bool(params.get("copy", False))
         if copy:
             # Run in place on a copy: engine and scanpy paths then share one code path.
@@ -272,6 +273,25 @@ def _step_values(kind: str, adata, params: dict) -> tuple[str, Any, str | None]:
         if adata.raw is not None and (use_raw or use_raw is None):
             return "adata.raw.X", adata.raw.X, None
     return "adata.X", adata.X, "X"
+
+
+def check_step_params(step: str, adata, params: dict) -> None:
+    """The boundary's checks of a call's parameters, declared in the catalogue: one warning
+    line per :attr:`~gpu_sc.catalogue.Step.cautions` rule that fires, and an
+    :class:`~gpu_sc.pipeline.validate.InputError` when the AnnData has too few cells for the
+    call (:attr:`~gpu_sc.catalogue.Step.too_few`), on every backend."""
+    import warnings
+
+    name = step.split(".")[-1]
+    for text in catalogue.cautions(name, params):
+        warnings.warn(f"{step}: {text}", UserWarning, stacklevel=4)
+    entry = catalogue.get(name)
+    if entry is not None and entry.too_few is not None and hasattr(adata, "n_obs"):
+        why = entry.too_few(adata.n_obs, params)
+        if why:
+            from ..pipeline.validate import InputError
+
+            raise InputError(f"{step}: {why}")
 
 
 def check_step_input(step: str, adata, params: dict) -> bool:
