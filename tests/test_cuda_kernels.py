@@ -114,25 +114,26 @@ def test_knn_tile_topk_k_larger_than_candidates_and_empty_rows(kernel_xp):
 
 
 @pytest.mark.cudasim
-@pytest.mark.parametrize(("metric", "dtype"), [("euclidean", np.float64),
-                                               ("cosine", np.float32)])  # fmt: skip
-def test_knn_through_the_kernel_matches_the_reference(kernel_xp, metric, dtype):
+@pytest.mark.parametrize(("metric", "dtype", "tile"), [("euclidean", np.float64, 200),
+                                                       ("cosine", np.float32, 10**6)])  # fmt: skip
+def test_knn_through_the_kernel_matches_the_reference(kernel_xp, metric, dtype, tile):
     # The whole exact kNN with every tile merged by the kernel: the reference's neighbours
-    # (same indices, same distances) on duplicated points, with one column block
-    # (tile_elements large) and with several (small tiles).
+    # (same indices, same distances) on duplicated points, with several column blocks (small
+    # tiles) and with a single one. (The simulator runs each of the 128 threads of a block in
+    # turn, so the sizes are tiny.)
     if kernel_xp is not np:
         pytest.skip("runs the numpy engine through the simulator; on a device: test_gpu_*")
     rng = np.random.default_rng(3)
-    X = rng.integers(0, 3, size=(60, 4)).astype(dtype)
-    X[30:] = X[:30]  # exact duplicates: ties at distance 0
-    for tile in (10**6, 600):
-        ref = knn_k.knn(NUMPY, X, 7, metric, tile_elements=tile)
-        with kcuda.kernel_log() as ran, kcuda.simulate():
-            got = knn_k.knn(NUMPY, X, 7, metric, tile_elements=tile)
-        assert {e["how"] for e in ran} == {kcuda.SIMULATED}
-        np.testing.assert_array_equal(got[0], ref[0])
-        np.testing.assert_array_equal(got[1], ref[1])
-    assert len(ran) > 1  # several column blocks with the small tile
+    X = rng.integers(0, 3, size=(20, 4)).astype(dtype)
+    X[10:] = X[:10]  # exact duplicates: ties at distance 0
+    ref = knn_k.knn(NUMPY, X, 5, metric, tile_elements=tile)
+    with kcuda.kernel_log() as ran, kcuda.simulate():
+        got = knn_k.knn(NUMPY, X, 5, metric, tile_elements=tile)
+    assert {e["how"] for e in ran} == {kcuda.SIMULATED}
+    assert len(ran) == (2 if tile == 200 else 1)  # column blocks of 10 or one of 20
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert (got[0][:10] != got[0][10:]).any()  # duplicates: each point lists itself first
 
 
 # -- the chooser and the declared costs ---------------------------------------------------------
