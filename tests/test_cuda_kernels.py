@@ -306,6 +306,23 @@ def test_gpu_sc_imports_and_runs_without_numba_cuda():
     assert out.stdout.strip() == "numba.cuda not importable"
 
 
+@pytest.mark.cudasim
+def test_kernel_timing_rehearses_on_the_simulator():
+    # scripts/gpu_session.sh kernels times every kernel on a GPU; here its Python part runs on
+    # the simulator at scale 0 and says that its times are not a GPU's.
+    if not kcuda.numba_cuda_status().simulator:
+        pytest.skip("on a device, scripts/gpu_session.sh kernels is the real run")
+    from gpu_sc.kernels.cuda import timing
+
+    report = timing.time_kernels(scale=0, repeats=1)
+    assert "simulator" in report["where"] and "not a GPU" in report["where"]
+    assert {r["kernel"] for r in report["kernels"]} == set(kcuda.registry())
+    assert all(r["ok"] and r["measured_s"] > 0 and r["model_s_h200"] > 0
+               for r in report["kernels"]), report  # fmt: skip
+    text = timing.table(report)
+    assert "knn_tile_topk" in text and "GB/s" in text
+
+
 # -- PTX ------------------------------------------------------------------------------------------
 
 
