@@ -20,7 +20,12 @@
 #   run(command="bash scripts/gpu_session.sh tests",  carry=[".whl", ".data"], timeout_s=600)
 #   run(command="bash scripts/gpu_session.sh parity", carry=[".whl", ".data"], timeout_s=600)
 #   run(command="bash scripts/gpu_session.sh bench",  carry=[".whl", ".data"], timeout_s=600)
-# or, while the device time allows it, all three in one call (`... gpu_session.sh all`, each
+#   run(command="bash scripts/gpu_session.sh kernels", carry=[".whl", ".data"], timeout_s=300)
+#     (every fused kernel of gpu_sc.kernels.cuda timed against its declared cost: measured s,
+#     declared bytes and flops, implied GB/s and TFLOP/s, the H200 model's time; KERNEL_SCALE
+#     (1), KERNEL_REPEATS (5). Rehearsed without a GPU: NUMBA_ENABLE_CUDASIM=1 python -m
+#     gpu_sc.kernels.cuda.timing --scale 0 runs the same code on the simulator.)
+# or, while the device time allows it, all four in one call (`... gpu_session.sh all`, each
 # phase then gets PHASE_SECONDS, default 170 s). Settings (environment): PHASE_SECONDS (default
 # 540 for one phase), BENCH_CELLS (100000,1000000), BENCH_REPEATS (3), BENCH_BUDGET (seconds per
 # scanpy step, default 60), PYTEST_ARGS (extra pytest arguments).
@@ -42,7 +47,11 @@ note() { echo "$*" | tee -a "$SUMMARY"; }
 #    anndata.settings.allow_write_nullable_strings is False"). Carry the venv's pandas 2.
 #  - py-cpuinfo2: what pytest-benchmark 5.3 requires; py-cpuinfo (in wheels.txt) is skipped
 #    because both ship the same top-level `cpuinfo` package into /tmp/site.
-EXTRA_WHEELS=(pandas pytz tzdata py-cpuinfo2)
+#  - numba-cuda and its cuda-python dependencies: the fused kernels (gpu_sc.kernels.cuda). It
+#    also needs libNVVM (the nvidia-cuda-nvcc wheel or a CUDA toolkit on the image); without it
+#    the kernels phase reports each kernel as failed to compile and the engine runs the
+#    references (noted in the provenance).
+EXTRA_WHEELS=(pandas pytz tzdata py-cpuinfo2 numba-cuda cuda-bindings cuda-core cuda-pathfinder)
 SKIP_WHEELS=(py-cpuinfo)
 
 prepare() {
@@ -158,6 +167,16 @@ run_bench() {
     note "bench: exit $? (results are written after each size; --time-limit stops new repeats)"
 }
 
+run_kernels() {
+    local limit=$1
+    note "== kernels: each fused kernel against its declared cost (scale ${KERNEL_SCALE:-1})"
+    timeout "$limit" python3 -m gpu_sc.kernels.cuda.timing --scale "${KERNEL_SCALE:-1}" \
+        --repeats "${KERNEL_REPEATS:-5}" --json "$OUT/kernels.json" >"$OUT/kernels.log" 2>&1
+    local rc=$?
+    tail -n 20 "$OUT/kernels.log" | tee -a "$SUMMARY"
+    note "kernels: exit $rc (0 = every kernel compiled and ran)"
+}
+
 table() {
     # the short table printed last: tests, parity rows that failed, bench markdown head
     echo
@@ -182,9 +201,9 @@ pack() {
 
 case "$PHASE" in
     prepare) prepare; exit $? ;;
-    tests | parity | bench | all) ;;
+    tests | parity | bench | kernels | all) ;;
     check) ;;
-    *) echo "usage: $0 prepare|check|tests|parity|bench|all" >&2; exit 2 ;;
+    *) echo "usage: $0 prepare|check|tests|parity|bench|kernels|all" >&2; exit 2 ;;
 esac
 
 mkdir -p "$OUT"
@@ -195,7 +214,9 @@ case "$PHASE" in
     tests) run_tests "${PHASE_SECONDS:-540}" ;;
     parity) run_parity "${PHASE_SECONDS:-540}" ;;
     bench) run_bench "${PHASE_SECONDS:-540}" ;;
+    kernels) run_kernels "${PHASE_SECONDS:-540}" ;;
     all)
+        run_kernels "${PHASE_SECONDS:-120}"
         run_tests "${PHASE_SECONDS:-170}"
         run_parity "${PHASE_SECONDS:-170}"
         run_bench "${PHASE_SECONDS:-170}"

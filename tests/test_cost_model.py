@@ -13,6 +13,7 @@ import pytest
 
 from gpu_sc.bench.model import (
     H200,
+    L40S,
     GpuConstants,
     StepCounts,
     extrapolate,
@@ -31,6 +32,37 @@ def test_projection_adds_each_count_times_its_cost():
     m = project(c, UNIT)
     assert m == {"launch": 3.0, "sync": 20.0, "memory": 4.0, "compute": 7.0, "transfer": 6.0,
                  "total": 40.0}  # fmt: skip
+
+
+def test_fp64_flops_are_priced_at_the_cards_fp64_rate():
+    card = GpuConstants("unit64", launch_s=0, sync_s=0, hbm_bytes_per_s=1.0, flop_per_s=1000.0,
+                        pcie_bytes_per_s=1.0, fp64_flop_per_s=10.0)  # fmt: skip
+    m = project(StepCounts(flops=3000, flops_fp64=100), card)
+    assert m["compute"] == pytest.approx(2900 / 1000 + 100 / 10)
+    assert project(StepCounts(flops=3000), UNIT)["compute"] == pytest.approx(3.0)  # FP64 = FP32
+    # a float32-class card: FP64 at 1/64 of FP32, so FP64 GEMMs cost ~64x the FP32 ones
+    assert 50 <= L40S.flop_per_s / L40S.fp64_rate <= 80
+    assert L40S.hbm_bytes_per_s < H200.hbm_bytes_per_s and L40S.sources
+    assert H200.fp64_rate == H200.flop_per_s  # FP64 tensor cores: 67 TFLOP/s like FP32
+
+
+def test_the_double_counts_fp64_flops_by_operand_dtype():
+    from gpu_sc.testing.cupy_double import install
+
+    with install() as double:
+        import cupy
+
+        a64 = cupy.ones((4, 5))
+        a32 = cupy.ones((4, 5), dtype=cupy.float32)
+        before = double.counters.snapshot()
+        a64 @ a64.T
+        after64 = double.counters.snapshot()
+        cupy.matmul(a32, a32.T)
+        after32 = double.counters.snapshot()
+    assert after64["flops"] - before["flops"] == 2 * 4 * 5 * 4
+    assert after64["flops_fp64"] - before["flops_fp64"] == 2 * 4 * 5 * 4
+    assert after32["flops"] - after64["flops"] == 2 * 4 * 5 * 4
+    assert after32["flops_fp64"] == after64["flops_fp64"]  # float32 GEMM: no FP64 flops
 
 
 def test_growth_exponent_recovers_linear_quadratic_and_constant_work():
@@ -106,6 +138,15 @@ def test_a_report_can_be_priced_again_from_its_counts(small_model):
                                         "created")}  # fmt: skip
     again = price(runs_of(small_model), meta, target=small_model["target"])
     assert again["totals_s"] == small_model["totals_s"]
+    # more targets (a 10^7 row) and the float32-class card beside the H200
+    wide = price(runs_of(small_model), meta, target=10**6, extra_targets=[10**7])
+    assert set(wide["totals_s"]) == {"400", "800", "1000000", "10000000"}
+    (l40s,) = wide["other_gpus"]
+    assert l40s["gpu"]["name"] == L40S.name
+    assert set(l40s["totals_s"]) == set(wide["totals_s"])
+    assert l40s["totals_s"]["1000000"] > wide["totals_s"]["1000000"]  # a slower card
+    text = markdown(wide)
+    assert "NVIDIA L40S" in text and "10,000,000" in text
     slower = price(runs_of(small_model), meta, target=10**6,
                    gpu=GpuConstants("slow", 1.0, 1.0, 1.0, 1.0, 1.0))  # fmt: skip
     assert slower["totals_s"]["1000000"] > small_model["totals_s"]["1000000"]

@@ -30,6 +30,7 @@ target, so a threshold crossed between them (a kNN tile count, a chunked path ab
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import time
@@ -39,6 +40,8 @@ from typing import Any
 
 __all__ = [
     "H200",
+    "L40S",
+    "OTHER_GPUS",
     "GpuConstants",
     "StepCounts",
     "collect_counts",
@@ -62,9 +65,18 @@ class GpuConstants:
     flop_per_s: float
     pcie_bytes_per_s: float
     sources: tuple[str, ...] = ()
+    #: double-precision rate (``flop_per_s`` when None: FP64 as fast as FP32, as on an H200
+    #: whose GEMMs run on FP64 tensor cores); a float32-class card's is 1/64 of FP32.
+    fp64_flop_per_s: float | None = None
+
+    @property
+    def fp64_rate(self) -> float:
+        return self.flop_per_s if self.fp64_flop_per_s is None else self.fp64_flop_per_s
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["fp64_flop_per_s"] = self.fp64_rate
+        return d
 
 
 #: NVIDIA H200 SXM (141 GB HBM3e), the GPU this project is lent when one is lent.
@@ -83,8 +95,13 @@ H200 = GpuConstants(
     # PCIe Gen5 x16 is 64 GB/s per direction; from pageable NumPy memory (cupy.asarray)
     # about 25 GB/s.
     pcie_bytes_per_s=25e9,
+    # FP64: 67 TFLOP/s on tensor cores (DGEMM), 34 TFLOP/s on the vector units; the FP64
+    # flops the engine counts are GEMMs (cuBLAS uses the tensor cores) and fused kernels'
+    # element-wise work, so the FP32 rate is kept for both (a model simplification).
+    fp64_flop_per_s=55e12,
     sources=(
-        "NVIDIA H200 Tensor Core GPU datasheet (2024): 4.8 TB/s HBM3e, 67 TFLOP/s FP32",
+        "NVIDIA H200 Tensor Core GPU datasheet (2024): 4.8 TB/s HBM3e, 67 TFLOP/s FP32, "
+        "34 TFLOP/s FP64, 67 TFLOP/s FP64 tensor core",
         "NVIDIA CUDA C++ Best Practices Guide: kernel launch overhead of a few microseconds",
         "CuPy performance guide (docs.cupy.dev, 'Performance best practices'): per-call "
         "Python overhead of microseconds; the issue's ranges: launch 5-10 us + Python, "
@@ -92,7 +109,31 @@ H200 = GpuConstants(
     ),
 )
 
-_FIELDS = ("ops", "syncs", "h2d_bytes", "d2h_bytes", "bytes", "flops")
+#: A float32-class workstation/inference card, the kind most labs own: NVIDIA L40S (Ada).
+L40S = GpuConstants(
+    name="NVIDIA L40S (model)",
+    launch_s=10e-6,  # the same host-side costs as the H200 (driver and CuPy, not the card)
+    sync_s=15e-6,
+    # 864 GB/s GDDR6 peak; streaming kernels reach ~75% of it.
+    hbm_bytes_per_s=0.65e12,
+    # 91.6 TFLOP/s FP32 (non-tensor) peak; ~80% in GEMMs.
+    flop_per_s=73e12,
+    # Ada runs FP64 at 1/64 of FP32: 1.43 TFLOP/s peak, ~80% of it.
+    fp64_flop_per_s=1.15e12,
+    # PCIe Gen4 x16: 32 GB/s per direction; from pageable NumPy memory about 12 GB/s.
+    pcie_bytes_per_s=12e9,
+    sources=(
+        "NVIDIA L40S GPU datasheet (2023): 48 GB GDDR6 at 864 GB/s, 91.6 TFLOP/s FP32, "
+        "PCIe Gen4 x16",
+        "NVIDIA Ada GPU architecture whitepaper (2023), table of throughputs: FP64 at 1/64 "
+        "of the FP32 rate on AD10x (RTX 6000 Ada, L40S, RTX 4090 alike)",
+    ),
+)
+
+#: Cards the model prices beside the first (``run_model``'s ``gpu``).
+OTHER_GPUS = (L40S,)
+
+_FIELDS = ("ops", "syncs", "h2d_bytes", "d2h_bytes", "bytes", "flops", "flops_fp64")
 
 
 @dataclass
@@ -105,6 +146,7 @@ class StepCounts:
     d2h_bytes: float = 0
     bytes: float = 0
     flops: float = 0
+    flops_fp64: float = 0  # the part of ``flops`` computed in double precision
     top_ops: dict[str, int] = field(default_factory=dict)  # most frequent calls
 
     @classmethod
@@ -124,6 +166,7 @@ class StepCounts:
             bytes=(after["bytes_read"] + after["bytes_written"])
             - (before["bytes_read"] + before["bytes_written"]),
             flops=after["flops"] - before["flops"],
+            flops_fp64=after.get("flops_fp64", 0) - before.get("flops_fp64", 0),
             top_ops=top,
         )
 
@@ -137,7 +180,8 @@ def project(counts: StepCounts, gpu: GpuConstants = H200) -> dict[str, float]:
         "launch": counts.ops * gpu.launch_s,
         "sync": counts.syncs * gpu.sync_s,
         "memory": counts.bytes / gpu.hbm_bytes_per_s,
-        "compute": counts.flops / gpu.flop_per_s,
+        "compute": (counts.flops - counts.flops_fp64) / gpu.flop_per_s
+        + counts.flops_fp64 / gpu.fp64_rate,
         "transfer": (counts.h2d_bytes + counts.d2h_bytes) / gpu.pcie_bytes_per_s,
     }
     parts["total"] = sum(parts.values())
@@ -241,9 +285,12 @@ def run_model(
     goal_s: float = 20.0,
     device_bytes: int = 4 << 30,
     log: Callable[[str], None] | None = None,
+    extra_targets: Sequence[int] = (),
+    other_gpus: Sequence[GpuConstants] | None = None,
 ) -> dict[str, Any]:
     """Counts at each size in ``cells``, their projection on ``gpu`` and the extrapolation to
-    ``target`` cells; the returned dict is what ``bench_model.json`` holds."""
+    ``target`` cells (and ``extra_targets``), also priced on ``other_gpus`` (default
+    :data:`OTHER_GPUS`); the returned dict is what ``bench_model.json`` holds."""
     from .. import __version__
 
     runs = [collect_counts(n, n_genes=n_genes, seed=seed, config=config,
@@ -251,7 +298,10 @@ def run_model(
     meta = {"n_genes": n_genes, "seed": seed, "double_device_bytes": device_bytes,
             "versions": {"gpu_sc": __version__, "python": platform.python_version()},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-    return price(runs, meta, target=target, gpu=gpu, goal_s=goal_s)
+    if config is not None:
+        meta["config"] = config
+    return price(runs, meta, target=target, gpu=gpu, goal_s=goal_s,
+                 extra_targets=extra_targets, other_gpus=other_gpus)  # fmt: skip
 
 
 def runs_of(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -271,9 +321,15 @@ def price(
     target: int = 1_000_000,
     gpu: GpuConstants = H200,
     goal_s: float = 20.0,
+    extra_targets: Sequence[int] = (),
+    other_gpus: Sequence[GpuConstants] | None = None,
 ) -> dict[str, Any]:
     """Project counted ``runs`` (from :func:`collect_counts`) onto ``gpu`` and extrapolate each
-    step to ``target`` cells; ``meta`` (sizes, seed, versions) is copied into the report."""
+    step to ``target`` cells (and to each of ``extra_targets``); ``meta`` (sizes, seed,
+    versions) is copied into the report. Each of ``other_gpus`` (default :data:`OTHER_GPUS`)
+    prices the same counts: ``report["other_gpus"]``, per step and in total."""
+    other_gpus = OTHER_GPUS if other_gpus is None else tuple(other_gpus)
+    targets = [target, *[int(t) for t in extra_targets if int(t) != target]]
     cells = sorted(run["n_cells"] for run in runs)
     runs = sorted(runs, key=lambda run: run["n_cells"])
     labels = [s["step"] for s in runs[-1]["steps"]]
@@ -287,11 +343,22 @@ def price(
                 by_size[run["n_cells"]] = c
                 rows.append(_row(label, run["n_cells"], c, gpu, rec, measured=True))
         if len(by_size) >= 2:
-            c, exps = extrapolate(by_size, target)
-            rows.append(_row(label, target, c, gpu, None, measured=False, exponents=exps))
+            for t in targets:
+                c, exps = extrapolate(by_size, t)
+                rows.append(_row(label, t, c, gpu, None, measured=False, exponents=exps))
     totals = {}
-    for n in [*cells, target]:
+    for n in [*cells, *targets]:
         totals[n] = sum(r["model_s"]["total"] for r in rows if r["n_cells"] == n)
+    others = []
+    for other in other_gpus:
+        per_step = [{"step": r["step"], "n_cells": r["n_cells"], "counted": r["counted"],
+                     "model_s": project(StepCounts(**r["counts"]), other)} for r in rows]  # fmt: skip
+        others.append({
+            "gpu": other.to_dict(),
+            "rows": per_step,
+            "totals_s": {str(n): sum(p["model_s"]["total"] for p in per_step
+                                     if p["n_cells"] == n) for n in [*cells, *targets]},
+        })  # fmt: skip
     return {
         "kind": "model",
         "disclaimer": "A MODEL, not a measurement: counts from the CuPy double (NumPy), "
@@ -299,11 +366,13 @@ def price(
         "gpu": gpu.to_dict(),
         "cells": cells,
         "target": target,
+        "extra_targets": targets[1:],
         "goal_s": goal_s,
         **meta,
         "rows": rows,
         "totals_s": {str(k): v for k, v in totals.items()},
         "offenders": offenders(rows, target, goal_s),
+        "other_gpus": others,
     }
 
 
@@ -357,6 +426,17 @@ def offenders(rows: list[dict], target: int, goal_s: float, top: int = 3) -> lis
 # -- output ---------------------------------------------------------------------------------------
 
 
+def _constants_line(gpu: dict[str, Any]) -> str:
+    return (
+        "{}: launch {:.0f} µs per call, sync {:.0f} µs, memory {:.2f} TB/s, FP32 {:.0f} "
+        "TFLOP/s, FP64 {:.3g} TFLOP/s, PCIe {:.0f} GB/s. Sources: {}.".format(
+            gpu["name"], gpu["launch_s"] * 1e6, gpu["sync_s"] * 1e6,
+            gpu["hbm_bytes_per_s"] / 1e12, gpu["flop_per_s"] / 1e12,
+            gpu.get("fp64_flop_per_s", gpu["flop_per_s"]) / 1e12,
+            gpu["pcie_bytes_per_s"] / 1e9, "; ".join(gpu["sources"]))
+    )  # fmt: skip
+
+
 def _fmt_s(x: float) -> str:
     return f"{x:.3g}" if x >= 0.001 else f"{x:.1e}"
 
@@ -365,6 +445,8 @@ def markdown(report: dict[str, Any]) -> str:
     """The model as a markdown page, labelled as a model in its title and every table."""
     gpu = report["gpu"]
     target = report["target"]
+    targets = [target, *report.get("extra_targets", [])]
+    others = report.get("other_gpus", [])
     lines = [
         f"# GPU cost model (a MODEL, not a measurement) — {gpu['name']}",
         "",
@@ -372,33 +454,61 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Counted at {', '.join(f'{n:,}' for n in report['cells'])} cells × "
         f"{report['n_genes']:,} genes (synthetic atlas, seed {report['seed']}) on the CuPy "
-        f"double; extrapolated to {target:,} cells by the power law through the two largest "
+        f"double; extrapolated to {', '.join(f'{t:,}' for t in targets)} cells by the power "
+        "law through the two largest "
         f"sizes. Created {report['created']}; gpu_sc {report['versions']['gpu_sc']}. The "
         f"double simulated a {report['double_device_bytes'] / 2**30:g} GiB device (the kNN "
         "and t-SNE tiles follow free device memory; see `gpu_sc.bench.model.collect_counts`).",
         "",
-        "Constants: launch {:.0f} µs per CuPy call, sync {:.0f} µs, HBM {:.1f} TB/s, "
-        "{:.0f} TFLOP/s, PCIe {:.0f} GB/s. Sources: {}.".format(
-            gpu["launch_s"] * 1e6, gpu["sync_s"] * 1e6, gpu["hbm_bytes_per_s"] / 1e12,
-            gpu["flop_per_s"] / 1e12, gpu["pcie_bytes_per_s"] / 1e9, "; ".join(gpu["sources"])),
+        *[_constants_line(g) for g in [gpu, *[o["gpu"] for o in others]]],
         "",
+        *([f"Config: `{json.dumps(report['config'])}`", ""] if report.get("config") else []),
         *([f"Command: `{report['command']}`", ""] if report.get("command") else []),
         *([f"Note: {report['note']}", ""] if report.get("note") else []),
-        "Model time = calls × launch + syncs × sync + bytes / HBM + flop / FP32 + transfers / "
-        "PCIe (no overlap assumed). *exp* = fitted growth exponent of the dominant count.",
+        "Model time = calls × launch + syncs × sync + bytes / HBM + FP32 flop / FP32 rate + "
+        "FP64 flop / FP64 rate + transfers / PCIe (no overlap assumed). A fused kernel "
+        "(`gpu_sc.kernels.cuda`) is counted by its declared cost per launch (`kernel:<name>` "
+        "in the calls), not by its reference's CuPy calls. *exp* = fitted growth exponent of "
+        "the dominant count.",
         "",
     ]  # fmt: skip
     totals = report["totals_s"]
+    names = [gpu["name"].replace(" (model)", ""), *[o["gpu"]["name"].replace(" (model)", "")
+                                                   for o in others]]  # fmt: skip
     lines += [
-        "| cells | modelled pipeline total (s) |",
-        "|---:|---:|",
-        *[f"| {int(n):,}{' (extrapolated)' if int(n) == target else ''} | {_fmt_s(v)} |"
+        "| cells | " + " | ".join(f"{n} total (s)" for n in names) + " |",
+        "|---:|" + "---:|" * len(names),
+        *[f"| {int(n):,}{' (extrapolated)' if int(n) in targets else ''} | {_fmt_s(v)} | "
+          + " | ".join(_fmt_s(o["totals_s"][n]) for o in others) + (" |" if others else "|")
           for n, v in totals.items()],
         "",
-        f"Goal: whole pipeline ≤ {report['goal_s']:g} s at {target:,} cells on one H200: "
-        + ("**met by the model**" if totals[str(target)] <= report["goal_s"]
-           else f"**missed by the model** ({_fmt_s(totals[str(target)])} s)"),
+    ]  # fmt: skip
+    step_goal = report.get("step_goal_s", 5.0)
+    slow = [
+        r for r in report["rows"] if r["n_cells"] == target and r["model_s"]["total"] > step_goal
+    ]
+    lines += [
+        f"Goal: whole pipeline ≤ {report['goal_s']:g} s at {target:,} cells on one H200, no "
+        f"step above {step_goal:g} s: "
+        + ("**met by the model**" if totals[str(target)] <= report["goal_s"] and not slow
+           else f"**missed by the model** ({_fmt_s(totals[str(target)])} s"
+           + (f"; above {step_goal:g} s: " + ", ".join(
+               f"{r['step']} {_fmt_s(r['model_s']['total'])} s" for r in slow) if slow else "")
+           + ")"),
         "",
+    ]  # fmt: skip
+    if others:
+        lines += ["## The same counts on other cards (model)", "",
+                  "| step | cells | " + " | ".join(f"{n} s" for n in names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]  # fmt: skip
+        for i, r in enumerate(report["rows"]):
+            if r["counted"] or r["model_s"]["total"] == 0:
+                continue
+            lines.append(f"| {r['step']} | {r['n_cells']:,} | {_fmt_s(r['model_s']['total'])} | "
+                         + " | ".join(_fmt_s(o["rows"][i]["model_s"]["total"]) for o in others)
+                         + " |")  # fmt: skip
+        lines.append("")
+    lines += [
         "## Steps that miss, and why",
         "",
     ]  # fmt: skip
@@ -406,10 +516,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"- **{o['step']}**: {_fmt_s(o['model_s'])} s modelled; {o['why']}.")
     lines += ["", "## Per step (model)", ""]
     head = (
-        "| step | cells | ran on | CuPy calls | syncs | HBM bytes | flop | H2D+D2H bytes | "
-        "launch s | sync s | memory s | compute s | transfer s | **model s** | exp |"
+        "| step | cells | ran on | CuPy calls | syncs | HBM bytes | flop | FP64 flop | "
+        "H2D+D2H bytes | launch s | sync s | memory s | compute s | transfer s | **model s** "
+        "| exp |"
     )
-    lines += [head, "|" + "---|" * 2 + "---|" + "---:|" * 12]
+    lines += [head, "|" + "---|" * 2 + "---|" + "---:|" * 13]
     for r in report["rows"]:
         c, m = r["counts"], r["model_s"]
         if m["total"] == 0:  # bookkeeping on the host (subsetting, .raw): nothing on the GPU
@@ -426,7 +537,8 @@ def markdown(report: dict[str, Any]) -> str:
         ran = ",".join(r["ran_on"]) if r["ran_on"] else "–"
         lines.append(
             f"| {r['step']} | {cells} | {ran} | {c['ops']:.3g} | {c['syncs']:.3g} | "
-            f"{c['bytes']:.3g} | {c['flops']:.3g} | {c['h2d_bytes'] + c['d2h_bytes']:.3g} | "
+            f"{c['bytes']:.3g} | {c['flops']:.3g} | {c.get('flops_fp64', 0):.3g} | "
+            f"{c['h2d_bytes'] + c['d2h_bytes']:.3g} | "
             f"{_fmt_s(m['launch'])} | {_fmt_s(m['sync'])} | {_fmt_s(m['memory'])} | "
             f"{_fmt_s(m['compute'])} | {_fmt_s(m['transfer'])} | **{_fmt_s(m['total'])}** | "
             f"{exp} |"

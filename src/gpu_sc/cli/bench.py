@@ -101,10 +101,16 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--model-target",
-        type=float,
-        default=1e6,
-        metavar="CELLS",
-        help="cells the model extrapolates to (default 1e6)",
+        default="1000000",
+        metavar="CELLS[,CELLS]",
+        help="cells the model extrapolates to (default 1e6); more sizes comma-separated, "
+        "the first one judged against the goal",
+    )
+    p.add_argument(
+        "--model-config",
+        metavar="JSON",
+        help="with --model: the pipeline config the counted runs use, as JSON text "
+        '(e.g. \'{"neighbors": {"transformer": "ivf"}}\')',
     )
     p.add_argument(
         "--model-counts",
@@ -214,13 +220,18 @@ def _run_model(args) -> int:
         earlier = json.loads(Path(args.model_counts).read_text())
         meta = {k: earlier[k] for k in ("n_genes", "seed", "double_device_bytes", "versions",
                                         "created", "command", "note") if k in earlier}  # fmt: skip
-        report = price(runs_of(earlier), meta, target=int(args.model_target))
+        targets = _int_list(args.model_target)
+        report = price(runs_of(earlier), meta, target=targets[0], extra_targets=targets[1:])
         report["priced_again"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     else:
-        report = run_model(_int_list(args.cells), target=int(args.model_target),
-                           n_genes=args.genes, seed=args.seed, log=log)  # fmt: skip
+        targets = _int_list(args.model_target)
+        config = json.loads(args.model_config) if args.model_config else None
+        report = run_model(_int_list(args.cells), target=targets[0], extra_targets=targets[1:],
+                           n_genes=args.genes, seed=args.seed, log=log, config=config)  # fmt: skip
         report["command"] = (f"gpu-sc bench --model --cells {args.cells} --genes {args.genes} "
-                             f"--model-target {int(args.model_target)} --out {args.out}")  # fmt: skip
+                             f"--model-target {','.join(map(str, targets))} --out {args.out}"
+                             + (f" --model-config '{args.model_config}'"
+                                if args.model_config else ""))  # fmt: skip
         if args.note:
             report["note"] = args.note
     out = Path(args.out)

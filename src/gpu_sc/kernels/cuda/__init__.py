@@ -113,7 +113,13 @@ def run_kernel(am: ArrayModule, name: str, *args, **kwargs):
         except Exception as exc:  # source failed to import/compile: say so, run the reference
             how = f"reference (fused kernel failed to load: {type(exc).__name__}: {exc})"
         else:
-            result = spec.launch(am.xp, kernels, *args, **kwargs)
+            try:
+                result = spec.launch(am.xp, kernels, *args, **kwargs)
+            except Exception as exc:
+                if not type(exc).__module__.startswith("numba"):
+                    raise  # a bug, not numba-cuda failing to compile/link/launch here
+                how = f"reference (fused kernel failed: {type(exc).__name__}: {exc})"
+                logger.warning("gpu_sc: %s: %s", name, how)
     if how == PRICED:
         counters = _double_counters(am)
         with counters.priced_as(name, spec.cost(*args, **kwargs)):

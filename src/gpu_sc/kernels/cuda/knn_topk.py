@@ -58,8 +58,8 @@ def _cost(g, sq_a, sq_b, col_ids, self_col, best_d, best_i, **_) -> KernelCost:
 
 
 def _example(xp, scale: int = 0):
-    """A tile of ``r x c`` with ``k`` = 15 (scale 0: 64 x 300; 1: 4096 x 16384; 2: 2x)."""
-    r, c = {0: (64, 300), 1: (4096, 16384), 2: (8192, 32768)}[scale]
+    """A tile of ``r x c`` with ``k`` = 15 (scale 0: 8 x 40; 1: 4096 x 16384; 2: 2x)."""
+    r, c = {0: (8, 40), 1: (4096, 16384), 2: (8192, 32768)}[scale]
     rng = np.random.default_rng(0)
     a = rng.normal(size=(r, 50))
     b = rng.normal(size=(c, 50))
