@@ -91,7 +91,7 @@ def test_calls_are_routed_to_gpu_sc_and_give_scanpys_result(host):
     f["normalize_total"](ours, target_sum=1e4, backend="gpu_sc")
     f["normalize_total"](ref, target_sum=1e4)  # the settings' backend: cpu
     np.testing.assert_array_equal(_dense(ours.X), _dense(ref.X))
-    (step,) = provenance(ours)["steps"]
+    (step,) = provenance(ours)
     assert step["step"] == "normalize_total" and step["backend"] in ("numpy", "cupy")
     assert "gpu_sc" not in ref.uns
 
@@ -108,10 +108,10 @@ def test_use_backend_runs_the_tutorial_steps_on_gpu_sc(host):
             f["leiden"](adata, flavor="igraph", n_iterations=2, directed=False)
             f["rank_genes_groups"](adata, "leiden", method="t-test")
             agg = f["aggregate"](adata, "leiden", func="sum")  # scanpy's: no gpu_sc step
-    assert [s["step"] for s in provenance(ours)["steps"]] == [
+    assert [s["step"] for s in provenance(ours)] == [
         "normalize_total", "log1p", "pca", "neighbors", "leiden", "rank_genes_groups",
     ]  # fmt: skip
-    assert {s["backend"] for s in provenance(ours)["steps"]} <= {"numpy", "cupy"}
+    assert {s["backend"] for s in provenance(ours)} <= {"numpy", "cupy"}
     np.testing.assert_allclose(_dense(ours.X), _dense(ref.X), rtol=1e-6)
     np.testing.assert_allclose(np.abs(ours.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]),
                                rtol=1e-4, atol=1e-5)  # fmt: skip

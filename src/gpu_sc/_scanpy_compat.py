@@ -23,6 +23,11 @@ Outputs that changed (the engine reproduces the installed scanpy's):
 - ``calculate_qc_metrics``: ``var['mean_*']`` (and its log1p) is the column sums in the sum's
   dtype divided by ``n_obs`` (fast-array-utils' ``stats.mean``): float32 for float32 data,
   where 1.11.5 gave float64 means (:func:`qc_var_mean`).
+- ``highly_variable_genes(flavor="seurat_v3"/"seurat_v3_paper", batch_key=...)``: the
+  per-batch means and variances come from ``scanpy.get.aggregate`` (Welford's online
+  algorithm) instead of two-pass moments. The engine's moments differ in the last bits, which
+  moves near-tied ranks, so on scanpy >= 1.12 the step runs on scanpy (:func:`engine_gap`;
+  recorded as a fallback). The Dask path, which cannot fall back, keeps its two-pass moments.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["SCANPY_VERSION", "engine_params", "host_function", "qc_var_mean"]
+__all__ = ["SCANPY_VERSION", "engine_gap", "engine_params", "host_function", "qc_var_mean"]
 
 
 def _version(package: str) -> tuple[int, int]:
@@ -101,3 +106,20 @@ def qc_var_mean(sums: Any, sum_dtype: Any, n_obs: int) -> Any:
     if SCANPY_VERSION >= (1, 12):
         return sums.astype(sum_dtype) / n_obs
     return sums / n_obs
+
+
+def engine_gap(step: str, params: Mapping[str, Any]) -> str | None:
+    """Why the engine cannot reproduce the installed scanpy's ``step`` with ``params``
+    (the dispatcher then runs scanpy), or None. Only version-dependent gaps live here; the
+    parameter values the engine never implements are declared in :mod:`gpu_sc.catalogue`."""
+    if (
+        step == "highly_variable_genes"
+        and SCANPY_VERSION >= (1, 12)
+        and params.get("flavor") in ("seurat_v3", "seurat_v3_paper")
+        and params.get("batch_key") is not None
+    ):
+        return (
+            "scanpy >= 1.12 computes seurat_v3's per-batch means and variances with Welford's "
+            "algorithm (scanpy.get.aggregate), which the engine does not reproduce bit for bit"
+        )
+    return None

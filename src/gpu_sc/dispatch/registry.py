@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._scanpy_compat import engine_params
+from .._scanpy_compat import engine_gap, engine_params
 from .._settings import settings
 from .arrays import ArrayModule, array_module
 from .backends import ENGINE_BACKENDS, canonical_backend_name, cuda_status, resolve_backend
@@ -231,7 +231,7 @@ def run_step(
 
             spelled = engine_params(step, params)  # scanpy's newer spellings of defaults
             kept, lacking = _engine_params(impl.func, spelled, scanpy_impl)
-            why_not = unsupported(step, spelled)
+            why_not = unsupported(step, spelled) or engine_gap(step, spelled)
             if lacking:
                 fallback_reason = (
                     f"{step} on {chosen}: the engine does not implement parameter(s) "
