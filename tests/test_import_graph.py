@@ -17,13 +17,13 @@ ROOT = Path(gpu_sc.__file__).parent
 #: Lowest first. ``gpu_sc.catalogue`` is pure data (functions named as strings, resolved on
 #: use), so every layer may read it.
 LAYERS = [
-    ("gpu_sc._settings", "gpu_sc._progress", "gpu_sc.catalogue"),
+    ("gpu_sc._settings", "gpu_sc._progress", "gpu_sc._scanpy_compat", "gpu_sc.catalogue"),
     ("gpu_sc.dispatch",),
     ("gpu_sc.kernels",),
     ("gpu_sc.engine",),
     ("gpu_sc.dask",),  # the engine's kernels mapped over Dask blocks
     ("gpu_sc.steps", "gpu_sc.pp", "gpu_sc.tl"),
-    ("gpu_sc.datasets", "gpu_sc.io", "gpu_sc.pipeline"),
+    ("gpu_sc.datasets", "gpu_sc.io", "gpu_sc.pipeline", "gpu_sc.scverse_backend"),
     ("gpu_sc.parity", "gpu_sc.bench", "gpu_sc.report"),
     ("gpu_sc.cli",),
     ("gpu_sc",),  # the package's facade

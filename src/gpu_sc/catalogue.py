@@ -276,7 +276,9 @@ class Step:
     def scanpy_func(self) -> Callable[..., Any]:
         import scanpy as sc
 
-        return getattr(getattr(sc, self.namespaces[0]), self.name)
+        from ._scanpy_compat import host_function  # below a backend dispatcher, if any
+
+        return host_function(getattr(getattr(sc, self.namespaces[0]), self.name))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._scanpy_compat import engine_gap, engine_params
 from .._settings import settings
 from .arrays import ArrayModule, array_module
 from .backends import ENGINE_BACKENDS, canonical_backend_name, cuda_status, resolve_backend
@@ -126,8 +127,17 @@ def engine_impl(step: str, backend: str) -> Callable[..., Any] | None:
         return None
 
     def checked(adata, ctx, **params):
-        from ..catalogue import unsupported
+        from ..catalogue import get, unsupported
 
+        params = engine_params(step, params)
+        entry = get(step)
+        if entry is not None and entry.namespaces:  # reconciled with the installed scanpy
+            params, lacking = _engine_params(impl.func, params, entry.scanpy_func())
+            if lacking:
+                raise EngineUnsupported(
+                    f"the engine does not implement parameter(s) {', '.join(lacking)} of the "
+                    "installed scanpy"
+                )
         why = unsupported(step, params)
         if why is not None:
             raise EngineUnsupported(why)
@@ -220,8 +230,9 @@ def run_step(
         else:
             from ..catalogue import unsupported
 
-            engine_params, lacking = _engine_params(impl.func, params, scanpy_impl)
-            why_not = unsupported(step, params)
+            spelled = engine_params(step, params)  # scanpy's newer spellings of defaults
+            kept, lacking = _engine_params(impl.func, spelled, scanpy_impl)
+            why_not = unsupported(step, spelled) or engine_gap(step, spelled)
             if lacking:
                 fallback_reason = (
                     f"{step} on {chosen}: the engine does not implement parameter(s) "
@@ -250,7 +261,7 @@ def run_step(
             try:
                 t0 = time.perf_counter()
                 with kernel_log() as kernels_ran:  # fused kernels: what ran, for the note
-                    result = impl.func(adata, ctx, **engine_params)
+                    result = impl.func(adata, ctx, **kept)
                 am.synchronize()
                 if kernels_ran:
                     why += f"; {summarize_kernels(kernels_ran)}"
@@ -355,9 +366,10 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
             "adata.X.compute()) if it fits in memory"
         )
     func = catalogue.resolve(entry.dask)
-    kept, lacking = _engine_params(func, params, scanpy_impl)
+    spelled = engine_params(step, params)
+    kept, lacking = _engine_params(func, spelled, scanpy_impl)
     why_not = (f"parameter(s) {', '.join(lacking)} of the installed scanpy" if lacking
-               else catalogue.unsupported(step, params))  # fmt: skip
+               else catalogue.unsupported(step, spelled))  # fmt: skip
     if why_not is not None:
         raise DaskUnsupported(f"{step} on the Dask path: {why_not} is not implemented there; "
                               "compute the matrix first (adata.X = adata.X.compute()) to run "

@@ -181,7 +181,8 @@ def store_hvg(adata, df, *, flavor, batch_key, inplace, subset, subset_var):
         adata.var["highly_variable"] = df["highly_variable"]
         adata.var["means"] = df["means"]
         adata.var["dispersions"] = df["dispersions"]
-        adata.var["dispersions_norm"] = df["dispersions_norm"].astype(np.float32, copy=False)
+        # (no copy=False: pandas 3 deprecates the keyword)
+        adata.var["dispersions_norm"] = df["dispersions_norm"].astype(np.float32)
         if batch_key is not None:
             adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"]
             adata.var["highly_variable_intersection"] = df["highly_variable_intersection"]

@@ -217,11 +217,10 @@ def seurat_table(stats, var_names, *, n_batches, flavor, n_bins, cutoffs, n_top_
         df["highly_variable_nbatches"] = df["highly_variable"]
         df["highly_variable_intersection"] = df["highly_variable_nbatches"] == n_batches
         if cutoffs is None:
-            df.sort_values(
+            df = df.sort_values(  # not inplace=: deprecated in pandas 3.1
                 ["highly_variable_nbatches", "dispersions_norm"],
                 ascending=False,
                 na_position="last",
-                inplace=True,
             )
             df["highly_variable"] = np.arange(df.shape[0]) < n_top_genes
             df = df.loc[var_names]

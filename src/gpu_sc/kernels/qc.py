@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._scanpy_compat import qc_var_mean
 from ..dispatch.arrays import ArrayModule
 from .reductions import axis_nnz, axis_sum
 
@@ -118,7 +119,7 @@ def qc_tables(
 
     var = pd.DataFrame(index=var_names)
     var[f"n_cells_by_{expr_type}"] = nnz_cols.astype(var_count_dtype)
-    var[f"mean_{expr_type}"] = sum_cols / n_obs
+    var[f"mean_{expr_type}"] = qc_var_mean(sum_cols, sdt, n_obs)  # its dtype: scanpy's
     if log1p:
         var[f"log1p_mean_{expr_type}"] = np.log1p(var[f"mean_{expr_type}"])
     var[f"pct_dropout_by_{expr_type}"] = (1 - var[f"n_cells_by_{expr_type}"] / n_obs) * 100

@@ -125,10 +125,28 @@ def _patch_anndata(undo: list) -> None:
         old = getattr(views, name)
         body = {k: v for k, v in old.__dict__.items() if k not in ("__dict__", "__weakref__")}
         by_mock[old] = type(name, (views._ViewMixin, base), body)
-    for modname, mod in list(sys.modules.items()):
-        if not modname.startswith("anndata") or mod is None:
-            continue
+    anndata_modules = [(n, m) for n, m in list(sys.modules.items())
+                       if n.startswith("anndata") and m is not None]  # fmt: skip
+    # anndata >= 0.13 (Python >= 3.12) spells some unions as ``type X = ...`` aliases, whose
+    # value is read once and kept: the unions that name such an alias get its value with the
+    # double's classes (a plain union) instead.
+    alias_type = getattr(typing, "TypeAliasType", None)
+    if alias_type is not None:
+        for _, mod in anndata_modules:
+            for value in list(vars(mod).values()):
+                if isinstance(value, alias_type) and value not in by_mock:
+                    try:
+                        members = typing.get_args(value.__value__)
+                    except Exception:  # an alias naming what only type checkers import
+                        continue
+                    if any(a in by_mock for a in members):
+                        by_mock[value] = functools.reduce(
+                            operator.or_, [by_mock.get(a, a) for a in members]
+                        )
+    for _, mod in anndata_modules:
         for attr, value in list(vars(mod).items()):
+            if alias_type is not None and isinstance(value, alias_type):
+                continue  # read through the unions above
             if isinstance(value, type) and value in by_mock:
                 undo.append((mod, attr, value))
                 setattr(mod, attr, by_mock[value])

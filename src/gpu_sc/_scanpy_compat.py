@@ -1,0 +1,125 @@
+"""What differs between the scanpy releases ``pyproject.toml`` admits (1.11.5 to 1.12.x), in one
+place.
+
+The engine's signatures and parameter rules are written against scanpy 1.11.5. Where a later
+scanpy changed only *how a default is spelled* (same behaviour), :func:`engine_params` gives
+the engine the value it knows; scanpy itself (the fallback) and the provenance always receive
+the call exactly as made. Parameters a later scanpy *added* need nothing here: the dispatcher
+drops one at the installed scanpy's default and falls back to scanpy at any other value
+(:func:`gpu_sc.dispatch.registry._engine_params`).
+
+scanpy 1.12 (Python >= 3.12) against 1.11.5, for the steps the engine implements:
+
+- ``neighbors(metric=None)``: the new default, meaning ``"euclidean"`` (as 1.11.5's default)
+  when no precomputed ``distances`` are given; ``distances`` itself is new (default None).
+- ``leiden(flavor=None)``: the new default, meaning ``"leidenalg"`` (1.11.5's default) with a
+  FutureWarning announcing igraph as the future default.
+- New parameters at a default that keeps 1.11.5's behaviour: ``normalize_total(obsm=None)``,
+  ``pca(obsm=None)``, ``highly_variable_genes(filter_unexpressed_genes=None)`` (False without
+  ``batch_key``; genes are always filtered per batch with one), ``tsne(n_components=2)``.
+
+Outputs that changed (the engine reproduces the installed scanpy's):
+
+- ``calculate_qc_metrics``: ``var['mean_*']`` (and its log1p) is the column sums in the sum's
+  dtype divided by ``n_obs`` (fast-array-utils' ``stats.mean``): float32 for float32 data,
+  where 1.11.5 gave float64 means (:func:`qc_var_mean`).
+- ``highly_variable_genes(flavor="seurat_v3"/"seurat_v3_paper", batch_key=...)``: the
+  per-batch means and variances come from ``scanpy.get.aggregate`` (Welford's online
+  algorithm) instead of two-pass moments. The engine's moments differ in the last bits, which
+  moves near-tied ranks, so on scanpy >= 1.12 the step runs on scanpy (:func:`engine_gap`;
+  recorded as a fallback). The Dask path, which cannot fall back, keeps its two-pass moments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["SCANPY_VERSION", "engine_gap", "engine_params", "host_function", "qc_var_mean"]
+
+
+def _version(package: str) -> tuple[int, int]:
+    from importlib.metadata import version
+
+    major, minor = (version(package).split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+#: The installed scanpy's (major, minor).
+SCANPY_VERSION: tuple[int, int] = _version("scanpy")
+
+
+def _neighbors(params: Mapping[str, Any]) -> dict[str, Any]:
+    if params.get("metric", "euclidean") is None and params.get("distances") is None:
+        return {**params, "metric": "euclidean"}
+    return dict(params)
+
+
+def _leiden(params: Mapping[str, Any]) -> dict[str, Any]:
+    if "flavor" in params and params["flavor"] is None:
+        return {**params, "flavor": "leidenalg"}
+    return dict(params)
+
+
+# Per step: scanpy-named params -> the same call as the engine's 1.11.5 signature spells it.
+_SPELLINGS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "neighbors": _neighbors,
+    "leiden": _leiden,
+}
+
+
+def engine_params(step: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` (bound to the installed scanpy's signature) as the engine reads them."""
+    spell = _SPELLINGS.get(step)
+    return spell(params) if spell is not None else dict(params)
+
+
+def host_function(func: Callable[..., Any]) -> Callable[..., Any]:
+    """scanpy's own implementation of ``func``, below a backend dispatcher's wrapper.
+
+    A scanpy that routes its functions through ``scverse-backends`` (``@backend_dispatch``)
+    adds a ``backend`` keyword to each and may send the call to an installed backend,
+    gpu_sc included. gpu_sc keeps its own ``backend`` keyword and falls back to scanpy's
+    CPU code, so it reads and calls the function under the wrapper (``__wrapped__``): the
+    same signature without ``backend``, and no way back into gpu_sc.
+    """
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return func
+    inner = getattr(func, "__wrapped__", None)
+    if "backend" not in params or inner is None:
+        return func
+    try:
+        if "backend" in inspect.signature(inner).parameters:
+            return func
+    except (TypeError, ValueError):
+        return func
+    return inner
+
+
+def qc_var_mean(sums: Any, sum_dtype: Any, n_obs: int) -> Any:
+    """``calculate_qc_metrics``' per-gene mean from the column ``sums`` (float64 accumulators),
+    as the installed scanpy computes it: in ``sum_dtype`` (numpy's sum dtype of the data)
+    from scanpy 1.12, in float64 before."""
+    if SCANPY_VERSION >= (1, 12):
+        return sums.astype(sum_dtype) / n_obs
+    return sums / n_obs
+
+
+def engine_gap(step: str, params: Mapping[str, Any]) -> str | None:
+    """Why the engine cannot reproduce the installed scanpy's ``step`` with ``params``
+    (the dispatcher then runs scanpy), or None. Only version-dependent gaps live here; the
+    parameter values the engine never implements are declared in :mod:`gpu_sc.catalogue`."""
+    if (
+        step == "highly_variable_genes"
+        and SCANPY_VERSION >= (1, 12)
+        and params.get("flavor") in ("seurat_v3", "seurat_v3_paper")
+        and params.get("batch_key") is not None
+    ):
+        return (
+            "scanpy >= 1.12 computes seurat_v3's per-batch means and variances with Welford's "
+            "algorithm (scanpy.get.aggregate), which the engine does not reproduce bit for bit"
+        )
+    return None
