@@ -100,6 +100,7 @@ def leiden(
     random_state: int = 0,
     n_batches: int = 64,
     max_sweeps: int = 100,
+    phases=None,
 ):
     """Deterministic Leiden optimising :func:`modularity` with ``resolution``.
 
@@ -132,6 +133,11 @@ def leiden(
         Vertex batches per sweep (more batches: closer to a sequential sweep, more launches).
     max_sweeps
         Cap on the sweeps of one local-moving phase.
+    phases
+        ``(move, refine)`` run in place of the array-generic local moving and refinement
+        (:func:`gpu_sc.kernels.cuda.leiden.move_nodes` and
+        :func:`~gpu_sc.kernels.cuda.leiden.refine`, the CUDA kernels, take the same
+        decisions); None runs the array-generic ones.
 
     Returns
     -------
@@ -144,7 +150,7 @@ def leiden(
         raise ValueError(f"n_iterations must be -1 or positive, not {n_iterations}")
     graph = _Graph.from_adjacency(am, adjacency)
     rng = np.random.RandomState(random_state)
-    solver = _Leiden(am, float(resolution), rng, int(n_batches), int(max_sweeps))
+    solver = _Leiden(am, float(resolution), rng, int(n_batches), int(max_sweeps), phases)
     membership = xp.arange(graph.n, dtype=xp.int64)
     iteration = 0
     limit = n_iterations if n_iterations > 0 else _MAX_ITERATIONS_UNTIL_STABLE
@@ -200,9 +206,24 @@ class _Graph:
 
 
 class _Leiden:
-    def __init__(self, am, resolution, rng, n_batches, max_sweeps):
+    def __init__(self, am, resolution, rng, n_batches, max_sweeps, phases=None):
         self.am, self.gamma, self.rng = am, resolution, rng
         self.n_batches, self.max_sweeps = max(1, n_batches), max_sweeps
+        #: ``(move, refine)`` run in place of :meth:`_move`/:meth:`_refine` (the CUDA
+        #: kernels of :mod:`gpu_sc.kernels.cuda.leiden`, same decisions), or None
+        self.phases = phases
+
+    def _move_phase(self, g: _Graph, memb):
+        if self.phases is None:
+            return self._move(g, memb)
+        return self.phases[0](self.am, g, memb, self.rng, self.gamma, self.n_batches,
+                              self.max_sweeps)  # fmt: skip
+
+    def _refine_phase(self, g: _Graph, memb):
+        if self.phases is None:
+            return self._refine(g, memb)
+        return self.phases[1](self.am, g, memb, self.rng, self.gamma, self.n_batches,
+                              self.max_sweeps)  # fmt: skip
 
     # -- driver ---------------------------------------------------------------------------
     def run(self, graph: _Graph, membership):
@@ -213,11 +234,11 @@ class _Leiden:
         node_of = xp.arange(graph.n, dtype=xp.int64)  # original node -> aggregate node
         g, memb = graph, membership
         while True:
-            memb = self._move(g, memb)
+            memb = self._move_phase(g, memb)
             n_clusters = int(xp.unique(memb).shape[0])
             if n_clusters >= g.n:
                 break
-            refined = self._refine(g, memb)
+            refined = self._refine_phase(g, memb)
             _, refined = xp.unique(refined, return_inverse=True)
             refined = refined.ravel().astype(xp.int64)
             n_refined = int(refined.max()) + 1
