@@ -1,38 +1,35 @@
-"""Leiden's local moving and refinement as persistent CUDA kernels (numba-cuda).
+"""Fused kernel ``leiden_sweeps``: whole sweeps of Leiden's local moving or refinement per
+launch, the convergence test on the device.
 
-The array-generic reference, :mod:`gpu_sc.kernels.leiden`, runs one sweep of a phase as a
-few hundred CuPy calls per vertex batch (sorts, segment sums, scatters) and reads a device
-value on the host for every batch. Here one launch runs up to ``sweeps_per_launch`` whole
-sweeps of a phase: a cooperative grid walks the sweep's vertex batches in order, with a grid
-barrier between the propose / resolve / apply / activate steps of each batch, and writes a
-device counter of the sweeps it ran (a sweep starts only if some node is still active, the
-reference's convergence test). The host reads that counter once per launch: a level costs
-``ceil(sweeps / sweeps_per_launch)`` launches and host reads per phase, plus one
-initialisation launch, instead of thousands of calls.
+The array-generic reference (:func:`gpu_sc.kernels.leiden.phase_sweeps`) runs a sweep as a few
+hundred CuPy calls per vertex batch (sorts, segment sums, scatters) with host reads inside
+each batch: ~10^5 calls and ~10^3 host syncs per level. Here one cooperative launch runs up
+to :data:`~gpu_sc.kernels.leiden.SWEEPS_PER_CALL` sweeps of a phase (source:
+:mod:`gpu_sc.kernels.cuda._leiden_src`): the grid walks the sweep's vertex batches in order,
+with three grid barriers per batch (propose / apply / activate, plus one for a batch that
+opens empty communities), checks at each sweep's start whether any node is left to visit,
+and counts the sweeps it ran in a device array that the host reads once per call. A level
+then costs ``1 + ceil(sweeps / 4)`` launches and ``ceil(sweeps / 4)`` host reads per phase.
 
 **Same decisions as the reference.** The nodes of a batch decide from the state at the
-batch's start (two-phase propose/apply), with the reference's rules exactly: the best
-neighbouring community by score, ties to the smaller id; an empty community for a node
-badly connected to its own (the ``i``-th such mover of a batch, in batch order, takes the
-``i``-th empty id); moves into a singleton whose member moves in the same batch cancelled
-unless mutual and towards the smaller id; the neighbours of movers outside their new
-community re-activated. Node orders are the reference's (``rng.permutation`` on the host,
-one per sweep run; the generator is rewound past the permutations drawn for sweeps that did
-not run), so for weights whose sums are exact in float64 (dyadic weights, as in the tests)
-the kernel and the reference give the same partition.
+batch's start (propose, then apply) with the reference's rules: best neighbouring community,
+ties to the smaller id; an empty community for a node badly connected to its own (the
+``i``-th such mover of a batch, in batch order, takes the ``i``-th empty id); a move into a
+singleton whose member moves in the same batch cancelled unless mutual and towards the
+smaller id; the movers' neighbours outside their new community re-activated; in the
+refinement, the reference's well-connectedness tests, strictly positive gains and retries.
+The node orders are the reference's (drawn on the host by the caller). Where every sum is
+exact in float64 (dyadic weights, as in the ``cudasim`` tests), the kernel and the reference
+give the same partition.
 
-**Deterministic.** Node-to-community weights are summed per node in CSR order (one thread
-owns a node; an open-addressing table in its own slice of a scratch array). Community
-totals (``K``), refined totals and external weights change by integer atomics on a 62-bit
-fixed-point copy (scale ``2**s`` with ``two_m * 2**s < 2**61``), and integer addition does
-not depend on the order the atomics land in. No floating-point atomics. The sums differ
-from the reference's pairwise sums only in the last bits (and fixed point rounds each
-degree at ``2**-s``), so on real data near-ties may break differently from the reference;
-the result is still bitwise the same from run to run on one device.
-
-Launch geometry: on a GPU the grid is cooperative (``max_cooperative_grid_blocks``); on the
-CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) a cooperative grid has one block, so
-:func:`_geometry` gives one block of a few threads there.
+**Deterministic.** A node's weights to the communities around it are summed by the thread
+that owns it, in CSR order (an open-addressing table in the node's slice of a scratch array).
+Community totals, refined totals and external weights change by 64-bit integer atomics on
+fixed-point copies (``2**s`` with ``two_m * 2**s <= 2**60``): integer sums do not depend on
+the order the atomics land in, and there are no floating-point atomics. The sums' rounding
+differs from the reference's pairwise sums (and each degree is rounded to ``2**-s``), so on
+real weights a near-tie may break differently from the reference; on one device the kernel
+gives the same partition for the same input every run.
 """
 
 from __future__ import annotations
@@ -40,569 +37,233 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda
 
-__all__ = ["DECLARED", "move_nodes", "refine", "sweep_cost"]
+from ..leiden import SWEEPS_PER_CALL, PhaseState, phase_sweeps
+from ._registry import launch_stream
+from ._spec import KernelCost, KernelSpec
 
-_EMPTY = -2  # proposal: move to an empty community (its id is assigned in batch order)
-_NONE = -1
+__all__ = ["SPEC", "sweep_cost"]
 
-#: how many sweeps one launch may run (the host reads the device counter once per launch)
-SWEEPS_PER_LAUNCH = 4
+_THREADS = 256  # threads per block on a device
+_SIM_THREADS = 4  # the simulator's cooperative grid is one block: a few threads, so that the
+#                   grid-stride loops and barriers are exercised
+#: a cooperative grid barrier priced as this fraction of a launch (~2.5 us against the model's
+#: 10 us launch: the barrier costs a round of global-memory atomics, no host work)
+BARRIER_AS_LAUNCHES = 0.25
 
 
-# ----------------------------------------------------------------------------------------------
-# declared cost (priced by the cost model; see ``sweep_cost``)
-# ----------------------------------------------------------------------------------------------
-def sweep_cost(n_nodes: int, n_edges: int, n_batches: int) -> dict:
+# -- declared cost ------------------------------------------------------------------------------
+
+
+def sweep_cost(n_nodes: int, n_edges: int, n_batches: int) -> KernelCost:
     """Declared device work of one sweep of either phase on a graph of ``n_nodes`` nodes and
-    ``n_edges`` stored (directed) edges.
+    ``n_edges`` stored edges (both directions), in ``n_batches`` vertex batches.
 
-    Per node: its flags, community, degree and CSR offsets (~10 words read, ~4 written).
-    Per edge, in the propose step: its column and weight, the neighbour's community, and its
-    hash slot written then read (key and value); in the activate/apply step the movers' edges
-    are read again (counted as all edges: an upper bound, reached in the first sweeps).
-    ``grid_syncs``: barriers of the cooperative grid (about 4 per batch).
+    Read: per node its flags, community, degree, offsets and proposal (~10 words); per edge,
+    in the propose step, its column, weight and neighbour's community, its hash slot (key and
+    value) read back, and again in the apply/activate steps for the movers (counted for all
+    edges: an upper bound, reached in the first sweeps): ~7 words. Written: ~4 words per node,
+    the hash slot (2 words) per edge. Flops: ~6 per edge (sum, score), ~4 per node.
+    Launches: the barriers of the cooperative grid (3 per batch, 2 per sweep) priced as
+    :data:`BARRIER_AS_LAUNCHES` of a launch each.
     """
     n, e = int(n_nodes), int(n_edges)
-    return {
-        "bytes_read": 8 * (10 * n + 7 * e),
-        "bytes_written": 8 * (4 * n + 2 * e),
-        "flops": 4 * n + 6 * e,
-        "grid_syncs": 4 * int(n_batches) + 2,
-    }
+    barriers = 3 * int(n_batches) + 2
+    return KernelCost(
+        read=8 * (10 * n + 7 * e),
+        written=8 * (4 * n + 2 * e),
+        flops=4 * n + 6 * e,
+        flop_dtype="float64",
+        launches=barriers * BARRIER_AS_LAUNCHES,
+        syncs=0,
+    )
 
 
-#: per-launch declarations: name -> what one launch does (for the kernel registry/cost model)
-DECLARED = {
-    "leiden_move": "up to SWEEPS_PER_LAUNCH sweeps of fast local moving; cost = sweeps x sweep_cost",
-    "leiden_refine": "up to SWEEPS_PER_LAUNCH sweeps of refinement; cost = sweeps x sweep_cost",
-    "leiden_init": "per-node initialisation of a phase: one pass over nodes and edges",
-}
+def _init_cost(n: int, e: int, phase: str) -> KernelCost:
+    """The phase's initialisation launches (degrees and totals; refinement's singletons)."""
+    if phase == "move":
+        return KernelCost(read=8 * 2 * n, written=8 * 3 * n, flops=2 * n, launches=1)
+    return KernelCost(read=8 * (6 * n + 3 * e), written=8 * 9 * n, flops=4 * n + e, launches=2)
 
 
-# ----------------------------------------------------------------------------------------------
-# device functions
-# ----------------------------------------------------------------------------------------------
-@cuda.jit(device=True)
-def _to_fix(x, fix):
-    return np.int64(math.floor(x * fix + 0.5))
+def _cost(state: PhaseState, perms) -> KernelCost:
+    """One call: the launch running up to ``perms.shape[0]`` sweeps (priced as all of them:
+    the last call of a phase may stop earlier), its initialisation on the phase's first call,
+    and the host read of the sweep counter."""
+    n, e = state.g.n, int(state.g.row.shape[0])
+    sweeps = int(perms.shape[0])
+    one = sweep_cost(n, e, state.n_batches)
+    cost = KernelCost(
+        read=sweeps * one.read + 8 * sweeps * n,  # + the node orders
+        written=sweeps * one.written,
+        flops=sweeps * one.flops,
+        flop_dtype="float64",
+        launches=1 + sweeps * one.launches,
+        syncs=1,
+    )
+    if state.arrays is None:
+        cost = cost + _init_cost(n, e, state.phase)
+    return cost
 
 
-@cuda.jit(device=True)
-def _table_add(hkey, hval, base, slots, key, w):
-    """Add ``w`` to ``key``'s value in the open-addressing table ``[base, base + slots)``."""
-    h = key % slots
-    while True:
-        kk = hkey[base + h]
-        if kk == key:
-            hval[base + h] += w
-            return
-        if kk == -1:
-            hkey[base + h] = key
-            hval[base + h] = w
-            return
-        h += 1
-        if h == slots:
-            h = 0
-
-
-@cuda.jit(device=True)
-def _propose_move(u, indptr, indices, weight, k, kfix, memb, Kfix, size, scale, inv_fix, hkey,
-                  hval):  # fmt: skip
-    """The reference's decision for node ``u``: target community, ``_EMPTY`` or ``_NONE``."""
-    lo = indptr[u]
-    hi = indptr[u + 1]
-    slots = 2 * (hi - lo)
-    base = 2 * lo
-    for s in range(slots):
-        hkey[base + s] = -1
-    for j in range(lo, hi):
-        v = indices[j]
-        if v != u:
-            _table_add(hkey, hval, base, slots, memb[v], weight[j])
-    own = memb[u]
-    ku = k[u]
-    k_own = (Kfix[own] - kfix[u]) * inv_fix
-    stay = -scale * ku * k_own
-    best_s = -math.inf
-    best_c = -1
-    for s in range(slots):
-        c = hkey[base + s]
-        if c < 0:
-            continue
-        wc = hval[base + s]
-        if c == own:
-            stay = wc - scale * ku * k_own
-        else:
-            score = wc - scale * ku * (Kfix[c] * inv_fix)
-            if score > best_s or (score == best_s and c < best_c):
-                best_s = score
-                best_c = c
-    to_empty = size[own] > 1 and best_s < 0.0
-    if to_empty:
-        best_s = 0.0
-    if (best_s - stay) > 1e-12 * ku:
-        if to_empty:
-            return _EMPTY
-        return best_c
-    return _NONE
-
-
-@cuda.jit(device=True)
-def _propose_refine(u, indptr, indices, weight, k, memb, Kc_fix, ref, Kr_fix, ext_fix, scale,
-                    inv_fix, hkey, hval, wt_out):  # fmt: skip
-    """The reference's refinement choice for singleton ``u``: best well-connected refined
-    community of its community with a strictly positive gain (ties: smaller id), or -1."""
-    lo = indptr[u]
-    hi = indptr[u + 1]
-    slots = 2 * (hi - lo)
-    base = 2 * lo
-    for s in range(slots):
-        hkey[base + s] = -1
-    cu = memb[u]
-    for j in range(lo, hi):
-        v = indices[j]
-        if v != u and memb[v] == cu:
-            _table_add(hkey, hval, base, slots, ref[v], weight[j])
-    own = ref[u]
-    kc = Kc_fix[cu]
-    ku = k[u]
-    best_s = -math.inf
-    best_t = -1
-    best_w = 0.0
-    for s in range(slots):
-        t = hkey[base + s]
-        if t < 0 or t == own:
-            continue
-        wt = hval[base + s]
-        kr = Kr_fix[t]
-        ok = ext_fix[t] * inv_fix >= scale * (kr * inv_fix) * ((kc - kr) * inv_fix)
-        score = wt - scale * ku * (kr * inv_fix)
-        if ok and score > 0.0:
-            if score > best_s or (score == best_s and t < best_t):
-                best_s = score
-                best_t = t
-                best_w = wt
-    wt_out[u] = best_w
-    return best_t
-
-
-# ----------------------------------------------------------------------------------------------
-# kernels
-# ----------------------------------------------------------------------------------------------
-@cuda.jit
-def _phase_init(k, memb, fix, kfix, Kfix, size):
-    """Fixed-point degrees and the totals and sizes of ``memb``'s communities
-    (``Kfix``/``size`` zeroed by the caller; integer atomics)."""
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for u in range(start, memb.shape[0], stride):
-        kf = _to_fix(k[u], fix)
-        kfix[u] = kf
-        cuda.atomic.add(Kfix, memb[u], kf)
-        cuda.atomic.add(size, memb[u], 1)
-
-
-@cuda.jit
-def _move_sweeps(indptr, indices, weight, k, kfix, memb, Kfix, size, active, perms, bounds,
-                 scale, inv_fix, hkey, hval, prop, leaver, go, counters):  # fmt: skip
-    """Up to ``perms.shape[0]`` sweeps of fast local moving (one cooperative launch).
-
-    ``counters[0]``: sweeps run; ``counters[1]``: moves made; ``counters[2 + s]``: active
-    nodes at the start of sweep ``s``; ``counters[2 + S + s * B + b]``: empty-community
-    movers of batch ``b`` of sweep ``s`` (all zeroed by the caller)."""
-    grid = cuda.cg.this_grid()
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    n = memb.shape[0]
-    n_sweeps = perms.shape[0]
-    n_batches = bounds.shape[0] - 1
-    for sweep in range(n_sweeps):
-        seen = 0
-        for u in range(start, n, stride):
-            if active[u] != 0:
-                seen = 1
-                break
-        if seen:
-            cuda.atomic.add(counters, 2 + sweep, 1)
-        grid.sync()
-        if counters[2 + sweep] == 0:
-            return
-        if start == 0:
-            counters[0] += 1
-        slot = 2 + n_sweeps + sweep * n_batches
-        for b in range(n_batches):
-            lo = bounds[b]
-            hi = bounds[b + 1]
-            # propose, from the state at the batch's start
-            for i in range(lo + start, hi, stride):
-                u = perms[sweep, i]
-                if active[u] != 0:
-                    active[u] = 0
-                    t = _propose_move(u, indptr, indices, weight, k, kfix, memb, Kfix, size,
-                                      scale, inv_fix, hkey, hval)  # fmt: skip
-                    prop[u] = t
-                    if t != _NONE:
-                        if size[memb[u]] == 1:
-                            leaver[memb[u]] = u
-                        if t == _EMPTY:
-                            cuda.atomic.add(counters, slot + b, 1)
-            grid.sync()
-            # empty communities, in batch order: the i-th such mover takes the i-th empty id
-            if counters[slot + b] > 0:
-                if start == 0:
-                    c = 0
-                    for i in range(lo, hi):
-                        u = perms[sweep, i]
-                        if prop[u] == _EMPTY:
-                            while size[c] != 0:
-                                c += 1
-                            prop[u] = c
-                            c += 1
-                grid.sync()
-            # cancel moves into a singleton whose member moves too, unless mutual and to the
-            # smaller id
-            for i in range(lo + start, hi, stride):
-                u = perms[sweep, i]
-                t = prop[u]
-                if t >= 0:
-                    own = memb[u]
-                    keep = 1
-                    if size[t] == 1 and leaver[t] >= 0:
-                        if not (prop[leaver[t]] == own and t < own):
-                            keep = 0
-                    go[u] = keep
-            grid.sync()
-            # apply (integer atomics)
-            for i in range(lo + start, hi, stride):
-                u = perms[sweep, i]
-                t = prop[u]
-                if t >= 0:
-                    own = memb[u]
-                    if leaver[own] == u:
-                        leaver[own] = -1
-                    if go[u] != 0:
-                        memb[u] = t
-                        cuda.atomic.add(Kfix, own, -kfix[u])
-                        cuda.atomic.add(Kfix, t, kfix[u])
-                        cuda.atomic.add(size, own, -1)
-                        cuda.atomic.add(size, t, 1)
-                        cuda.atomic.add(counters, 1, 1)
-            grid.sync()
-            # re-activate the movers' neighbours outside their new community
-            for i in range(lo + start, hi, stride):
-                u = perms[sweep, i]
-                if prop[u] != _NONE:
-                    if go[u] != 0:
-                        cu = memb[u]
-                        for j in range(indptr[u], indptr[u + 1]):
-                            v = indices[j]
-                            if v != u and memb[v] != cu:
-                                active[v] = 1
-                        go[u] = 0
-                    prop[u] = _NONE
-            grid.sync()
-
-
-@cuda.jit
-def _refine_init(indptr, indices, weight, k, kfix, memb, Kc_fix, scale, inv_fix, fix, ext_node,
-                 ref, Kr_fix, ext_fix, rsize, pending):  # fmt: skip
-    """Singletons of the refinement: each node's weight to the rest of its community, and
-    whether it is well connected to it (``Kc_fix``: its community totals, fixed point)."""
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for u in range(start, memb.shape[0], stride):
-        cu = memb[u]
-        ext = 0.0
-        for j in range(indptr[u], indptr[u + 1]):
-            v = indices[j]
-            if v != u and memb[v] == cu:
-                ext += weight[j]
-        ef = _to_fix(ext, fix)
-        ext_node[u] = ef
-        ref[u] = u
-        Kr_fix[u] = kfix[u]
-        ext_fix[u] = ef
-        rsize[u] = 1
-        ok = ext >= scale * k[u] * ((Kc_fix[cu] - kfix[u]) * inv_fix)
-        pending[u] = 1 if ok else 0
-
-
-@cuda.jit
-def _refine_sweeps(indptr, indices, weight, k, kfix, memb, Kc_fix, ext_node, ref, Kr_fix,
-                   ext_fix, rsize, pending, perms, bounds, scale, inv_fix, fix, hkey, hval,
-                   prop, wt, leaver, go, counters):  # fmt: skip
-    """Up to ``perms.shape[0]`` sweeps of the refinement (one cooperative launch).
-
-    ``counters[0]``: sweeps run; ``counters[1]``: moves made; ``counters[2 + s]``: pending
-    nodes at the start of sweep ``s`` (all zeroed by the caller)."""
-    grid = cuda.cg.this_grid()
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    n = memb.shape[0]
-    n_sweeps = perms.shape[0]
-    n_batches = bounds.shape[0] - 1
-    for sweep in range(n_sweeps):
-        seen = 0
-        for u in range(start, n, stride):
-            if pending[u] != 0:
-                seen = 1
-                break
-        if seen:
-            cuda.atomic.add(counters, 2 + sweep, 1)
-        grid.sync()
-        if counters[2 + sweep] == 0:
-            return
-        if start == 0:
-            counters[0] += 1
-        for b in range(n_batches):
-            lo = bounds[b]
-            hi = bounds[b + 1]
-            # propose: pending nodes still alone
-            for i in range(lo + start, hi, stride):
-                u = perms[sweep, i]
-                candidate = pending[u] != 0 and rsize[ref[u]] == 1
-                pending[u] = 0
-                if candidate:
-                    t = _propose_refine(u, indptr, indices, weight, k, memb, Kc_fix, ref,
-                                        Kr_fix, ext_fix, scale, inv_fix, hkey, hval, wt)  # fmt: skip
-                    prop[u] = t
-                    if t >= 0:
-                        leaver[ref[u]] = u
-            grid.sync()
-            # cancel moves into a singleton whose member moves too (unless mutual, to the
-            # smaller id); a cancelled node is retried in a later sweep
-            for i in range(lo + start, hi, stride):
-                u = perms[sweep, i]
-                t = prop[u]
-                if t >= 0:
-                    own = ref[u]
-                    keep = 1
-                    if rsize[t] == 1 and leaver[t] >= 0:
-                        if not (prop[leaver[t]] == own and t < own):
-                            keep = 0
-                    go[u] = keep
-                    if keep == 0:
-                        pending[u] = 1
-            grid.sync()
-            # apply: T's external weight += ext_v - 2 w(v, T) - w(v, movers joining T too)
-            for i in range(lo + start, hi, stride):
-                u = perms[sweep, i]
-                t = prop[u]
-                if t >= 0:
-                    own = ref[u]
-                    if leaver[own] == u:
-                        leaver[own] = -1
-                    if go[u] != 0:
-                        delta = ext_node[u] - 2 * _to_fix(wt[u], fix)
-                        for j in range(indptr[u], indptr[u + 1]):
-                            v = indices[j]
-                            if v != u and go[v] != 0 and prop[v] == t:
-                                delta -= _to_fix(weight[j], fix)
-                        cuda.atomic.add(ext_fix, t, delta)
-                        cuda.atomic.add(Kr_fix, t, kfix[u])
-                        cuda.atomic.add(rsize, t, 1)
-                        cuda.atomic.add(counters, 1, 1)
-            grid.sync()
-            for i in range(lo + start, hi, stride):
-                u = perms[sweep, i]
-                t = prop[u]
-                if t != _NONE:
-                    if go[u] != 0:
-                        own = ref[u]
-                        rsize[own] = 0
-                        Kr_fix[own] = 0
-                        ext_fix[own] = 0
-                        ref[u] = t
-                        go[u] = 0
-                    prop[u] = _NONE
-            grid.sync()
-
-
-# ----------------------------------------------------------------------------------------------
-# host drivers (the reference's ``_Leiden._move`` / ``_Leiden._refine``)
-# ----------------------------------------------------------------------------------------------
-def _simulated() -> bool:
-    from numba import config
-
-    return bool(config.ENABLE_CUDASIM)
-
-
-def _geometry(kernel, n: int, args) -> tuple[int, int]:
-    """(blocks, threads): one block of a few threads on the simulator, else a cooperative
-    grid as large as the device keeps resident (and no larger than the work)."""
-    if _simulated():
-        return 1, 4
-    threads = 256
-    try:
-        (overload,) = kernel.specialize(*args).overloads.values()
-        resident = int(overload.max_cooperative_grid_blocks(threads))
-    except Exception:  # noqa: BLE001 - fall back to one block per multiprocessor
-        resident = int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
-    return max(1, min(resident, -(-n // threads))), threads
+# -- launch -----------------------------------------------------------------------------------
 
 
 def _fixed_point_scale(two_m: float) -> float:
-    """``2**s`` with ``two_m * 2**s < 2**61``: every total, at most ``two_m``, fits int64."""
-    s = 61 - max(0, math.ceil(math.log2(max(two_m, 1.0)))) - 1
-    return float(2.0**s)
+    """``2**s`` with ``two_m * 2**s <= 2**60``: every total (at most ``two_m``) and every
+    difference of two fits an int64 with room to spare."""
+    return float(2.0 ** (60 - max(0, math.ceil(math.log2(max(two_m, 1.0))))))
 
 
-class _Csr:
-    """The reference graph (COO sorted by row, col) as CSR arrays on ``am``'s device."""
+def _cooperative_blocks(kernel, args, n: int) -> int:
+    """Blocks of a cooperative grid: as many as the device keeps resident, no more than the
+    work needs."""
+    try:
+        (overload,) = kernel.specialize(*args).overloads.values()
+        resident = int(overload.max_cooperative_grid_blocks(_THREADS))
+    except Exception:  # noqa: BLE001 - one block per multiprocessor is always resident
+        from numba import cuda
 
-    def __init__(self, am, g):
-        xp = am.xp
-        self.n = g.n
-        self.indptr = xp.searchsorted(g.row, xp.arange(g.n + 1, dtype=xp.int64)).astype(xp.int64)
-        self.indices = g.col.astype(xp.int64)
-        self.weight = g.weight.astype(xp.float64)
-        self.k = g.degree.astype(xp.float64)
-        self.two_m = float(g.two_m)
-        self.fix = _fixed_point_scale(self.two_m)
-        self.inv_fix = 1.0 / self.fix
+        resident = int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    return max(1, min(resident, -(-n // _THREADS)))
 
 
-def _draw(rng, n: int, count: int):
-    """``count`` of the reference's node orders, with the generator state before each."""
-    states, perms = [], []
-    for _ in range(count):
-        states.append(rng.get_state())
-        perms.append(rng.permutation(n).astype(np.int64))
-    return states, np.stack(perms)
-
-
-def _bounds(n: int, n_batches: int) -> np.ndarray:
-    n_batches = min(n_batches, n)
-    return np.array([(n * b) // n_batches for b in range(n_batches + 1)], dtype=np.int64)
-
-
-def _run_sweeps(am, kernel, n, rng, n_batches, max_sweeps, sweeps_per_launch, make_args, slots):
-    """Launch ``kernel`` until a launch runs fewer sweeps than it was given (converged) or
-    ``max_sweeps`` ran; one host read of the device counters per launch. Returns the
-    launches made and the sweeps run."""
-    xp = am.xp
-    bounds = am.asarray(_bounds(n, n_batches))
-    done = launches = 0
-    while done < max_sweeps:
-        count = min(sweeps_per_launch, max_sweeps - done)
-        states, perms = _draw(rng, n, count)
-        counters = xp.zeros(2 + count + slots * count, dtype=xp.int64)
-        args = make_args(am.asarray(perms), bounds, counters)
-        blocks, threads = _geometry(kernel, n, args)
-        kernel[blocks, threads](*args)
-        launches += 1
-        ran = int(am.to_host(counters[:1])[0])
-        done += ran
-        if ran < count:  # converged: the reference drew no order for the sweeps not run
-            rng.set_state(states[ran])
-            break
-    return launches, done
-
-
-def _scratch(am, csr):
-    xp = am.xp
-    nnz = int(csr.indices.shape[0])
-    return xp.empty(2 * nnz, dtype=xp.int64), xp.empty(2 * nnz, dtype=xp.float64)
-
-
-def move_nodes(am, g, memb, rng, gamma, n_batches, max_sweeps,
-               sweeps_per_launch=SWEEPS_PER_LAUNCH, stats=None):  # fmt: skip
-    """The reference's ``_Leiden._move`` (fast local moving) as :func:`_move_sweeps`
-    launches. ``g``: the reference's ``_Graph``; returns the new membership."""
-    xp = am.xp
-    csr = _Csr(am, g)
-    n = csr.n
-    memb = memb.astype(xp.int64).copy()
-    scale = gamma / csr.two_m
-    kfix = xp.zeros(n, dtype=xp.int64)
-    Kfix = xp.zeros(n, dtype=xp.int64)
-    size = xp.zeros(n, dtype=xp.int64)
-    _launch_flat(_phase_init, n, (csr.k, memb, csr.fix, kfix, Kfix, size))
-    active = xp.ones(n, dtype=xp.int8)
-    prop = xp.full(n, _NONE, dtype=xp.int64)
-    leaver = xp.full(n, -1, dtype=xp.int64)
-    go = xp.zeros(n, dtype=xp.int8)
-    hkey, hval = _scratch(am, csr)
-    n_b = min(max(1, n_batches), n)
-
-    def make_args(perms, bounds, counters):
-        return (csr.indptr, csr.indices, csr.weight, csr.k, kfix, memb, Kfix, size, active,
-                perms, bounds, scale, csr.inv_fix, hkey, hval, prop, leaver, go, counters)  # fmt: skip
-
-    launches, sweeps = _run_sweeps(
-        am, _move_sweeps, n, rng, n_batches, max_sweeps, sweeps_per_launch, make_args, n_b
-    )
-    if stats is not None:
-        stats.append(("move", n, int(csr.indices.shape[0]), launches + 1, sweeps))
-    return memb
-
-
-def refine(am, g, memb, rng, gamma, n_batches, max_sweeps,
-           sweeps_per_launch=SWEEPS_PER_LAUNCH, stats=None):  # fmt: skip
-    """The reference's ``_Leiden._refine`` as :func:`_refine_sweeps` launches; returns the
-    refined membership (ids are node ids, as the reference's)."""
-    xp = am.xp
-    csr = _Csr(am, g)
-    n = csr.n
-    memb = memb.astype(xp.int64)
-    scale = gamma / csr.two_m
-    kfix = xp.zeros(n, dtype=xp.int64)
-    Kc_fix = xp.zeros(n, dtype=xp.int64)
-    csize = xp.zeros(n, dtype=xp.int64)
-    _launch_flat(_phase_init, n, (csr.k, memb, csr.fix, kfix, Kc_fix, csize))
-    ext_node = xp.zeros(n, dtype=xp.int64)
-    ref = xp.zeros(n, dtype=xp.int64)
-    Kr_fix = xp.zeros(n, dtype=xp.int64)
-    ext_fix = xp.zeros(n, dtype=xp.int64)
-    rsize = xp.zeros(n, dtype=xp.int64)
-    pending = xp.zeros(n, dtype=xp.int8)
-    _launch_flat(
-        _refine_init,
-        n,
-        (
-            csr.indptr,
-            csr.indices,
-            csr.weight,
-            csr.k,
-            kfix,
-            memb,
-            Kc_fix,
-            scale,
-            csr.inv_fix,
-            csr.fix,
-            ext_node,
-            ref,
-            Kr_fix,
-            ext_fix,
-            rsize,
-            pending,
-        ),  # fmt: skip
-    )
-    prop = xp.full(n, _NONE, dtype=xp.int64)
-    wt = xp.zeros(n, dtype=xp.float64)
-    leaver = xp.full(n, -1, dtype=xp.int64)
-    go = xp.zeros(n, dtype=xp.int8)
-    hkey, hval = _scratch(am, csr)
-
-    def make_args(perms, bounds, counters):
-        return (csr.indptr, csr.indices, csr.weight, csr.k, kfix, memb, Kc_fix, ext_node, ref,
-                Kr_fix, ext_fix, rsize, pending, perms, bounds, scale, csr.inv_fix, csr.fix,
-                hkey, hval, prop, wt, leaver, go, counters)  # fmt: skip
-
-    launches, sweeps = _run_sweeps(
-        am, _refine_sweeps, n, rng, n_batches, max_sweeps, sweeps_per_launch, make_args, 0
-    )
-    if stats is not None:
-        stats.append(("refine", n, int(csr.indices.shape[0]), launches + 2, sweeps))
-    return ref
-
-
-def _launch_flat(kernel, n: int, args) -> None:
-    """A grid-stride kernel over ``n`` items (no grid barrier: any grid size)."""
-    if _simulated():
-        kernel[1, 4](*args)
+def _run(xp, kernel, args, n: int, cooperative: bool) -> None:
+    stream = launch_stream(xp)
+    if stream is None:  # the simulator (NumPy arrays): one block, as cooperative grids there
+        kernel[1, _SIM_THREADS](*args)
         return
-    threads = 256
-    kernel[max(1, min(-(-n // threads), 65535)), threads](*args)
+    if cooperative:
+        blocks = _cooperative_blocks(kernel, args, n)
+    else:
+        blocks = max(1, min(-(-n // _THREADS), 65535))
+    kernel[blocks, _THREADS, stream](*args)
+
+
+def _init(xp, kernels, state: PhaseState) -> dict:
+    """The kernel's arrays for ``state``'s phase (one or two flat launches)."""
+    g = state.g
+    n = g.n
+    indptr = xp.searchsorted(g.row, xp.arange(n + 1, dtype=xp.int64)).astype(xp.int64)
+    fix = _fixed_point_scale(g.two_m)
+    a = {
+        "indptr": indptr,
+        "indices": g.col.astype(xp.int64),
+        "weight": g.weight.astype(xp.float64),
+        "k": g.degree.astype(xp.float64),
+        "scale": state.gamma / g.two_m,
+        "fix": fix,
+        "inv_fix": 1.0 / fix,
+        "kfix": xp.zeros(n, dtype=xp.int64),
+        "Kfix": xp.zeros(n, dtype=xp.int64),
+        "size": xp.zeros(n, dtype=xp.int64),
+        "hkey": xp.empty(2 * int(g.col.shape[0]), dtype=xp.int64),
+        "hval": xp.empty(2 * int(g.col.shape[0]), dtype=xp.float64),
+        "prop": xp.full(n, -1, dtype=xp.int64),
+        "old": xp.full(n, -1, dtype=xp.int64),
+        "go": xp.zeros(n, dtype=xp.int8),
+        "leaver": xp.full(n, -1, dtype=xp.int64),
+    }
+    memb = state.memb
+    _run(xp, kernels["leiden_phase_init"],
+         (a["k"], memb, fix, a["kfix"], a["Kfix"], a["size"]), n, False)  # fmt: skip
+    if state.phase == "move":
+        a["active"] = xp.ones(n, dtype=xp.int8)
+        return a
+    a.update(
+        ext_node=xp.zeros(n, dtype=xp.int64),
+        ref=xp.zeros(n, dtype=xp.int64),
+        Kr_fix=xp.zeros(n, dtype=xp.int64),
+        ext_fix=xp.zeros(n, dtype=xp.int64),
+        rsize=xp.zeros(n, dtype=xp.int64),
+        pending=xp.zeros(n, dtype=xp.int8),
+        wt=xp.zeros(n, dtype=xp.float64),
+    )
+    args = (a["indptr"], a["indices"], a["weight"], a["k"], a["kfix"], memb, a["Kfix"],
+            a["scale"], a["inv_fix"], fix, a["ext_node"], a["ref"], a["Kr_fix"], a["ext_fix"],
+            a["rsize"], a["pending"])  # fmt: skip
+    _run(xp, kernels["leiden_refine_init"], args, n, False)
+    state.result = a["ref"]
+    return a
+
+
+def _launch(xp, kernels, state: PhaseState, perms) -> int:
+    """Run up to ``perms.shape[0]`` sweeps of ``state``'s phase in one launch; the sweeps
+    run (one host read)."""
+    if state.arrays is None:
+        state.arrays = _init(xp, kernels, state)
+    a = state.arrays
+    n, sweeps = state.g.n, int(perms.shape[0])
+    bounds = xp.asarray(state.bounds)
+    perms = xp.ascontiguousarray(perms.astype(xp.int64))
+    if state.phase == "move":
+        counters = xp.zeros(2 + sweeps + sweeps * state.n_batches, dtype=xp.int64)
+        args = (a["indptr"], a["indices"], a["weight"], a["k"], a["kfix"], state.memb,
+                a["Kfix"], a["size"], a["active"], perms, bounds, a["scale"], a["inv_fix"],
+                a["hkey"], a["hval"], a["prop"], a["old"], a["go"], a["leaver"],
+                counters)  # fmt: skip
+        _run(xp, kernels["leiden_move_sweeps"], args, n, True)
+    else:
+        counters = xp.zeros(2 + sweeps, dtype=xp.int64)
+        args = (a["indptr"], a["indices"], a["weight"], a["k"], a["kfix"], state.memb,
+                a["Kfix"], a["ext_node"], a["ref"], a["Kr_fix"], a["ext_fix"], a["rsize"],
+                a["pending"], perms, bounds, a["scale"], a["inv_fix"], a["fix"], a["hkey"],
+                a["hval"], a["prop"], a["wt"], a["old"], a["go"], a["leaver"],
+                counters)  # fmt: skip
+        _run(xp, kernels["leiden_refine_sweeps"], args, n, True)
+    ran = counters[:1]
+    return int(ran.get()[0] if hasattr(ran, "get") else ran[0])
+
+
+def _example(xp, scale: int = 0):
+    """A move phase on two dense blocks joined by a few edges (scale 0: 2 x 40 nodes; 1:
+    2 x 20000 nodes with 30 edges each; 2: 2 x 200000)."""
+    import scipy.sparse as sp
+
+    from ...dispatch.arrays import array_module
+    from ..leiden import _Graph
+
+    half = {0: 40, 1: 20000, 2: 200000}[scale]
+    rng = np.random.default_rng(0)
+    deg = min(30, half - 1)
+    rows = np.repeat(np.arange(2 * half), deg)
+    cols = (rows // half) * half + rng.integers(0, half, size=rows.shape[0])
+    A = sp.coo_matrix((np.ones(rows.shape[0]), (rows, cols)), shape=(2 * half, 2 * half))
+    A = ((A + A.T) > 0).astype(np.float64).tocsr()
+    A.setdiag(0)
+    A.eliminate_zeros()
+    am = array_module("cupy" if xp.__name__ == "cupy" else "numpy")
+    g = _Graph.from_adjacency(am, A)
+    state = PhaseState("move", g, xp.arange(g.n, dtype=xp.int64), 1.0, 64)
+    perms = xp.asarray(np.stack([rng.permutation(g.n) for _ in range(SWEEPS_PER_CALL)]))
+    return (state, perms), {}
+
+
+_I, _F, _B = "int64[:]", "float64[:]", "int8[:]"
+_P = "int64[:, :]"
+
+SPEC = KernelSpec(
+    name="leiden_sweeps",
+    source="gpu_sc.kernels.cuda._leiden_src",
+    signatures={
+        "leiden_phase_init": [f"void({_F}, {_I}, float64, {_I}, {_I}, {_I})"],
+        "leiden_move_sweeps": [
+            f"void({_I}, {_I}, {_F}, {_F}, {_I}, {_I}, {_I}, {_I}, {_B}, {_P}, {_I}, float64, "
+            f"float64, {_I}, {_F}, {_I}, {_I}, {_B}, {_I}, {_I})"
+        ],
+        "leiden_refine_init": [
+            f"void({_I}, {_I}, {_F}, {_F}, {_I}, {_I}, {_I}, float64, float64, float64, {_I}, "
+            f"{_I}, {_I}, {_I}, {_I}, {_B})"
+        ],
+        "leiden_refine_sweeps": [
+            f"void({_I}, {_I}, {_F}, {_F}, {_I}, {_I}, {_I}, {_I}, {_I}, {_I}, {_I}, {_I}, "
+            f"{_B}, {_P}, {_I}, float64, float64, float64, {_I}, {_F}, {_I}, {_F}, {_I}, "
+            f"{_B}, {_I}, {_I})"
+        ],
+    },
+    reference=phase_sweeps,
+    launch=_launch,
+    cost=_cost,
+    example=_example,
+    doc=__doc__,
+)
