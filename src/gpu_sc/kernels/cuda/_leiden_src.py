@@ -14,9 +14,27 @@ order the atomics land in.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
+
+if config.ENABLE_CUDASIM:
+    # The simulator runs a cooperative grid as one block: its grid barrier is the block's
+    # (what numba-cuda's simulated ``GridGroup.sync`` does).
+    def _this_grid():
+        return None
+
+    def _grid_sync(group):
+        threading.current_thread().syncthreads()
+        return 0
+
+else:
+    # ``cuda.cg.this_grid()``/``.sync()`` are overloads, compiled as device functions for the
+    # current device, which ``compile_ptx`` without a driver does not have; their intrinsics
+    # (numba-cuda >= 0.20, numba/cuda/cg.py) are the same code without that lookup.
+    from numba.cuda.cg import _grid_group_sync as _grid_sync
+    from numba.cuda.cg import _this_grid
 
 NONE = -1  # no move
 EMPTY = -2  # move to an empty community; its id is given in batch order
@@ -45,7 +63,7 @@ def leiden_move_sweeps(indptr, indices, weight, k, kfix, memb, Kfix, size, activ
     node at the start of sweep ``s``; ``[2 + S + s * B + b]``: empty-community movers of batch
     ``b`` of sweep ``s`` (all zeroed by the caller). ``prop``/``old``/``leaver`` start at -1,
     ``go`` at 0, and are left so."""
-    grid = cuda.cg.this_grid()
+    grid = _this_grid()
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = memb.shape[0]
@@ -59,7 +77,7 @@ def leiden_move_sweeps(indptr, indices, weight, k, kfix, memb, Kfix, size, activ
                 break
         if seen:
             cuda.atomic.add(counters, 2 + sweep, 1)
-        grid.sync()
+        _grid_sync(grid)
         if counters[2 + sweep] == 0:
             return
         if start == 0:
@@ -131,7 +149,7 @@ def leiden_move_sweeps(indptr, indices, weight, k, kfix, memb, Kfix, size, activ
                     if size[own] == 1:
                         leaver[own] = u
                         old[u] = own
-            grid.sync()
+            _grid_sync(grid)
             # 2. empty communities in batch order: the i-th such mover takes the i-th empty id
             if counters[slot + b] > 0:
                 if start == 0:
@@ -143,7 +161,7 @@ def leiden_move_sweeps(indptr, indices, weight, k, kfix, memb, Kfix, size, activ
                                 c += 1
                             prop[u] = c
                             c += 1
-                grid.sync()
+                _grid_sync(grid)
             # 3. apply, except a move into a singleton whose member moves in this batch too
             #    (kept only if mutual and towards the smaller id)
             for i in range(lo + start, hi, stride):
@@ -164,7 +182,7 @@ def leiden_move_sweeps(indptr, indices, weight, k, kfix, memb, Kfix, size, activ
                 cuda.atomic.add(size, own, -1)
                 cuda.atomic.add(size, t, 1)
                 cuda.atomic.add(counters, 1, 1)
-            grid.sync()
+            _grid_sync(grid)
             # 4. re-activate the movers' neighbours outside their new community; reset
             for i in range(lo + start, hi, stride):
                 u = perms[sweep, i]
@@ -181,7 +199,7 @@ def leiden_move_sweeps(indptr, indices, weight, k, kfix, memb, Kfix, size, activ
                     old[u] = -1
                 go[u] = 0
                 prop[u] = NONE
-            grid.sync()
+            _grid_sync(grid)
 
 
 @cuda.jit
@@ -217,7 +235,7 @@ def leiden_refine_sweeps(indptr, indices, weight, k, kfix, memb, Kc_fix, ext_nod
     ``counters[0]``: sweeps run; ``[1]``: moves made; ``[2 + s]``: threads that saw a pending
     node at the start of sweep ``s`` (zeroed by the caller). ``prop``/``old``/``leaver`` start
     at -1, ``go`` at 0, and are left so."""
-    grid = cuda.cg.this_grid()
+    grid = _this_grid()
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = memb.shape[0]
@@ -231,7 +249,7 @@ def leiden_refine_sweeps(indptr, indices, weight, k, kfix, memb, Kc_fix, ext_nod
                 break
         if seen:
             cuda.atomic.add(counters, 2 + sweep, 1)
-        grid.sync()
+        _grid_sync(grid)
         if counters[2 + sweep] == 0:
             return
         if start == 0:
@@ -248,7 +266,7 @@ def leiden_refine_sweeps(indptr, indices, weight, k, kfix, memb, Kc_fix, ext_nod
                         go[u] = 0
                         prop[u] = NONE
             if b == n_batches:
-                grid.sync()
+                _grid_sync(grid)
                 break
             lo = bounds[b]
             hi = bounds[b + 1]
@@ -310,7 +328,7 @@ def leiden_refine_sweeps(indptr, indices, weight, k, kfix, memb, Kc_fix, ext_nod
                     go[u] = 2 if rsize[best_t] == 1 else 1
                     leaver[own] = u
                     old[u] = own
-            grid.sync()
+            _grid_sync(grid)
             # 2. cancel a move into a singleton whose member moves too (kept if mutual and
             #    towards the smaller id); a cancelled node is retried in a later sweep
             for i in range(lo + start, hi, stride):
@@ -326,7 +344,7 @@ def leiden_refine_sweeps(indptr, indices, weight, k, kfix, memb, Kc_fix, ext_nod
                 go[u] = keep
                 if keep == 0:
                     pending[u] = 1
-            grid.sync()
+            _grid_sync(grid)
             # 3. apply: ext_T += ext_v - 2 w(v, T) - w(v, other movers joining T)
             for i in range(lo + start, hi, stride):
                 u = perms[sweep, i]
@@ -347,4 +365,4 @@ def leiden_refine_sweeps(indptr, indices, weight, k, kfix, memb, Kc_fix, ext_nod
                 Kr_fix[own] = 0
                 ext_fix[own] = 0
                 ref[u] = t
-            grid.sync()
+            _grid_sync(grid)
