@@ -157,10 +157,17 @@ def leiden_move_sweeps(indptr, indices, weight, k, kfix, memb, Kfix, size, activ
                     for i in range(lo, hi):
                         u = perms[sweep, i]
                         if prop[u] == EMPTY:
-                            while size[c] != 0:
+                            while c < n and size[c] != 0:
                                 c += 1
-                            prop[u] = c
-                            c += 1
+                            if c < n:
+                                prop[u] = c
+                                c += 1
+                            else:  # no empty id left (the reference fails here): stay
+                                prop[u] = NONE
+                                go[u] = 0
+                                if old[u] >= 0:
+                                    leaver[old[u]] = -1
+                                    old[u] = -1
                 _grid_sync(grid)
             # 3. apply, except a move into a singleton whose member moves in this batch too
             #    (kept only if mutual and towards the smaller id)
