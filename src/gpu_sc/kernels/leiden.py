@@ -114,6 +114,11 @@ def leiden(
     Where igraph draws at random (the refinement's choice of a sub-community), this takes the
     best strictly positive gain, ties going to the smallest community id.
 
+    The sweeps of both phases go through the fused kernel ``leiden_sweeps``
+    (:mod:`gpu_sc.kernels.cuda.leiden`: up to four whole sweeps per launch, the convergence
+    test on the device, the same decisions): on a CUDA device with numba-cuda it runs them;
+    on numpy :func:`phase_sweeps` does, and on the CuPy double too, priced as the kernel.
+
     Parameters
     ----------
     am
