@@ -285,6 +285,11 @@ class PhaseState:
         self.arrays: dict | None = None
         self.result = memb
 
+    def copy(self) -> PhaseState:
+        """A fresh phase on the same graph from (a copy of) the same partition, no arrays
+        made yet (what repeated timings of one call start from)."""
+        return PhaseState(self.phase, self.g, self.memb.copy(), self.gamma, self.n_batches)
+
     @property
     def bounds(self) -> np.ndarray:
         """Batch ``b`` is positions ``bounds[b]:bounds[b + 1]`` of a sweep's node order."""
