@@ -11,6 +11,12 @@ Hogwild style, on several threads), which is not reproducible in parallel. Here 
 one deterministic vectorised step: every gradient of the epoch is computed from the positions
 at the start of the epoch, and the per-vertex sums are sparse-matrix products (a fixed
 reduction order, no floating-point atomics), so a seed gives the same embedding bit for bit.
+
+Negative samples come from one of two sources (``negatives=``): ``"stream"`` draws them from
+``am.random_state(seed)`` in edge order (the numpy backend's exact path, unchanged), ``"hash"``
+makes each one a counter-based hash of ``(seed, epoch, edge, sample)``
+(:func:`negative_samples`), which a GPU kernel can compute inside the launch: that is the
+reference of the fused epoch kernel (:mod:`gpu_sc.kernels.cuda.umap`).
 """
 
 from __future__ import annotations
@@ -24,9 +30,43 @@ from ..dispatch.arrays import ArrayModule
 from .reductions import axis_sum
 from .segment import segment_ids
 
-__all__ = ["find_ab_params", "make_epochs_per_sample", "optimize_layout", "spectral_layout"]
+__all__ = [
+    "find_ab_params", "make_epochs_per_sample", "negative_samples", "optimize_layout",
+    "spectral_layout",
+]  # fmt: skip
 
 _CLIP = 4.0
+_MASK32 = 0xFFFFFFFF
+# The multipliers of the "lowbias32" integer finaliser (Chris Wellons' hash prospector), and
+# the golden-ratio constant that spreads the seed.
+HASH_M1 = 0x7FEB352D
+HASH_M2 = 0x846CA68B
+HASH_GOLDEN = 0x9E3779B9
+
+
+def _mix32(xp, x):
+    """lowbias32 on uint64 arrays holding 32-bit values (wrapping products, masked to 32 bits)."""
+    m = xp.uint64(_MASK32)
+    x = x ^ (x >> xp.uint64(16))
+    x = (x * xp.uint64(HASH_M1)) & m
+    x = x ^ (x >> xp.uint64(15))
+    x = (x * xp.uint64(HASH_M2)) & m
+    return x ^ (x >> xp.uint64(16))
+
+
+def negative_samples(am: ArrayModule, seed: int, epoch: int, edges, samples, n: int):
+    """The negative-sample vertices for ``(edge, sample)`` pairs of ``epoch``: counter-based.
+
+    ``mix(mix(mix(mix(seed * golden) ^ epoch) ^ edge) ^ sample) mod n`` with the 32-bit
+    lowbias32 finaliser; a pure function of its counters, so a kernel computes the same
+    vertices wherever the pair is handled (the fused UMAP epoch, one thread per vertex).
+    """
+    xp = am.xp
+    h0 = _mix32(xp, xp.asarray([(int(seed) * HASH_GOLDEN) & _MASK32], dtype=xp.uint64))
+    h1 = _mix32(xp, h0 ^ xp.uint64(int(epoch) & _MASK32))
+    h = _mix32(xp, h1 ^ (xp.asarray(edges).astype(xp.uint64) & xp.uint64(_MASK32)))
+    h = _mix32(xp, h ^ xp.asarray(samples).astype(xp.uint64))
+    return (h % xp.uint64(n)).astype(xp.int64)
 
 
 def find_ab_params(spread: float, min_dist: float) -> tuple[float, float]:
@@ -184,12 +224,16 @@ def optimize_layout(
     initial_alpha: float = 1.0,
     negative_sample_rate: int = 5,
     seed: int = 0,
+    negatives: str = "stream",
 ):
     """Optimise ``embedding`` (``(n, dim)``) for the fuzzy ``graph`` (CSR) over ``n_epochs``.
 
     ``graph`` holds the edges to sample (already pruned of weights below ``max / n_epochs``).
-    Returns the float32 embedding.
+    ``negatives``: ``"stream"`` (a seeded generator, in edge order) or ``"hash"``
+    (:func:`negative_samples`, the fused kernel's scheme). Returns the float32 embedding.
     """
+    if negatives not in ("stream", "hash"):
+        raise ValueError(f"negatives must be 'stream' or 'hash', not {negatives!r}")
     xp = am.xp
     f32 = xp.float32
     graph = am.sparse.csr_matrix(graph, copy=True)
@@ -214,7 +258,7 @@ def optimize_layout(
         ),
         shape=(n, n_edges),
     )
-    rng = am.random_state(seed)
+    rng = am.random_state(seed) if negatives == "stream" else None
     y = xp.asarray(embedding, dtype=f32).copy()
     a32, b32 = f32(a), f32(b)
     alpha = float(initial_alpha)
@@ -241,8 +285,14 @@ def optimize_layout(
             next_sample[act] += eps[act]
             total = int(n_neg.sum())
             if total:
-                src = h[segment_ids(am, n_neg)]  # sorted, as heads are
-                k = rng.randint(0, n, size=total).astype(xp.int64)
+                seg = segment_ids(am, n_neg)
+                src = h[seg]  # sorted, as heads are
+                if negatives == "stream":
+                    k = rng.randint(0, n, size=total).astype(xp.int64)
+                else:
+                    first = xp.cumsum(n_neg) - n_neg
+                    within = xp.arange(total, dtype=xp.int64) - first[seg]
+                    k = negative_samples(am, seed, epoch, act[seg], within, n)
                 diff = y[src] - y[k]
                 d2 = (diff * diff).sum(axis=1)
                 pos = d2 > 0
