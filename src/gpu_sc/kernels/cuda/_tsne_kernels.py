@@ -210,32 +210,7 @@ def update(attr, rep, zpart, z_offset, y, upd, gains, grad, z_out, momentum, lea
             grad[i, c] = g
 
 
-exact_forces_kernel = cuda.jit(exact_forces)
-grid_spread_kernel = cuda.jit(grid_spread)
-grid_forces_kernel = cuda.jit(grid_forces)
-update_kernel = cuda.jit(update)
-
-_F32_2D = "float32[:, ::1]"
-_F64_2D = "float64[:, ::1]"
-_CSR = "int64[::1], int64[::1], float64[::1]"
-#: Signatures for ``compile_ptx`` (C-contiguous arrays).
-SIGNATURES = {
-    "exact_forces": f"void({_F32_2D}, {_CSR}, {_F64_2D}, {_F32_2D}, float64[::1])",
-    "grid_spread": (
-        f"void({_F32_2D}, int64[::1], int64[::1], float64, float64, float64, int64, {_F64_2D})"
-    ),
-    "grid_forces": (
-        f"void({_F32_2D}, {_CSR}, {_F64_2D}, float64, float64, float64, int64, {_F64_2D}, "
-        f"{_F32_2D}, float64[::1])"
-    ),
-    "update": (
-        f"void({_F64_2D}, {_F32_2D}, float64[::1], float64, {_F32_2D}, {_F32_2D}, {_F32_2D}, "
-        f"{_F32_2D}, float64[::1], float32, float32)"
-    ),
-}
-PY_FUNCTIONS = {
-    "exact_forces": exact_forces,
-    "grid_spread": grid_spread,
-    "grid_forces": grid_forces,
-    "update": update,
-}
+tsne_exact_forces = cuda.jit(exact_forces)
+tsne_grid_spread = cuda.jit(grid_spread)
+tsne_grid_forces = cuda.jit(grid_forces)
+tsne_update = cuda.jit(update)

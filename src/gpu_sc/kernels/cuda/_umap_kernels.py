@@ -76,7 +76,7 @@ def repel(y, u, k, dim, a, b, two_gamma_b, acc):
             acc[d] = float32(acc[d] + g)
 
 
-def umap_epoch(
+def _umap_epoch(
     y_in, y_out, out_ptr, out_tail, in_ptr, in_edge, in_head, eps, eps_neg,
     ns_in, ns_out, next_neg, epoch, alpha, a, b, two_gamma_b, seed_hash,
 ):  # fmt: skip
@@ -126,21 +126,12 @@ def umap_epoch(
         y_out[v, d] = float32(y_in[v, d] + float32(alpha * float32(attr[d] + rep[d])))
 
 
-umap_epoch_kernel = cuda.jit(umap_epoch)
+umap_epoch = cuda.jit(_umap_epoch)
 
 
-def seed_hash(seed: int) -> np.uint64:
-    """The seed's first mixing round, computed once on the host (the kernel's argument)."""
-    x = np.uint64((int(seed) * HASH_GOLDEN) & 0xFFFFFFFF)
-    x = x ^ (x >> _S16)
-    x = (x * _M1) & _M32
-    x = x ^ (x >> _S15)
-    x = (x * _M2) & _M32
-    return x ^ (x >> _S16)
-
-
-#: The kernel's signature for ``compile_ptx`` (C-contiguous arrays, float32 positions).
-UMAP_EPOCH_SIGNATURE = (
+#: The kernel's signature for ``compile_ptx`` (C-contiguous arrays, float32 positions); the
+#: copy in :data:`gpu_sc.kernels.cuda.umap.SPEC` is what the ``ptx`` tests compile.
+SIGNATURE = (
     "void(float32[:, ::1], float32[:, ::1], int64[::1], int64[::1], int64[::1], int64[::1], "
     "int64[::1], float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], int64, "
     "float32, float32, float32, float32, uint64)"

@@ -1,21 +1,26 @@
-"""The t-SNE gradient and update as fused kernels (numba-cuda), and their declared costs.
+"""Fused kernel ``tsne_step``: one t-SNE iteration's gradient and update (numba-cuda), and its
+declared cost.
 
-:func:`tsne` computes what :func:`gpu_sc.kernels.tsne.tsne` computes (the same affinities,
-initialisation, schedule, error checks and stopping rules; the affinities and the
-initialisation *are* the reference's) with each iteration's gradient and update fused:
+The reference is :func:`gpu_sc.kernels.tsne.descent_step` (the attraction over the sparse
+``P``, the repulsion exactly or by FFT interpolation, ``Z``, scikit-learn's gains and momentum
+step: ~160 CuPy calls per iteration on the FFT path). The kernels (:mod:`._tsne_kernels`):
 
 * exact repulsion (``n <= 2048`` under ``"auto"``): **2 launches** per iteration,
-  ``exact_forces`` (attraction over ``P`` + all-pairs repulsion in shared-memory tiles, ``Z``
-  per block) and ``update`` (``Z``, gradient, gains, momentum, step);
-* FFT repulsion: ``grid_spread`` (charges, one thread per box over its points in index order)
-  and ``grid_forces`` (attraction + interpolation) around the reference's FFT convolution
-  (CuPy's cuFFT calls), then ``update``.
+  ``tsne_exact_forces`` (attraction over ``P`` + all-pairs repulsion, the points read in
+  shared-memory tiles, each tile once per block; a pair's ``w = 1 / (1 + d^2)`` feeds both
+  ``Z`` and the force) and ``tsne_update`` (``Z``, gradient, gains, momentum, step, in place);
+* FFT repulsion: ``tsne_grid_spread`` (the charges: one thread per box over its points in
+  index order) and ``tsne_grid_forces`` (attraction + interpolation of the potentials) around
+  the reference's FFT convolution (cuFFT through CuPy), then ``tsne_update``: 3 launches and
+  ~30 CuPy calls (the grid's set-up, sort of the points by box, FFTs) and one host read (the
+  grid's extent, which sizes the grid, as in the reference).
 
 Per-row sums and ``Z`` are reduced in a fixed order (sequential per thread, a fixed tree per
-block, the partials summed in the same order by every block): the same input gives the same
-embedding bit for bit on the same device. Against the reference it differs by the order of
-the repulsion and ``Z`` sums (the reference sums whole tiles by BLAS and NumPy's pairwise
-sums) and float contraction; the tests bound that on the simulator.
+block, the block partials summed in the same order by every block), with no floating-point
+atomics: the same input gives the same embedding bit for bit on the same device. Against the
+reference the exact path differs by the order of the repulsion and ``Z`` sums (the reference
+sums tiles by BLAS and NumPy's pairwise sums), the FFT path by ``Z``'s order only; the
+attraction's order is the reference's. The ``cudasim`` tests bound both.
 """
 
 from __future__ import annotations
@@ -24,252 +29,274 @@ import math
 
 import numpy as np
 
-from ...dispatch.arrays import ArrayModule
-from .. import tsne as _ref
 from ..segment import segment_ids
+from ..tsne import _FLOAT32_TINY, _attraction, descent_step
+from ._registry import grid, launch_stream
+from ._spec import KernelCost, KernelSpec
 
-__all__ = ["exact_iteration_cost", "fft_iteration_cost", "tsne"]
+__all__ = ["SPEC", "exact_cost", "fft_cost"]
 
+BLOCK = 128  # = _tsne_kernels.TPB (not imported: that module imports numba.cuda)
 _I64, _F64, _F32 = 8, 8, 4
+# The reference's FFT grid (gpu_sc.kernels.tsne._repulsion_fft defaults).
+_N_INTERP, _MIN_BOXES, _MAX_BOXES, _BOXES_PER_UNIT = 3, 50, 200, 1.0
 
 
-def _k():
-    from . import _tsne_kernels
-
-    return _tsne_kernels
-
-
-def exact_iteration_cost(n: int, nnz: int) -> dict[str, dict[str, float]]:
-    """Declared cost per launch of one exact-repulsion iteration, by kernel.
-
-    ``exact_forces``: reads the ``(n, 2)`` float32 positions once per block of 128 rows
-    (the tiles) and once per ``P`` entry, ``P`` itself (index + value) and its offsets;
-    writes ``attr`` (float64), ``rep`` (float32) and a partial per block. ``~12`` flop per
-    pair (difference, square, reciprocal, force), ``~14`` per ``P`` entry.
-    ``update``: reads ``attr``, ``rep``, the positions, step and gains and all the partials
-    per block; writes positions, step, gains and gradient; ``~20`` flop per point.
-    """
-    blocks = max(1, -(-n // 128))
-    forces = {
-        "bytes_read": float(
-            blocks * n * 2 * _F32 + nnz * (2 * _F32 + _I64 + _F64) + (n + 1) * _I64
-        ),
-        "bytes_written": float(n * 2 * (_F64 + _F32) + blocks * _F64),
-        "flop": float(12 * n * max(n - 1, 0) + 14 * nnz),
-    }
-    return {"exact_forces": forces, "update": _update_cost(n, blocks)}
+def _update_cost(n: int) -> KernelCost:
+    blocks = grid(n, BLOCK)
+    return KernelCost(
+        read=n * 2 * (_F64 + 3 * _F32) + blocks * blocks * _F64,
+        written=n * 2 * 4 * _F32 + _F64,
+        flops=20 * n * 2,
+        flop_dtype="float32",
+        launches=1,
+    )
 
 
-def _update_cost(n: int, blocks: int) -> dict[str, float]:
-    return {
-        "bytes_read": float(n * 2 * (_F64 + 4 * _F32) + blocks * blocks * _F64),
-        "bytes_written": float(n * 2 * 4 * _F32 + _F64),
-        "flop": float(20 * n * 2),
-    }
-
-
-def fft_iteration_cost(n: int, nnz: int, n_boxes: int) -> dict[str, dict[str, float]]:
-    """Declared cost per launch of the FFT path's kernels (the FFTs are CuPy calls).
-
-    ``grid_spread``: reads each point's row and sort position once, writes the ``9`` nodes
-    of every box; ``~40`` flop per point (weights). ``grid_forces``: the attraction as in
-    :func:`exact_iteration_cost` plus, per point, ``9`` potential rows (3 float64) and
-    ``~60`` flop; ``update`` as there.
-    """
-    blocks = max(1, -(-n // 128))
-    boxes = n_boxes * n_boxes
-    spread = {
-        "bytes_read": float(n * (2 * _F32 + _I64) + (boxes + 1) * _I64),
-        "bytes_written": float(boxes * 9 * _F64),
-        "flop": float(40 * n),
-    }
-    forces = {
-        "bytes_read": float(
-            n * 2 * _F32 + nnz * (2 * _F32 + _I64 + _F64) + (n + 1) * _I64 + n * 9 * 3 * _F64
-        ),
-        "bytes_written": float(n * 2 * (_F64 + _F32) + blocks * _F64),
-        "flop": float(14 * nnz + 60 * n),
-    }
-    return {"grid_spread": spread, "grid_forces": forces, "update": _update_cost(n, blocks)}
-
-
-class _Gradient:
-    """Device buffers and launches of one t-SNE run (positions updated in place)."""
-
-    def __init__(self, am: ArrayModule, P, n: int, repulsion: str):
-        xp = am.xp
-        self.am, self.n, self.repulsion = am, n, repulsion
-        k = _k()
-        self.tpb = k.TPB
-        self.blocks = max(1, -(-n // k.TPB))
-        self.attr = xp.empty((n, 2), dtype=xp.float64)
-        self.rep = xp.empty((n, 2), dtype=xp.float32)
-        self.zpart = xp.empty(self.blocks, dtype=xp.float64)
-        self.z_out = xp.empty(1, dtype=xp.float64)
-        self.grad = xp.empty((n, 2), dtype=xp.float32)
-        self.launches = 0
-        self.P = None
-        self.set_P(P)
-
-    def set_P(self, P):
-        xp = self.am.xp
-        self.P = P
-        self.p_ptr = xp.asarray(P.indptr, dtype=xp.int64)
-        self.p_idx = xp.asarray(P.indices, dtype=xp.int64)
-        self.p_val = xp.ascontiguousarray(xp.asarray(P.data, dtype=xp.float64))
-
-    def forces(self, y):
-        """Attraction, repulsion and the ``Z`` partials at ``y``; returns ``Z``'s offset."""
-        k = _k()
-        grid = (self.blocks, self.tpb)
-        if self.repulsion == "exact":
-            k.exact_forces_kernel[grid](
-                y, self.p_ptr, self.p_idx, self.p_val, self.attr, self.rep, self.zpart
-            )
-            self.launches += 1
-            return 0.0
-        pot, lo0, lo1, h, n_boxes = self._potentials(y)
-        k.grid_forces_kernel[grid](
-            y, self.p_ptr, self.p_idx, self.p_val, pot, lo0, lo1, h, n_boxes,
-            self.attr, self.rep, self.zpart,
-        )  # fmt: skip
-        self.launches += 1
-        return -float(self.n)
-
-    def _potentials(self, y, n_interp=3, min_boxes=50, max_boxes=200, boxes_per_unit=1.0):
-        """The reference's grid (:func:`gpu_sc.kernels.tsne._repulsion_fft`): charges by
-        ``grid_spread``, the convolution by FFT (array calls), potentials ``(m * m, 3)``."""
-        am, xp, k = self.am, self.am.xp, _k()
-        n = self.n
-        yd = y.astype(xp.float64)
-        lo = yd.min(axis=0)
-        lims = am.to_host(xp.concatenate([lo, yd.max(axis=0)]))  # one device-to-host read
-        lo0, lo1 = float(lims[0]), float(lims[1])
-        span = float(max(lims[2] - lims[0], lims[3] - lims[1])) * (1 + 1e-6) + 1e-12
-        n_boxes = int(min(max_boxes, max(min_boxes, math.ceil(span * boxes_per_unit))))
-        h = span / n_boxes
-        m = n_boxes * n_interp
-        spacing = h / n_interp
-        box = xp.minimum(xp.floor((yd - lo) / h).astype(xp.int64), n_boxes - 1)
-        bid = box[:, 0] * n_boxes + box[:, 1]
-        # Unique keys: the points of each box in index order, whatever the sort.
-        order = xp.argsort(bid * n + xp.arange(n, dtype=xp.int64)).astype(xp.int64)
-        counts = xp.bincount(bid, minlength=n_boxes * n_boxes)
-        box_ptr = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(counts).astype(xp.int64)])
-        padded = xp.zeros((2 * m, 2 * m))
-        cells = n_boxes * n_boxes
-        k.grid_spread_kernel[(max(1, -(-cells // self.tpb)), self.tpb)](
-            y, order, box_ptr, lo0, lo1, h, n_boxes, padded
-        )
-        self.launches += 1
-        offs = xp.arange(2 * m)
-        offs = xp.where(offs < m, offs, offs - 2 * m).astype(xp.float64) * spacing
-        dx, dy = offs[:, None], offs[None, :]
-        w = 1.0 / (1.0 + dx * dx + dy * dy)
-        kernels = xp.stack([w, w * w * dx, w * w * dy])
-        conv = xp.fft.irfft2(xp.fft.rfft2(padded)[None] * xp.fft.rfft2(kernels), s=(2 * m, 2 * m))
-        pot = xp.ascontiguousarray(conv[:, :m, :m].reshape(3, m * m).T)
-        return pot, lo0, lo1, h, n_boxes
-
-    def update(self, y, upd, gains, z_offset, momentum, learning_rate):
-        k = _k()
-        k.update_kernel[(self.blocks, self.tpb)](
-            self.attr, self.rep, self.zpart, float(z_offset), y, upd, gains, self.grad,
-            self.z_out, np.float32(momentum), np.float32(learning_rate),
-        )  # fmt: skip
-        self.launches += 1
-
-    def z(self) -> float:
-        """``Z`` of the last update (a device-to-host read: on check iterations only)."""
-        return float(self.am.to_host(self.z_out)[0])
-
-
-def _error(am: ArrayModule, P, y, z: float) -> float:
-    """The reference's KL error at ``y`` (array calls, on check iterations only)."""
-    xp = am.xp
-    rows = segment_ids(am, xp.diff(P.indptr))
-    _, w = _ref._attraction(am, P, y, rows)
-    q = xp.maximum(w / z, _ref._FLOAT32_TINY)
-    p = P.data
-    return float((p * xp.log(xp.maximum(p, _ref._FLOAT32_TINY) / q)).sum())
-
-
-def tsne(
-    am: ArrayModule,
-    X,
-    *,
-    perplexity: float = 30.0,
-    early_exaggeration: float = 12.0,
-    learning_rate: float | str = "auto",
-    max_iter: int = 1000,
-    n_iter_without_progress: int = 300,
-    min_grad_norm: float = 1e-7,
-    metric: str = "euclidean",
-    repulsion: str = "auto",
-    P=None,
-    stats: dict | None = None,
-):
-    """:func:`gpu_sc.kernels.tsne.tsne` with the fused gradient; same parameters and returns.
-
-    ``stats``, if given, receives ``launches`` (kernel launches) and ``iterations``.
-    """
-    xp = am.xp
-    X = xp.asarray(X)
-    n = X.shape[0]
-    if P is None:
-        P = _ref.joint_probabilities(am, X, perplexity, metric)
-    if repulsion == "auto":
-        repulsion = "exact" if n <= _ref._EXACT_MAX_N else "fft"
-    if repulsion not in ("exact", "fft"):
-        raise ValueError(f"repulsion must be 'auto', 'exact' or 'fft', not {repulsion!r}")
-    if learning_rate == "auto":
-        learning_rate = max(n / early_exaggeration / 4.0, 50.0)
-    y = xp.ascontiguousarray(_ref.pca_init(am, X))
-    if y.shape[1] != 2:
-        raise ValueError("the fused t-SNE gradient is 2-D")
-    P_ex = P * float(early_exaggeration)
-    grad = _Gradient(am, P_ex, n, repulsion)
-    y, _, it = _descent(
-        am, grad, y, 0, _ref._EXPLORATION_ITER, momentum=0.5, learning_rate=learning_rate,
-        n_iter_without_progress=_ref._EXPLORATION_ITER, min_grad_norm=min_grad_norm,
+def _error_cost(n: int, nnz: int) -> KernelCost:
+    """The KL error on check iterations (the reference's array calls, ~15, and one read)."""
+    return KernelCost(
+        read=nnz * (6 * _F64 + 2 * _I64) + n * 2 * _F32, written=nnz * 5 * _F64,
+        flops=10 * nnz, flop_dtype="float64", launches=15, syncs=1,
     )  # fmt: skip
-    kl = None
-    if it < _ref._EXPLORATION_ITER or max_iter - _ref._EXPLORATION_ITER > 0:
-        grad.set_P(P)
-        y, kl, it = _descent(
-            am, grad, y, it + 1, max_iter, momentum=0.8, learning_rate=learning_rate,
-            n_iter_without_progress=n_iter_without_progress, min_grad_norm=min_grad_norm,
-        )  # fmt: skip
-    if stats is not None:
-        stats["launches"] = grad.launches
-        stats["iterations"] = it + 1
-    return y, kl, it, P
 
 
-def _descent(
-    am, grad, y, it, max_iter, *, momentum, learning_rate, n_iter_without_progress, min_grad_norm
-):
-    """The reference's ``_gradient_descent`` with the gradient and step fused in kernels."""
-    xp = am.xp
-    y = y.copy()
-    upd = xp.zeros_like(y)
-    gains = xp.ones_like(y)
-    best_error = error = float("inf")
-    best_iter = i = it
-    for i in range(it, max_iter):
-        check = (i + 1) % _ref._N_ITER_CHECK == 0
-        want_error = check or i == max_iter - 1
-        y_before = y.copy() if want_error else None
-        z_offset = grad.forces(y)
-        grad.update(y, upd, gains, z_offset, momentum, learning_rate)
-        if want_error:
-            error = _error(am, grad.P, y_before, grad.z())
-        if check:
-            grad_norm = float(xp.sqrt((grad.grad.astype(xp.float64) ** 2).sum()))
-            if error < best_error:
-                best_error, best_iter = error, i
-            elif i - best_iter > n_iter_without_progress:
-                break
-            if grad_norm <= min_grad_norm:
-                break
-    return y, error, i
+def exact_cost(n: int, nnz: int, compute_error: bool = False) -> KernelCost:
+    """Declared cost of one exact-repulsion iteration (2 launches).
+
+    ``tsne_exact_forces`` reads the ``(n, 2)`` float32 positions once per block of 128 rows
+    (the tiles) and once per ``P`` entry, ``P`` (index + value) and its offsets, and writes
+    ``attr`` (float64), ``rep`` (float32) and one partial per block; ``~12`` flop per pair
+    (difference, square, reciprocal, force), ``~14`` per ``P`` entry. ``tsne_update`` reads
+    ``attr``, ``rep``, positions, step and gains and, per block, all partials, and writes
+    positions, step, gains and gradient (``~20`` flop per coordinate).
+    """
+    blocks = grid(n, BLOCK)
+    forces = KernelCost(
+        read=blocks * n * 2 * _F32 + nnz * (2 * _F32 + _I64 + _F64) + (n + 1) * _I64,
+        written=n * 2 * (_F64 + _F32) + blocks * _F64,
+        flops=12 * n * max(n - 1, 0) + 14 * nnz,
+        flop_dtype="float32",
+        launches=1,
+    )
+    cost = forces + _update_cost(n)
+    return cost + _error_cost(n, nnz) if compute_error else cost
+
+
+def fft_cost(n: int, nnz: int, n_boxes: int = _MAX_BOXES, compute_error: bool = False):
+    """Declared cost of one FFT-path iteration: 3 kernels and ~30 CuPy calls, 1 host read.
+
+    ``n_boxes`` per side (data-dependent, the grid's extent; the default is the reference's
+    maximum, an upper bound). Around the kernels: the grid set-up and the sort of the points
+    by box (``~16 n`` words through a radix sort, ``~20`` calls), and the FFT convolution on
+    the ``(2m)^2`` grid, ``m = 3 n_boxes`` (the charges' and three kernels' forward transforms,
+    the product, three inverse ones: ``~16 (2m)^2`` float64 words, ``5 N log2 N`` flop each,
+    ``~12`` calls).
+    ``tsne_grid_spread`` reads each point's row and sort position once and writes the 9 nodes
+    of every box (``~40`` flop per point); ``tsne_grid_forces`` the attraction (as in
+    :func:`exact_cost`) plus 9 potential rows (3 float64) per point (``~60`` flop).
+    """
+    blocks = grid(n, BLOCK)
+    boxes = n_boxes * n_boxes
+    cells = (2 * _N_INTERP * n_boxes) ** 2
+    around = KernelCost(
+        read=n * 2 * (_F32 + _F64) + 16 * n * _I64 + 16 * cells * _F64,
+        written=n * 2 * _F64 + 16 * n * _I64 + 16 * cells * _F64,
+        flops=7 * 5 * cells * max(1.0, math.log2(cells)),
+        flop_dtype="float64",
+        launches=32,
+        syncs=1,
+    )
+    spread = KernelCost(
+        read=n * (2 * _F32 + _I64) + (boxes + 1) * _I64, written=boxes * 9 * _F64,
+        flops=40 * n, flop_dtype="float64", launches=1,
+    )  # fmt: skip
+    forces = KernelCost(
+        read=n * 2 * _F32 + nnz * (2 * _F32 + _I64 + _F64) + (n + 1) * _I64 + n * 27 * _F64,
+        written=n * 2 * (_F64 + _F32) + blocks * _F64,
+        flops=14 * nnz + 60 * n,
+        flop_dtype="float64",
+        launches=1,
+    )
+    cost = around + spread + forces
+    # the update's flops are float32: priced with the float64 ones (an upper bound)
+    upd = _update_cost(n)
+    cost = cost + KernelCost(upd.read, upd.written, upd.flops, "float64", upd.launches)
+    return cost + _error_cost(n, nnz) if compute_error else cost
+
+
+# -- launch ------------------------------------------------------------------------------------
+
+
+def _buffers(xp, state, n):
+    ex = state.extra
+    if ex.get("n") != n:
+        blocks = grid(n, BLOCK)
+        ex.update(
+            n=n,
+            attr=xp.empty((n, 2), dtype=xp.float64),
+            rep=xp.empty((n, 2), dtype=xp.float32),
+            zpart=xp.empty(blocks, dtype=xp.float64),
+            z_out=xp.empty(1, dtype=xp.float64),
+            grad=xp.empty((n, 2), dtype=xp.float32),
+        )
+    if ex.get("P") is not state.P:  # P changes once (the exaggeration ends)
+        P = state.P
+        ex.update(
+            P=P,
+            p_ptr=xp.asarray(P.indptr, dtype=xp.int64),
+            p_idx=xp.asarray(P.indices, dtype=xp.int64),
+            p_val=xp.ascontiguousarray(xp.asarray(P.data, dtype=xp.float64)),
+        )
+    return ex
+
+
+def _configure(kern, xp, blocks):
+    stream = launch_stream(xp)
+    return kern[blocks, BLOCK] if stream is None else kern[blocks, BLOCK, stream]
+
+
+def _potentials(xp, kernels, y, n):
+    """The reference's FFT grid (:func:`gpu_sc.kernels.tsne._repulsion_fft`) with the charges
+    spread by ``tsne_grid_spread``: returns ``(pot, lo0, lo1, h, n_boxes)``."""
+    yd = y.astype(xp.float64)
+    lo = yd.min(axis=0)
+    lims = xp.concatenate([lo, yd.max(axis=0)])
+    lims = lims.get() if hasattr(lims, "get") else np.asarray(lims)  # one device-to-host read
+    lo0, lo1 = float(lims[0]), float(lims[1])
+    span = float(max(lims[2] - lims[0], lims[3] - lims[1])) * (1 + 1e-6) + 1e-12
+    n_boxes = int(min(_MAX_BOXES, max(_MIN_BOXES, math.ceil(span * _BOXES_PER_UNIT))))
+    h = span / n_boxes
+    m = n_boxes * _N_INTERP
+    spacing = h / _N_INTERP
+    box = xp.minimum(xp.floor((yd - lo) / h).astype(xp.int64), n_boxes - 1)
+    bid = box[:, 0] * n_boxes + box[:, 1]
+    # Unique keys: the points of each box in index order, whatever the sort.
+    order = xp.argsort(bid * n + xp.arange(n, dtype=xp.int64)).astype(xp.int64)
+    counts = xp.bincount(bid, minlength=n_boxes * n_boxes)
+    box_ptr = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(counts).astype(xp.int64)])
+    padded = xp.zeros((2 * m, 2 * m))
+    _configure(kernels["tsne_grid_spread"], xp, grid(n_boxes * n_boxes, BLOCK))(
+        y, order, box_ptr, lo0, lo1, h, n_boxes, padded
+    )
+    offs = xp.arange(2 * m)
+    offs = xp.where(offs < m, offs, offs - 2 * m).astype(xp.float64) * spacing
+    dx, dy = offs[:, None], offs[None, :]
+    w = 1.0 / (1.0 + dx * dx + dy * dy)
+    kern = xp.stack([w, w * w * dx, w * w * dy])
+    conv = xp.fft.irfft2(xp.fft.rfft2(padded)[None] * xp.fft.rfft2(kern), s=(2 * m, 2 * m))
+    pot = xp.ascontiguousarray(conv[:, :m, :m].reshape(3, m * m).T)
+    return pot, lo0, lo1, h, n_boxes
+
+
+def _launch(xp, kernels, y, update, gains, state, momentum, learning_rate, compute_error):
+    n = y.shape[0]
+    ex = _buffers(xp, state, n)
+    blocks = grid(n, BLOCK)
+    y_before = y.copy() if compute_error else None
+    P_args = (ex["p_ptr"], ex["p_idx"], ex["p_val"])
+    if state.repulsion == "exact":
+        _configure(kernels["tsne_exact_forces"], xp, blocks)(
+            y, *P_args, ex["attr"], ex["rep"], ex["zpart"]
+        )
+        z_offset = 0.0
+    else:
+        pot, lo0, lo1, h, n_boxes = _potentials(xp, kernels, y, n)
+        _configure(kernels["tsne_grid_forces"], xp, blocks)(
+            y, *P_args, pot, lo0, lo1, h, n_boxes, ex["attr"], ex["rep"], ex["zpart"]
+        )
+        z_offset = -float(n)  # the self terms w_ii = 1
+    _configure(kernels["tsne_update"], xp, blocks)(
+        ex["attr"], ex["rep"], ex["zpart"], z_offset, y, update, gains, ex["grad"],
+        ex["z_out"], np.float32(momentum), np.float32(learning_rate),
+    )  # fmt: skip
+    error = None
+    if compute_error:
+        z_out = ex["z_out"]
+        z = float(z_out.get()[0] if hasattr(z_out, "get") else z_out[0])
+        error = _kl_error(xp, state, y_before, z)
+    return y, update, gains, ex["grad"], error
+
+
+def _kl_error(xp, state, y, z: float) -> float:
+    """The reference's KL error at ``y`` (its array calls: check iterations only)."""
+    from ...dispatch.arrays import array_module
+
+    am = array_module("cupy" if xp.__name__ == "cupy" else "numpy")
+    rows = state.rows if state.rows is not None else segment_ids(am, xp.diff(state.P.indptr))
+    _, w = _attraction(am, state.P, y, rows)
+    q = xp.maximum(w / z, _FLOAT32_TINY)
+    p = state.P.data
+    return float((p * xp.log(xp.maximum(p, _FLOAT32_TINY) / q)).sum())
+
+
+def _reference(am, y, update, gains, state, momentum, learning_rate, compute_error):
+    return descent_step(am, y, update, gains, state, momentum, learning_rate, compute_error)
+
+
+def _cost(y, update, gains, state, momentum, learning_rate, compute_error) -> KernelCost:
+    n, nnz = int(y.shape[0]), int(state.P.nnz)
+    if state.repulsion == "exact":
+        return exact_cost(n, nnz, bool(compute_error))
+    return fft_cost(n, nnz, compute_error=bool(compute_error))
+
+
+def _supports(y, update, gains, state, *_):
+    if y.ndim != 2 or y.shape[1] != 2:
+        return f"embedding of shape {tuple(y.shape)} (the kernels are 2-D)"
+    for name, arr in (("y", y), ("update", update), ("gains", gains)):
+        if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+            return f"{name} is not C-contiguous float32"
+    return None
+
+
+def _example(xp, scale: int = 0):
+    """A random sparse ``P`` (30 entries per row) and positions; scale 0: 64 points, exact;
+    1: 2048, exact; 2: 10^5, FFT."""
+    import scipy.sparse as sp
+
+    from ..tsne import TsneState
+
+    n, rep = {0: (64, "exact"), 1: (2048, "exact"), 2: (100_000, "fft")}[scale]
+    rng = np.random.default_rng(0)
+    rows = np.repeat(np.arange(n), 30)
+    cols = (rows + rng.integers(1, n, rows.size)) % n
+    P = sp.csr_matrix((rng.uniform(0, 1, rows.size), (rows, cols)), shape=(n, n))
+    P = ((P + P.T) / (2 * P.sum())).tocsr()
+    P.sort_indices()
+    csr = __import__("cupyx.scipy.sparse", fromlist=["csr_matrix"]).csr_matrix if (
+        xp.__name__ == "cupy") else sp.csr_matrix  # fmt: skip
+    P = csr(P)
+    state = TsneState(P=P, rows=None, repulsion=rep)
+    y = xp.asarray(rng.normal(size=(n, 2)).astype(np.float32))
+    return (y, xp.zeros_like(y), xp.ones_like(y), state, 0.5, 200.0, False), {}
+
+
+_F32_2D = "float32[:, ::1]"
+_F64_2D = "float64[:, ::1]"
+_CSR = "int64[::1], int64[::1], float64[::1]"
+
+SPEC = KernelSpec(
+    name="tsne_step",
+    source="gpu_sc.kernels.cuda._tsne_kernels",
+    signatures={
+        "tsne_exact_forces": [f"void({_F32_2D}, {_CSR}, {_F64_2D}, {_F32_2D}, float64[::1])"],
+        "tsne_grid_spread": [
+            f"void({_F32_2D}, int64[::1], int64[::1], float64, float64, float64, int64, {_F64_2D})"
+        ],
+        "tsne_grid_forces": [
+            f"void({_F32_2D}, {_CSR}, {_F64_2D}, float64, float64, float64, int64, {_F64_2D}, "
+            f"{_F32_2D}, float64[::1])"
+        ],
+        "tsne_update": [
+            f"void({_F64_2D}, {_F32_2D}, float64[::1], float64, {_F32_2D}, {_F32_2D}, "
+            f"{_F32_2D}, {_F32_2D}, float64[::1], float32, float32)"
+        ],
+    },
+    reference=_reference,
+    launch=_launch,
+    cost=_cost,
+    supports=_supports,
+    example=_example,
+    doc=__doc__,
+)

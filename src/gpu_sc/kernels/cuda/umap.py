@@ -1,52 +1,54 @@
-"""The UMAP layout as one fused kernel launch per epoch (numba-cuda), and its declared cost.
+"""Fused kernel ``umap_epoch``: one UMAP epoch in one launch (numba-cuda), and its cost.
 
-:func:`optimize_layout` computes what :func:`gpu_sc.kernels.umap.optimize_layout` computes
-with ``negatives="hash"``: the same edge schedule (``epochs_per_sample``, the negative-sample
-debt of each edge), the same clipping (4) and learning-rate decay, the same synchronous
-epoch (every gradient from the positions at the epoch's start) and the same summation order
-per vertex; the negative samples are the counter-based hash of ``(seed, epoch, edge,
-sample)`` (:func:`gpu_sc.kernels.umap.negative_samples`), computed inside the launch.
+The reference is :func:`gpu_sc.kernels.umap.layout_epoch` on a ``negatives="hash"``
+:class:`~gpu_sc.kernels.umap.LayoutState`: the same edge schedule (``epochs_per_sample``, the
+negative-sample debt of each edge), the same clipping (4) and learning-rate decay (the caller's
+``alpha``), the same synchronous epoch (every gradient from the positions at the epoch's
+start) and the same summation order per vertex; the negative samples are the counter-based
+hash of ``(seed, epoch, edge, sample)`` (:func:`gpu_sc.kernels.umap.negative_samples`),
+computed inside the launch. The reference's epoch is ~40 CuPy calls and a host sync; the
+kernel is one launch and none.
 
 What it guarantees: **the same input and seed give the same embedding bit for bit on the same
-device** (and the simulator). Unlike umap-learn's Hogwild updates, no thread writes what
-another reads in the same launch: positions and the edge schedule are double-buffered, each
-vertex's sums are made by its own thread in a fixed order, and no floating-point atomic is
-used, so the result does not depend on how threads are scheduled. Against the reference the
-kernel differs only by the rounding of ``powf`` (device libm vs NumPy's) and float32
-contraction (FMA) the compiler may apply; the tests bound that on the simulator.
-
-The kernel source lives in :mod:`._umap_kernels`, imported on first use (it imports
-``numba.cuda``; ``NUMBA_ENABLE_CUDASIM=1`` must be set before that to run it on the CPU).
+device** (and on the simulator). Unlike umap-learn's Hogwild updates, no thread writes what
+another reads in the same launch: one thread per vertex gathers its own edges (those it heads
+in CSR order, those it is the tail of through a transposed list), positions and the edge
+schedule are double-buffered (swapped between epochs), and no floating-point atomic is used,
+so the result does not depend on how threads are scheduled. Against the reference it differs
+only by the rounding of ``powf`` (device libm vs NumPy's) and float contraction; the
+``cudasim`` tests bound that.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...dispatch.arrays import ArrayModule
-from ..segment import segment_ids
-from ..umap import make_epochs_per_sample
+from ..umap import HASH_GOLDEN, HASH_M1, HASH_M2, layout_epoch
+from ._registry import grid, launch_stream
+from ._spec import KernelCost, KernelSpec
 
-__all__ = ["epoch_cost", "optimize_layout", "THREADS_PER_BLOCK"]
+__all__ = ["SPEC", "epoch_cost"]
 
-THREADS_PER_BLOCK = 128
+BLOCK = 128
+MAX_DIM = 8  # = _umap_kernels.MAX_DIM (not imported: that module imports numba.cuda)
 _I64, _F64, _F32 = 8, 8, 4
+_M32 = 0xFFFFFFFF
 
 
 def epoch_cost(
     n: int, n_edges: int, dim: int, n_active: float | None = None, negative_sample_rate: int = 5
-) -> dict[str, float]:
-    """Declared cost of one launch of the fused epoch (bytes read, bytes written, flop).
+) -> KernelCost:
+    """Declared cost of one launch (bytes read, bytes written, float32 flop).
 
-    ``n_active`` is the number of edges sampled in the epoch (on average ``sum(w) / max(w)``
-    over the epoch's edges; all ``n_edges`` if not given, an upper bound); each owes
-    ``negative_sample_rate`` negative samples on average. Counted per launch:
+    ``n_active`` is the number of edges sampled in the epoch (on average ``sum(w) / max(w)``;
+    all ``n_edges`` if not given, an upper bound); each owes ``negative_sample_rate`` negative
+    samples on average. Counted per launch:
 
     * read: the two offset arrays (``2 (n + 1)`` int64); per edge its ``epochs_per_sample``
       and schedule entry twice (head and tail thread) and its transposed id once
       (``5 n_edges`` 8-byte words); per active edge its tail, head, ``epochs_per_neg_sample``
-      and negative debt (4 words) and both endpoints' rows by both threads
-      (``4 dim`` float32); per negative sample two rows (``2 dim`` float32); each vertex's row.
+      and negative debt (4 words) and both endpoints' rows by both threads (``4 dim``
+      float32); per negative sample two rows (``2 dim`` float32); each vertex's row.
     * written: the schedule (``n_edges`` float64), the debt of each active edge, the new rows.
     * flop: per active edge the attraction twice (``6 dim + 40``: two ``powf``), per negative
       sample one repulsion (``6 dim + 30``), per vertex the update (``3 dim``).
@@ -62,88 +64,114 @@ def epoch_cost(
     )
     written = n_edges * _F64 + active * _F64 + n * dim * _F32
     flop = 2 * active * (6 * dim + 40) + neg * (6 * dim + 30) + 3 * dim * n
-    return {"bytes_read": float(read), "bytes_written": float(written), "flop": float(flop)}
+    return KernelCost(read=read, written=written, flops=flop, flop_dtype="float32", launches=1)
 
 
-def _kernels():
-    from . import _umap_kernels
-
-    return _umap_kernels
-
-
-def prepare(am: ArrayModule, graph, n_epochs: int, negative_sample_rate: int):
-    """The device arrays of the epoch kernel (once per layout), and the mean active edges.
-
-    Edges in CSR order (sorted indices) are the reference's edge ids; the transposed lists
-    (``in_ptr``, ``in_edge`` sorted by tail then edge id, ``in_head``) let each vertex find the
-    edges it is the tail of without scattering.
-    """
-    xp = am.xp
-    graph = am.sparse.csr_matrix(graph, copy=True)
-    graph.sort_indices()
-    n = graph.shape[0]
-    indptr = xp.asarray(graph.indptr, dtype=xp.int64)
-    tail = xp.asarray(graph.indices, dtype=xp.int64)
-    weights = xp.asarray(graph.data, dtype=xp.float64)
-    n_edges = int(tail.size)
-    head = segment_ids(am, xp.diff(indptr))
-    eps = make_epochs_per_sample(am, weights, n_epochs)
-    eps_neg = eps / negative_sample_rate
-    # Unique keys: any sort gives the same order (tail, then edge id).
-    in_edge = xp.argsort(tail * max(n_edges, 1) + xp.arange(n_edges, dtype=xp.int64))
-    in_edge = in_edge.astype(xp.int64)
-    counts = xp.bincount(tail, minlength=n)
-    in_ptr = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(counts).astype(xp.int64)])
-    in_head = head[in_edge]
-    n_active = float((weights / weights.max()).sum()) if n_edges else 0.0
-    arrays = dict(
-        out_ptr=indptr, out_tail=tail, in_ptr=in_ptr, in_edge=in_edge, in_head=in_head,
-        eps=eps, eps_neg=eps_neg,
-    )  # fmt: skip
-    return arrays, n_edges, n_active
+def seed_hash(seed: int) -> np.uint64:
+    """The seed's first mixing round (host): ``lowbias32(seed * golden)``, the kernel's argument."""
+    x = (int(seed) * HASH_GOLDEN) & _M32
+    x ^= x >> 16
+    x = (x * HASH_M1) & _M32
+    x ^= x >> 15
+    x = (x * HASH_M2) & _M32
+    return np.uint64(x ^ (x >> 16))
 
 
-def optimize_layout(
-    am: ArrayModule,
-    embedding,
-    graph,
-    *,
-    n_epochs: int,
-    a: float,
-    b: float,
-    gamma: float = 1.0,
-    initial_alpha: float = 1.0,
-    negative_sample_rate: int = 5,
-    seed: int = 0,
-):
-    """:func:`gpu_sc.kernels.umap.optimize_layout` (``negatives="hash"``), one launch per epoch.
+def _fused(xp, state):
+    """The kernel's arrays beside ``state`` (made once per layout): transposed edge lists and
+    the spare buffer of the double-buffered schedule."""
+    extra = state.extra
+    if "out_ptr" not in extra:
+        n, n_edges = state.n, state.n_edges
+        tail = xp.ascontiguousarray(state.tail)
+        # Unique keys: any sort gives the same order (tail, then edge id).
+        in_edge = xp.argsort(tail * max(n_edges, 1) + xp.arange(n_edges, dtype=xp.int64))
+        in_edge = in_edge.astype(xp.int64)
+        counts = xp.bincount(tail, minlength=n)
+        extra.update(
+            out_ptr=xp.asarray(state.indptr, dtype=xp.int64),
+            out_tail=tail,
+            in_ptr=xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(counts).astype(xp.int64)]),
+            in_edge=in_edge,
+            in_head=xp.ascontiguousarray(state.head[in_edge]),
+            ns_spare=xp.empty_like(state.next_sample),
+            seed_hash=seed_hash(state.seed),
+        )
+    return extra
 
-    ``am`` is CuPy on a GPU, or NumPy under the CUDA simulator (tests). Returns the float32
-    ``(n, dim)`` embedding.
-    """
-    xp = am.xp
-    k = _kernels()
-    y = xp.ascontiguousarray(xp.asarray(embedding, dtype=xp.float32))
-    n, dim = y.shape
-    if dim > k.MAX_DIM:
-        raise ValueError(f"the fused UMAP epoch takes at most {k.MAX_DIM} dimensions, not {dim}")
-    arr, n_edges, _ = prepare(am, graph, n_epochs, negative_sample_rate)
-    ns = [arr["eps"].copy(), arr["eps"].copy()]
-    next_neg = arr["eps_neg"].copy()
-    ys = [y.copy(), xp.empty_like(y)]
+
+def _launch(xp, kernels, y, state, epoch, alpha, a, b, gamma):
+    ex = _fused(xp, state)
+    y_in = xp.ascontiguousarray(xp.asarray(y, dtype=xp.float32))
+    y_out = xp.empty_like(y_in)  # from CuPy's pool: no launch
     f32 = np.float32
-    a32, b32 = f32(a), f32(b)
-    two_gamma_b = f32(f32(f32(2.0) * f32(gamma)) * b32)
-    sh = k.seed_hash(seed)
-    blocks = max(1, -(-n // THREADS_PER_BLOCK))
-    alpha = float(initial_alpha)
-    for epoch in range(n_epochs):
-        k.umap_epoch_kernel[blocks, THREADS_PER_BLOCK](
-            ys[0], ys[1], arr["out_ptr"], arr["out_tail"], arr["in_ptr"], arr["in_edge"],
-            arr["in_head"], arr["eps"], arr["eps_neg"], ns[0], ns[1], next_neg,
-            np.int64(epoch), f32(alpha), a32, b32, two_gamma_b, sh,
-        )  # fmt: skip
-        ys.reverse()
-        ns.reverse()
-        alpha = initial_alpha * (1.0 - float(epoch) / float(n_epochs))
-    return ys[0]
+    b32 = f32(b)
+    kern = kernels["umap_epoch"]
+    stream = launch_stream(xp)
+    blocks = grid(state.n, BLOCK)
+    config = kern[blocks, BLOCK] if stream is None else kern[blocks, BLOCK, stream]
+    config(
+        y_in, y_out, ex["out_ptr"], ex["out_tail"], ex["in_ptr"], ex["in_edge"], ex["in_head"],
+        state.eps, state.eps_neg, state.next_sample, ex["ns_spare"], state.next_neg,
+        np.int64(epoch), f32(alpha), f32(a), b32, f32(f32(f32(2.0) * f32(gamma)) * b32),
+        ex["seed_hash"],
+    )  # fmt: skip
+    state.next_sample, ex["ns_spare"] = ex["ns_spare"], state.next_sample
+    return y_out
+
+
+def _reference(am, y, state, epoch, alpha, a, b, gamma):
+    return layout_epoch(am, y, state, epoch, alpha, a, b, gamma)
+
+
+def _cost(y, state, epoch, alpha, a, b, gamma) -> KernelCost:
+    return epoch_cost(
+        state.n, state.n_edges, int(y.shape[1]), state.mean_active, state.negative_sample_rate
+    )
+
+
+def _supports(y, state, *_):
+    if state.negatives != "hash":
+        return "negative samples from a random stream (the kernel hashes them)"
+    if y.shape[1] > MAX_DIM:
+        return f"{y.shape[1]} dimensions > {MAX_DIM}"
+    return None
+
+
+def _example(xp, scale: int = 0):
+    """A kNN-like graph of ``n`` vertices, 15 neighbours each, 2-D (scale 0: 64; 1: 10^5;
+    2: 10^6), epoch 0 (every edge of maximal weight active)."""
+    import scipy.sparse as sp
+
+    from ...dispatch.arrays import array_module
+    from ..umap import layout_state
+
+    n = {0: 64, 1: 100_000, 2: 1_000_000}[scale]
+    rng = np.random.default_rng(0)
+    rows = np.repeat(np.arange(n), 15)
+    cols = (rows + rng.integers(1, n, rows.size)) % n
+    g = sp.csr_matrix((rng.uniform(0.1, 1.0, rows.size), (rows, cols)), shape=(n, n))
+    g = (g + g.T).tocsr()
+    am = array_module("cupy" if xp.__name__ == "cupy" else "numpy")
+    state = layout_state(am, g, n_epochs=200, seed=0, negatives="hash")
+    y = xp.asarray(rng.uniform(0, 10, (n, 2)).astype(np.float32))
+    return (y, state, 0, 1.0, 1.58, 0.9, 1.0), {}
+
+
+SPEC = KernelSpec(
+    name="umap_epoch",
+    source="gpu_sc.kernels.cuda._umap_kernels",
+    signatures={
+        "umap_epoch": [
+            "void(float32[:, ::1], float32[:, ::1], int64[::1], int64[::1], int64[::1], "
+            "int64[::1], int64[::1], float64[::1], float64[::1], float64[::1], float64[::1], "
+            "float64[::1], int64, float32, float32, float32, float32, uint64)"
+        ]
+    },
+    reference=_reference,
+    launch=_launch,
+    cost=_cost,
+    supports=_supports,
+    example=_example,
+    doc=__doc__,
+)
