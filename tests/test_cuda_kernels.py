@@ -22,6 +22,7 @@ import pytest
 from gpu_sc.dispatch import array_module
 from gpu_sc.kernels import cuda as kcuda
 from gpu_sc.kernels import knn as knn_k
+from gpu_sc.kernels import markers as markers_k
 
 NUMPY = array_module("numpy")
 EMPTY = np.iinfo(np.int64).max
@@ -114,25 +115,110 @@ def test_knn_tile_topk_k_larger_than_candidates_and_empty_rows(kernel_xp):
 
 
 @pytest.mark.cudasim
-@pytest.mark.parametrize(("metric", "dtype"), [("euclidean", np.float64),
-                                               ("cosine", np.float32)])  # fmt: skip
-def test_knn_through_the_kernel_matches_the_reference(kernel_xp, metric, dtype):
+@pytest.mark.parametrize(("metric", "dtype", "tile"), [("euclidean", np.float64, 200),
+                                                       ("cosine", np.float32, 10**6)])  # fmt: skip
+def test_knn_through_the_kernel_matches_the_reference(kernel_xp, metric, dtype, tile):
     # The whole exact kNN with every tile merged by the kernel: the reference's neighbours
-    # (same indices, same distances) on duplicated points, with one column block
-    # (tile_elements large) and with several (small tiles).
+    # (same indices, same distances) on duplicated points, with several column blocks (small
+    # tiles) and with a single one. (The simulator runs each of the 128 threads of a block in
+    # turn, so the sizes are tiny.)
     if kernel_xp is not np:
         pytest.skip("runs the numpy engine through the simulator; on a device: test_gpu_*")
     rng = np.random.default_rng(3)
-    X = rng.integers(0, 3, size=(60, 4)).astype(dtype)
-    X[30:] = X[:30]  # exact duplicates: ties at distance 0
-    for tile in (10**6, 600):
-        ref = knn_k.knn(NUMPY, X, 7, metric, tile_elements=tile)
+    X = rng.integers(0, 3, size=(20, 4)).astype(dtype)
+    X[10:] = X[:10]  # exact duplicates: ties at distance 0
+    ref = knn_k.knn(NUMPY, X, 5, metric, tile_elements=tile)
+    with kcuda.kernel_log() as ran, kcuda.simulate():
+        got = knn_k.knn(NUMPY, X, 5, metric, tile_elements=tile)
+    assert {e["how"] for e in ran} == {kcuda.SIMULATED}
+    assert len(ran) == (2 if tile == 200 else 1)  # column blocks of 10 or one of 20
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert (got[0][:10] != got[0][10:]).any()  # duplicates: each point lists itself first
+
+
+# -- wilcoxon: ranks and rank sums per group ------------------------------------------------------
+
+
+def _groups(labels, n_groups):
+    masks = np.stack([labels == g for g in range(n_groups)])
+    G = markers_k.indicator(NUMPY, masks)
+    return masks, G, markers_k.group_codes(NUMPY, masks)
+
+
+@pytest.mark.cudasim
+def test_wilcoxon_kernel_matches_reference_on_a_sparse_block(kernel_xp):
+    # Ties among stored values, negatives (ranked before the implicit zeros), an all-zero
+    # column, a fully stored column, and cells in no group (ranked, summed nowhere).
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n = 40
+    dense = rng.integers(-2, 4, size=(n, 5)).astype(np.float64)
+    dense[rng.random((n, 5)) < 0.5] = 0
+    dense[:, 2] = 0  # empty column
+    dense[:, 3] = rng.integers(1, 3, size=n)  # every cell stored, two values only
+    labels = rng.integers(-1, 3, size=n)  # -1: in no group
+    masks, G, codes = _groups(labels, 3)
+    blk = sp.csc_matrix(dense)
+    ref = markers_k.block_rank_sums(NUMPY, blk, G)
+    if kernel_xp is np:
+        got = kcuda.registry()["wilcoxon_rank_sums"].launch(
+            np, kcuda.jitted("wilcoxon_rank_sums"), blk, G, codes)  # fmt: skip
+    else:
+        import cupyx.scipy.sparse as csp
+
+        got = kcuda.registry()["wilcoxon_rank_sums"].launch(
+            kernel_xp, kcuda.jitted("wilcoxon_rank_sums"), csp.csc_matrix(blk),
+            csp.csr_matrix(G), kernel_xp.asarray(codes))  # fmt: skip
+        got = tuple(g.get() for g in got)
+    np.testing.assert_array_equal(got[0], ref[0])  # exact: sums of half-integers
+    np.testing.assert_array_equal(got[1], ref[1])
+    # scipy's average ranks agree
+    from scipy.stats import rankdata
+
+    for j in range(5):
+        r = rankdata(dense[:, j])
+        np.testing.assert_array_equal(got[0][:, j], [r[labels == g].sum() for g in range(3)])
+
+
+@pytest.mark.cudasim
+def test_wilcoxon_kernel_matches_reference_on_dense_blocks_and_subsets(kernel_xp):
+    # The whole wilcoxon_rank_sums through the kernel: a dense float32 block with a constant
+    # column (one run of n ties), one group and a subset of ranked cells (the per-group
+    # reference comparison), against the reference.
+    if kernel_xp is not np:
+        pytest.skip("runs the numpy engine through the simulator; on a device: test_gpu_*")
+    rng = np.random.default_rng(1)
+    n = 30
+    X = rng.integers(0, 4, size=(n, 4)).astype(np.float32)
+    X[:, 1] = 7.0
+    labels = rng.integers(0, 2, size=n)
+    masks, _, _ = _groups(labels, 2)
+    cells = np.ones(n, dtype=bool)
+    cells[::4] = False
+    for args in [(X, masks), (X, masks[:1], cells)]:
+        ref = markers_k.wilcoxon_rank_sums(NUMPY, *args, block_elements=2 * n)
         with kcuda.kernel_log() as ran, kcuda.simulate():
-            got = knn_k.knn(NUMPY, X, 7, metric, tile_elements=tile)
-        assert {e["how"] for e in ran} == {kcuda.SIMULATED}
-        np.testing.assert_array_equal(got[0], ref[0])
-        np.testing.assert_array_equal(got[1], ref[1])
-    assert len(ran) > 1  # several column blocks with the small tile
+            got = markers_k.wilcoxon_rank_sums(NUMPY, *args, block_elements=2 * n)
+        assert [e["how"] for e in ran] == [kcuda.SIMULATED] * 2  # two blocks of 2 genes
+        for g, r in zip(got, ref, strict=True):
+            np.testing.assert_array_equal(g, r)
+    assert ref[1][1] == float(cells.sum()) ** 3 - cells.sum()  # the constant column's ties
+
+
+@pytest.mark.cudasim
+def test_wilcoxon_overlapping_groups_run_the_reference_and_say_why():
+    rng = np.random.default_rng(2)
+    X = rng.integers(0, 3, size=(12, 2)).astype(np.float64)
+    masks = np.stack([np.arange(12) < 8, np.arange(12) >= 4])  # cells 4..7 in both
+    ref = markers_k.wilcoxon_rank_sums(NUMPY, X, masks)
+    with kcuda.kernel_log() as ran, kcuda.simulate():
+        got = markers_k.wilcoxon_rank_sums(NUMPY, X, masks)
+    assert [e["how"] for e in ran] == [
+        "reference (fused kernel does not take these inputs: groups overlap (a cell in two groups))"
+    ]
+    np.testing.assert_array_equal(got[0], ref[0])
 
 
 # -- the chooser and the declared costs ---------------------------------------------------------
@@ -192,7 +278,7 @@ def test_priced_as_replaces_the_block_counts_by_the_declared_ones():
 
 def test_every_kernel_declares_a_cost_from_its_example():
     specs = kcuda.registry()
-    assert "knn_tile_topk" in specs
+    assert {"knn_tile_topk", "wilcoxon_rank_sums"} <= set(specs)
     for name, spec in specs.items():
         args, kwargs = spec.example(np, 0)
         cost = spec.cost(*args, **kwargs)

@@ -31,14 +31,20 @@ sm_80 and sm_90 (:mod:`gpu_sc.kernels.cuda.compile`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from ...dispatch.arrays import ArrayModule
 from ...dispatch.provenance import kernel_log, note_kernel, summarize_kernels
-from ._registry import NumbaCudaStatus, jitted, load_kernels, numba_cuda_status, registry
+from ._registry import (
+    NumbaCudaStatus,
+    jitted,
+    load_kernels,
+    numba_cuda_status,
+    registry,
+    simulate,
+    simulating,
+)
 from ._spec import KernelCost, KernelSpec
 
 __all__ = [
@@ -70,22 +76,6 @@ SIMULATED = "fused kernel on numba-cuda's simulator"
 # -- the chooser --------------------------------------------------------------------------------
 
 _WARNED: set[str] = set()
-_SIMULATE: list[bool] = [False]
-
-
-@contextlib.contextmanager
-def simulate() -> Iterator[None]:
-    """Within the block, :func:`run_kernel` with the numpy module runs the fused kernels on
-    numba-cuda's simulator (NumPy arrays, thread by thread): what the ``cudasim`` tests use
-    to run a whole engine function (e.g. :func:`gpu_sc.kernels.knn.knn`) through its kernels.
-    Requires ``NUMBA_ENABLE_CUDASIM=1`` before numba was imported."""
-    if not numba_cuda_status().simulator:
-        raise RuntimeError("simulate() needs NUMBA_ENABLE_CUDASIM=1 set before numba's import")
-    _SIMULATE[0] = True
-    try:
-        yield
-    finally:
-        _SIMULATE[0] = False
 
 
 def _double_counters(am) -> Any | None:
@@ -100,7 +90,7 @@ def _double_counters(am) -> Any | None:
 def how_to_run(am: ArrayModule) -> str:
     """What :func:`run_kernel` would do with ``am``: FUSED, REFERENCE, PRICED or a reason."""
     if am.name == "numpy":
-        return SIMULATED if _SIMULATE[0] else REFERENCE
+        return SIMULATED if simulating() else REFERENCE
     if _double_counters(am) is not None:
         return PRICED
     status = numba_cuda_status()

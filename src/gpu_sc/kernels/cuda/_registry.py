@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
 import pkgutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,8 @@ __all__ = [
     "load_kernels",
     "numba_cuda_status",
     "registry",
+    "simulate",
+    "simulating",
 ]
 
 _PACKAGE = __name__.rpartition(".")[0]
@@ -99,3 +103,26 @@ def launch_stream(xp):
 def grid(n: int, block: int) -> int:
     """Blocks of ``block`` threads covering ``n`` items (at least one)."""
     return max(1, -(-int(n) // block))
+
+
+_SIMULATE: list[bool] = [False]
+
+
+@contextlib.contextmanager
+def simulate() -> Iterator[None]:
+    """Within the block, :func:`run_kernel` with the numpy module runs the fused kernels on
+    numba-cuda's simulator (NumPy arrays, thread by thread): what the ``cudasim`` tests use
+    to run a whole engine function (e.g. :func:`gpu_sc.kernels.knn.knn`) through its kernels.
+    Requires ``NUMBA_ENABLE_CUDASIM=1`` before numba was imported."""
+    if not numba_cuda_status().simulator:
+        raise RuntimeError("simulate() needs NUMBA_ENABLE_CUDASIM=1 set before numba's import")
+    _SIMULATE[0] = True
+    try:
+        yield
+    finally:
+        _SIMULATE[0] = False
+
+
+def simulating() -> bool:
+    """Whether a :func:`simulate` block is active."""
+    return _SIMULATE[0]
