@@ -185,6 +185,7 @@ def _repulsion_fft(
     min_boxes: int = 50,
     max_boxes: int = 200,
     boxes_per_unit: float = 1.0,
+    info: dict | None = None,
 ):
     """FIt-SNE-style interpolation-based repulsion for 2-D embeddings (same outputs as
     :func:`_repulsion_exact`, approximately).
@@ -201,6 +202,8 @@ def _repulsion_fft(
     lo = yd.min(axis=0)
     span = float((yd.max(axis=0) - lo).max()) * (1 + 1e-6) + 1e-12
     n_boxes = int(min(max_boxes, max(min_boxes, math.ceil(span * boxes_per_unit))))
+    if info is not None:
+        info["n_boxes"] = n_boxes
     h = span / n_boxes
     m = n_boxes * n_interp
     spacing = h / n_interp
@@ -337,9 +340,11 @@ def descent_step(
     """
     xp = am.xp
     P_eff = state.P
-    repel = _repulsion_exact if state.repulsion == "exact" else _repulsion_fft
     attr, w = _attraction(am, P_eff, y, state.rows)
-    rep, z = repel(am, y)
+    if state.repulsion == "exact":
+        rep, z = _repulsion_exact(am, y)
+    else:  # the grid's size is recorded: the next step's declared cost reads it
+        rep, z = _repulsion_fft(am, y, info=state.extra)
     grad = (4.0 * (attr - rep / z)).astype(xp.float32)
     error = None
     if compute_error:

@@ -92,8 +92,8 @@ def exact_cost(n: int, nnz: int, compute_error: bool = False) -> KernelCost:
 def fft_cost(n: int, nnz: int, n_boxes: int = _MAX_BOXES, compute_error: bool = False):
     """Declared cost of one FFT-path iteration: 3 kernels and ~30 CuPy calls, 1 host read.
 
-    ``n_boxes`` per side (data-dependent, the grid's extent; the default is the reference's
-    maximum, an upper bound). Around the kernels: the grid set-up and the sort of the points
+    ``n_boxes`` per side (data-dependent, the grid's extent: the chooser passes the previous
+    step's; the default is the reference's maximum, an upper bound). Around the kernels: the grid set-up and the sort of the points
     by box (``~16 n`` words through a radix sort, ``~20`` calls), and the FFT convolution on
     the ``(2m)^2`` grid, ``m = 3 n_boxes`` (the charges' and three kernels' forward transforms,
     the product, three inverse ones: ``~16 (2m)^2`` float64 words, ``5 N log2 N`` flop each,
@@ -205,6 +205,7 @@ def _launch(xp, kernels, y, update, gains, state, momentum, learning_rate, compu
         z_offset = 0.0
     else:
         pot, lo0, lo1, h, n_boxes = _potentials(xp, kernels, y, n)
+        ex["n_boxes"] = n_boxes
         _configure(kernels["tsne_grid_forces"], xp, blocks)(
             y, *P_args, pot, lo0, lo1, h, n_boxes, ex["attr"], ex["rep"], ex["zpart"]
         )
@@ -241,7 +242,9 @@ def _cost(y, update, gains, state, momentum, learning_rate, compute_error) -> Ke
     n, nnz = int(y.shape[0]), int(state.P.nnz)
     if state.repulsion == "exact":
         return exact_cost(n, nnz, bool(compute_error))
-    return fft_cost(n, nnz, compute_error=bool(compute_error))
+    # the grid of the previous step (it moves slowly; the reference's smallest at the first)
+    n_boxes = int(state.extra.get("n_boxes", _MIN_BOXES))
+    return fft_cost(n, nnz, n_boxes, compute_error=bool(compute_error))
 
 
 def _supports(y, update, gains, state, *_):
