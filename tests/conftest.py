@@ -5,8 +5,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
-import pytest
+
+def _simulate_cuda_kernels() -> bool:
+    """Whether the fused CUDA kernels (gpu_sc.kernels.cuda) run on numba-cuda's simulator in
+    this session: yes unless a real CUDA device answers (GPU_SC_CUDASIM=0/1 overrides)."""
+    setting = os.environ.get("GPU_SC_CUDASIM")
+    if setting is not None:
+        return setting not in ("", "0")
+    from gpu_sc.dispatch import cuda_status
+
+    return not cuda_status().available
+
+
+# numba reads NUMBA_ENABLE_CUDASIM when it is first imported: set it before anything imports it
+# (the `ptx` tests compile in a subprocess without it).
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and _simulate_cuda_kernels():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import matplotlib  # noqa: E402
+import pytest  # noqa: E402
 
 matplotlib.use("Agg")
 

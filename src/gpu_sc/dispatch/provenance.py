@@ -15,9 +15,11 @@ forms (a list of dicts; the JSON text of ``gpu_sc.io`` files written before).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -26,10 +28,13 @@ import pandas as pd
 __all__ = [
     "PROVENANCE_COLUMNS",
     "environment",
+    "kernel_log",
+    "note_kernel",
     "pipeline_record",
     "provenance",
     "record_step",
     "store_pipeline_record",
+    "summarize_kernels",
     "to_native",
 ]
 
@@ -230,3 +235,38 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, type):
         return value.__name__
     return f"<{type(value).__name__}>"
+
+
+# -- fused kernels: what ran (gpu_sc.kernels.cuda.run_kernel notes each call) -------------------
+
+_KERNEL_LOG: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "gpu_sc_kernel_log", default=None
+)
+
+
+@contextlib.contextmanager
+def kernel_log() -> Iterator[list[dict[str, str]]]:
+    """Collect ``{"kernel": name, "how": ...}`` for every fused-kernel call in the block."""
+    entries: list[dict[str, str]] = []
+    token = _KERNEL_LOG.set(entries)
+    try:
+        yield entries
+    finally:
+        _KERNEL_LOG.reset(token)
+
+
+def note_kernel(name: str, how: str) -> None:
+    """Record that kernel ``name`` ran ``how`` (in the innermost :func:`kernel_log`, if any)."""
+    entries = _KERNEL_LOG.get()
+    if entries is not None:
+        entries.append({"kernel": name, "how": how})
+
+
+def summarize_kernels(entries: list[dict[str, str]]) -> str:
+    """``"kernels: knn_tile_topk x12 (fused kernel)"``, or ``""`` when none ran."""
+    counts: dict[tuple[str, str], int] = {}
+    for e in entries:
+        counts[(e["kernel"], e["how"])] = counts.get((e["kernel"], e["how"]), 0) + 1
+    if not counts:
+        return ""
+    return "kernels: " + ", ".join(f"{k} x{n} ({how})" for (k, how), n in counts.items())

@@ -23,7 +23,7 @@ from typing import Any
 from .._settings import resolve_precision, settings
 from .arrays import ArrayModule, array_module
 from .backends import ENGINE_BACKENDS, canonical_backend_name, cuda_status, resolve_backend
-from .provenance import record_step
+from .provenance import kernel_log, record_step, summarize_kernels
 
 __all__ = [
     "DaskUnsupported",
@@ -258,8 +258,11 @@ def run_step(
             )
             try:
                 t0 = time.perf_counter()
-                result = impl.func(adata, ctx, **engine_params)
+                with kernel_log() as kernels_ran:  # fused kernels: what ran, for the note
+                    result = impl.func(adata, ctx, **engine_params)
                 am.synchronize()
+                if kernels_ran:
+                    why += f"; {summarize_kernels(kernels_ran)}"
                 if chunked:
                     why += f"; retried in row chunks after a GPU resource error ({first_error})"
                     logger.warning(

@@ -12,9 +12,12 @@ Exact kNN (:mod:`gpu_sc.kernels.knn`) computes all ``n^2`` distances: about ``10
 2. **Assignment**: every point goes to its nearest centroid's list.
 3. **Probing**: every point (as a query) probes its ``nprobe`` nearest centroids.
 4. **Search within the lists**, list by list: the queries probing list ``c`` against its
-   members, one distance tile by one GEMM, merged into the queries' running top ``k``
-   (:func:`gpu_sc.kernels.knn._top_k`, ties by the smaller index). A list's work is
-   ``|queries| x |members|``; the tile is cut in row blocks of at most ``tile_elements``.
+   members, one GEMM tile, merged into the queries' running top ``k`` by the fused kernel
+   ``knn_tile_topk`` (:mod:`gpu_sc.kernels.cuda.knn_topk`: distance, self exclusion and top-k
+   merge in one launch on a GPU; its reference :func:`gpu_sc.kernels.knn.tile_topk` on NumPy;
+   ties by the smaller index). A list's work is ``|queries| x |members|``; the tile is cut in
+   row blocks of at most ``tile_elements``. A point's own list is always probed (its home
+   centroid ranks first among its probes), where it is marked as itself (distance ``-inf``).
 
 Each point is its own first neighbour (distance 0) as in exact kNN; a row left with fewer than
 ``k`` candidates in its probed lists (tiny lists, ``k`` close to ``n``) is searched exactly.
@@ -32,7 +35,8 @@ import numpy as np
 
 from .._progress import progress
 from ..dispatch.arrays import ArrayModule
-from .knn import _sort_rows, _top_k, default_tile_elements
+from .cuda import run_kernel
+from .knn import _NO_INDEX, _sort_rows, _top_k, default_tile_elements
 from .knn import knn as exact_knn
 
 __all__ = ["AUTO_IVF_CELLS", "IVFFlat", "default_nlist", "default_nprobe", "ivf_knn"]
@@ -97,9 +101,10 @@ def _sq_dist_to(xp, X, sq_x, C, sq_c):
     return xp.maximum(g, 0.0, out=g)
 
 
-def _nearest(am, X, sq_x, C, m: int, tile_elements: int):
+def _nearest(am, X, sq_x, C, m: int, tile_elements: int, home=None):
     """Per row of ``X``: its ``m`` nearest centroids (``m == 1``: argmin, ties by the lower
-    centroid; else unordered), in row blocks of at most ``tile_elements``."""
+    centroid; else unordered, always including ``home``'s centroid when given), in row blocks
+    of at most ``tile_elements``."""
     xp = am.xp
     n, nlist = X.shape[0], C.shape[0]
     sq_c = xp.einsum("ij,ij->i", C, C)
@@ -113,6 +118,8 @@ def _nearest(am, X, sq_x, C, m: int, tile_elements: int):
         elif m >= nlist:
             out[r0:r1] = xp.arange(nlist, dtype=xp.int64)[None, :]
         else:
+            if home is not None:  # the home list first, whatever the ties at the cut
+                d[xp.arange(r1 - r0), home[r0:r1]] = -xp.inf
             out[r0:r1] = xp.argpartition(d, m - 1, axis=1)[:, :m]
     return out
 
@@ -210,42 +217,39 @@ def ivf_knn(
     info = {"algorithm": "ivf_flat", "nlist": nlist, "nprobe": nprobe,
             "n_iter": params.n_iter, "seed": params.seed}  # fmt: skip
     sq = xp.einsum("ij,ij->i", X, X)
+    sq64 = sq.astype(xp.float64)  # the fused kernel's norms (the tiles keep X's dtype)
     C = kmeans(am, X, nlist, n_iter=params.n_iter, seed=params.seed, tile_elements=tile_elements)
     home = _nearest(am, X, sq, C, 1, tile_elements)[:, 0]
     members, m_off = _groups(am, home, nlist)
-    probes = _nearest(am, X, sq, C, nprobe, tile_elements)
+    probes = _nearest(am, X, sq, C, nprobe, tile_elements, home=home)
+    # Each point's column in its own list (members are sorted by list, then by index).
+    m_off_dev = xp.asarray(m_off[:-1])
+    own_col = xp.empty(n, dtype=xp.int64)
+    own_col[members] = xp.arange(n, dtype=xp.int64) - m_off_dev[home[members]]
     # Queries per list: (query, probed list) pairs sorted by list, queries increasing within.
     queries, q_off = _groups(am, probes.ravel(), nlist)
     queries = queries // nprobe
 
-    # Running top k per point: itself first (-inf), the rest empty (+inf, an index past all).
-    best_d = xp.full((n, k), xp.inf, dtype=dtype)
-    best_i = xp.full((n, k), xp.iinfo(xp.int64).max, dtype=xp.int64)
-    best_d[:, 0] = -xp.inf
-    best_i[:, 0] = xp.arange(n, dtype=xp.int64)
+    # Running top k per point (float64, sorted by (distance, index)), empty: inf / _NO_INDEX.
+    best_d = xp.full((n, k), xp.inf, dtype=xp.float64)
+    best_i = xp.full((n, k), _NO_INDEX, dtype=xp.int64)
     for c in progress(range(nlist), desc="IVF kNN", unit="list"):
         m0, m1, q0, q1 = m_off[c], m_off[c + 1], q_off[c], q_off[c + 1]
         if m1 == m0 or q1 == q0:
             continue
         midx = members[m0:m1]
-        M, sq_m = X[midx], sq[midx]
+        M, sq_m = X[midx], sq64[midx]
         rows = max(1, tile_elements // int(m1 - m0))
         for r0 in range(q0, q1, rows):
             qidx = queries[r0 : min(q1, r0 + rows)]
-            d = _sq_dist_to(xp, X[qidx], sq[qidx], M, sq_m)
-            d[qidx[:, None] == midx[None, :]] = xp.inf  # itself is already first
-            i = xp.broadcast_to(midx, d.shape)
-            best_d_q, best_i_q = _top_k(
-                xp,
-                xp.concatenate([best_d[qidx], d], axis=1),
-                xp.concatenate([best_i[qidx], i], axis=1),
-                k,
-            )
-            best_d[qidx] = best_d_q
-            best_i[qidx] = best_i_q
-    order = _sort_rows(xp, best_d, best_i)
-    best_d = xp.take_along_axis(best_d, order, axis=1).astype(xp.float64)
-    best_i = xp.take_along_axis(best_i, order, axis=1)
+            g = X[qidx] @ M.T  # the GEMM stays a library call (cuBLAS on a GPU)
+            self_col = xp.where(home[qidx] == c, own_col[qidx], -1)
+            bd, bi = run_kernel(
+                am, "knn_tile_topk", g, sq64[qidx], sq_m, midx, self_col,
+                best_d[qidx], best_i[qidx], metric="euclidean", round32=False,
+            )  # fmt: skip
+            best_d[qidx] = bd
+            best_i[qidx] = bi
     short = xp.nonzero(xp.isinf(best_d[:, -1]) & (best_d[:, -1] > 0))[0]
     if int(short.shape[0]) > 0:  # fewer than k candidates in the probed lists: exact search
         info["exact_rows"] = int(short.shape[0])

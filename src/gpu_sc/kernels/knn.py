@@ -27,8 +27,12 @@ import numpy as np
 
 from .._progress import progress
 from ..dispatch.arrays import ArrayModule
+from .cuda import run_kernel
 
-__all__ = ["default_tile_elements", "knn", "knn_to_csr"]
+__all__ = ["default_tile_elements", "knn", "knn_to_csr", "tile_topk"]
+
+#: Index of an empty slot of a running top-k (past every point: never ranks before one).
+_NO_INDEX = np.iinfo(np.int64).max
 
 # Elements of one float64 distance tile: 128 MiB on the host, 2 GiB on a device.
 _HOST_TILE = 2**24
@@ -109,6 +113,8 @@ def knn(
     elif metric != "euclidean":
         raise ValueError(f"metric must be 'euclidean' or 'cosine', not {metric!r}")
     sq = xp.einsum("ij,ij->i", X, X)
+    if fast:  # the fused kernel takes float64 norms; the tile stays float32
+        sq = sq.astype(xp.float64)
 
     cols_per_tile = max(k, min(n, tile_elements // max(1, min(n, 4096))))
     rows_per_tile = max(1, min(n, tile_elements // cols_per_tile))
@@ -118,36 +124,19 @@ def knn(
     position = xp.asarray(np.argsort(perm_host).astype(np.int64))  # column position of point i
     Xc, sqc = X[perm], sq[perm]
     out_idx = xp.empty((n, k), dtype=xp.int64)
-    out_dist = xp.empty((n, k), dtype=X.dtype)
+    out_dist = xp.empty((n, k), dtype=xp.float64)
     for r0 in progress(range(0, n, rows_per_tile), desc="kNN", unit="tile"):
         r1 = min(n, r0 + rows_per_tile)
-        best_d = best_i = None
+        best_d = xp.full((r1 - r0, k), xp.inf)
+        best_i = xp.full((r1 - r0, k), _NO_INDEX, dtype=xp.int64)
         own = position[r0:r1]  # column positions of this tile's points themselves
         for c0, c1 in _column_blocks(n, k, cols_per_tile):
-            d = _tile_distances(xp, X[r0:r1], sq[r0:r1], Xc[c0:c1], sqc[c0:c1], metric)
-            if round32:
-                # Kept in float32: the values are float32-exact, so comparisons and the
-                # selection are the same, on half the bytes; the kept ones become float64.
-                d = d.astype(xp.float32)
-            # The point itself goes first whatever the rounding of its own distance.
-            here = xp.nonzero((own >= c0) & (own < c1))[0]
-            d[here, own[here] - c0] = -xp.inf
-            if best_d is None:
-                i = xp.broadcast_to(perm[c0:c1], d.shape)
-                best_d, best_i = _top_k(xp, d, i, k)
-                best_d = best_d.astype(X.dtype)
-                continue
-            cand = _within_threshold(xp, d, best_d.max(axis=1), perm[c0:c1])
-            if cand is not None:
-                best_d, best_i = _top_k(
-                    xp,
-                    xp.concatenate([best_d, cand[0]], axis=1),
-                    xp.concatenate([best_i, cand[1]], axis=1),
-                    k,
-                )
-        order = _sort_rows(xp, best_d, best_i)
-        best_d = xp.take_along_axis(best_d, order, axis=1)
-        best_i = xp.take_along_axis(best_i, order, axis=1)
+            g = X[r0:r1] @ Xc[c0:c1].T  # the GEMM stays a library call (cuBLAS on a GPU)
+            self_col = xp.where((own >= c0) & (own < c1), own - c0, -1)
+            best_d, best_i = run_kernel(
+                am, "knn_tile_topk", g, sq[r0:r1], sqc[c0:c1], perm[c0:c1], self_col,
+                best_d, best_i, metric=metric, round32=round32,
+            )  # fmt: skip
         out_idx[r0:r1] = best_i
         out_dist[r0:r1] = xp.where(xp.isinf(best_d), 0.0, best_d)  # self: -inf -> 0
     if fast:
@@ -203,9 +192,8 @@ def _within_threshold(xp, d, kth, columns):
     return cand_d, cand_i
 
 
-def _tile_distances(xp, A, sq_a, B, sq_b, metric):
-    """Squared euclidean (or cosine) distances between the rows of ``A`` and of ``B``."""
-    g = A @ B.T
+def _distances_from_gemm(xp, g, sq_a, sq_b, metric):
+    """The distances of a GEMM tile ``g = A @ B.T``, computed in place in ``g``."""
     # In place: one tile in memory instead of one per temporary, the same roundings.
     if metric == "cosine":
         xp.subtract(1.0, g, out=g)
@@ -215,6 +203,75 @@ def _tile_distances(xp, A, sq_a, B, sq_b, metric):
     g += sq_a[:, None]
     g += sq_b[None, :]
     return xp.maximum(g, 0.0, out=g)
+
+
+def tile_topk(
+    am: ArrayModule,
+    g,
+    sq_a,
+    sq_b,
+    col_ids,
+    self_col,
+    best_d,
+    best_i,
+    *,
+    metric: str = "euclidean",
+    round32: bool = False,
+):
+    """Merge one GEMM tile's distances into each row's running top ``k`` (the reference of
+    the fused kernel ``knn_tile_topk``, :mod:`gpu_sc.kernels.cuda.knn_topk`).
+
+    Parameters
+    ----------
+    am
+        Array module.
+    g
+        ``(r, c)`` tile of ``A @ B.T`` (float64, or float32: then computed in float32);
+        consumed (overwritten) by the reference.
+    sq_a, sq_b
+        ``(r,)`` and ``(c,)`` squared norms of the rows of ``A`` and ``B`` (ignored for
+        cosine, whose rows are normalised).
+    col_ids
+        ``(c,)`` int64 point index of each column: any candidate set (a range, a permutation,
+        an inverted list's members).
+    self_col
+        ``(r,)`` int64 column of each row's own point in this tile, or -1: that entry gets
+        distance ``-inf`` (the point itself ranks first).
+    best_d, best_i
+        ``(r, k)`` running top ``k``: distances (float64) and indices, each row sorted by
+        (distance, index); empty slots hold ``inf`` and ``2**63 - 1``. A row with fewer than
+        ``k`` candidates so far keeps empty slots.
+    metric
+        ``"euclidean"`` (squared distances) or ``"cosine"``.
+    round32
+        Round float64 distances to float32 first (scikit-learn's float32 data).
+
+    Returns
+    -------
+    best_d, best_i
+        The updated top ``k``, rows sorted by (distance, index) (ties: smaller index first).
+    """
+    xp = am.xp
+    k = best_d.shape[1]
+    d = _distances_from_gemm(xp, g, sq_a, sq_b, metric)
+    if round32:
+        # Kept in float32: the values are float32-exact, so comparisons and the selection
+        # are the same, on half the bytes; the kept ones become float64.
+        d = d.astype(xp.float32)
+    rows = xp.nonzero(self_col >= 0)[0]
+    d[rows, self_col[rows]] = -xp.inf  # the point itself first, whatever its rounding
+    kth = best_d[:, k - 1]
+    if bool(xp.isinf(kth).all()):  # no row has k candidates yet: all entries are candidates
+        cand = (d, xp.broadcast_to(col_ids, d.shape))
+    else:
+        cand = _within_threshold(xp, d, kth, col_ids)
+    if cand is None:
+        return best_d, best_i
+    merged_d = xp.concatenate([best_d, cand[0]], axis=1)
+    merged_i = xp.concatenate([best_i, cand[1]], axis=1)
+    top_d, top_i = _top_k(xp, merged_d, merged_i, k)
+    order = _sort_rows(xp, top_d, top_i)
+    return xp.take_along_axis(top_d, order, axis=1), xp.take_along_axis(top_i, order, axis=1)
 
 
 def _top_k(xp, d, i, k):

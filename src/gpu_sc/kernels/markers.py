@@ -23,9 +23,12 @@ import numpy as np
 
 from .._progress import progress
 from ..dispatch.arrays import ArrayModule
+from .cuda import run_kernel
 
 __all__ = [
     "GroupSums",
+    "block_rank_sums",
+    "group_codes",
     "group_sums",
     "rank_columns",
     "sparse_rank_sums",
@@ -280,6 +283,7 @@ def wilcoxon_rank_sums(am: ArrayModule, X, masks, cells=None, *, block_elements=
         n_ranked = int(rows.shape[0])
         masks = masks[:, rows]
     G = indicator(am, masks)
+    codes = group_codes(am, masks)
     budget = block_elements or DEFAULT_BLOCK_ELEMENTS
     if hasattr(X, "nnz"):  # sparse blocks cost their stored values, not cells x genes
         block = max(1, int(budget * n_genes // max(int(X.nnz), 1)))
@@ -292,12 +296,33 @@ def wilcoxon_rank_sums(am: ArrayModule, X, masks, cells=None, *, block_elements=
         blk = column_block(am, X, left, right)
         if rows is not None:
             blk = blk[rows]
-        if am.issparse(blk):
-            rank_sums[:, left:right], tie_sums[left:right] = sparse_rank_sums(am, blk, G)
-        else:
-            ranks, tie_sums[left:right] = rank_columns(am, blk)
-            rank_sums[:, left:right] = G @ ranks.T
+        rank_sums[:, left:right], tie_sums[left:right] = run_kernel(
+            am, "wilcoxon_rank_sums", blk, G, codes
+        )
     return rank_sums, tie_sums, n_ranked
+
+
+def group_codes(am: ArrayModule, masks):
+    """``(n_cells,)`` int32 group of each cell (-1: none) when the groups of ``masks`` are
+    disjoint (scanpy's groups are the categories of one column), else None."""
+    xp = am.xp
+    if masks.shape[0] == 0 or bool((masks.sum(axis=0) > 1).any()):
+        return None
+    member = masks.any(axis=0)
+    return xp.where(member, xp.argmax(masks, axis=0), -1).astype(xp.int32)
+
+
+def block_rank_sums(am: ArrayModule, blk, G, codes=None):
+    """Rank sums per group (rows of the indicator ``G``) and tie sums per column of one
+    block, each column ranked over all its rows: sparse blocks by :func:`sparse_rank_sums`,
+    dense ones by :func:`rank_columns` (the reference of the fused kernel
+    ``wilcoxon_rank_sums``, :mod:`gpu_sc.kernels.cuda.wilcoxon`, which reads the groups as
+    ``codes`` from :func:`group_codes` instead of ``G``; unused here).
+    """
+    if am.issparse(blk):
+        return sparse_rank_sums(am, blk, G)
+    ranks, tie_sums = rank_columns(am, blk)
+    return _dense(am, G @ ranks.T), tie_sums
 
 
 def wilcoxon_z(am: ArrayModule, rank_sums, tie_sums, n_group, n_ranked, *, tie_correct: bool):

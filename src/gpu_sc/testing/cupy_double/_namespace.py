@@ -44,13 +44,15 @@ def _not_emulated(name: str):
     return f
 
 
-def _flops(name: str, args) -> int:
+def _flops(name: str, args) -> tuple[int, np.dtype | None]:
+    """Flops of a matrix product and the dtype it computes in (its operands' result type)."""
     if name in ("cupy.matmul", "cupy.dot") and len(args) >= 2:
         a, b = args[0], args[1]
         if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim and b.ndim:
             k = a.shape[-1]
-            return 2 * int(np.prod(a.shape[:-1])) * k * (b.shape[-1] if b.ndim > 1 else 1)
-    return 0
+            n = 2 * int(np.prod(a.shape[:-1])) * k * (b.shape[-1] if b.ndim > 1 else 1)
+            return n, np.result_type(a.dtype, b.dtype)
+    return 0, None
 
 
 def _unwrap_all(qualname: str, args, kwargs, allow_host: bool, allow_lists: bool = True):
@@ -88,7 +90,9 @@ def _make_function(qualname: str, target, sig_text: str | None):
         if host_in and isinstance(result, np.ndarray) and any(
                 np.shares_memory(result, x) for x in host_in):  # fmt: skip
             result = np.array(result, copy=True)  # device memory is never the host's
-        DEVICE.counters.flops += _flops(qualname, a)
+        n_flops, flop_dtype = _flops(qualname, a)
+        if n_flops:
+            DEVICE.counters.add_flops(n_flops, flop_dtype)
         return _core._record(qualname, result, raw_in)
 
     f.__name__ = qualname.rsplit(".", 1)[1]

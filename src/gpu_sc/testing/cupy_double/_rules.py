@@ -20,6 +20,7 @@ Sources cited by the rules (``[D]`` etc. in comments across this package):
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import inspect
 import json
@@ -27,6 +28,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 SIGNATURES_FILE = Path(__file__).with_name("cupy_signatures.json")
 _NO_DEFAULT = inspect.Parameter.empty
@@ -100,7 +103,12 @@ class Counters:
     block the host until the device is done (``.get()``, ``asnumpy``, ``bool/int/float``,
     ``item``, ``tolist``, ``synchronize``); ``h2d``/``d2h``: transfers with their bytes;
     ``bytes_read``/``bytes_written``: device bytes the ops read and wrote; ``flops``: dense
-    and sparse matrix products (2 per multiply-add).
+    and sparse matrix products (2 per multiply-add), of which ``flops_fp64`` in double
+    precision (float64/complex128 operands: priced at the card's FP64 rate).
+
+    Fused kernels (:mod:`gpu_sc.kernels.cuda`) run their array-generic reference on the double;
+    :meth:`priced_as` makes the counters show the kernel's declared cost instead of the
+    reference's calls (``by_name`` gets ``kernel:<name>``; ``kernels`` counts the calls).
     """
 
     ops: int = 0
@@ -112,7 +120,40 @@ class Counters:
     bytes_read: int = 0
     bytes_written: int = 0
     flops: int = 0
+    flops_fp64: int = 0
+    kernels: int = 0
     by_name: dict[str, int] = field(default_factory=dict)
+
+    def add_flops(self, n: int, dtype) -> None:
+        """Count ``n`` flops computed in ``dtype`` (float64/complex128: also ``flops_fp64``)."""
+        self.flops += int(n)
+        if n and np.dtype(dtype) in (np.float64, np.complex128):
+            self.flops_fp64 += int(n)
+
+    def kernel(self, name: str, *, read=0, written=0, flops=0, flop_dtype="float64",
+               launches=1, syncs=0) -> None:  # fmt: skip
+        """Count one fused kernel call by its declared cost (launches count as ops)."""
+        self.kernels += 1
+        self.ops += int(launches)
+        self.syncs += int(syncs)
+        self.bytes_read += int(read)
+        self.bytes_written += int(written)
+        self.add_flops(int(flops), flop_dtype)
+        self.by_name[f"kernel:{name}"] = self.by_name.get(f"kernel:{name}", 0) + int(launches)
+
+    @contextlib.contextmanager
+    def priced_as(self, name: str, cost):
+        """Run a block (a kernel's reference) whose counts are replaced by ``cost``, a
+        :class:`gpu_sc.kernels.cuda.KernelCost`: the block's own ops, syncs, transfers, bytes
+        and flops are dropped, the declared ones recorded."""
+        saved = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
+        try:
+            yield self
+        finally:
+            self.__dict__.update(saved)
+            self.kernel(name, read=cost.read, written=cost.written, flops=cost.flops,
+                        flop_dtype=cost.flop_dtype, launches=cost.launches,
+                        syncs=cost.syncs)  # fmt: skip
 
     def op(self, name: str, read: int = 0, written: int = 0) -> None:
         self.ops += 1
@@ -145,6 +186,8 @@ class Counters:
                 "bytes_read",
                 "bytes_written",
                 "flops",
+                "flops_fp64",
+                "kernels",
             )
         }
         d["by_name"] = dict(self.by_name)

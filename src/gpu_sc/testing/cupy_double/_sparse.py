@@ -209,7 +209,10 @@ class spmatrix:  # noqa: N801 - cupyx's name
             raise TypeError(f"Unsupported type {type(other)}")  # [U]
         a, b = self._m, _unwrap(other)
         if op in ("__matmul__", "__rmatmul__", "__mul__", "__rmul__") and not np.isscalar(b):
-            DEVICE.counters.flops += _matmul_flops(*((b, a) if op.startswith("__r") else (a, b)))
+            DEVICE.counters.add_flops(
+                _matmul_flops(*((b, a) if op.startswith("__r") else (a, b))),
+                np.result_type(a.dtype, getattr(b, "dtype", np.float64)),
+            )
         result = getattr(a, op)(b)
         if result is NotImplemented:
             return NotImplemented
