@@ -62,7 +62,7 @@ UNS_KEY = "gpu_sc"
 
 #: Columns of ``adata.uns["gpu_sc"]["provenance"]``, in order.
 PROVENANCE_COLUMNS = (
-    "step", "backend", "requested", "fallback_reason", "params", "seconds", "note",
+    "step", "backend", "requested", "fallback_reason", "params", "seconds", "note", "engine",
 )  # fmt: skip
 
 
@@ -129,10 +129,16 @@ def record_step(
     params: Mapping[str, Any],
     seconds: float,
     note: str = "",
+    engine: Mapping[str, Any] | None = None,
 ) -> None:
     """Log one step's record (:func:`history`) and, where :func:`writes_uns` says so, append
     it to ``adata.uns["gpu_sc"]["provenance"]`` (a DataFrame). ``adata`` may be None or a bare
-    array (a step run on an array): the record is then only logged."""
+    array (a step run on an array): the record is then only logged.
+
+    ``engine``: what the engine ran with (``precision``, and what the step chose, e.g. the
+    kNN algorithm with ``nlist``/``nprobe``), stored as JSON text; empty for scanpy and the
+    pipeline's own steps.
+    """
     plain = jsonable(dict(params))
     try:
         ref = None if adata is None else weakref.ref(adata)
@@ -141,7 +147,7 @@ def record_step(
     _HISTORY.append((ref, {
         "step": str(step), "backend": str(backend), "requested": str(requested),
         "fallback_reason": fallback_reason or None, "params": plain, "seconds": float(seconds),
-        "note": note or "",
+        "note": note or "", "engine": jsonable(dict(engine)) if engine else {},
     }))  # fmt: skip
     mode = writes_uns()
     if not mode or not hasattr(adata, "uns"):
@@ -155,6 +161,7 @@ def record_step(
         "params": json.dumps(plain),
         "seconds": float(seconds) if mode == "timed" else math.nan,
         "note": note or "",
+        "engine": json.dumps(jsonable(dict(engine))) if engine else "",
     }
     info["provenance"] = _append_row(_provenance_frame(info.get("provenance")), row)
     info.update(environment(backend))
@@ -178,6 +185,8 @@ def provenance(adata) -> list[dict[str, Any]]:
     for rec in prov.to_dict("records"):
         rec = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()}
         rec["params"] = json.loads(rec["params"]) if rec.get("params") else {}
+        eng = rec.get("engine")
+        rec["engine"] = json.loads(eng) if isinstance(eng, str) and eng else {}
         rec["fallback_reason"] = rec.get("fallback_reason") or None
         rec["seconds"] = float(rec.get("seconds", 0.0))
         rows.append(rec)
