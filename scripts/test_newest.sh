@@ -64,7 +64,7 @@ stamp=/opt/venv/.gpu_sc-newest-installed
 sum=$(cat pyproject.toml constraints-newest.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
   /opt/venv/bin/python -m pip install -q -c constraints-newest.txt -r constraints-newest.txt
-  /opt/venv/bin/python -m pip install -q -c constraints-newest.txt -e ".[test,dask]"
+  /opt/venv/bin/python -m pip install -q -c constraints-newest.txt -e ".[test,dask,scverse]"
   echo "$sum" > "$stamp"
 fi
 /opt/venv/bin/python -m pip list 2>/dev/null |
