@@ -47,6 +47,7 @@ default_tests=(
   tests/test_engine_markers.py
   tests/test_results_roundtrip.py
   tests/test_scverse_backend.py
+  tests/test_scanpy_compat.py
   tests/test_pipeline_robust.py::test_copy_true_returns_the_result_and_leaves_the_input
   tests/test_datasets_synthetic.py::test_scanpy_tutorial_pipeline_recovers_overlapping_types_only_partly
   tests/test_pipeline_pbmc3k.py
