@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.metadata import version
 
 import anndata as ad
 import matplotlib.pyplot as plt
@@ -20,7 +21,7 @@ import gpu_sc
 from gpu_sc.dispatch.provenance import pipeline_record, provenance
 
 # anndata 0.13 writes zarr v3 by default and deprecates choosing the format (a warning).
-_ANNDATA_0_13 = Version(ad.__version__) >= Version("0.13")
+_ANNDATA_0_13 = Version(version("anndata")) >= Version("0.13")
 
 
 @pytest.fixture(scope="module")
