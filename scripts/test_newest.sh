@@ -30,7 +30,7 @@ if [ ! -x "$ROOT/usr/bin/python3.13" ]; then
 fi
 # pip inside trusts what this machine trusts (a proxy's CA included).
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/host-ca.crt"
-mkdir -p "$ROOT/gpu_sc/repo" "$ROOT/gpu_sc/shared/data/pbmc3k" "$ROOT/proc"
+mkdir -p "$ROOT/gpu_sc/repo" "$ROOT/gpu_sc/shared/data/pbmc3k" "$ROOT/proc" "$ROOT/sys" "$ROOT/dev"
 # The copy of the checkout is laid anew each run (tracked and untracked, not ignored files).
 rm -rf "$ROOT/gpu_sc/repo"
 mkdir -p "$ROOT/gpu_sc/repo"
@@ -47,6 +47,7 @@ default_tests=(
   tests/test_engine_markers.py
   tests/test_results_roundtrip.py
   tests/test_scverse_backend.py
+  tests/test_scanpy_compat.py
   tests/test_pipeline_robust.py::test_copy_true_returns_the_result_and_leaves_the_input
   tests/test_datasets_synthetic.py::test_scanpy_tutorial_pipeline_recovers_overlapping_types_only_partly
   tests/test_pipeline_pbmc3k.py
@@ -64,7 +65,7 @@ stamp=/opt/venv/.gpu_sc-newest-installed
 sum=$(cat pyproject.toml constraints-newest.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
   /opt/venv/bin/python -m pip install -q -c constraints-newest.txt -r constraints-newest.txt
-  /opt/venv/bin/python -m pip install -q -c constraints-newest.txt -e ".[test,dask]"
+  /opt/venv/bin/python -m pip install -q -c constraints-newest.txt -e ".[test,dask,scverse]"
   echo "$sum" > "$stamp"
 fi
 /opt/venv/bin/python -m pip list 2>/dev/null |
@@ -79,12 +80,15 @@ envs=(PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 PIP_CERT=/etc/ssl/certs/host-ca
 for v in OPENBLAS_NUM_THREADS OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; do
   if [ -n "${!v:-}" ]; then envs+=("$v=${!v}"); fi
 done
-# A private mount namespace: /proc (dask reads it) and the data, gone when the run ends.
+# A private mount namespace: /proc (dask reads it), /sys (loky counts cores there), /dev (with
+# /dev/shm for multiprocessing) and the data, all gone when the run ends.
 exec unshare --mount --propagation private bash -c '
   set -e
   ROOT=$1 DATA=$2 n=$3
   shift 3
   mount -t proc proc "$ROOT/proc"
+  mount -t sysfs sysfs "$ROOT/sys"
+  mount --rbind /dev "$ROOT/dev"
   mount --bind -o ro "$DATA" "$ROOT/gpu_sc/shared/data/pbmc3k"
   exec chroot "$ROOT" /usr/bin/env -i "${@:1:$n}" bash /gpu_sc/run-tests.sh "${@:$((n + 1))}"
 ' newest "$ROOT" "$DATA" "${#envs[@]}" "${envs[@]}" "${tests[@]}" "$@"

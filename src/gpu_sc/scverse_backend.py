@@ -9,7 +9,7 @@ there. With it installed, ``sc.pp.pca(adata, backend="gpu_sc")`` (or
 Each method has the installed scanpy's signature (gpu_sc's steps read it from scanpy) without
 gpu_sc's own ``backend=``, which the dispatcher reserves for choosing the backend: gpu_sc's
 engine backend is then ``gpu_sc.settings.backend`` (``"auto"``: CuPy where CUDA is usable,
-else NumPy). A step the engine does not implement for the call falls back to scanpy's own
+else scanpy's own code; ``"numpy"``: the engine on the CPU). A step the engine does not implement for the call falls back to scanpy's own
 code (below the dispatcher, so never back into gpu_sc), recorded in ``adata.uns["gpu_sc"]``
 as always. scanpy functions gpu_sc has no step for are absent, so the dispatcher runs
 scanpy's.
