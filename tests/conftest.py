@@ -64,6 +64,21 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(autouse=True)
+def _exact_precision(request):
+    """Every test runs at ``precision="exact"`` (the cupy backend's default is ``"fast"``):
+    the suite's cupy-versus-numpy/scanpy comparisons are of the same arithmetic. Tests marked
+    ``precision_default`` keep the shipped default; the fast path has its own tests
+    (``tests/test_precision.py``) and parity thresholds."""
+    if request.node.get_closest_marker("precision_default") is not None:
+        yield
+        return
+    from gpu_sc import settings
+
+    with settings.override(precision="exact"):
+        yield
+
+
+@pytest.fixture(autouse=True)
 def _cupy_for_gpu_tests(request):
     """`gpu` tests run on real CUDA when it is usable, else on the CuPy double, installed
     for that test only (and removed after it, caches of the CUDA probe cleared both ways)."""

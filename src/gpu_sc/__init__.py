@@ -15,7 +15,7 @@ import types
 
 __version__ = "0.1.0"
 
-from ._settings import settings, use_backend
+from ._settings import resolve_precision, settings, use_backend
 
 #: Public name -> (module, attribute or None for the module itself), imported on first use.
 _LAZY = {
@@ -30,8 +30,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "PipelineConfig", "datasets", "dispatch", "io", "pipeline", "pp", "report", "settings", "tl",
-    "use_backend",
+    "PipelineConfig", "datasets", "dispatch", "io", "pipeline", "pp", "report",
+    "resolve_precision", "settings", "tl", "use_backend",
 ]  # fmt: skip
 
 

@@ -6,7 +6,21 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
-__all__ = ["Settings", "settings"]
+__all__ = ["PRECISIONS", "Settings", "resolve_precision", "settings"]
+
+#: Values of ``settings.precision`` (and of every ``precision=`` option).
+PRECISIONS = ("auto", "exact", "fast")
+
+
+def resolve_precision(precision: str | None, backend: str) -> str:
+    """``"exact"`` or ``"fast"`` for ``precision`` (``None``: ``settings.precision``) on
+    ``backend``: ``"auto"`` is ``"exact"`` on numpy (and scanpy), ``"fast"`` on cupy."""
+    p = settings.precision if precision is None else precision
+    if p not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {p!r}")
+    if p == "auto":
+        return "fast" if backend == "cupy" else "exact"
+    return p
 
 
 @dataclass
@@ -27,6 +41,15 @@ class Settings:
     output
         ``"host"`` (default, like scanpy): results land in AnnData as NumPy/SciPy arrays;
         ``"device"``: the engine leaves CuPy arrays in ``adata.X`` and friends.
+    precision
+        ``"auto"`` (default), ``"exact"`` or ``"fast"``: see :func:`resolve_precision`.
+        ``"exact"`` computes as before (float64 throughout: the numpy backend's results are
+        those of earlier releases); ``"fast"`` computes the kNN distances (exact and IVF), and
+        the UMAP and t-SNE optimisations where the engine implements it, in float32, with
+        float64 accumulation kept where it matters (covariance/PCA, HVG statistics, sums over
+        cells). ``"auto"``: ``"exact"`` on numpy, ``"fast"`` on cupy (the parity suite's
+        thresholds hold in float32: ``benchmarks/results/parity_precision.json``). The
+        provenance records which ran (``engine`` column).
     strict
         ``True``: a step that would fall back to scanpy raises
         :class:`gpu_sc.dispatch.FallbackError` instead; ``None`` (default): ``True`` when
@@ -37,6 +60,7 @@ class Settings:
     chunk_rows: int = 200_000
     max_device_nnz: int = 2**31 - 1
     output: str = "host"
+    precision: str = "auto"
     strict: bool | None = None
     _stack: list[dict] = field(default_factory=list, repr=False)
 

@@ -105,6 +105,17 @@ class OneOf:
 #: to scanpy (recorded as a fallback, :func:`int_seed`'s reason): every engine step with a
 #: ``random_state`` declares ``supports={"random_state": int_seed}``, also those whose result
 #: does not depend on it (neighbors' exact kNN, tsne), so one rule holds for all.
+def _knn_transformer(v) -> str | None:
+    """neighbors' ``transformer``: None (auto: exact, IVF-Flat from 2*10^5 cells), "sklearn"
+    (exact), "ivf" or a :class:`gpu_sc.kernels.ivf.IVFFlat` (IVF-Flat)."""
+    from .kernels.ivf import IVFFlat
+
+    if v is None or isinstance(v, IVFFlat) or (isinstance(v, str) and v in ("sklearn", "ivf")):
+        return None
+    return (f"transformer={v!r} (the engine computes exact kNN or IVF-Flat: None, 'sklearn', "
+            "'ivf' or gpu_sc.kernels.ivf.IVFFlat)")  # fmt: skip
+
+
 SEED_POLICY = "an integer seed (None and Generator/RandomState objects run on scanpy)"
 _SEED = Num(int, ge=0, why="a seed for numpy's RandomState")
 
@@ -331,6 +342,12 @@ class NeighborsConfig:
     n_pcs: int | None = 40
     metric: str = "euclidean"
     random_state: int = 0
+    #: kNN search of the engine: "auto" (exact below 2*10^5 cells, IVF-Flat from there on),
+    #: "exact" or "ivf"; ``nlist``/``nprobe``: IVF-Flat's lists and probed lists (None: its
+    #: defaults, :mod:`gpu_sc.kernels.ivf`). Passed as scanpy's ``transformer``.
+    algorithm: str = "auto"
+    nlist: int | None = None
+    nprobe: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -437,6 +454,9 @@ SECTIONS: tuple[Section, ...] = (
         "n_neighbors": Num(int, ge=2, why="each cell is its own first neighbour"),
         "n_pcs": Num(int, ge=0, none=True, why="0 uses adata.X"),
         "random_state": _SEED,
+        "algorithm": OneOf(("auto", "exact", "ivf")),
+        "nlist": Num(int, ge=1, none=True),
+        "nprobe": Num(int, ge=1, none=True),
     }, step="neighbors"),
     Section("leiden", LeidenConfig, {
         "resolution": Num(gt=0, why="0 or less puts every cell in one cluster"),
@@ -533,8 +553,7 @@ STEPS: tuple[Step, ...] = (
          repeat_keys=("X_pca", "PCs"), floor="pca", components=True),
     Step("neighbors", ("pp",), "neighbors", _PP + "neighbors",
          "gpu_sc.engine.neighbors:neighbors",
-         supports={"transformer": unset(lambda v: f"transformer={v!r} (the engine computes "
-                                                  "exact kNN)"),
+         supports={"transformer": _knn_transformer,
                    "knn": truthy("knn=False (dense Gaussian kernel)"),
                    "method": only("umap", "gauss", why=lambda v: f"method={v!r}"),
                    "metric": only("euclidean", "cosine", why=lambda v: f"metric={v!r}; the "

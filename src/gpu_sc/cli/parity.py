@@ -27,6 +27,13 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="write the report as JSON (atomically)")
     p.add_argument("--markdown", help="write the table as Markdown (atomically)")
     p.add_argument("--config", help="pipeline config (TOML); defaults: scanpy's PBMC3k tutorial")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "exact", "fast"),
+        default=None,
+        help="precision of the engine's steps (default: gpu_sc.settings.precision, auto: exact "
+        "on numpy, fast on cupy)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
     p.add_argument("--name", help="data set name in the report (default: from INPUT)")
     p.add_argument(
@@ -55,6 +62,7 @@ def run(args) -> int:
         seed=args.seed,
         name=name,
         determinism=not args.no_determinism,
+        precision=args.precision,
     )
     text = report.to_markdown()
     for path, content in ((args.out, report.to_json()), (args.markdown, text)):

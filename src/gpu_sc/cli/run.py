@@ -18,6 +18,14 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="pipeline config (TOML); defaults: scanpy's PBMC3k tutorial")
     p.add_argument("--report", metavar="DIR", help="also write the HTML report into DIR")
     p.add_argument(
+        "--precision",
+        choices=("auto", "exact", "fast"),
+        default=None,
+        help="exact (float64, numpy's results), fast (float32 kNN distances and embeddings, "
+        "float64 accumulation kept) or auto: exact on numpy, fast on cupy (default: "
+        "gpu_sc.settings.precision, auto)",
+    )
+    p.add_argument(
         "--strict",
         action="store_true",
         default=None,
@@ -156,7 +164,8 @@ def run(args) -> int:
             print(f"  on Dask: the steps to PCA and the marker genes, block-wise ({blocks} "
                   f"blocks); the steps after PCA on {backend}", file=sys.stderr)  # fmt: skip
         pipeline(adata, config, backend=args.backend, progress=print_progress,
-                 strict=args.strict, persist_hvg_matrix=args.persist_hvg_matrix)  # fmt: skip
+                 strict=args.strict, persist_hvg_matrix=args.persist_hvg_matrix,
+                 precision=args.precision)  # fmt: skip
         write_h5ad(adata, out)
     finally:
         if client is not None:

@@ -42,7 +42,7 @@ UNS_KEY = "gpu_sc"
 
 #: Columns of ``adata.uns["gpu_sc"]["provenance"]``, in order.
 PROVENANCE_COLUMNS = (
-    "step", "backend", "requested", "fallback_reason", "params", "seconds", "note",
+    "step", "backend", "requested", "fallback_reason", "params", "seconds", "note", "engine",
 )  # fmt: skip
 
 
@@ -56,8 +56,14 @@ def record_step(
     params: Mapping[str, Any],
     seconds: float,
     note: str = "",
+    engine: Mapping[str, Any] | None = None,
 ) -> None:
-    """Append one row to ``adata.uns["gpu_sc"]["provenance"]`` (a DataFrame)."""
+    """Append one row to ``adata.uns["gpu_sc"]["provenance"]`` (a DataFrame).
+
+    ``engine``: what the engine ran with (``precision``, and what the step chose, e.g. the
+    kNN algorithm with ``nlist``/``nprobe``), stored as JSON text; empty for scanpy and the
+    pipeline's own steps.
+    """
     info = adata.uns.setdefault(UNS_KEY, {})
     row = {
         "step": str(step),
@@ -67,6 +73,7 @@ def record_step(
         "params": json.dumps(jsonable(dict(params))),
         "seconds": float(seconds),
         "note": note or "",
+        "engine": json.dumps(jsonable(dict(engine))) if engine else "",
     }
     info["provenance"] = _append_row(_provenance_frame(info.get("provenance")), row)
     info.update(environment(backend))
@@ -90,6 +97,8 @@ def provenance(adata) -> list[dict[str, Any]]:
     for rec in prov.to_dict("records"):
         rec = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()}
         rec["params"] = json.loads(rec["params"]) if rec.get("params") else {}
+        eng = rec.get("engine")
+        rec["engine"] = json.loads(eng) if isinstance(eng, str) and eng else {}
         rec["fallback_reason"] = rec.get("fallback_reason") or None
         rec["seconds"] = float(rec.get("seconds", 0.0))
         rows.append(rec)

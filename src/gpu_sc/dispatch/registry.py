@@ -17,10 +17,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .._settings import settings
+from .._settings import resolve_precision, settings
 from .arrays import ArrayModule, array_module
 from .backends import ENGINE_BACKENDS, canonical_backend_name, cuda_status, resolve_backend
 from .provenance import kernel_log, record_step, summarize_kernels
@@ -84,6 +84,11 @@ class EngineContext:
     chunked: bool = False  # stream the matrix from host in row blocks of ``chunk_rows``
     chunk_rows: int = 200_000
     max_device_nnz: int = 2**31 - 1  # above this, a host sparse matrix is streamed in row blocks
+    #: ``"exact"`` or ``"fast"`` (see ``gpu_sc.settings.precision``), resolved for the backend
+    precision: str = "exact"
+    #: what the implementation chose (e.g. the kNN algorithm and its parameters); recorded
+    #: in the provenance's ``engine`` column beside the precision
+    details: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,7 @@ def run_step(
     output: str | None = None,
     chunk_rows: int | None = None,
     max_device_nnz: int | None = None,
+    precision: str | None = None,
     lazy: bool = False,
 ) -> Any:
     """Run ``step`` on ``adata`` with scanpy-named ``params`` on the resolved backend.
@@ -193,7 +199,9 @@ def run_step(
     (``settings.output``: ``"host"`` moves engine results to host after the step,
     ``"device"`` leaves them on the GPU for the next step), ``chunk_rows`` and
     ``max_device_nnz`` (the engine's row blocks; ``settings.chunk_rows`` /
-    ``settings.max_device_nnz``). ``lazy=True`` (the matrix the
+    ``settings.max_device_nnz``), ``precision`` (``settings.precision``: ``"auto"``,
+    ``"exact"`` or ``"fast"``, resolved by :func:`gpu_sc.resolve_precision`; the one that ran
+    is recorded in the provenance's ``engine`` column). ``lazy=True`` (the matrix the
     step reads is a Dask array) runs the step's Dask implementation from the catalogue
     instead, its blocks in CuPy when the backend resolves to a usable ``cupy``, else in
     NumPy; without one it raises :class:`DaskUnsupported`.
@@ -204,6 +212,7 @@ def run_step(
     output = settings.output if output is None else output
     chunk_rows = settings.chunk_rows if chunk_rows is None else int(chunk_rows)
     max_device_nnz = settings.max_device_nnz if max_device_nnz is None else int(max_device_nnz)
+    precision = resolve_precision(precision, chosen)
     if lazy:
         return _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict)
     fallback_reason = None
@@ -235,6 +244,7 @@ def run_step(
     result = _NOT_RUN
     used = chosen
     first_error = ""
+    engine_record: dict[str, Any] = {}
     if impl is not None:
         am = array_module(chosen)
         attempts = [False, True] if impl.chunkable else [False]
@@ -244,6 +254,7 @@ def run_step(
                 chunked=chunked,
                 chunk_rows=chunk_rows,
                 max_device_nnz=max_device_nnz,
+                precision=precision,
             )
             try:
                 t0 = time.perf_counter()
@@ -270,6 +281,7 @@ def run_step(
                 am.release_memory()
         if result is not _NOT_RUN:
             fallback_reason = None
+            engine_record = {"precision": precision, **ctx.details}
             if output == "host":
                 _move_to_host(adata)
             am.release_memory()
@@ -301,6 +313,7 @@ def run_step(
         params=params,
         seconds=seconds,
         note=why,
+        engine=engine_record,
     )
     return result
 

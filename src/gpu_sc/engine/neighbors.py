@@ -1,9 +1,21 @@
 """Engine steps: neighbors (named by the catalogue).
 
-``pp.neighbors`` with exact kNN (:mod:`gpu_sc.kernels.knn`) and UMAP or Gaussian connectivities
-(:mod:`gpu_sc.kernels.connectivities`), written where and how scanpy writes them. scanpy itself
-is exact below 4096 cells (8192 for euclidean) and approximate (pynndescent) above; the engine is
-exact at every size.
+``pp.neighbors`` with exact kNN (:mod:`gpu_sc.kernels.knn`) or IVF-Flat
+(:mod:`gpu_sc.kernels.ivf`) and UMAP or Gaussian connectivities
+(:mod:`gpu_sc.kernels.connectivities`), written where and how scanpy writes them.
+
+The kNN algorithm follows scanpy's ``transformer`` parameter:
+
+- ``None`` (scanpy's default, "auto"): exact below
+  :data:`gpu_sc.kernels.ivf.AUTO_IVF_CELLS` cells (2*10^5), IVF-Flat at its defaults from
+  there on (scanpy itself switches to approximate pynndescent above 4096 cells, too early for
+  a GPU, whose exact search stays cheap well beyond);
+- ``"sklearn"`` (scanpy's exact brute force): exact;
+- ``"ivf"`` or an :class:`gpu_sc.kernels.ivf.IVFFlat` (``nlist``, ``nprobe``): IVF-Flat.
+
+The choice (``algorithm``, with ``nlist`` and ``nprobe`` for IVF-Flat) is recorded in the
+provenance's ``engine`` column. Under ``precision="fast"`` the distances are computed in
+float32.
 """
 
 from __future__ import annotations
@@ -12,10 +24,11 @@ import logging
 
 from ..dispatch.registry import EngineUnsupported
 from ..kernels import connectivities as _conn
+from ..kernels.ivf import AUTO_IVF_CELLS, IVFFlat, ivf_knn
 from ..kernels.knn import knn as _knn
 from ..kernels.knn import knn_to_csr
 
-__all__ = ["choose_representation", "neighbors"]
+__all__ = ["choose_representation", "knn_algorithm", "neighbors"]
 
 logger = logging.getLogger("gpu_sc")
 
@@ -64,6 +77,15 @@ def choose_representation(adata, am, *, use_rep: str | None, n_pcs: int | None):
     return x
 
 
+def knn_algorithm(transformer, n_obs: int) -> str:
+    """``"exact"`` or ``"ivf"`` for scanpy's ``transformer`` value on ``n_obs`` cells."""
+    if transformer is None:
+        return "ivf" if n_obs >= AUTO_IVF_CELLS else "exact"
+    if isinstance(transformer, IVFFlat) or transformer == "ivf":
+        return "ivf"
+    return "exact"  # "sklearn"; other values are rejected by the catalogue's rule
+
+
 def neighbors(
     adata,
     ctx,
@@ -91,7 +113,16 @@ def neighbors(
     # scanpy's brute-force transformer asks for min(n_obs - 1, n_neighbors) others plus self,
     # then keeps the first n_neighbors columns.
     k = min(n_neighbors, n_obs)
-    indices, dists = _knn(am, x, k, metric)
+    algorithm = knn_algorithm(transformer, n_obs)
+    dtype = am.xp.float32 if ctx.precision == "fast" else None
+    if algorithm == "exact":
+        indices, dists = _knn(am, x, k, metric, dtype=dtype)
+        ctx.details["knn"] = {"algorithm": "exact"}
+    else:
+        params = transformer if isinstance(transformer, IVFFlat) else IVFFlat()
+        indices, dists, info = ivf_knn(am, x, k, metric, params=params, dtype=dtype)
+        ctx.details["knn"] = info
+    ctx.details["knn"]["auto"] = transformer is None
     distances = knn_to_csr(am, indices, dists)
     if method == "umap":
         conns = _conn.fuzzy_simplicial_set(am, indices, dists, n_obs, n_neighbors)

@@ -63,6 +63,7 @@ def knn(
     metric: str = "euclidean",
     *,
     tile_elements: int | None = None,
+    dtype=None,
 ):
     """Exact ``k`` nearest neighbours of every row of ``X`` among the rows of ``X``.
 
@@ -80,6 +81,10 @@ def knn(
     tile_elements
         Upper bound on the elements of one distance tile; by default
         :func:`default_tile_elements` (fixed per backend, for reproducible results).
+    dtype
+        ``None`` (default, ``precision="exact"``): as described above. ``float32``
+        (``precision="fast"``): the tiles' matrix products and distances in float32 (half the
+        bytes, the GPU's full-rate arithmetic); distances returned as float64 all the same.
 
     Returns
     -------
@@ -95,8 +100,9 @@ def knn(
         tile_elements = default_tile_elements(am)
     # scikit-learn computes float32 data's squared distances in float64, rounds them to
     # float32 and takes the root in float32: do the same so distances match it bit for bit.
-    round32 = X.dtype == xp.float32
-    X = X.astype(xp.float64)
+    fast = dtype is not None and np.dtype(dtype) == np.float32
+    round32 = X.dtype == xp.float32 and not fast
+    X = X.astype(xp.float32 if fast else xp.float64)
     n = X.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}] for {n} points, got {k}")
@@ -107,6 +113,8 @@ def knn(
     elif metric != "euclidean":
         raise ValueError(f"metric must be 'euclidean' or 'cosine', not {metric!r}")
     sq = xp.einsum("ij,ij->i", X, X)
+    if fast:  # the fused kernel takes float64 norms; the tile stays float32
+        sq = sq.astype(xp.float64)
 
     cols_per_tile = max(k, min(n, tile_elements // max(1, min(n, 4096))))
     rows_per_tile = max(1, min(n, tile_elements // cols_per_tile))
@@ -131,6 +139,9 @@ def knn(
             )  # fmt: skip
         out_idx[r0:r1] = best_i
         out_dist[r0:r1] = xp.where(xp.isinf(best_d), 0.0, best_d)  # self: -inf -> 0
+    if fast:
+        out_dist = out_dist.astype(xp.float64)
+        return out_idx, xp.sqrt(out_dist) if metric == "euclidean" else out_dist
     if metric == "euclidean":
         if round32:  # scikit-learn takes the root in float32, then returns float64
             out_dist = xp.sqrt(out_dist.astype(xp.float32)).astype(xp.float64)
@@ -174,7 +185,7 @@ def _within_threshold(xp, d, kth, columns):
     rows, cols = xp.nonzero(mask)  # row-major: grouped by row, columns increasing
     starts = xp.cumsum(counts) - counts
     slot = xp.arange(rows.shape[0]) - starts[rows]
-    cand_d = xp.full((d.shape[0], width), xp.inf)
+    cand_d = xp.full((d.shape[0], width), xp.inf, dtype=d.dtype)
     cand_i = xp.full((d.shape[0], width), xp.iinfo(xp.int64).max, dtype=xp.int64)
     cand_d[rows, slot] = d[rows, cols]
     cand_i[rows, slot] = columns[cols]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import catalogue
-from .._settings import settings
+from .._settings import resolve_precision, settings
 from ..dispatch.backends import canonical_backend_name, cuda_status
 from ..dispatch.provenance import environment, provenance
 from ..dispatch.registry import _move_to_host, engine_impl
@@ -53,6 +53,7 @@ def compare(
     seed: int = 0,
     name: str = "adata",
     determinism: bool = True,
+    precision: str | None = None,
 ) -> ParityReport:
     """Stage-by-stage agreement of backend ``B`` with reference backend ``A``.
 
@@ -73,6 +74,9 @@ def compare(
     determinism
         Rerun B's engine stages with random or order-sensitive results (PCA, neighbors,
         Leiden, UMAP, t-SNE) on the same input and check bitwise equality.
+    precision
+        ``"exact"``, ``"fast"`` or ``"auto"`` for the engine's steps (``None``:
+        ``gpu_sc.settings.precision``); resolved for backend B and stated in the report.
 
     Returns
     -------
@@ -80,6 +84,14 @@ def compare(
     metric misses its threshold.
     """
     a_name, b_name = _backend_pair(backends)
+    with settings.override(precision=settings.precision if precision is None else precision):
+        resolved = resolve_precision(None, b_name)
+        report = _compare(adata, a_name, b_name, config, seed, name, determinism)
+    report.precision = resolved
+    return report
+
+
+def _compare(adata, a_name, b_name, config, seed, name, determinism) -> ParityReport:
     cfg = _seeded(PipelineConfig.coerce(config), seed)
     validate_counts(adata)
     n_obs, n_vars = adata.n_obs, adata.n_vars

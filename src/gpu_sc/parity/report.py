@@ -64,6 +64,8 @@ class ParityReport:
     steps: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     generated: str = ""
+    #: the precision backend B's engine steps ran at (``"exact"`` or ``"fast"``)
+    precision: str = "exact"
 
     # -- verdict --------------------------------------------------------------------------------
     @property
@@ -108,7 +110,7 @@ class ParityReport:
         versions = ", ".join(f"{k} {v}" for k, v in self.versions.items())
         return (
             f"**{self.dataset}** ({self.n_obs} cells x {self.n_vars} genes, seed {self.seed}): "
-            f"{b} vs reference {a} on {self.machine}; {versions}"
+            f"{b} vs reference {a} on {self.machine}, precision {self.precision}; {versions}"
         )
 
     def to_markdown(self) -> str:

@@ -159,8 +159,26 @@ def neighbors(r, cfg, step) -> None:
     n_pcs = c.n_pcs
     if n_pcs is not None and "X_pca" in r.adata.obsm:
         n_pcs = min(n_pcs, r.adata.obsm["X_pca"].shape[1])
+    extra = dict(c.extra)
+    if "transformer" not in extra:
+        transformer = knn_transformer(c, r.adata.n_obs)
+        if transformer is not None:
+            extra["transformer"] = transformer
     r.step(step.name, _public(step.name), n_neighbors=c.n_neighbors, n_pcs=n_pcs,
-           metric=c.metric, random_state=c.random_state, **c.extra)  # fmt: skip
+           metric=c.metric, random_state=c.random_state, **extra)  # fmt: skip
+
+
+def knn_transformer(c, n_obs: int):
+    """scanpy's ``transformer`` for the neighbors config ``c``: None (scanpy's default; the
+    engine's auto switch) unless the config asks for an algorithm or IVF parameters."""
+    from ..kernels.ivf import AUTO_IVF_CELLS, IVFFlat
+
+    ivf = c.algorithm == "ivf" or (c.algorithm == "auto" and n_obs >= AUTO_IVF_CELLS)
+    if c.algorithm == "exact":
+        return "sklearn"
+    if ivf and (c.nlist is not None or c.nprobe is not None):
+        return IVFFlat(nlist=c.nlist, nprobe=c.nprobe)
+    return "ivf" if c.algorithm == "ivf" else None
 
 
 def leiden(r, cfg, step) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from .. import catalogue
-from .._settings import settings
+from .._settings import resolve_precision, settings
 from ..dispatch.arrays import is_dask
 from ..dispatch.backends import canonical_backend_name, cuda_status, resolve_backend
 from ..dispatch.provenance import provenance, record_step, store_pipeline_record
@@ -36,6 +36,7 @@ def pipeline(
     strict: bool | None = None,
     atomic: bool = True,
     persist_hvg_matrix: bool = False,
+    precision: str | None = None,
 ):
     """Run scanpy's PBMC3k workflow on ``adata`` (raw counts), step by step.
 
@@ -70,6 +71,11 @@ def pipeline(
         logged) matrix in the workers' memory (``dask.persist``), so that regress_out, scale
         and PCA start from it instead of re-reading and re-normalising the file. Costs that
         matrix's size, spread over the workers.
+    precision
+        ``"exact"``, ``"fast"`` or ``"auto"`` (``None``: ``gpu_sc.settings.precision``, whose
+        default ``"auto"`` is ``"exact"`` on numpy and ``"fast"`` on cupy; see
+        :class:`gpu_sc._settings.Settings`). Recorded per step in the provenance's ``engine``
+        column and in ``pipeline["precision"]``.
 
     Returns
     -------
@@ -99,6 +105,7 @@ def pipeline(
     cfg = PipelineConfig.coerce(config)
     requested = canonical_backend_name(settings.backend if backend is None else backend)
     resolved, why = resolve_backend(requested)
+    precision = resolve_precision(precision, resolved)
     strict = strict_mode() if strict is None else bool(strict)
     norm_off = not cfg.normalize_total.enabled and not cfg.log1p.enabled
     validate_counts(adata, require_integers=not norm_off)
@@ -116,11 +123,14 @@ def pipeline(
     n_before = len(provenance(work))
     # On cupy the working matrix stays on the device between engine steps; host at the end.
     output = "device" if resolved == "cupy" else "host"
+    resident = False
+    if resolved == "cupy" and cuda_status().available:
+        resident = upload_matrix(work, max_nnz=settings.max_device_nnz)
     # The settings are read here, once, and passed down to every step as arguments.
     runner = Runner(work, cfg, backend=resolved, shapes=shapes, progress=progress,
                     strict=strict, output=output, chunk_rows=settings.chunk_rows,
                     max_device_nnz=settings.max_device_nnz,
-                    persist_hvg_matrix=persist_hvg_matrix)  # fmt: skip
+                    persist_hvg_matrix=persist_hvg_matrix, precision=precision)  # fmt: skip
     try:
         with _quiet_unusable_cuda():
             runner.run()
@@ -141,6 +151,8 @@ def pipeline(
         "backend_reason": why,
         "steps_by_backend": used,
         "strict": strict,
+        "precision": precision,
+        "device_resident": resident,
         "config": cfg.to_dict(),
         "shapes": shapes,
         **lazy,
@@ -150,6 +162,40 @@ def pipeline(
     if work is not adata:
         adata._init_as_actual(work)  # commit: the caller's object takes the result's contents
     return adata
+
+
+def upload_matrix(adata, *, max_nnz: int) -> bool:
+    """Move ``adata.X`` to the device once, before the first step; returns whether it did.
+
+    The filters, QC, normalisation and everything to PCA then work on that one copy (without
+    it, every step that reads the host matrix uploads it again: the filters and QC only read
+    it and write back host-side subsets).
+
+    Not moved: a Dask matrix (blocks stream), a matrix the engine would stream in row chunks
+    (:func:`gpu_sc.kernels.chunks.needs_chunking`: too many nonzeros or too big for the free
+    device memory), and integer matrices (cupyx sparse holds floats only: counts on the device
+    would be float64, and the steps derive their outputs' dtypes from the host matrix's). A
+    step that falls back to scanpy moves it back to host (:func:`gpu_sc.dispatch.run_step`);
+    anndata keeps ``.raw`` on host (``Raw`` moves a device matrix to host when frozen).
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    from ..dispatch.arrays import array_module, is_device_array
+    from ..kernels.chunks import needs_chunking
+
+    x = adata.X
+    if x is None or is_dask(x) or is_device_array(x):
+        return False
+    if not (isinstance(x, np.ndarray) or (sp.issparse(x) and x.format in ("csr", "csc"))):
+        return False
+    if not np.issubdtype(x.dtype, np.floating):
+        return False
+    am = array_module("cupy")
+    if needs_chunking(am, x, max_nnz=max_nnz):
+        return False
+    adata.X = am.asarray(x)
+    return True
 
 
 class StepHook:
@@ -177,7 +223,7 @@ class Runner:
     Every step is recorded: dispatched steps by the dispatcher, the pipeline's own steps
     (subsetting, ``.raw``, layout) here with backend ``anndata``. ``backend`` is passed to
     every public step as its ``backend=`` argument (None: each step's default, the setting).
-    ``strict``, ``output``, ``chunk_rows`` and ``max_device_nnz`` (see
+    ``strict``, ``output``, ``chunk_rows``, ``max_device_nnz`` and ``precision`` (see
     :func:`gpu_sc.dispatch.run_step`; None: the settings) go to every public step as
     arguments too. ``hooks`` (:class:`StepHook`) are called before
     and after each step, in order; they see the step's own arguments, without these options.
@@ -189,8 +235,10 @@ class Runner:
                  hooks: tuple[StepHook, ...] | list[StepHook] = (),
                  strict: bool | None = None, output: str | None = None,
                  chunk_rows: int | None = None, max_device_nnz: int | None = None,
-                 persist_hvg_matrix: bool = False):  # fmt: skip
+                 persist_hvg_matrix: bool = False,
+                 precision: str | None = None):  # fmt: skip
         self.adata = adata
+        self.precision = precision
         self.cfg = cfg
         self.backend = backend
         self.strict = strict
@@ -220,7 +268,8 @@ class Runner:
         if entry is not None and entry.public and hasattr(func, "call"):
             out = func.call(self.adata, *args, backend=self.backend, strict=self.strict,
                             output=self.output, chunk_rows=self.chunk_rows,
-                            max_device_nnz=self.max_device_nnz, **kwargs)  # fmt: skip
+                            max_device_nnz=self.max_device_nnz, precision=self.precision,
+                            **kwargs)  # fmt: skip
         else:
             out = func(self.adata, *args, **kwargs)
         seconds = time.perf_counter() - t0

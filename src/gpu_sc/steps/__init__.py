@@ -42,7 +42,8 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
 
     def call(*args, backend: str | None = None, strict: bool | None = None,
              output: str | None = None, chunk_rows: int | None = None,
-             max_device_nnz: int | None = None, **kwargs):  # fmt: skip
+             max_device_nnz: int | None = None, precision: str | None = None,
+             **kwargs):  # fmt: skip
         try:
             adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
         except TypeError as exc:
@@ -57,7 +58,8 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
             lazy = check_step_input(f"gpu_sc.{namespace}.{name}", adata, params)
         result = run_step(name, adata, params, scanpy_impl=scanpy_impl, backend=backend,
                           strict=strict, output=output, chunk_rows=chunk_rows,
-                          max_device_nnz=max_device_nnz, lazy=lazy)  # fmt: skip
+                          max_device_nnz=max_device_nnz, precision=precision,
+                          lazy=lazy)  # fmt: skip
         return adata if copy else result
 
     @functools.wraps(scanpy_func)
