@@ -1,7 +1,11 @@
 """Engine steps: embedding (named by the catalogue).
 
 ``tl.umap`` (:mod:`gpu_sc.kernels.umap`) and ``tl.tsne`` (:mod:`gpu_sc.kernels.tsne`), with
-scanpy's defaults and outputs. Both are deterministic for an integer ``random_state``.
+scanpy's defaults and outputs. Both are deterministic for an integer ``random_state``. Their
+optimisation loops go through the fused-kernel chooser (:mod:`gpu_sc.kernels.cuda`): UMAP's
+epoch (``umap_epoch``, under ``precision="fast"``: hashed negative samples) and t-SNE's
+iteration (``tsne_step``) run as fused kernels on a GPU and are priced as them on the CuPy
+double; numpy runs the references.
 """
 
 from __future__ import annotations
@@ -18,6 +22,17 @@ __all__ = ["tsne", "umap"]
 def _seed(random_state) -> int:
     """An integer seed (:data:`gpu_sc.catalogue.SEED_POLICY`: the dispatcher has checked it)."""
     return int(random_state)
+
+
+def _umap_negatives(ctx) -> str:
+    """Where UMAP's negative samples come from: ``"stream"`` (a seeded generator: the exact
+    path, the numpy backend's results of earlier releases) or ``"hash"`` (counter-based:
+    what the fused epoch kernel computes, one launch per epoch; same statistics). The
+    precision setting decides (``"fast"``: hash); without one, cupy hashes, numpy streams."""
+    precision = getattr(ctx, "precision", None)
+    if precision is None:
+        precision = "fast" if ctx.am.name == "cupy" else "exact"
+    return "hash" if precision == "fast" else "stream"
 
 
 def umap(
@@ -112,6 +127,7 @@ def umap(
         initial_alpha=alpha,
         negative_sample_rate=negative_sample_rate,
         seed=seed + 1,  # a stream apart from the one that jittered the initial layout
+        negatives=_umap_negatives(ctx),
     )
 
     params = dict(a=np.float64(a), b=np.float64(b))

@@ -15,7 +15,8 @@
   approximates the repulsion by Barnes-Hut instead.
 
 All per-point sums are sparse-matrix products or dense reductions in a fixed order, so a
-given input gives the same embedding bit for bit.
+given input gives the same embedding bit for bit. Each iteration (:func:`descent_step`) goes
+through the fused-kernel chooser as ``tsne_step`` (:mod:`gpu_sc.kernels.cuda.tsne`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ..dispatch.arrays import ArrayModule
 from .knn import knn as _knn
 from .segment import segment_ids
 
-__all__ = ["joint_probabilities", "pca_init", "tsne"]
+__all__ = ["TsneState", "descent_step", "joint_probabilities", "pca_init", "tsne"]
 
 _EXPLORATION_ITER = 250
 _N_ITER_CHECK = 50
@@ -184,6 +185,7 @@ def _repulsion_fft(
     min_boxes: int = 50,
     max_boxes: int = 200,
     boxes_per_unit: float = 1.0,
+    info: dict | None = None,
 ):
     """FIt-SNE-style interpolation-based repulsion for 2-D embeddings (same outputs as
     :func:`_repulsion_exact`, approximately).
@@ -200,6 +202,8 @@ def _repulsion_fft(
     lo = yd.min(axis=0)
     span = float((yd.max(axis=0) - lo).max()) * (1 + 1e-6) + 1e-12
     n_boxes = int(min(max_boxes, max(min_boxes, math.ceil(span * boxes_per_unit))))
+    if info is not None:
+        info["n_boxes"] = n_boxes
     h = span / n_boxes
     m = n_boxes * n_interp
     spacing = h / n_interp
@@ -276,30 +280,14 @@ def tsne(
         repulsion = "exact" if n <= _EXACT_MAX_N else "fft"
     if repulsion not in ("exact", "fft"):
         raise ValueError(f"repulsion must be 'auto', 'exact' or 'fft', not {repulsion!r}")
-    repel = _repulsion_exact if repulsion == "exact" else _repulsion_fft
     if learning_rate == "auto":
         learning_rate = max(n / early_exaggeration / 4.0, 50.0)
     y = pca_init(am, X)
-
-    rows = _entry_rows(am, P)
-
-    def objective(y, P_eff, compute_error):
-        attr, w = _attraction(am, P_eff, y, rows)
-        rep, z = repel(am, y)
-        grad = (4.0 * (attr - rep / z)).astype(xp.float32)
-        error = None
-        if compute_error:
-            q = xp.maximum(w / z, _FLOAT32_TINY)
-            p = P_eff.data
-            error = float((p * xp.log(xp.maximum(p, _FLOAT32_TINY) / q)).sum())
-        return error, grad
-
-    P_ex = P * float(early_exaggeration)
+    state = TsneState(P=P * float(early_exaggeration), rows=_entry_rows(am, P), repulsion=repulsion)
     y, _, it = _gradient_descent(
         am,
-        objective,
+        state,
         y,
-        P_ex,
         0,
         _EXPLORATION_ITER,
         momentum=0.5,
@@ -309,11 +297,11 @@ def tsne(
     )
     kl = None
     if it < _EXPLORATION_ITER or max_iter - _EXPLORATION_ITER > 0:
+        state.P = P
         y, kl, it = _gradient_descent(
             am,
-            objective,
+            state,
             y,
-            P,
             it + 1,
             max_iter,
             momentum=0.8,
@@ -324,11 +312,58 @@ def tsne(
     return y, kl, it, P
 
 
+class TsneState:
+    """What the iterations of one t-SNE run share: the current ``P`` (exaggerated, then not),
+    the row of each of its entries, the repulsion (``"exact"``/``"fft"``), and ``extra``: what
+    a fused kernel keeps beside them (:mod:`gpu_sc.kernels.cuda.tsne`)."""
+
+    def __init__(self, P, rows, repulsion: str):
+        self.P, self.rows, self.repulsion = P, rows, repulsion
+        self.extra: dict = {}
+
+
+def descent_step(
+    am: ArrayModule,
+    y,
+    update,
+    gains,
+    state: TsneState,
+    momentum: float,
+    learning_rate: float,
+    compute_error: bool,
+):
+    """One iteration of scikit-learn's ``_gradient_descent``: the gradient at ``y`` (attraction
+    over ``state.P``, repulsion, ``Z``), the gains, the momentum step.
+
+    Returns ``(y, update, gains, grad, error)``: the new arrays, the gain-scaled gradient
+    and the KL error at ``y`` (``None`` unless ``compute_error``).
+    """
+    xp = am.xp
+    P_eff = state.P
+    attr, w = _attraction(am, P_eff, y, state.rows)
+    if state.repulsion == "exact":
+        rep, z = _repulsion_exact(am, y)
+    else:  # the grid's size is recorded: the next step's declared cost reads it
+        rep, z = _repulsion_fft(am, y, info=state.extra)
+    grad = (4.0 * (attr - rep / z)).astype(xp.float32)
+    error = None
+    if compute_error:
+        q = xp.maximum(w / z, _FLOAT32_TINY)
+        p = P_eff.data
+        error = float((p * xp.log(xp.maximum(p, _FLOAT32_TINY) / q)).sum())
+    inc = update * grad < 0.0
+    gains = xp.where(inc, gains + xp.float32(0.2), gains * xp.float32(0.8))
+    gains = xp.maximum(gains, xp.float32(0.01))
+    grad = grad * gains
+    update = xp.float32(momentum) * update - xp.float32(learning_rate) * grad
+    y = y + update
+    return y, update, gains, grad, error
+
+
 def _gradient_descent(
     am,
-    objective,
+    state,
     y,
-    P,
     it,
     max_iter,
     *,
@@ -337,26 +372,28 @@ def _gradient_descent(
     n_iter_without_progress,
     min_grad_norm,
 ):
-    """scikit-learn's ``_gradient_descent`` (momentum, gains, progress checks every 50)."""
+    """scikit-learn's ``_gradient_descent`` (momentum, gains, progress checks every 50).
+
+    Each iteration is :func:`descent_step`, through the fused-kernel chooser as ``tsne_step``
+    (:mod:`gpu_sc.kernels.cuda.tsne`: the kernels on a GPU, the reference on NumPy, priced as
+    the kernels on the CuPy double).
+    """
+    from .cuda import run_kernel
+
     xp = am.xp
     y = y.copy()
     update = xp.zeros_like(y)
     gains = xp.ones_like(y)
     best_error = error = float("inf")
     best_iter = i = it
-    lr = xp.float32(learning_rate)
-    mom = xp.float32(momentum)
     for i in progress(range(it, max_iter), desc="t-SNE", unit="iter"):
         check = (i + 1) % _N_ITER_CHECK == 0
-        e, grad = objective(y, P, check or i == max_iter - 1)
+        y, update, gains, grad, e = run_kernel(
+            am, "tsne_step", y, update, gains, state, momentum, learning_rate,
+            check or i == max_iter - 1,
+        )  # fmt: skip
         if e is not None:
             error = e
-        inc = update * grad < 0.0
-        gains = xp.where(inc, gains + xp.float32(0.2), gains * xp.float32(0.8))
-        gains = xp.maximum(gains, xp.float32(0.01))
-        grad = grad * gains
-        update = mom * update - lr * grad
-        y = y + update
         if check:
             grad_norm = float(xp.sqrt((grad.astype(xp.float64) ** 2).sum()))
             if error < best_error:

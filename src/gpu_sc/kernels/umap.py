@@ -11,6 +11,12 @@ Hogwild style, on several threads), which is not reproducible in parallel. Here 
 one deterministic vectorised step: every gradient of the epoch is computed from the positions
 at the start of the epoch, and the per-vertex sums are sparse-matrix products (a fixed
 reduction order, no floating-point atomics), so a seed gives the same embedding bit for bit.
+
+Negative samples come from one of two sources (``negatives=``): ``"stream"`` draws them from
+``am.random_state(seed)`` in edge order (the numpy backend's exact path, unchanged), ``"hash"``
+makes each one a counter-based hash of ``(seed, epoch, edge, sample)``
+(:func:`negative_samples`), which a GPU kernel can compute inside the launch: that is the
+reference of the fused epoch kernel (:mod:`gpu_sc.kernels.cuda.umap`).
 """
 
 from __future__ import annotations
@@ -24,9 +30,43 @@ from ..dispatch.arrays import ArrayModule
 from .reductions import axis_sum
 from .segment import segment_ids
 
-__all__ = ["find_ab_params", "make_epochs_per_sample", "optimize_layout", "spectral_layout"]
+__all__ = [
+    "LayoutState", "find_ab_params", "layout_epoch", "layout_state", "make_epochs_per_sample",
+    "negative_samples", "optimize_layout", "spectral_layout",
+]  # fmt: skip
 
 _CLIP = 4.0
+_MASK32 = 0xFFFFFFFF
+# The multipliers of the "lowbias32" integer finaliser (Chris Wellons' hash prospector), and
+# the golden-ratio constant that spreads the seed.
+HASH_M1 = 0x7FEB352D
+HASH_M2 = 0x846CA68B
+HASH_GOLDEN = 0x9E3779B9
+
+
+def _mix32(xp, x):
+    """lowbias32 on uint64 arrays holding 32-bit values (wrapping products, masked to 32 bits)."""
+    m = xp.uint64(_MASK32)
+    x = x ^ (x >> xp.uint64(16))
+    x = (x * xp.uint64(HASH_M1)) & m
+    x = x ^ (x >> xp.uint64(15))
+    x = (x * xp.uint64(HASH_M2)) & m
+    return x ^ (x >> xp.uint64(16))
+
+
+def negative_samples(am: ArrayModule, seed: int, epoch: int, edges, samples, n: int):
+    """The negative-sample vertices for ``(edge, sample)`` pairs of ``epoch``: counter-based.
+
+    ``mix(mix(mix(mix(seed * golden) ^ epoch) ^ edge) ^ sample) mod n`` with the 32-bit
+    lowbias32 finaliser; a pure function of its counters, so a kernel computes the same
+    vertices wherever the pair is handled (the fused UMAP epoch, one thread per vertex).
+    """
+    xp = am.xp
+    h0 = _mix32(xp, xp.asarray([(int(seed) * HASH_GOLDEN) & _MASK32], dtype=xp.uint64))
+    h1 = _mix32(xp, h0 ^ xp.uint64(int(epoch) & _MASK32))
+    h = _mix32(xp, h1 ^ (xp.asarray(edges).astype(xp.uint64) & xp.uint64(_MASK32)))
+    h = _mix32(xp, h ^ xp.asarray(samples).astype(xp.uint64))
+    return (h % xp.uint64(n)).astype(xp.int64)
 
 
 def find_ab_params(spread: float, min_dist: float) -> tuple[float, float]:
@@ -172,24 +212,29 @@ def noisy_scale_coords(am: ArrayModule, coords, rng, max_coord=10.0, noise=0.000
     return coords + rng.normal(scale=noise, size=coords.shape).astype(xp.float32)
 
 
-def optimize_layout(
+class LayoutState:
+    """What the epochs of one layout share: the edges (CSR order: the edge ids), their
+    schedule (``next_sample``, ``next_neg``: updated by every epoch), the incidence matrix of
+    the reference's sums, the source of negative samples, and ``extra``: what a fused kernel
+    keeps beside them (:mod:`gpu_sc.kernels.cuda.umap`)."""
+
+    def __init__(self, **fields):
+        self.extra: dict = {}
+        self.__dict__.update(fields)
+
+
+def layout_state(
     am: ArrayModule,
-    embedding,
     graph,
     *,
     n_epochs: int,
-    a: float,
-    b: float,
-    gamma: float = 1.0,
-    initial_alpha: float = 1.0,
     negative_sample_rate: int = 5,
     seed: int = 0,
-):
-    """Optimise ``embedding`` (``(n, dim)``) for the fuzzy ``graph`` (CSR) over ``n_epochs``.
-
-    ``graph`` holds the edges to sample (already pruned of weights below ``max / n_epochs``).
-    Returns the float32 embedding.
-    """
+    negatives: str = "stream",
+) -> LayoutState:
+    """The :class:`LayoutState` of :func:`optimize_layout` for ``graph`` (CSR, pruned)."""
+    if negatives not in ("stream", "hash"):
+        raise ValueError(f"negatives must be 'stream' or 'hash', not {negatives!r}")
     xp = am.xp
     f32 = xp.float32
     graph = am.sparse.csr_matrix(graph, copy=True)
@@ -214,49 +259,117 @@ def optimize_layout(
         ),
         shape=(n, n_edges),
     )
-    rng = am.random_state(seed)
-    y = xp.asarray(embedding, dtype=f32).copy()
+    rng = am.random_state(seed) if negatives == "stream" else None
+    # Edges sampled per epoch on average (each every eps epochs): the fused kernel's cost.
+    mean_active = None
+    if negatives == "hash":
+        mean_active = float((weights / weights.max()).sum()) if n_edges else 0.0
+    return LayoutState(
+        n=n, n_edges=n_edges, head=head, tail=tail, indptr=graph.indptr, eps=eps,
+        eps_neg=eps_neg, next_sample=next_sample, next_neg=next_neg, incidence=incidence,
+        rng=rng, seed=int(seed), negatives=negatives, negative_sample_rate=negative_sample_rate,
+        mean_active=mean_active,
+    )  # fmt: skip
+
+
+def layout_epoch(am: ArrayModule, y, state: LayoutState, epoch: int, alpha: float, a, b, gamma):
+    """One epoch of :func:`optimize_layout`: the new float32 positions (``state`` updated).
+
+    Every gradient from the positions at the epoch's start; the attractions summed per vertex
+    by the incidence product, the repulsions of the negative samples by a second product.
+    """
+    xp = am.xp
+    f32 = xp.float32
+    n, n_edges = state.n, state.n_edges
+    head, tail, eps, eps_neg = state.head, state.tail, state.eps, state.eps_neg
+    next_sample, next_neg = state.next_sample, state.next_neg
     a32, b32 = f32(a), f32(b)
-    alpha = float(initial_alpha)
-    for epoch in progress(range(n_epochs), desc="UMAP", unit="epoch"):
-        active = (next_sample <= epoch) & (eps > 0)
-        act = xp.flatnonzero(active)
-        if act.size:
-            h, t = head[act], tail[act]
-            diff = y[h] - y[t]
+    active = (next_sample <= epoch) & (eps > 0)
+    act = xp.flatnonzero(active)
+    if act.size:
+        h, t = head[act], tail[act]
+        diff = y[h] - y[t]
+        d2 = (diff * diff).sum(axis=1)
+        pos = d2 > 0
+        safe = xp.where(pos, d2, f32(1.0))
+        coeff = (-2.0 * a32 * b32 * safe ** (b32 - 1.0)) / (a32 * safe**b32 + 1.0)
+        coeff = xp.where(pos, coeff, f32(0.0)).astype(f32)
+        grad = xp.clip(coeff[:, None] * diff, -_CLIP, _CLIP).astype(f32)
+        full = xp.zeros((n_edges, y.shape[1]), dtype=f32)
+        full[act] = grad
+        update = state.incidence @ full
+
+        # Negative samples: as many per active edge as umap's schedule owes it.
+        n_neg = xp.floor((epoch - next_neg[act]) / eps_neg[act]).astype(xp.int64)
+        n_neg = xp.maximum(n_neg, 0)
+        next_neg[act] += n_neg * eps_neg[act]
+        next_sample[act] += eps[act]
+        total = int(n_neg.sum())
+        if total:
+            seg = segment_ids(am, n_neg)
+            src = h[seg]  # sorted, as heads are
+            if state.negatives == "stream":
+                k = state.rng.randint(0, n, size=total).astype(xp.int64)
+            else:
+                first = xp.cumsum(n_neg) - n_neg
+                within = xp.arange(total, dtype=xp.int64) - first[seg]
+                k = negative_samples(am, state.seed, epoch, act[seg], within, n)
+            diff = y[src] - y[k]
             d2 = (diff * diff).sum(axis=1)
             pos = d2 > 0
             safe = xp.where(pos, d2, f32(1.0))
-            coeff = (-2.0 * a32 * b32 * safe ** (b32 - 1.0)) / (a32 * safe**b32 + 1.0)
+            coeff = (2.0 * f32(gamma) * b32) / ((f32(0.001) + safe) * (a32 * safe**b32 + 1.0))
             coeff = xp.where(pos, coeff, f32(0.0)).astype(f32)
-            grad = xp.clip(coeff[:, None] * diff, -_CLIP, _CLIP).astype(f32)
-            full = xp.zeros((n_edges, y.shape[1]), dtype=f32)
-            full[act] = grad
-            update = incidence @ full
+            rep = xp.clip(coeff[:, None] * diff, -_CLIP, _CLIP).astype(f32)
+            counts = xp.bincount(src, minlength=n)
+            indptr = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(counts)])
+            gather = am.sparse.csr_matrix(
+                (xp.ones(total, f32), xp.arange(total, dtype=xp.int64), indptr),
+                shape=(n, total),
+            )
+            update = update + gather @ rep
+        y = y + f32(alpha) * xp.asarray(update, dtype=f32)
+    return y
 
-            # Negative samples: as many per active edge as umap's schedule owes it.
-            n_neg = xp.floor((epoch - next_neg[act]) / eps_neg[act]).astype(xp.int64)
-            n_neg = xp.maximum(n_neg, 0)
-            next_neg[act] += n_neg * eps_neg[act]
-            next_sample[act] += eps[act]
-            total = int(n_neg.sum())
-            if total:
-                src = h[segment_ids(am, n_neg)]  # sorted, as heads are
-                k = rng.randint(0, n, size=total).astype(xp.int64)
-                diff = y[src] - y[k]
-                d2 = (diff * diff).sum(axis=1)
-                pos = d2 > 0
-                safe = xp.where(pos, d2, f32(1.0))
-                coeff = (2.0 * f32(gamma) * b32) / ((f32(0.001) + safe) * (a32 * safe**b32 + 1.0))
-                coeff = xp.where(pos, coeff, f32(0.0)).astype(f32)
-                rep = xp.clip(coeff[:, None] * diff, -_CLIP, _CLIP).astype(f32)
-                counts = xp.bincount(src, minlength=n)
-                indptr = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(counts)])
-                gather = am.sparse.csr_matrix(
-                    (xp.ones(total, f32), xp.arange(total, dtype=xp.int64), indptr),
-                    shape=(n, total),
-                )
-                update = update + gather @ rep
-            y = y + f32(alpha) * xp.asarray(update, dtype=f32)
+
+def optimize_layout(
+    am: ArrayModule,
+    embedding,
+    graph,
+    *,
+    n_epochs: int,
+    a: float,
+    b: float,
+    gamma: float = 1.0,
+    initial_alpha: float = 1.0,
+    negative_sample_rate: int = 5,
+    seed: int = 0,
+    negatives: str = "stream",
+):
+    """Optimise ``embedding`` (``(n, dim)``) for the fuzzy ``graph`` (CSR) over ``n_epochs``.
+
+    ``graph`` holds the edges to sample (already pruned of weights below ``max / n_epochs``).
+    ``negatives``: ``"stream"`` (a seeded generator, in edge order; :func:`layout_epoch` runs
+    each epoch) or ``"hash"`` (:func:`negative_samples`): then each epoch goes through the
+    fused-kernel chooser as ``umap_epoch`` (:mod:`gpu_sc.kernels.cuda.umap`: the kernel on a
+    GPU, :func:`layout_epoch` on NumPy, priced as the kernel on the CuPy double). Returns the
+    float32 embedding.
+    """
+    xp = am.xp
+    state = layout_state(
+        am, graph, n_epochs=n_epochs, negative_sample_rate=negative_sample_rate, seed=seed,
+        negatives=negatives,
+    )  # fmt: skip
+    y = xp.asarray(embedding, dtype=xp.float32).copy()
+    step = layout_epoch
+    if negatives == "hash":
+        from .cuda import run_kernel
+
+        def step(am, y, state, epoch, alpha, a, b, gamma):
+            return run_kernel(am, "umap_epoch", y, state, epoch, alpha, a, b, gamma)
+
+    alpha = float(initial_alpha)
+    for epoch in progress(range(n_epochs), desc="UMAP", unit="epoch"):
+        y = step(am, y, state, epoch, alpha, a, b, gamma)
         alpha = initial_alpha * (1.0 - float(epoch) / float(n_epochs))
     return y
