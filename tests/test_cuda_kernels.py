@@ -115,6 +115,24 @@ def test_knn_tile_topk_k_larger_than_candidates_and_empty_rows(kernel_xp):
 
 
 @pytest.mark.cudasim
+def test_knn_tile_topk_float32_tile_with_float64_norms(kernel_xp):
+    # precision="fast": a float32 GEMM tile with float64 norms, rounded to float32 after each
+    # operation as NumPy/CuPy's in-place float32 arithmetic does; self given out of range
+    # (any value outside [0, c) means "not in this tile").
+    g, sq_a, sq_b, col_ids, self_col, best_d, best_i = _tile_case(7, 50, 4, dtype=np.float32)
+    rng = np.random.default_rng(5)
+    sq_a = sq_a.astype(np.float64) + rng.random(7) * 1e-3  # not float32-exact
+    sq_b = sq_b.astype(np.float64) + rng.random(50) * 1e-3
+    self_col[3] = 50 + 3  # past the tile: no self here
+    case = (g, sq_a, sq_b, col_ids, self_col, best_d, best_i)
+    ref = _reference("knn_tile_topk", *case)
+    got = _launch(kernel_xp, "knn_tile_topk", *case)
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_array_equal(got[0], ref[0])
+    assert np.isfinite(got[0][3]).all() and got[0][2, 0] == -np.inf
+
+
+@pytest.mark.cudasim
 @pytest.mark.parametrize(("metric", "dtype", "tile"), [("euclidean", np.float64, 200),
                                                        ("cosine", np.float32, 10**6)])  # fmt: skip
 def test_knn_through_the_kernel_matches_the_reference(kernel_xp, metric, dtype, tile):

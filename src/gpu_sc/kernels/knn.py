@@ -132,7 +132,7 @@ def knn(
         own = position[r0:r1]  # column positions of this tile's points themselves
         for c0, c1 in _column_blocks(n, k, cols_per_tile):
             g = X[r0:r1] @ Xc[c0:c1].T  # the GEMM stays a library call (cuBLAS on a GPU)
-            self_col = xp.where((own >= c0) & (own < c1), own - c0, -1)
+            self_col = own - c0  # outside [0, c1 - c0): the point is not in this block
             best_d, best_i = run_kernel(
                 am, "knn_tile_topk", g, sq[r0:r1], sqc[c0:c1], perm[c0:c1], self_col,
                 best_d, best_i, metric=metric, round32=round32,
@@ -235,8 +235,9 @@ def tile_topk(
         ``(c,)`` int64 point index of each column: any candidate set (a range, a permutation,
         an inverted list's members).
     self_col
-        ``(r,)`` int64 column of each row's own point in this tile, or -1: that entry gets
-        distance ``-inf`` (the point itself ranks first).
+        ``(r,)`` int64 column of each row's own point in this tile (any value outside
+        ``[0, c)``, e.g. -1: not in this tile): that entry gets distance ``-inf`` (the point
+        itself ranks first).
     best_d, best_i
         ``(r, k)`` running top ``k``: distances (float64) and indices, each row sorted by
         (distance, index); empty slots hold ``inf`` and ``2**63 - 1``. A row with fewer than
@@ -258,7 +259,7 @@ def tile_topk(
         # Kept in float32: the values are float32-exact, so comparisons and the selection
         # are the same, on half the bytes; the kept ones become float64.
         d = d.astype(xp.float32)
-    rows = xp.nonzero(self_col >= 0)[0]
+    rows = xp.nonzero((self_col >= 0) & (self_col < d.shape[1]))[0]
     d[rows, self_col[rows]] = -xp.inf  # the point itself first, whatever its rounding
     kth = best_d[:, k - 1]
     if bool(xp.isinf(kth).all()):  # no row has k candidates yet: all entries are candidates

@@ -73,19 +73,14 @@ def _example(xp, scale: int = 0):
     return (g, sq_a, sq_b, col_ids, self_col, best_d, best_i), {"metric": "euclidean"}
 
 
-_ARGS = (
-    "float64[:], float64[:], int64[:], int64[:], float64[:, :], int64[:, :], int32, int32, int32"
-)
+_REST = "int64[:], int64[:], float64[:, :], int64[:, :], int32, int32, int32"
+# (tile, norms): float64 (exact), float32 with float32 or with float64 norms (fast precision)
+_TYPES = [("float64", "float64"), ("float32", "float32"), ("float32", "float64")]
 
 SPEC = KernelSpec(
     name="knn_tile_topk",
     source="gpu_sc.kernels.cuda._knn_topk_src",
-    signatures={
-        "knn_tile_topk": [
-            f"void(float64[:, :], {_ARGS})",
-            f"void(float32[:, :], {_ARGS.replace('float64[:], float64[:]', 'float32[:], float32[:]', 1)})",
-        ]
-    },
+    signatures={"knn_tile_topk": [f"void({t}[:, :], {n}[:], {n}[:], {_REST})" for t, n in _TYPES]},
     reference=tile_topk,
     launch=_launch,
     cost=_cost,

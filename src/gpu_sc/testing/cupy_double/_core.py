@@ -220,7 +220,12 @@ class ndarray:  # noqa: N801 - CuPy's name
     # -- indexing --------------------------------------------------------------------------
     def __getitem__(self, key):
         key = _index_key(key, self.shape)
-        return _record("ndarray.__getitem__", self._a[key], (self,))
+        result = self._a[key]
+        if isinstance(result, np.ndarray) and result.ndim and _owner(result) is _owner(self._a):
+            # basic indexing (slices, integers, newaxis): CuPy makes a view on the host, no
+            # kernel and no device traffic, so nothing is counted; advanced indexing copies
+            return ndarray._wrap(result)
+        return _record("ndarray.__getitem__", result, (self,))
 
     def __setitem__(self, key, value):
         key = _index_key(key, self.shape)
