@@ -300,3 +300,32 @@ def test_embedding_kernels_compile_without_atomics():
     lines = [line for line in lines if line.strip()]
     assert len(lines) == 10, out.stdout
     assert all(line.endswith("False") for line in lines), out.stdout
+
+
+def test_umap_negatives_follow_the_precision_and_are_recorded():
+    # exact (numpy's default): the random stream, as before; fast: the hashed negatives the
+    # kernel computes (through umap_epoch: the reference on numpy); the provenance says which.
+    import anndata
+
+    import gpu_sc
+    from gpu_sc.dispatch.provenance import provenance
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6)) + 3 * rng.normal(size=(3, 6))[rng.integers(0, 3, 120)]
+    base = anndata.AnnData(X.astype(np.float32))
+    base.obsm["X_pca"] = X
+    gpu_sc.pp.neighbors(base, n_neighbors=10, use_rep="X_pca", backend="numpy")
+    out = {}
+    for precision in ("exact", "fast"):
+        a = base.copy()
+        gpu_sc.tl.umap(a, maxiter=30, backend="numpy", precision=precision)
+        record = provenance(a)[-1]
+        engine = record["engine"]
+        assert engine["precision"] == precision
+        want = "stream" if precision == "exact" else "hash"
+        assert engine["umap"] == {"negative_samples": want}
+        ran = "umap_epoch x30 (reference)" in str(record)  # the note lists the kernel calls
+        assert ran == (precision == "fast"), record
+        out[precision] = a.obsm["X_umap"]
+    assert not np.array_equal(out["exact"], out["fast"])
+    assert np.isfinite(out["fast"]).all()

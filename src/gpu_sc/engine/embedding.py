@@ -28,11 +28,8 @@ def _umap_negatives(ctx) -> str:
     """Where UMAP's negative samples come from: ``"stream"`` (a seeded generator: the exact
     path, the numpy backend's results of earlier releases) or ``"hash"`` (counter-based:
     what the fused epoch kernel computes, one launch per epoch; same statistics). The
-    precision setting decides (``"fast"``: hash); without one, cupy hashes, numpy streams."""
-    precision = getattr(ctx, "precision", None)
-    if precision is None:
-        precision = "fast" if ctx.am.name == "cupy" else "exact"
-    return "hash" if precision == "fast" else "stream"
+    precision setting decides (``ctx.precision``; ``"auto"`` resolves to ``"fast"`` on cupy)."""
+    return "hash" if getattr(ctx, "precision", "exact") == "fast" else "stream"
 
 
 def umap(
@@ -93,6 +90,9 @@ def umap(
 
     if a is None or b is None:
         a, b = _umap.find_ab_params(spread, min_dist)
+    negatives = _umap_negatives(ctx)
+    if isinstance(getattr(ctx, "details", None), dict):  # the provenance's engine column
+        ctx.details["umap"] = {"negative_samples": negatives}
     default_epochs = 500 if n <= 10000 else 200
     n_epochs = default_epochs if maxiter is None else int(maxiter)
 
@@ -127,7 +127,7 @@ def umap(
         initial_alpha=alpha,
         negative_sample_rate=negative_sample_rate,
         seed=seed + 1,  # a stream apart from the one that jittered the initial layout
-        negatives=_umap_negatives(ctx),
+        negatives=negatives,
     )
 
     params = dict(a=np.float64(a), b=np.float64(b))
