@@ -150,3 +150,28 @@ def test_a_report_can_be_priced_again_from_its_counts(small_model):
     slower = price(runs_of(small_model), meta, target=10**6,
                    gpu=GpuConstants("slow", 1.0, 1.0, 1.0, 1.0, 1.0))  # fmt: skip
     assert slower["totals_s"]["1000000"] > small_model["totals_s"]["1000000"]
+
+
+def test_steps_counted_at_other_sizes_join_the_model():
+    # t-SNE counted on its own at smaller sizes (a whole run at the larger sizes would take
+    # hours on the double): it is extrapolated from its own two largest sizes, placed in
+    # pipeline order, and those sizes' totals are marked as partial.
+    from gpu_sc.bench.model import price
+
+    def run(n, steps):
+        return {"n_cells": n, "steps": [
+            {"step": s, "ran_on": ["cupy"], "fallback_reason": None, "double_seconds": 0.0,
+             "counts": StepCounts(ops=10, bytes=n * 100.0).to_dict()} for s in steps]}  # fmt: skip
+
+    runs = [run(1000, ["pca", "neighbors", "umap"]), run(2000, ["pca", "neighbors", "umap"]),
+            run(100, ["tsne"]), run(200, ["tsne"])]  # fmt: skip
+    meta = {"n_genes": 10, "seed": 0, "double_device_bytes": 1, "versions": {"gpu_sc": "x"},
+            "created": "now"}  # fmt: skip
+    report = price(runs, meta, target=10**6, gpu=UNIT, other_gpus=())
+    at_target = [r["step"] for r in report["rows"] if r["n_cells"] == 10**6]
+    assert at_target == ["pca", "neighbors", "umap", "tsne"]
+    tsne = next(r for r in report["rows"] if r["step"] == "tsne" and r["n_cells"] == 10**6)
+    assert tsne["counts"]["bytes"] == pytest.approx(10**6 * 100.0)  # from 100 and 200 cells
+    assert set(report["partial_sizes"]) == {"100", "200", "1000", "2000"}
+    text = markdown(report)
+    assert "| 200 (only: tsne) |" in text and "| 2,000 (without: tsne) |" in text

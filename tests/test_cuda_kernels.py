@@ -361,3 +361,19 @@ def test_kernel_compiles_to_ptx_for_sm80_and_sm90(name, tmp_path):
     assert len(records) == 2 * n_sigs
     assert {r["cc"] for r in records} == {"sm_80", "sm_90"}
     assert all(r["ok"] and r["ptx_bytes"] > 1000 for r in records)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def test_the_provenance_note_says_which_kernels_ran_and_how(backend):
+    # never silent: the step's note names each fused kernel and how it ran
+    import anndata as ad
+
+    import gpu_sc
+    from gpu_sc.dispatch.provenance import provenance
+
+    X = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    adata = ad.AnnData(X)
+    gpu_sc.pp.neighbors(adata, n_neighbors=5, use_rep="X", backend=backend)
+    note = provenance(adata)[-1]["note"]
+    how = kcuda.how_to_run(array_module(backend))
+    assert f"kernels: knn_tile_topk x1 ({how})" in note, note

@@ -46,6 +46,7 @@ def atlas_pca():
     return np.ascontiguousarray(adata.obsm["X_pca"][:, :50])
 
 
+@pytest.mark.slow
 def test_recall_at_defaults_on_20k_synthetic_atlas(atlas_pca):
     """Recall@15 >= 0.95 at the default nlist/nprobe, against exact search of 2000 queries."""
     X, k = atlas_pca, 15

@@ -32,6 +32,8 @@ HOST_ONLY = frozenset({
     "hvg.seurat_v3_fits",
     "hvg.seurat_v3_table",
     "hvg.seurat_v3_norm_var",
+    "ivf.default_nlist",
+    "ivf.default_nprobe",
     "markers.gene_blocks",
     "qc.qc_tables",
     "regress.categorical_fit",

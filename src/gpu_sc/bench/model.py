@@ -332,7 +332,9 @@ def price(
     targets = [target, *[int(t) for t in extra_targets if int(t) != target]]
     cells = sorted(run["n_cells"] for run in runs)
     runs = sorted(runs, key=lambda run: run["n_cells"])
-    labels = [s["step"] for s in runs[-1]["steps"]]
+    labels = _step_labels(runs)
+    partial = {str(r["n_cells"]): [s["step"] for s in r["steps"]] for r in runs
+               if len(r["steps"]) < len(labels)}  # fmt: skip
     rows = []
     for label in labels:
         by_size = {}
@@ -371,9 +373,27 @@ def price(
         **meta,
         "rows": rows,
         "totals_s": {str(k): v for k, v in totals.items()},
+        # counted sizes whose run has only some steps (e.g. a t-SNE-only run at small sizes):
+        # their totals are those steps' only
+        "partial_sizes": partial,
         "offenders": offenders(rows, target, goal_s),
         "other_gpus": others,
     }
+
+
+def _step_labels(runs: list[dict[str, Any]]) -> list[str]:
+    """Every step of the runs, in pipeline order: the largest run's, then the others' missing
+    ones inserted after the step they follow in their own run."""
+    ordered = sorted(runs, key=lambda run: -run["n_cells"])
+    labels = [s["step"] for s in ordered[0]["steps"]]
+    for run in ordered[1:]:
+        prev = None
+        for s in run["steps"]:
+            if s["step"] not in labels:
+                at = labels.index(prev) + 1 if prev in labels else len(labels)
+                labels.insert(at, s["step"])
+            prev = s["step"]
+    return labels
 
 
 def _row(label, n, counts: StepCounts, gpu, rec, *, measured: bool, exponents=None) -> dict:
@@ -437,6 +457,15 @@ def _constants_line(gpu: dict[str, Any]) -> str:
     )  # fmt: skip
 
 
+def _partial_note(present: list[str] | None, steps: list[str]) -> str:
+    if not present:
+        return ""
+    missing = [s for s in steps if s not in present]
+    if len(missing) < len(present):
+        return f" (without: {', '.join(missing)})"
+    return f" (only: {', '.join(present)})"
+
+
 def _fmt_s(x: float) -> str:
     return f"{x:.3g}" if x >= 0.001 else f"{x:.1e}"
 
@@ -473,12 +502,15 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]  # fmt: skip
     totals = report["totals_s"]
+    partial = report.get("partial_sizes", {})
+    steps = list(dict.fromkeys(r["step"] for r in report["rows"]))
     names = [gpu["name"].replace(" (model)", ""), *[o["gpu"]["name"].replace(" (model)", "")
                                                    for o in others]]  # fmt: skip
     lines += [
         "| cells | " + " | ".join(f"{n} total (s)" for n in names) + " |",
         "|---:|" + "---:|" * len(names),
-        *[f"| {int(n):,}{' (extrapolated)' if int(n) in targets else ''} | {_fmt_s(v)} | "
+        *[f"| {int(n):,}{' (extrapolated)' if int(n) in targets else ''}"
+          f"{_partial_note(partial.get(n), steps)} | {_fmt_s(v)} | "
           + " | ".join(_fmt_s(o["totals_s"][n]) for o in others) + (" |" if others else "|")
           for n, v in totals.items()],
         "",

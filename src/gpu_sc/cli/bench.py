@@ -114,9 +114,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--model-counts",
-        metavar="JSON",
+        metavar="JSON[:STEP,...]",
+        action="append",
         help="with --model: price the counts of an earlier bench_model.json again "
-        "(new constants or extrapolation) instead of counting",
+        "(new constants or extrapolation) instead of counting; repeatable, each optionally "
+        "limited to some steps (e.g. a t-SNE-only run at smaller sizes: 'small.json:tsne')",
     )
     d = p.add_argument_group(
         "--dask-atlas: the Dask path against the in-memory engine",
@@ -217,11 +219,26 @@ def _run_model(args) -> int:
         print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
     if args.model_counts:
-        earlier = json.loads(Path(args.model_counts).read_text())
-        meta = {k: earlier[k] for k in ("n_genes", "seed", "double_device_bytes", "versions",
-                                        "created", "command", "note") if k in earlier}  # fmt: skip
+        runs, sources = [], []
+        for spec in args.model_counts:
+            path, _, only = spec.partition(":")
+            earlier = json.loads(Path(path).read_text())
+            sources.append({k: earlier.get(k) for k in ("command", "created", "config")})
+            for run in runs_of(earlier):
+                if only:
+                    run["steps"] = [s for s in run["steps"] if s["step"] in only.split(",")]
+                runs.append(run)
+        first = json.loads(Path(args.model_counts[0].partition(":")[0]).read_text())
+        meta = {k: first[k] for k in ("n_genes", "seed", "double_device_bytes", "versions",
+                                      "created", "command", "note", "config")
+                if k in first}  # fmt: skip
+        if len(sources) > 1:
+            meta["counted_by"] = sources
+            meta["command"] = "; ".join(s["command"] or "?" for s in sources)
+        if args.note:
+            meta["note"] = args.note
         targets = _int_list(args.model_target)
-        report = price(runs_of(earlier), meta, target=targets[0], extra_targets=targets[1:])
+        report = price(runs, meta, target=targets[0], extra_targets=targets[1:])
         report["priced_again"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     else:
         targets = _int_list(args.model_target)

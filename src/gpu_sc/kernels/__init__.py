@@ -15,7 +15,8 @@ Calling convention (checked by ``tests/test_kernel_conventions.py``):
   ``embedding_quality.neighbourhood_preservation``, ``embedding_quality.trustworthiness``,
   ``hvg.mean_var``, ``hvg.dispersion_table``, ``hvg.select_cutoffs``, ``hvg.select_top``,
   ``hvg.seurat_v3_norm_var``, ``hvg.seurat_table``, ``hvg.seurat_v3_fits``,
-  ``hvg.seurat_v3_table``, ``markers.gene_blocks``,
+  ``hvg.seurat_v3_table``, ``ivf.default_nlist``, ``ivf.default_nprobe`` (sizes from
+  sizes), ``markers.gene_blocks``,
   ``qc.qc_tables``, ``regress.categorical_fit``, ``score_genes.control_genes`` and
   ``umap.find_ab_params``.
 """

@@ -42,8 +42,9 @@ from .knn import knn as exact_knn
 __all__ = ["AUTO_IVF_CELLS", "IVFFlat", "default_nlist", "default_nprobe", "ivf_knn"]
 
 #: ``neighbors(transformer=None)`` (the engine's "auto") runs IVF-Flat from this many cells on,
-#: exact kNN below. At 2*10^5 cells IVF-Flat at the defaults reaches recall@15 >= 0.97 on the
-#: synthetic atlas (benchmarks/results/ivf_recall.json) at ~1/20 of exact's distance work;
+#: exact kNN below. At 2*10^5 cells IVF-Flat at the defaults (nlist 512, nprobe 64) reaches
+#: recall@15 = 0.999 on the synthetic atlas's PCA (benchmarks/results/ivf_recall.json; 0.979 at
+#: nprobe 32) at 1/8 of exact's distance work;
 #: exact's n^2 work (8*10^11 multiply-adds at 2*10^5 x 50 dims) is still seconds on a GPU
 #: below it, where the exact graph is preferable (scanpy's own exact/approximate switch is at
 #: 4096 cells, which is far too early for a GPU).
@@ -68,8 +69,11 @@ def default_nprobe(nlist: int) -> int:
 
     At ``sqrt(n)`` lists each query scans about ``n / 8`` points: 8x less distance work than
     exact (the saving grows with ``nlist``: ``nlist / nprobe`` is fixed, but the k-means and
-    probing are ``n * nlist`` and exact is ``n^2``), and recall@15 >= 0.95 on the synthetic
-    atlas (``benchmarks/results/ivf_recall.json``).
+    probing are ``n * nlist`` and exact is ``n^2``). Measured recall@15 on the synthetic
+    atlas's PCA (``benchmarks/results/ivf_recall.json``): 0.992 at 2*10^4 cells (nlist 128,
+    nprobe 16), 0.999 at 2*10^5 (512, 64). At a fixed fraction ``nprobe / nlist`` recall rose
+    with ``n`` (1/16: 0.906 at 2*10^4, 0.979 at 2*10^5), so a smaller fraction should do at
+    10^7 cells; not measured, so the default stays at the measured 1/8.
     """
     return int(min(nlist, max(16, nlist // 8)))
 
@@ -101,27 +105,27 @@ def _sq_dist_to(xp, X, sq_x, C, sq_c):
     return xp.maximum(g, 0.0, out=g)
 
 
-def _nearest(am, X, sq_x, C, m: int, tile_elements: int, home=None):
-    """Per row of ``X``: its ``m`` nearest centroids (``m == 1``: argmin, ties by the lower
-    centroid; else unordered, always including ``home``'s centroid when given), in row blocks
-    of at most ``tile_elements``."""
+def _nearest(am, X, sq_x, C, m: int, tile_elements: int):
+    """Per row of ``X``: its nearest centroid (argmin, ties by the lower centroid) and, for
+    ``m > 1``, its ``m`` nearest (unordered, always including the nearest), from one distance
+    tile per row block of at most ``tile_elements``. Returns ``(nearest, m_nearest or None)``."""
     xp = am.xp
     n, nlist = X.shape[0], C.shape[0]
     sq_c = xp.einsum("ij,ij->i", C, C)
     rows = max(1, tile_elements // max(1, nlist))
-    out = xp.empty((n, m), dtype=xp.int64)
+    home = xp.empty(n, dtype=xp.int64)
+    probes = xp.empty((n, m), dtype=xp.int64) if m > 1 else None
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
         d = _sq_dist_to(xp, X[r0:r1], sq_x[r0:r1], C, sq_c)
-        if m == 1:
-            out[r0:r1, 0] = xp.argmin(d, axis=1)
-        elif m >= nlist:
-            out[r0:r1] = xp.arange(nlist, dtype=xp.int64)[None, :]
-        else:
-            if home is not None:  # the home list first, whatever the ties at the cut
-                d[xp.arange(r1 - r0), home[r0:r1]] = -xp.inf
-            out[r0:r1] = xp.argpartition(d, m - 1, axis=1)[:, :m]
-    return out
+        h = xp.argmin(d, axis=1)
+        home[r0:r1] = h
+        if m > 1 and m >= nlist:
+            probes[r0:r1] = xp.arange(nlist, dtype=xp.int64)[None, :]
+        elif m > 1:
+            d[xp.arange(r1 - r0), h] = -xp.inf  # the home list in, whatever the ties at the cut
+            probes[r0:r1] = xp.argpartition(d, m - 1, axis=1)[:, :m]
+    return home, probes
 
 
 def _groups(am, labels, n_groups: int):
@@ -151,7 +155,7 @@ def kmeans(am: ArrayModule, X, nlist: int, *, n_iter: int = _N_ITER, seed: int =
     C = T[xp.asarray(init)].astype(xp.float64)
     Td = T.astype(xp.float64)
     for _ in range(n_iter):
-        labels = _nearest(am, T, sq_t, C.astype(T.dtype), 1, tile_elements)[:, 0]
+        labels = _nearest(am, T, sq_t, C.astype(T.dtype), 1, tile_elements)[0]
         order, offsets = _groups(am, labels, nlist)
         one_hot = am.sparse.csr_matrix(
             (xp.ones(n_train, dtype=xp.float64), order, xp.asarray(offsets)),
@@ -219,9 +223,9 @@ def ivf_knn(
     sq = xp.einsum("ij,ij->i", X, X)
     sq64 = sq.astype(xp.float64)  # the fused kernel's norms (the tiles keep X's dtype)
     C = kmeans(am, X, nlist, n_iter=params.n_iter, seed=params.seed, tile_elements=tile_elements)
-    home = _nearest(am, X, sq, C, 1, tile_elements)[:, 0]
+    home, probes = _nearest(am, X, sq, C, nprobe, tile_elements)
+    probes = home[:, None] if probes is None else probes
     members, m_off = _groups(am, home, nlist)
-    probes = _nearest(am, X, sq, C, nprobe, tile_elements, home=home)
     # Each point's column in its own list (members are sorted by list, then by index).
     m_off_dev = xp.asarray(m_off[:-1])
     own_col = xp.empty(n, dtype=xp.int64)
