@@ -216,3 +216,19 @@ def test_tsne_fft_repulsion_agrees_with_exact(backend):
         err = np.abs(am.to_host(rep_fft) - rep_exact).mean() / scale
         assert err <= tol_force, (boxes_per_unit, err)
         assert abs(z_fft - z_exact) <= tol_z * z_exact, (boxes_per_unit, z_fft, z_exact)
+
+
+def test_tsne_joint_probabilities_under_fast_precision_use_float32_knn_and_stay_close():
+    # precision="fast" computes t-SNE's kNN distances in float32 (the bulk of its work at
+    # scale); the joint probabilities must stay those of the float64 search to rounding.
+    from gpu_sc.dispatch.arrays import array_module
+    from gpu_sc.kernels import tsne as tsne_k
+
+    am = array_module("numpy")
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 1.0, size=(150, 10)) for c in (0.0, 6.0)])
+    P64 = tsne_k.joint_probabilities(am, X, 30.0)
+    P32 = tsne_k.joint_probabilities(am, X, 30.0, knn_dtype=np.float32)
+    assert P32.dtype == np.float64 and P32.nnz == P64.nnz
+    assert (P32.indices == P64.indices).all()  # the same neighbours
+    np.testing.assert_allclose(P32.toarray(), P64.toarray(), rtol=1e-4, atol=1e-9)

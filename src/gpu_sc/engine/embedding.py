@@ -171,6 +171,8 @@ def tsne(
         early_exaggeration=float(early_exaggeration),
         learning_rate=learning_rate,
         metric=metric,
+        # float32 distances under precision="fast", as the neighbors step computes them
+        knn_dtype=am.xp.float32 if getattr(ctx, "precision", "exact") == "fast" else None,
     )
     n_jobs = sc_settings.n_jobs if n_jobs is None else n_jobs
     params = dict(

@@ -75,16 +75,19 @@ def binary_search_perplexity(am: ArrayModule, sqdistances, perplexity: float, n_
     return P
 
 
-def joint_probabilities(am: ArrayModule, X, perplexity: float, metric: str = "euclidean"):
+def joint_probabilities(
+    am: ArrayModule, X, perplexity: float, metric: str = "euclidean", *, knn_dtype=None
+):
     """Symmetric joint probabilities ``P`` (CSR, float64, sums to 1) from the exact kNN of ``X``.
 
     Like scikit-learn's ``_joint_probabilities_nn`` with ``k = min(n - 1, 3 * perplexity + 1)``
-    neighbours other than self and squared distances.
+    neighbours other than self and squared distances. ``knn_dtype``: the kNN's distance
+    dtype (:func:`gpu_sc.kernels.knn.knn`; float32 under ``precision="fast"``).
     """
     xp = am.xp
     n = X.shape[0]
     k = min(n - 1, int(3.0 * perplexity + 1))
-    idx, dist = _knn(am, X, k + 1, metric)
+    idx, dist = _knn(am, X, k + 1, metric, dtype=knn_dtype)
     idx, dist = idx[:, 1:], dist[:, 1:].astype(xp.float64)
     # sklearn reads the neighbours in column order (it sorts the graph's indices); the search
     # result does not depend on the order, the sums it makes do, so follow it.
@@ -252,6 +255,7 @@ def tsne(
     metric: str = "euclidean",
     repulsion: str = "auto",
     P=None,
+    knn_dtype=None,
 ):
     """Embed ``X`` in 2-D with t-SNE.
 
@@ -264,6 +268,9 @@ def tsne(
         2048 points).
     P
         Precomputed joint probabilities (from :func:`joint_probabilities`); computed if None.
+    knn_dtype
+        Distance dtype of the kNN behind ``P`` (float32 under ``precision="fast"``; None:
+        float64, the exact path).
 
     Returns
     -------
@@ -275,7 +282,7 @@ def tsne(
     X = xp.asarray(X)
     n = X.shape[0]
     if P is None:
-        P = joint_probabilities(am, X, perplexity, metric)
+        P = joint_probabilities(am, X, perplexity, metric, knn_dtype=knn_dtype)
     if repulsion == "auto":
         repulsion = "exact" if n <= _EXACT_MAX_N else "fft"
     if repulsion not in ("exact", "fft"):
