@@ -339,3 +339,11 @@ def test_engine_steps_warn_and_raise_as_scanpy(case):
     # scanpy's own warnings for the arguments (not those of its solvers' iterations)
     theirs = {(c, t) for c, t in theirs if "accuracies" not in t}
     assert (theirs or their_error) and theirs <= ours, (theirs, ours)
+
+
+def test_a_call_scanpys_signature_rejects_raises_scanpys_type_error():
+    with pytest.raises(TypeError) as want:
+        sc.pp.log1p(ad.AnnData(_counts()), not_a_parameter=1)
+    with pytest.raises(TypeError) as got:
+        gpu_sc.pp.log1p(ad.AnnData(_counts()), not_a_parameter=1, backend="numpy")
+    assert str(got.value) == str(want.value)

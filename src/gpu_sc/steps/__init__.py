@@ -57,8 +57,10 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
                                         max_device_nnz=max_device_nnz))  # fmt: skip
         try:
             adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
-        except TypeError as exc:
-            raise TypeError(f"gpu_sc.{namespace}.{name}: {exc}") from None
+        except TypeError:
+            # A call scanpy's signature rejects: scanpy's own TypeError (raised by Python
+            # when binding the call, before scanpy's function runs any of its code).
+            return scanpy_func(*args, **kwargs)
         copy = bool(params.get("copy", False))
         if copy:
             # Run in place on a copy: engine and scanpy paths then share one code path.
