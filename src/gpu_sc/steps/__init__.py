@@ -303,8 +303,10 @@ def check_step_input(step: str, adata, params: dict) -> bool:
                              f"{adata.n_obs} cells x {adata.n_vars} genes; keep more cells or "
                              "genes (e.g. more highly variable genes)")  # fmt: skip
         if n_comps is not None and not 1 <= n_comps <= smallest:
-            raise InputError(f"{step}: n_comps={n_comps} must be between 1 and {smallest} "
-                             f"for {adata.n_obs} cells x {adata.n_vars} genes; lower it")  # fmt: skip
+            solver = params.get("svd_solver") or "arpack"  # scanpy's default; sklearn's text
+            raise InputError(f"{step}: n_components={n_comps} must be between 1 and "
+                             f"min(n_samples, n_features)={smallest} with svd_solver={solver!r} "
+                             f"({adata.n_obs} cells x {adata.n_vars} genes); lower n_comps")  # fmt: skip
     what, values, where = _step_values(entry.values, adata, params)
     if values is None:
         return False
