@@ -339,3 +339,20 @@ def test_engine_steps_warn_and_raise_as_scanpy(case):
     # scanpy's own warnings for the arguments (not those of its solvers' iterations)
     theirs = {(c, t) for c, t in theirs if "accuracies" not in t}
     assert (theirs or their_error) and theirs <= ours, (theirs, ours)
+
+
+def test_a_call_scanpys_signature_rejects_raises_scanpys_type_error():
+    with pytest.raises(TypeError) as want:
+        sc.pp.log1p(ad.AnnData(_counts()), not_a_parameter=1)
+    with pytest.raises(TypeError) as got:
+        gpu_sc.pp.log1p(ad.AnnData(_counts()), not_a_parameter=1, backend="numpy")
+    assert str(got.value) == str(want.value)
+
+
+def test_pca_with_too_many_components_raises_scanpys_value_error_text():
+    # scanpy's own test (test_pca_shapes) matches scikit-learn's message
+    with pytest.raises(
+        ValueError, match=r"n_components=100 must be between 1 and.*20 with svd_solver='arpack'"
+    ):  # noqa: E501
+        gpu_sc.pp.pca(ad.AnnData(np.random.default_rng(0).normal(size=(20, 30))), n_comps=100,
+                      backend="numpy")  # fmt: skip

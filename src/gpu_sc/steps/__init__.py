@@ -59,8 +59,10 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
                                         precision=precision))  # fmt: skip
         try:
             adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
-        except TypeError as exc:
-            raise TypeError(f"gpu_sc.{namespace}.{name}: {exc}") from None
+        except TypeError:
+            # A call scanpy's signature rejects: scanpy's own TypeError (raised by Python
+            # when binding the call, before scanpy's function runs any of its code).
+            return scanpy_func(*args, **kwargs)
         check_step_params(f"gpu_sc.{namespace}.{name}", adata, params)
         copy = bool(params.get("copy", False))
         if copy:
@@ -324,8 +326,10 @@ def check_step_input(step: str, adata, params: dict) -> bool:
                              f"{adata.n_obs} cells x {adata.n_vars} genes; keep more cells or "
                              "genes (e.g. more highly variable genes)")  # fmt: skip
         if n_comps is not None and not 1 <= n_comps <= smallest:
-            raise InputError(f"{step}: n_comps={n_comps} must be between 1 and {smallest} "
-                             f"for {adata.n_obs} cells x {adata.n_vars} genes; lower it")  # fmt: skip
+            solver = params.get("svd_solver") or "arpack"  # scanpy's default; sklearn's text
+            raise InputError(f"{step}: n_components={n_comps} must be between 1 and "
+                             f"min(n_samples, n_features)={smallest} with svd_solver={solver!r} "
+                             f"({adata.n_obs} cells x {adata.n_vars} genes); lower n_comps")  # fmt: skip
     what, values, where = _step_values(entry.values, adata, params)
     if values is None:
         return False

@@ -70,6 +70,8 @@ def pca(adata, params: dict[str, Any]) -> None:
     if params.get("chunked") or not params.get("zero_center", True):
         return  # scanpy's chunked and TruncatedSVD paths (the engine does not run them)
     layer = params.get("layer")
+    if layer is not None and layer not in adata.layers:
+        return  # the step reports the missing layer
     x = adata.X if layer is None else adata.layers[layer]
     svd_solver, random_state = params.get("svd_solver"), params.get("random_state")
     sparse = hasattr(x, "nnz") or hasattr(x, "tocsr")
