@@ -348,3 +348,16 @@ def test_engine_stage_that_omits_an_output_fails(monkeypatch, small):
     row = report.get("pca", "outputs_present", "isolated")
     assert row.passed is False and "PCs" in row.note
     assert not report.passed
+
+
+def test_exact_arithmetic_bars_bind_only_at_exact_precision():
+    # Under precision="fast" the kNN distances are float32: a near tie can swap a neighbour,
+    # which the kNN-overlap bar gates; the isolated connectivities bar is float64 arithmetic's.
+    from gpu_sc.parity.thresholds import threshold_for
+
+    exact = threshold_for("connectivities_rel_frobenius", "isolated", "exact")
+    assert exact is not None and not exact.check(3.9e-3)  # the measured fast-mode value
+    assert threshold_for("connectivities_rel_frobenius", "isolated", "fast") is None
+    for metric in ("knn_overlap", "leiden_ari", "hvg_jaccard"):  # the fast-mode bars
+        bar = threshold_for(metric, "isolated", "fast")
+        assert bar is not None and bar is threshold_for(metric, "isolated")

@@ -86,12 +86,14 @@ def compare(
     a_name, b_name = _backend_pair(backends)
     with settings.override(precision=settings.precision if precision is None else precision):
         resolved = resolve_precision(None, b_name)
-        report = _compare(adata, a_name, b_name, config, seed, name, determinism)
+        report = _compare(adata, a_name, b_name, config, seed, name, determinism, resolved)
     report.precision = resolved
     return report
 
 
-def _compare(adata, a_name, b_name, config, seed, name, determinism) -> ParityReport:
+def _compare(
+    adata, a_name, b_name, config, seed, name, determinism, precision="exact"
+) -> ParityReport:
     cfg = _seeded(PipelineConfig.coerce(config), seed)
     validate_counts(adata)
     n_obs, n_vars = adata.n_obs, adata.n_vars
@@ -103,7 +105,8 @@ def _compare(adata, a_name, b_name, config, seed, name, determinism) -> ParityRe
     if any(_has_engine(s, (a_name, b_name)) for s in steps):
         side_b = _run_recorded(adata.copy(), cfg, b_name)
 
-    ctx_args = dict(backends=(a_name, b_name), seed=seed, resolution=cfg.leiden.resolution)
+    ctx_args = dict(backends=(a_name, b_name), seed=seed, resolution=cfg.leiden.resolution,
+                    precision=precision)  # fmt: skip
     rows: list[Row] = []
     upstream_engine: list[str] = []  # engine steps (on either side) so far, end to end
     for step in steps:
@@ -287,7 +290,7 @@ def _rows(stage: Stage, a, b, ctx: Context, note: str = "") -> list[Row]:
                     "; ".join(missing))]  # fmt: skip
     out = []
     for m in stage.compare(a, b, ctx):
-        t = threshold_for(m.metric, ctx.mode) if m.gate else None
+        t = threshold_for(m.metric, ctx.mode, ctx.precision) if m.gate else None
         passed = None if t is None else t.check(m.value)
         text = "; ".join(filter(None, [m.note, note]))
         out.append(Row(stage.step, m.metric, ctx.mode, _plain(m.value),

@@ -54,6 +54,8 @@ class Context:
     mode: str
     seed: int
     resolution: float = 1.0
+    #: the precision backend B's engine ran at (thresholds marked exact-only bind only then)
+    precision: str = "exact"
 
 
 Extract = dict[str, Any]

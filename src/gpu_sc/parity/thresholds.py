@@ -72,12 +72,16 @@ class Threshold:
         The modes it binds in; in other modes the metric is reported for information.
     why
         The reason for the value (shown in the documentation and the JSON).
+    exact_only
+        It binds only when backend B ran at ``precision="exact"``: a bar of float64
+        arithmetic, informational under ``"fast"`` (where the other bars of the stage gate).
     """
 
     op: str
     value: float
     modes: tuple[str, ...]
     why: str
+    exact_only: bool = False
 
     def check(self, x: float) -> bool:
         """Whether ``x`` clears the bar (NaN never does)."""
@@ -172,7 +176,10 @@ THRESHOLDS: dict[str, Threshold] = {
         1e-5,
         ("isolated",),
         "same kNN distances in, same UMAP fuzzy weights out up to float32 rounding; end to end a "
-        "single swapped neighbour (allowed by the kNN bar) already exceeds it, so reported only",
+        "single swapped neighbour (allowed by the kNN bar) already exceeds it, so reported only; "
+        "under precision='fast' the float32 distances swap neighbours at near ties in the same "
+        "way (the kNN-overlap bar gates them), so there it is reported only too",
+        exact_only=True,
     ),  # fmt: skip
     # -- Leiden ----------------------------------------------------------------------------------
     "leiden_ari": Threshold(
@@ -228,9 +235,10 @@ THRESHOLDS.update({
 })  # fmt: skip
 
 
-def threshold_for(metric: str, mode: str) -> Threshold | None:
-    """The threshold ``metric`` must clear in ``mode``, or None when it is informational."""
+def threshold_for(metric: str, mode: str, precision: str = "exact") -> Threshold | None:
+    """The threshold ``metric`` must clear in ``mode`` at backend B's ``precision``, or None
+    when it is informational."""
     t = THRESHOLDS.get(metric)
-    if t is None or mode not in t.modes:
+    if t is None or mode not in t.modes or (t.exact_only and precision != "exact"):
         return None
     return t
