@@ -232,6 +232,13 @@ def report(results: Path, out: Path) -> int:
         lines.append(f"| {f} | " + " | ".join(cells) + " | " + " | ".join(regs) + " |")
     lines.append("| **total** | " + " | ".join("/".join(map(str, totals[m])) for m in data)
                  + " | " + " | ".join(f"**{len(r)}**" for r in regressions.values()) + " |")  # fmt: skip
+    n_base = len(base)
+    short = [
+        f"{m}: {len(d)} of {n_base}" for m, d in data.items() if m != "scanpy" and len(d) < n_base
+    ]
+    if short:
+        lines += ["", "**Runs cut short** (tests that ran; regressions only among them): "
+                  + ", ".join(short) + "."]  # fmt: skip
     if seconds:
         lines += ["", "Wall time here (2 shared cores): "
                   + ", ".join(f"{m} {s} s" for m, s in seconds.items()) + "."]  # fmt: skip
