@@ -239,3 +239,17 @@ def test_leiden_scanpys_default_flavor_falls_back_with_scanpys_result(graph):
     assert last(got)["backend"] == "scanpy"
     assert "directed" in last(got)["fallback_reason"]
     pd.testing.assert_series_equal(got.obs["leiden"], ref.obs["leiden"])
+
+
+@pytest.mark.parametrize(("params", "error", "scanpy_error"), [
+    ({"gene_list": ["nope"]}, ValueError, "No valid genes were passed for scoring."),
+    ({"gene_list": ["g1"], "gene_pool": ["nope"]}, ValueError,
+     "No valid genes were passed for reference set."),
+])  # fmt: skip
+def test_score_genes_bad_arguments_raise_scanpys_error_in_strict_mode(params, error, scanpy_error):
+    a = AnnData(_counts(50, 30))
+    a.var_names = [f"g{i}" for i in range(a.n_vars)]
+    with pytest.raises(error, match=re.escape(scanpy_error)):
+        sc.tl.score_genes(a.copy(), **params)
+    with pytest.raises(error, match=re.escape(scanpy_error)):
+        gpu_sc.tl.score_genes(a, **params, backend="numpy", strict=True)
