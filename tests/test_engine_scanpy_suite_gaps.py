@@ -207,3 +207,49 @@ def test_calculate_qc_metrics_use_raw_matches_scanpy():
     with pytest.raises(ValueError, match="Cannot use expression from both layer and raw"):
         gpu_sc.pp.calculate_qc_metrics(got, use_raw=True, layer="x", backend="numpy",
                                        strict=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def graph():
+    a = AnnData(_counts(120, 20))
+    sc.pp.log1p(a)
+    sc.pp.neighbors(a, n_neighbors=10, use_rep="X")
+    return a
+
+
+@pytest.mark.parametrize(("params", "scanpy_error"), [
+    ({"flavor": "louvain"}, "flavor must be either 'igraph' or 'leidenalg'"),
+    ({"flavor": "igraph", "directed": True}, "Cannot use igraph’s leiden implementation"),
+    ({"flavor": "igraph", "partition_type": object}, "Do not pass in partition_type"),
+    ({"flavor": "igraph", "neighbors_key": "nope"}, ""),
+])  # fmt: skip
+def test_leiden_bad_arguments_raise_scanpys_error_in_strict_mode(graph, params, scanpy_error):
+    with pytest.raises((ValueError, KeyError)) as want:
+        sc.tl.leiden(graph.copy(), **params)
+    with pytest.raises(type(want.value), match=re.escape(scanpy_error)):
+        gpu_sc.tl.leiden(graph.copy(), **params, backend="numpy", strict=True)
+
+
+def test_leiden_scanpys_default_flavor_falls_back_with_scanpys_result(graph):
+    """scanpy's default (leidenalg on the directed graph) is another objective than the
+    engine's: it runs on scanpy, with scanpy's labels."""
+    ref, got = graph.copy(), graph.copy()
+    sc.tl.leiden(ref, random_state=0)
+    gpu_sc.tl.leiden(got, random_state=0, backend="numpy")
+    assert last(got)["backend"] == "scanpy"
+    assert "directed" in last(got)["fallback_reason"]
+    pd.testing.assert_series_equal(got.obs["leiden"], ref.obs["leiden"])
+
+
+@pytest.mark.parametrize(("params", "error", "scanpy_error"), [
+    ({"gene_list": ["nope"]}, ValueError, "No valid genes were passed for scoring."),
+    ({"gene_list": ["g1"], "gene_pool": ["nope"]}, ValueError,
+     "No valid genes were passed for reference set."),
+])  # fmt: skip
+def test_score_genes_bad_arguments_raise_scanpys_error_in_strict_mode(params, error, scanpy_error):
+    a = AnnData(_counts(50, 30))
+    a.var_names = [f"g{i}" for i in range(a.n_vars)]
+    with pytest.raises(error, match=re.escape(scanpy_error)):
+        sc.tl.score_genes(a.copy(), **params)
+    with pytest.raises(error, match=re.escape(scanpy_error)):
+        gpu_sc.tl.score_genes(a, **params, backend="numpy", strict=True)

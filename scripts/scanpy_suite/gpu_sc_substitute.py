@@ -69,3 +69,11 @@ def pytest_report_header(config):
     subs = ", ".join(f"{ns}: {' '.join(names)}" for ns, names in SUBSTITUTED.items())
     strict = os.environ.get("GPU_SC_STRICT", "")
     return f"gpu_sc suite mode: {MODE} (GPU_SC_STRICT={strict!r}); substituted: {subs or 'none'}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``GPU_SC_SUITE_REVERSE=1``: run the tests last to first, so that a second process
+    started beside a forward run of the same mode meets it half-way (the runner's ``--part``
+    logs are merged by the report; stop both once they overlap)."""
+    if os.environ.get("GPU_SC_SUITE_REVERSE", "") not in ("", "0"):
+        items.reverse()

@@ -101,7 +101,9 @@ def build_pbmc3k(target: Path) -> None:
     print("pbmc3k not found (set GPU_SC_DATA): tests that need it are skipped", file=sys.stderr)
 
 
-def run(mode: str, results: Path, extra: list[str]) -> int:
+def run(mode: str, results: Path, extra: list[str], files=TEST_FILES, part: str = "") -> int:
+    """One mode's pytest run; ``part`` (e.g. ``.part2``, with a subset of ``files``) names
+    the outputs of a run split over several processes (the report merges them)."""
     results.mkdir(parents=True, exist_ok=True)
     src = sdist_dir()
     env = dict(os.environ)
@@ -112,16 +114,17 @@ def run(mode: str, results: Path, extra: list[str]) -> int:
     env.pop("GPU_SC_STRICT", None)
     if mode == "strict":
         env["GPU_SC_STRICT"] = "1"
-    xml = results / f"{mode}.xml"
+    name = f"{mode}{part}"
+    xml = results / f"{name}.xml"
     cmd = [sys.executable, "-m", "pytest", "-p", "gpu_sc_substitute", "-p", "no:randomly",
            "-v", "-rfE", "--tb=line", f"--junitxml={xml}",
-           *[f"tests/{f}" for f in TEST_FILES], *extra]  # fmt: skip
+           *[f"tests/{f}" for f in files], *extra]  # fmt: skip
     start = time.perf_counter()
-    with open(results / f"{mode}.log", "w") as log:
+    with open(results / f"{name}.log", "w") as log:
         rc = subprocess.run(cmd, cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - start
-    (results / f"{mode}.time").write_text(f"{seconds:.0f}\n")
-    print(f"mode {mode}: pytest exit {rc}, {seconds:.0f} s, log {results / f'{mode}.log'}")
+    (results / f"{name}.time").write_text(f"{seconds:.0f}\n")
+    print(f"mode {name}: pytest exit {rc}, {seconds:.0f} s, log {results / f'{name}.log'}")
     return rc
 
 
@@ -148,11 +151,19 @@ def outcomes(xml: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-def suite_seconds(results: Path, mode: str) -> int:
-    """Wall time of a mode's run (the runner's clock, else pytest's in the JUnit XML)."""
-    if (results / f"{mode}.time").is_file():
-        return int((results / f"{mode}.time").read_text())
-    suite = ET.parse(results / f"{mode}.xml").getroot()
+def parts(results: Path, mode: str) -> list[str]:
+    """The names of a mode's runs: ``mode`` and its ``mode.partN`` pieces."""
+    names = {p.stem for p in results.glob(f"{mode}*") if p.suffix in (".xml", ".log")}
+    return sorted(n for n in names if n == mode or n.startswith(f"{mode}.part"))
+
+
+def suite_seconds(results: Path, name: str) -> int:
+    """Wall time of one run (the runner's clock, else pytest's in the JUnit XML)."""
+    if (results / f"{name}.time").is_file():
+        return int((results / f"{name}.time").read_text())
+    if not (results / f"{name}.xml").is_file():
+        return 0
+    suite = ET.parse(results / f"{name}.xml").getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     return round(float(suite.get("time", 0)))
 
@@ -177,16 +188,18 @@ def log_outcomes(log: Path) -> dict[str, tuple[str, str]]:
 
 
 def report(results: Path, out: Path) -> int:
-    data = {}
+    data, seconds = {}, {}
     for m in MODES:
-        if (results / f"{m}.xml").is_file():
-            data[m] = outcomes(results / f"{m}.xml")
-        elif (results / f"{m}.log").is_file():
-            data[m] = log_outcomes(results / f"{m}.log")
-            print(f"mode {m}: no JUnit XML (run unfinished?); {len(data[m])} tests from its log")
+        for name in parts(results, m):
+            if (results / f"{name}.xml").is_file():
+                got = outcomes(results / f"{name}.xml")
+            else:
+                got = log_outcomes(results / f"{name}.log")
+                print(f"{name}: no JUnit XML (run unfinished?); {len(got)} tests from its log")
+            data.setdefault(m, {}).update(got)
+            seconds[m] = seconds.get(m, 0) + suite_seconds(results, name)
     if "scanpy" not in data:
         sys.exit("no results of the unmodified run (mode scanpy)")
-    seconds = {m: suite_seconds(results, m) for m in data}
     base = data["scanpy"]
     regressions = {m: sorted(t for t, (o, _) in data[m].items()
                              if o == "fail" and base.get(t, ("", ""))[0] == "pass")
@@ -219,6 +232,13 @@ def report(results: Path, out: Path) -> int:
         lines.append(f"| {f} | " + " | ".join(cells) + " | " + " | ".join(regs) + " |")
     lines.append("| **total** | " + " | ".join("/".join(map(str, totals[m])) for m in data)
                  + " | " + " | ".join(f"**{len(r)}**" for r in regressions.values()) + " |")  # fmt: skip
+    n_base = len(base)
+    short = [
+        f"{m}: {len(d)} of {n_base}" for m, d in data.items() if m != "scanpy" and len(d) < n_base
+    ]
+    if short:
+        lines += ["", "**Runs cut short** (tests that ran; regressions only among them): "
+                  + ", ".join(short) + "."]  # fmt: skip
     if seconds:
         lines += ["", "Wall time here (2 shared cores): "
                   + ", ".join(f"{m} {s} s" for m, s in seconds.items()) + "."]  # fmt: skip
@@ -248,7 +268,17 @@ def main() -> None:
                     help="JUnit XML and logs (default: $SCANPY_SUITE_DIR/results)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scanpy_suite")
     ap.add_argument("--pytest-args", default="", help="extra pytest arguments, one string")
+    ap.add_argument("--files", default=None,
+                    help="comma-separated test files (default: all); with --part")  # fmt: skip
+    ap.add_argument("--part", default="", help="e.g. .part2: a piece of a split run")
+    ap.add_argument(
+        "--reverse",
+        action="store_true",
+        help="run the tests last to first (a second process beside a forward run)",
+    )
     args = ap.parse_args()
+    if args.reverse:
+        os.environ["GPU_SC_SUITE_REVERSE"] = "1"
     results = args.results or cache_dir() / "results"
     if args.command in ("prepare", "all"):
         prepare()
@@ -256,7 +286,8 @@ def main() -> None:
         for mode in args.modes:
             if mode not in MODES:
                 sys.exit(f"unknown mode {mode!r}; one of {MODES}")
-            run(mode, results, args.pytest_args.split())
+            files = args.files.split(",") if args.files else TEST_FILES
+            run(mode, results, args.pytest_args.split(), files, args.part)
     if args.command in ("report", "all"):
         report(results, args.out)
 

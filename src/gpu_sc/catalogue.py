@@ -626,11 +626,9 @@ STEPS: tuple[Step, ...] = (
          repeat_keys=("distances", "connectivities"), floor="neighbors", requires=("pca",),
          values="use_rep"),
     Step("leiden", ("tl",), "leiden", _PP + "leiden", "gpu_sc.engine.clustering:leiden",
-         supports={"flavor": only("igraph", "leidenalg",
-                                  why=lambda v: f"flavor={v!r} (scanpy reports the error)"),
-                   "partition_type": unset("only the modularity (RB configuration) partition "
-                                           "type"),
-                   "restrict_to": unset("restrict_to is not implemented"),
+         # flavor, directed, partition_type: the engine raises scanpy's errors and leaves
+         # leidenalg with a directed graph or another partition type to scanpy
+         supports={"restrict_to": unset("restrict_to is not implemented"),
                    "random_state": int_seed},
          reads=("obsp['connectivities']",), writes=("obs[key_added]", "uns[key_added]"),
          reserved=("resolution", "flavor", "n_iterations", "directed", "random_state",

@@ -40,19 +40,39 @@ def leiden(
     optimises the same objective (``directed=False``, default partition type). Labels are
     numbered by decreasing cluster size.
     """
+    from scanpy import _utils as sc_utils
+
     am = ctx.am
-    # flavor, partition_type, restrict_to, random_state: declared in the catalogue.
-    if flavor == "igraph" and directed:
-        raise EngineUnsupported("directed=True with flavor='igraph' (scanpy reports the error)")
+    # restrict_to, random_state: declared in the catalogue; scanpy's errors raised here.
+    if flavor not in {"igraph", "leidenalg"}:
+        raise ValueError(
+            f"flavor must be either 'igraph' or 'leidenalg', but {flavor!r} was passed"
+        )
+    if flavor == "igraph":
+        if directed:
+            raise ValueError("Cannot use igraph’s leiden implementation with a directed graph.")
+        if partition_type is not None:
+            raise ValueError("Do not pass in partition_type argument when using igraph.")
+    if flavor == "leidenalg" and partition_type is not None:
+        raise EngineUnsupported("only the modularity (RB configuration) partition type")
     if flavor == "leidenalg" and directed is not False:
+        # scanpy's default (directed=None is True for leidenalg): modularity of a directed
+        # graph, another objective than the engine's; scanpy runs it (same result)
         raise EngineUnsupported("leidenalg on a directed graph optimises another objective")
+    if flavor == "leidenalg":
+        sc_utils.warn_once(
+            "In the future, the default backend for leiden will be igraph instead of leidenalg."
+            '\n\n To achieve the future defaults please pass: flavor="igraph" and '
+            "n_iterations=2.  directed must also be False to work with igraph's "
+            "implementation.",
+            FutureWarning,
+            stacklevel=3,
+        )
     extra = {k: v for k, v in clustering_args.items() if k != "objective_function"}
     if clustering_args.get("objective_function", "modularity") != "modularity" or extra:
         raise EngineUnsupported(f"clustering arguments {sorted(clustering_args)}")
-    if obsp is not None and neighbors_key is not None:
-        raise EngineUnsupported("both obsp and neighbors_key given (scanpy reports the error)")
     if adjacency is None:
-        adjacency = _choose_graph(adata, obsp, neighbors_key)
+        adjacency = sc_utils._choose_graph(adata, obsp, neighbors_key)  # scanpy's errors
     A = am.asarray(adjacency)
     if not am.issparse(A):
         A = am.sparse.csr_matrix(A)
@@ -77,16 +97,6 @@ def leiden(
         "params": dict(resolution=resolution, random_state=random_state, n_iterations=n_iterations)
     }
     return None
-
-
-def _choose_graph(adata, obsp, neighbors_key):
-    """The graph scanpy's leiden would use: ``obsp[obsp]`` or the neighbors connectivities."""
-    if obsp is not None:
-        return adata.obsp[obsp]
-    key = "neighbors" if neighbors_key is None else neighbors_key
-    if key not in adata.uns:
-        raise EngineUnsupported(f"no neighbors graph under uns[{key!r}] (scanpy reports it)")
-    return adata.obsp[adata.uns[key].get("connectivities_key", "connectivities")]
 
 
 def paga(adata, ctx, *, groups, use_rna_velocity, model, neighbors_key, copy):

@@ -30,10 +30,12 @@ def score_genes(adata, ctx, *, gene_list, ctrl_as_ref, ctrl_size, gene_pool, n_b
     genes = genes.intersection(var_names)
     pool = (var_names.astype("string") if gene_pool is None
             else pd.Index(gene_pool, dtype="string").intersection(var_names))  # fmt: skip
-    if len(genes) == 0 or len(pool) == 0:
-        raise EngineUnsupported("no valid genes in gene_list or gene_pool (scanpy reports it)")
     if len(ignored) > 0:
         logger.warning("score_genes: genes are not in var_names and ignored: %s", list(ignored))
+    if len(genes) == 0:  # scanpy's errors
+        raise ValueError("No valid genes were passed for scoring.")
+    if len(pool) == 0:
+        raise ValueError("No valid genes were passed for reference set.")
 
     x = adata.raw.X if use_raw else (adata.layers[layer] if layer is not None else adata.X)
     x = am.asarray(x)
@@ -44,8 +46,9 @@ def score_genes(adata, ctx, *, gene_list, ctrl_as_ref, ctrl_size, gene_pool, n_b
                                          ctrl_size=ctrl_size, n_bins=n_bins, seed=random_state)  # fmt: skip
     for w in warnings:
         logger.warning("score_genes: %s", w)
-    if len(control) == 0:
-        raise EngineUnsupported("no control genes found in any cut (scanpy reports it)")
+    if len(control) == 0:  # scanpy's error
+        msg = "No control genes found in any cut."
+        raise RuntimeError(msg + (" Try setting `ctrl_as_ref=False`." if ctrl_as_ref else ""))
     score = _k.scores(am, x, var_names.get_indexer(genes), var_names.get_indexer(control))
     adata.obs[score_name] = pd.Series(np.asarray(am.to_host(score)).ravel(),
                                       index=adata.obs_names, dtype="float64")  # fmt: skip
