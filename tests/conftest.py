@@ -68,7 +68,42 @@ def pytest_report_header(config):
     return f"gpu tests: on the CuPy double (no usable CUDA: {status.reason})"
 
 
+#: (test id, increase of the peak RSS in KiB) for the tests that raised this process's peak
+#: (ru_maxrss) or its children's: the CI budget's memory side (issue 19: peak RSS <= 8 GB).
+_PEAK_RAISERS: list[tuple[str, str, int]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    import resource
+
+    before = [resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN)]  # fmt: skip
+    yield
+    for who, w, b in zip(("self", "children"), (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN),
+                         before, strict=True):  # fmt: skip
+        after = resource.getrusage(w).ru_maxrss
+        if after > b:
+            _PEAK_RAISERS.append((item.nodeid, who, after - b))
+
+
+def _memory_summary(terminalreporter) -> None:
+    import resource
+
+    peak = {who: resource.getrusage(w).ru_maxrss / 2**20 for who, w in
+            (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}  # fmt: skip
+    terminalreporter.write_line(
+        f"peak RSS: {peak['self']:.2f} GiB (pytest), {peak['children']:.2f} GiB (largest child "
+        "process: workers, subprocesses)"
+    )
+    top = sorted(_PEAK_RAISERS, key=lambda r: -r[2])[:5]
+    if top:
+        terminalreporter.write_line("raised by: " + "; ".join(
+            f"{nodeid} (+{kib / 2**20:.2f} GiB, {who})" for nodeid, who, kib in top))  # fmt: skip
+
+
 def pytest_terminal_summary(terminalreporter):
+    _memory_summary(terminalreporter)
     ran = [r for r in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get(
         "failed", []) if "gpu" in r.keywords]  # fmt: skip
     if ran:

@@ -11,6 +11,7 @@ import pytest
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from gpu_sc.dispatch.arrays import array_module
+from gpu_sc.kernels import _blas
 from gpu_sc.kernels import pca as pca_k
 from gpu_sc.kernels import regress as reg_k
 
@@ -69,13 +70,42 @@ def test_one_thread_pins_blas_on_any_thread_and_restores_it(block):
         got[i] = pca_k.project_block(AM, x, mean, v)
 
     with threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()  # 2, unless another thread already controls the limit
         threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         run("main")
-        assert _blas_threads() == 2  # restored for the caller
+        assert _blas_threads() == before  # restored for the caller
     assert sorted(got, key=str) == [0, 1, 2, "main"]
+    for out in got.values():
+        np.testing.assert_array_equal(out, want)
+
+
+def test_a_block_leaving_first_does_not_unpin_a_block_still_running(block):
+    """OpenBLAS's setting is process-wide in the wheels' pthreads builds: the last block to
+    leave restores it, not the first."""
+    x, mean, v, _ = block
+    with threadpool_limits(1, user_api="blas"):
+        want = (x - mean[None, :]) @ v
+    inside, go, got = threading.Event(), threading.Event(), {}
+
+    def slow_block():
+        with _blas.one_thread(AM):
+            inside.set()
+            go.wait(10)
+            got["late"] = (x - mean[None, :]) @ v  # after the other block left
+
+    with threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        t = threading.Thread(target=slow_block)
+        t.start()
+        inside.wait(10)
+        with _blas.one_thread(AM):
+            got["early"] = (x - mean[None, :]) @ v
+        go.set()
+        t.join(10)
+        assert _blas_threads() == before
     for out in got.values():
         np.testing.assert_array_equal(out, want)

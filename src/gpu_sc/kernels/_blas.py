@@ -7,15 +7,19 @@ block, ~4% of the entries differ by ~1e-13 between 1 and 2 threads. A Dask worke
 the client under the sync scheduler (every core) and the in-memory engine would each compute
 the same block a little differently (issue 19: 7 PCA values moved by 1e-8).
 
-Inside :func:`one_thread` host BLAS runs on one thread, for the calling thread only:
+Inside :func:`one_thread` host BLAS runs on one thread. The setting is, in effect, one per
+process (OpenBLAS's pthreads builds, those of NumPy's and SciPy's wheels, apply even their
+``openblas_set_num_threads_local`` to the whole process), so it is reference-counted: the
+first block to enter sets one thread and the last one to leave restores the setting, and a
+block never finds its thread count changed under it by another block that finished first.
 
-* OpenBLAS >= 0.3.27 (NumPy's and SciPy's wheels) has a thread-local setting,
-  ``openblas_set_num_threads_local``; it is set to 1 and restored for the calling thread, so
-  Dask's threads never race on it. (The process-wide setting that threadpoolctl changes is
-  ignored there when called off the thread that first set it: threadpoolctl's documented
-  behaviour for OpenBLAS's pthreads layer.)
-* Any other BLAS (MKL, BLIS, an older OpenBLAS) gets threadpoolctl's process-wide limit,
-  reference-counted: set by the first block to enter, restored when the last one leaves.
+* OpenBLAS >= 0.3.27: ``openblas_set_num_threads_local(1)``, called from whichever thread
+  enters (threadpoolctl's process-wide limit is ignored when called off the thread that set it
+  first, threadpoolctl's documented behaviour for OpenBLAS's pthreads layer, and Dask runs
+  blocks on pool threads). Every entering thread calls it, so builds where it is truly
+  thread-local (OpenMP) pin each block's thread too; there, a thread other than the last to
+  leave keeps its one-thread setting.
+* Any other BLAS (MKL, BLIS, an older OpenBLAS): threadpoolctl's limit.
 
 On CuPy the context does nothing (the device products are deterministic).
 """
@@ -33,12 +37,13 @@ __all__ = ["one_thread"]
 
 _lock = threading.Lock()
 _depth = 0
-_limiter = None  # threadpoolctl's limit while any block is inside one_thread (fallback)
+_limiter = None  # threadpoolctl's limit while any block is inside one_thread (other BLAS)
 _state: tuple[int, list, bool] | None = None  # (modules seen, local setters, needs fallback)
 
 
 def _libraries() -> tuple[list, bool]:
-    """The thread-local setters of the loaded BLAS libraries, and whether one has none.
+    """The ``openblas_set_num_threads_local`` of the loaded BLAS libraries, and whether one
+    has none (then threadpoolctl's limit is used too).
 
     Rebuilt when modules were imported since the last call (5 ms; an import is what loads
     another BLAS, e.g. SciPy's own OpenBLAS)."""
@@ -62,40 +67,46 @@ def _libraries() -> tuple[list, bool]:
     return _state[1], _state[2]
 
 
-def _enter_global() -> None:
-    global _depth, _limiter
+_saved: list = []  # the first entrant's settings, restored by the last to leave
+
+
+def _enter(setters: list, fallback: bool) -> None:
+    global _depth, _limiter, _saved
     from threadpoolctl import ThreadpoolController
 
     with _lock:
         if _depth == 0:
-            _limiter = ThreadpoolController().limit(limits=1, user_api="blas")
+            _saved = [(fn, fn(1)) for fn in setters]  # each returns the previous setting
+            if fallback:
+                _limiter = ThreadpoolController().limit(limits=1, user_api="blas")
+        else:
+            for fn in setters:  # this thread too, where the setting is per thread
+                fn(1)
         _depth += 1
 
 
-def _leave_global() -> None:
-    global _depth, _limiter
+def _leave() -> None:
+    global _depth, _limiter, _saved
     with _lock:
         _depth -= 1
-        if _depth == 0 and _limiter is not None:
-            _limiter.restore_original_limits()
-            _limiter = None
+        if _depth == 0:
+            for fn, previous in _saved:
+                fn(previous)
+            _saved = []
+            if _limiter is not None:
+                _limiter.restore_original_limits()
+                _limiter = None
 
 
 @contextlib.contextmanager
 def one_thread(am: ArrayModule) -> Iterator[None]:
-    """Host BLAS limited to one thread for the calling thread, for the duration (a no-op off
-    NumPy)."""
+    """Host BLAS limited to one thread while any block is inside (a no-op off NumPy)."""
     if am.name != "numpy":
         yield
         return
     setters, fallback = _libraries()
-    previous = [fn(1) for fn in setters]  # each returns the thread's previous setting
-    if fallback:
-        _enter_global()
+    _enter(setters, fallback)
     try:
         yield
     finally:
-        if fallback:
-            _leave_global()
-        for fn, prev in zip(setters, previous, strict=True):
-            fn(prev)
+        _leave()
