@@ -9,7 +9,6 @@ import pytest
 
 import gpu_sc
 from gpu_sc.dispatch.arrays import array_module
-from gpu_sc.dispatch.provenance import provenance
 from gpu_sc.engine.neighbors import knn_algorithm
 from gpu_sc.kernels.ivf import (
     AUTO_IVF_CELLS,
@@ -22,6 +21,7 @@ from gpu_sc.kernels.ivf import (
 from gpu_sc.kernels.knn import knn
 from gpu_sc.pipeline import PipelineConfig
 from gpu_sc.pipeline.plan import knn_transformer
+from gpu_sc.provenance import last as last_record
 
 NP = array_module("numpy")
 
@@ -135,14 +135,14 @@ def test_provenance_records_algorithm_nlist_nprobe():
     a = _adata()
     gpu_sc.pp.neighbors(a, n_neighbors=10, use_rep="X_pca", transformer=IVFFlat(nlist=16, nprobe=4),
                         backend="numpy")  # fmt: skip
-    eng = provenance(a)[-1]["engine"]
+    eng = last_record(a)["engine"]
     assert eng["knn"]["algorithm"] == "ivf_flat"
     assert (eng["knn"]["nlist"], eng["knn"]["nprobe"]) == (16, 4)
     assert eng["knn"]["auto"] is False and eng["precision"] == "exact"
     assert a.obsp["distances"].nnz == 600 * 9
     b = _adata()
     gpu_sc.pp.neighbors(b, n_neighbors=10, use_rep="X_pca", backend="numpy")
-    assert provenance(b)[-1]["engine"]["knn"] == {"algorithm": "exact", "auto": True}
+    assert last_record(b)["engine"]["knn"] == {"algorithm": "exact", "auto": True}
 
 
 @pytest.mark.gpu

@@ -13,6 +13,7 @@ from gpu_sc import resolve_precision, settings
 from gpu_sc.dispatch.arrays import array_module
 from gpu_sc.dispatch.provenance import pipeline_record, provenance
 from gpu_sc.kernels.knn import knn
+from gpu_sc.provenance import last as last_record
 
 NP = array_module("numpy")
 
@@ -49,7 +50,7 @@ def test_shipped_default_is_auto_and_numpy_neighbors_unchanged():
     np.testing.assert_array_equal(a.obsp["distances"].indices, ref.obsp["distances"].indices)
     np.testing.assert_allclose(a.obsp["distances"].data, ref.obsp["distances"].data, rtol=1e-6)
     assert a.obsp["distances"].dtype == np.float64
-    assert provenance(a)[-1]["engine"]["precision"] == "exact"
+    assert last_record(a)["engine"]["precision"] == "exact"
 
 
 def test_fast_knn_float32_close_to_exact():
@@ -66,7 +67,7 @@ def test_fast_knn_float32_close_to_exact():
 def test_precision_recorded_per_step_and_in_the_pipeline_record():
     a = _pca_adata()
     gpu_sc.pp.neighbors(a, n_neighbors=10, use_rep="X_pca", backend="numpy", precision="fast")
-    assert provenance(a)[-1]["engine"]["precision"] == "fast"
+    assert last_record(a)["engine"]["precision"] == "fast"
     b = gpu_sc.datasets.synthetic(400, 300, seed=0)
     cfg = {s: {"enabled": False} for s in ("leiden", "paga", "umap", "tsne", "rank_genes_groups")}
     cfg["filter_cells"] = {"min_genes": 10}
@@ -84,8 +85,8 @@ def test_precision_recorded_per_step_and_in_the_pipeline_record():
 def test_cupy_default_is_fast():
     a = _pca_adata(300)
     gpu_sc.pp.neighbors(a, n_neighbors=8, use_rep="X_pca", backend="cupy")
-    assert provenance(a)[-1]["backend"] == "cupy"
-    assert provenance(a)[-1]["engine"]["precision"] == "fast"
+    assert last_record(a)["backend"] == "cupy"
+    assert last_record(a)["engine"]["precision"] == "fast"
 
 
 @pytest.mark.gpu

@@ -26,7 +26,7 @@ scverse_backends = pytest.importorskip("scverse_backends")
 from scverse_backends.testing import run_conformance  # noqa: E402
 
 from gpu_sc._scanpy_compat import host_function  # noqa: E402
-from gpu_sc.dispatch.provenance import provenance  # noqa: E402
+from gpu_sc.provenance import history  # noqa: E402
 from gpu_sc.scverse_backend import ScanpyBackend  # noqa: E402
 
 HOSTED = {
@@ -106,7 +106,7 @@ def test_calls_are_routed_to_gpu_sc_and_give_scanpys_result(host):
     f["normalize_total"](ours, target_sum=1e4, backend="gpu_sc")
     f["normalize_total"](ref, target_sum=1e4)  # the settings' backend: cpu
     np.testing.assert_array_equal(_dense(ours.X), _dense(ref.X))
-    (step,) = provenance(ours)
+    (step,) = history(ours)
     assert step["step"] == "normalize_total" and step["backend"] in ("numpy", "cupy")
     assert "gpu_sc" not in ref.uns
 
@@ -124,10 +124,10 @@ def test_use_backend_runs_the_tutorial_steps_on_gpu_sc(host):
             f["rank_genes_groups"](adata, "leiden", method="t-test")
             agg = f["aggregate"](adata, "leiden", func="sum")  # scanpy's: no gpu_sc step
             assert agg.n_obs == adata.obs["leiden"].nunique()
-    assert [s["step"] for s in provenance(ours)] == [
+    assert [s["step"] for s in history(ours)] == [
         "normalize_total", "log1p", "pca", "neighbors", "leiden", "rank_genes_groups",
     ]  # fmt: skip
-    assert {s["backend"] for s in provenance(ours)} <= {"numpy", "cupy"}
+    assert {s["backend"] for s in history(ours)} <= {"numpy", "cupy"}
     np.testing.assert_allclose(_dense(ours.X), _dense(ref.X), rtol=1e-6)
     # float32 PCA by another solver: equal to rounding (the parity suite bounds it)
     np.testing.assert_allclose(np.abs(ours.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]),
