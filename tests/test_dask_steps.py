@@ -230,7 +230,11 @@ def test_a_step_without_a_dask_implementation_says_how_to_proceed(counts):
 def test_a_parameter_the_dask_path_lacks_is_refused_not_sent_to_scanpy(counts):
     lazy = _lazy(counts)
     before = lazy.X
-    with pytest.raises(DaskUnsupported, match="pca on the Dask path: zero_center=False"):
+    with pytest.raises(DaskUnsupported, match="pca on the Dask path: random_state=None"):
+        gpu_sc.pp.pca(lazy, n_comps=5, random_state=None)
+    assert lazy.X is before and "X_pca" not in lazy.obsm
+    # zero_center=False on sparse Dask blocks: scanpy's own error, as scanpy raises it
+    with pytest.raises(TypeError, match="zero_center=False` is not supported for sparse Dask"):
         gpu_sc.pp.pca(lazy, n_comps=5, zero_center=False)
     assert lazy.X is before and "X_pca" not in lazy.obsm
 
