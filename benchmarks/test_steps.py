@@ -21,9 +21,10 @@ STEPS = [
     if st.public and st.run is not None and getattr(PipelineConfig(), st.section).enabled
     for label in (
         [f"{st.name}[{m}]" for m in PipelineConfig().rank_genes_groups.methods]
-        if st.name == "rank_genes_groups" else [st.name]
+        if st.name == "rank_genes_groups"
+        else [st.name]
     )
-]  # fmt: skip
+]
 BACKENDS = ["scanpy", "numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
 ROUNDS = 3
 
@@ -52,6 +53,8 @@ def test_step(benchmark, step_inputs, atlas, step, backend):
     record = provenance(last["adata"])[-1]
     assert record["step"] == step.split("[")[0]
     benchmark.extra_info.update(
-        **atlas, requested=backend, ran_on=record["backend"],
+        **atlas,
+        requested=backend,
+        ran_on=record["backend"],
         fallback_reason=record["fallback_reason"],
-    )  # fmt: skip
+    )

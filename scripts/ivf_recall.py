@@ -31,8 +31,10 @@ def pca_of(n_cells: int, n_genes: int, cache: Path) -> np.ndarray:
     import gpu_sc
 
     adata = gpu_sc.datasets.synthetic(n_cells, n_genes, seed=0)
-    cfg = {s: {"enabled": False} for s in ("neighbors", "leiden", "paga", "umap", "tsne",
-                                           "rank_genes_groups")}  # fmt: skip
+    cfg = {
+        s: {"enabled": False}
+        for s in ("neighbors", "leiden", "paga", "umap", "tsne", "rank_genes_groups")
+    }
     gpu_sc.pipeline(adata, cfg, backend="numpy", atomic=False)
     x = np.ascontiguousarray(adata.obsm["X_pca"][:, :50])
     cache.mkdir(parents=True, exist_ok=True)
@@ -73,8 +75,15 @@ def leiden_labels(X, indices, dists, k):
     a = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
     a.obsp["connectivities"] = conn.fuzzy_simplicial_set(am, indices, dists, n, k)
     a.uns["neighbors"] = {"connectivities_key": "connectivities", "params": {}}
-    gpu_sc.tl.leiden(a, resolution=0.9, flavor="igraph", n_iterations=2, directed=False,
-                     random_state=0, backend="numpy")  # fmt: skip
+    gpu_sc.tl.leiden(
+        a,
+        resolution=0.9,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=0,
+        backend="numpy",
+    )
     return a.obs["leiden"].to_numpy()
 
 

@@ -30,8 +30,7 @@ def _run(adata, backend: str, precision: str | None):
         from gpu_sc.testing.cupy_double import install
 
         with install(device_bytes=8 << 30):
-            out = gpu_sc.pipeline(adata.copy(), cfg, backend="cupy", copy=True,
-                                  precision=precision)  # fmt: skip
+            out = gpu_sc.pipeline(adata.copy(), cfg, backend="cupy", copy=True, precision=precision)
     else:
         out = gpu_sc.pipeline(adata.copy(), cfg, backend=backend, copy=True, precision=precision)
     return out, time.perf_counter() - t0, pipeline_record(out)
@@ -44,10 +43,14 @@ def _compare(name, adata) -> dict:
     new, t_new, rec_new = _run(adata, "cupy", None)
     assert (ref.obs_names == new.obs_names).all()
     d_ref, d_new = ref.obsp["distances"].tocsr(), new.obsp["distances"].tocsr()
-    overlap = float(np.mean([
-        np.intersect1d(d_ref[i].indices, d_new[i].indices).size / max(1, d_ref[i].nnz)
-        for i in range(d_ref.shape[0])
-    ]))  # fmt: skip
+    overlap = float(
+        np.mean(
+            [
+                np.intersect1d(d_ref[i].indices, d_new[i].indices).size / max(1, d_ref[i].nnz)
+                for i in range(d_ref.shape[0])
+            ]
+        )
+    )
     return {
         "dataset": name,
         "n_obs": int(ref.n_obs),
@@ -58,11 +61,12 @@ def _compare(name, adata) -> dict:
         "knn_overlap": overlap,
         "leiden_ari": float(adjusted_rand_score(ref.obs["leiden"], new.obs["leiden"])),
         "n_clusters": [int(ref.obs["leiden"].nunique()), int(new.obs["leiden"].nunique())],
-        "pca_max_abs_corr_min": float(np.min(np.abs(np.sum(
-            _unit(ref.obsm["X_pca"]) * _unit(new.obsm["X_pca"]), axis=0)))),
+        "pca_max_abs_corr_min": float(
+            np.min(np.abs(np.sum(_unit(ref.obsm["X_pca"]) * _unit(new.obsm["X_pca"]), axis=0)))
+        ),
         "seconds_numpy": t_ref,
         "seconds_cupy_double": t_new,
-    }  # fmt: skip
+    }
 
 
 def _unit(x):

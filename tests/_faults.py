@@ -48,5 +48,6 @@ def same_result(res, ref) -> None:
     assert list(res.var_names) == list(ref.var_names)
     ari = adjusted_rand_score(ref.obs["leiden"], res.obs["leiden"])
     assert ari == 1.0, f"Leiden ARI {ari} against the float32 CSR run"
-    np.testing.assert_allclose(np.abs(res.obsm["X_pca"][:, :5]), np.abs(ref.obsm["X_pca"][:, :5]),
-                               rtol=1e-3, atol=1e-3)  # fmt: skip
+    np.testing.assert_allclose(
+        np.abs(res.obsm["X_pca"][:, :5]), np.abs(ref.obsm["X_pca"][:, :5]), rtol=1e-3, atol=1e-3
+    )

@@ -77,11 +77,13 @@ _PEAK_RAISERS: list[tuple[str, str, int]] = []
 def pytest_runtest_protocol(item, nextitem):
     import resource
 
-    before = [resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF,
-                                                         resource.RUSAGE_CHILDREN)]  # fmt: skip
+    before = [
+        resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    ]
     yield
-    for who, w, b in zip(("self", "children"), (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN),
-                         before, strict=True):  # fmt: skip
+    for who, w, b in zip(
+        ("self", "children"), (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN), before, strict=True
+    ):
         after = resource.getrusage(w).ru_maxrss
         if after > b:
             _PEAK_RAISERS.append((item.nodeid, who, after - b))
@@ -90,22 +92,29 @@ def pytest_runtest_protocol(item, nextitem):
 def _memory_summary(terminalreporter) -> None:
     import resource
 
-    peak = {who: resource.getrusage(w).ru_maxrss / 2**20 for who, w in
-            (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}  # fmt: skip
+    peak = {
+        who: resource.getrusage(w).ru_maxrss / 2**20
+        for who, w in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))
+    }
     terminalreporter.write_line(
         f"peak RSS: {peak['self']:.2f} GiB (pytest), {peak['children']:.2f} GiB (largest child "
         "process: workers, subprocesses)"
     )
     top = sorted(_PEAK_RAISERS, key=lambda r: -r[2])[:5]
     if top:
-        terminalreporter.write_line("raised by: " + "; ".join(
-            f"{nodeid} (+{kib / 2**20:.2f} GiB, {who})" for nodeid, who, kib in top))  # fmt: skip
+        terminalreporter.write_line(
+            "raised by: "
+            + "; ".join(f"{nodeid} (+{kib / 2**20:.2f} GiB, {who})" for nodeid, who, kib in top)
+        )
 
 
 def pytest_terminal_summary(terminalreporter):
     _memory_summary(terminalreporter)
-    ran = [r for r in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get(
-        "failed", []) if "gpu" in r.keywords]  # fmt: skip
+    ran = [
+        r
+        for r in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+        if "gpu" in r.keywords
+    ]
     if ran:
         where = "real CUDA" if _gpu_target() == "cuda" else "the CuPy double (NumPy, not a GPU)"
         terminalreporter.write_line(f"gpu tests: {len(ran)} ran on {where}")

@@ -20,8 +20,23 @@ DISPATCHED = ["calculate_qc_metrics", "normalize_total", "log1p", "highly_variab
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    rc = main(["bench", "--cells", "400", "--repeats", "1", "--backends", "scanpy,numpy",
-               "--steps", STEPS, "--note", "smoke run", "--out", str(out)])  # fmt: skip
+    rc = main(
+        [
+            "bench",
+            "--cells",
+            "400",
+            "--repeats",
+            "1",
+            "--backends",
+            "scanpy,numpy",
+            "--steps",
+            STEPS,
+            "--note",
+            "smoke run",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out, json.loads((out / "bench.json").read_text())
 
@@ -98,9 +113,24 @@ def test_bench_markdown_table_and_png_plot(smoke):
 
 
 def test_bench_budget_flags_overruns_then_skips_predicted_steps(tmp_path):
-    rc = main(["bench", "--cells", "300,600", "--repeats", "2", "--backends", "scanpy",
-               "--steps", "normalize_total,log1p", "--budget", "1e-6", "--no-warmup",
-               "--out", str(tmp_path)])  # fmt: skip
+    rc = main(
+        [
+            "bench",
+            "--cells",
+            "300,600",
+            "--repeats",
+            "2",
+            "--backends",
+            "scanpy",
+            "--steps",
+            "normalize_total,log1p",
+            "--budget",
+            "1e-6",
+            "--no-warmup",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     rep = json.loads((tmp_path / "bench.json").read_text())
     rows = {(r["n_cells"], r["step"]): r for r in rep["rows"]}
@@ -120,9 +150,24 @@ def test_bench_budget_flags_overruns_then_skips_predicted_steps(tmp_path):
 def test_bench_time_limit_stops_starting_repeats_and_reports_what_ran(tmp_path):
     # A device lease ends hard: past --time-limit no new repeat starts, the sizes not reached
     # are recorded as not run, and the outputs are complete files.
-    rc = main(["bench", "--cells", "300,600", "--repeats", "3", "--backends", "scanpy,numpy",
-               "--steps", "normalize_total", "--time-limit", "1e-9", "--no-warmup",
-               "--out", str(tmp_path)])  # fmt: skip
+    rc = main(
+        [
+            "bench",
+            "--cells",
+            "300,600",
+            "--repeats",
+            "3",
+            "--backends",
+            "scanpy,numpy",
+            "--steps",
+            "normalize_total",
+            "--time-limit",
+            "1e-9",
+            "--no-warmup",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     rep = json.loads((tmp_path / "bench.json").read_text())
     assert "time limit" in rep["parameters"]["stopped"]
@@ -145,8 +190,22 @@ def test_bench_writes_results_after_every_size(tmp_path, monkeypatch):
         return original(report, out_dir)
 
     monkeypatch.setattr("gpu_sc.bench.write_outputs", spy)
-    rc = main(["bench", "--cells", "300,600", "--repeats", "1", "--backends", "scanpy",
-               "--steps", "normalize_total", "--no-warmup", "--out", str(tmp_path)])  # fmt: skip
+    rc = main(
+        [
+            "bench",
+            "--cells",
+            "300,600",
+            "--repeats",
+            "1",
+            "--backends",
+            "scanpy",
+            "--steps",
+            "normalize_total",
+            "--no-warmup",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     assert written[:2] == [[300], [300, 600]]  # after 300 cells, after 600, then the final
 
@@ -230,8 +289,11 @@ def test_a_failing_backend_is_recorded_as_an_error_and_not_rerun(tmp_path, monke
         return real(base, pcfg, backend, host, gpu)
 
     monkeypatch.setattr(runner, "_run_once", failing)
-    rep = run_bench(BenchConfig(cells=[200, 300], backends=["scanpy", "numpy"], steps="log1p",
-                                repeats=1, warmup=False))  # fmt: skip
+    rep = run_bench(
+        BenchConfig(
+            cells=[200, 300], backends=["scanpy", "numpy"], steps="log1p", repeats=1, warmup=False
+        )
+    )
     totals = {(r["n_cells"], r["backend"]): r for r in rep["rows"] if r["step"] == "total"}
     assert totals[200, "numpy"]["status"] == "error"
     assert "MemoryError: pretend" in totals[200, "numpy"]["note"]
@@ -244,8 +306,9 @@ def test_cupy_backend_runs_on_the_gpu_or_is_shown_as_a_fallback():
     from gpu_sc.bench import BenchConfig, run_bench
     from gpu_sc.dispatch import cuda_status
 
-    rep = run_bench(BenchConfig(cells=[200], backends=["cupy"], steps="log1p", repeats=1,
-                                warmup=False))  # fmt: skip
+    rep = run_bench(
+        BenchConfig(cells=[200], backends=["cupy"], steps="log1p", repeats=1, warmup=False)
+    )
     assert rep["parameters"]["backends"] == ["cupy"]
     row = next(r for r in rep["rows"] if r["step"] == "log1p")
     if cuda_status().available:

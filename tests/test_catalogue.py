@@ -52,8 +52,12 @@ def test_parity_stages_and_bench_floors_follow_the_catalogue():
     cfg = PipelineConfig()
     for s in catalogue.STEPS:
         if s.parity:
-            assert stage_for(s.name if s.name != "rank_genes_groups" else
-                             "rank_genes_groups[t-test]", cfg) is not None  # fmt: skip
+            assert (
+                stage_for(
+                    s.name if s.name != "rank_genes_groups" else "rank_genes_groups[t-test]", cfg
+                )
+                is not None
+            )
         if s.floor:
             assert s.name in floors._MODELS and s.section in steps.SECTIONS
 
@@ -72,8 +76,11 @@ def test_declared_engine_constraint_falls_back_with_its_reason(small):
 
 
 def test_use_backend_is_honoured_by_the_pipeline(small):
-    cfg = {"tsne": {"enabled": False}, "umap": {"enabled": False},
-           "rank_genes_groups": {"methods": ["t-test"]}}  # fmt: skip
+    cfg = {
+        "tsne": {"enabled": False},
+        "umap": {"enabled": False},
+        "rank_genes_groups": {"methods": ["t-test"]},
+    }
     with gpu_sc.use_backend("numpy"):
         out = gpu_sc.pipeline(small.copy(), cfg)
     record = pipeline_record(out)
@@ -93,9 +100,14 @@ def test_runner_hooks_see_every_step_in_order(small):
         def after_step(self, runner, label, out):
             seen.append(("after", label))
 
-    cfg = PipelineConfig.from_dict({"tsne": {"enabled": False}, "umap": {"enabled": False},
-                                    "paga": {"enabled": False},
-                                    "rank_genes_groups": {"enabled": False}})  # fmt: skip
+    cfg = PipelineConfig.from_dict(
+        {
+            "tsne": {"enabled": False},
+            "umap": {"enabled": False},
+            "paga": {"enabled": False},
+            "rank_genes_groups": {"enabled": False},
+        }
+    )
     a = small.copy()
     with gpu_sc.settings.override(backend="scanpy"):
         Runner(a, cfg, hooks=[Hook()]).run()
@@ -120,8 +132,10 @@ def test_execution_options_reach_the_steps_as_arguments_not_through_settings(sma
 
     monkeypatch.setattr(registry, "run_step", spy)
     monkeypatch.setattr("gpu_sc.steps.run_step", spy)
-    cfg = {k: {"enabled": False} for k in ("neighbors", "leiden", "paga", "umap", "tsne",
-                                           "rank_genes_groups")}  # fmt: skip
+    cfg = {
+        k: {"enabled": False}
+        for k in ("neighbors", "leiden", "paga", "umap", "tsne", "rank_genes_groups")
+    }
     with gpu_sc.settings.override(chunk_rows=1234):
         gpu_sc.pipeline(small.copy(), cfg, backend="numpy", strict=True)
     assert [s for s, *_ in seen][:2] == ["filter_cells", "filter_genes"]
@@ -147,10 +161,13 @@ def logged(small):
 # Parameter values the engine leaves to scanpy, declared in the catalogue's ``supports``
 # (formerly raised by the engine): (step, params, the reason, scanpy's error or None).
 _DECLARED = [
-    ("rank_genes_groups", {"groupby": "g", "method": "logreg"},
-     "method='logreg': the engine implements ('t-test', 't-test_overestim_var', 'wilcoxon')",
-     None),
-]  # fmt: skip
+    (
+        "rank_genes_groups",
+        {"groupby": "g", "method": "logreg"},
+        "method='logreg': the engine implements ('t-test', 't-test_overestim_var', 'wilcoxon')",
+        None,
+    ),
+]
 
 
 @pytest.mark.parametrize(("step", "params", "reason", "scanpy_error"), _DECLARED)
@@ -188,8 +205,11 @@ def test_pca_shape_is_checked_at_the_boundary_as_its_entry_declares(logged):
 def test_one_seed_policy_for_every_engine_step_with_a_random_state():
     import inspect
 
-    seeded = [s.name for s in catalogue.engine_steps()
-              if "random_state" in inspect.signature(s.scanpy_func()).parameters]  # fmt: skip
+    seeded = [
+        s.name
+        for s in catalogue.engine_steps()
+        if "random_state" in inspect.signature(s.scanpy_func()).parameters
+    ]
     assert seeded == ["pca", "neighbors", "leiden", "umap", "tsne", "score_genes"]
     for name in seeded:
         assert catalogue.get(name).supports["random_state"] is catalogue.int_seed, name

@@ -37,8 +37,9 @@ def fast_config(tmp_path):
 @pytest.mark.slow
 def test_run_writes_result_with_provenance(small_input, fast_config, tmp_path, capsys):
     out = tmp_path / "res.h5ad"
-    code = main(["run", str(small_input), "-o", str(out), "--backend", "cpu",
-                 "--config", str(fast_config)])  # fmt: skip
+    code = main(
+        ["run", str(small_input), "-o", str(out), "--backend", "cpu", "--config", str(fast_config)]
+    )
     assert code == 0
     printed = capsys.readouterr()
     assert "| leiden | scanpy |" in printed.out and "wrote" in printed.out
@@ -110,8 +111,12 @@ def test_console_script_entry_point_runs_demo_and_writes_into_the_temp_dir(tmp_p
     tmp.mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "gpu_sc.cli", "demo", "--cells", "600"],
-        capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, "TMPDIR": str(tmp)},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
     assert proc.returncode == 0, proc.stderr
     out = tmp / "gpu_sc_demo" / "demo.h5ad"
     assert "ARI vs ground truth" in proc.stdout and out.exists()
@@ -137,8 +142,23 @@ def test_run_dask_on_a_local_cluster_writes_a_result_anndata_reads(
 
     pytest.importorskip("distributed")
     out = tmp_path / "res.h5ad"
-    code = main(["run", str(small_input), "-o", str(out), "--config", str(fast_config),
-                 "--dask", "--workers", "2", "--memory-limit", "1GB", "--chunk-rows", "300"])  # fmt: skip
+    code = main(
+        [
+            "run",
+            str(small_input),
+            "-o",
+            str(out),
+            "--config",
+            str(fast_config),
+            "--dask",
+            "--workers",
+            "2",
+            "--memory-limit",
+            "1GB",
+            "--chunk-rows",
+            "300",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr()
     assert "dask: LocalCluster of 2 workers (memory limit 1GB each)" in printed.err
@@ -153,13 +173,18 @@ def test_run_dask_on_a_local_cluster_writes_a_result_anndata_reads(
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--workers", "2"], "--workers only apply with --dask"),
-     (["--dask", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
-      "with --scheduler the running cluster's workers are used"),
-     (["--dask", "--chunk-rows", "0"], "--chunk-rows must be at least 1")],
-)  # fmt: skip
-def test_dask_options_are_checked_before_anything_runs(small_input, tmp_path, capsys, extra,
-                                                        message):  # fmt: skip
+    [
+        (["--workers", "2"], "--workers only apply with --dask"),
+        (
+            ["--dask", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
+            "with --scheduler the running cluster's workers are used",
+        ),
+        (["--dask", "--chunk-rows", "0"], "--chunk-rows must be at least 1"),
+    ],
+)
+def test_dask_options_are_checked_before_anything_runs(
+    small_input, tmp_path, capsys, extra, message
+):
     out = tmp_path / "res.h5ad"
     assert main(["run", str(small_input), "-o", str(out), *extra]) == 1
     err = capsys.readouterr().err.strip().splitlines()

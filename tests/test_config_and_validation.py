@@ -16,8 +16,11 @@ def test_defaults_are_the_pbmc3k_tutorial():
     assert (cfg.qc.max_n_genes_by_counts, cfg.qc.max_pct_counts_mt) == (2500, 5)
     assert cfg.normalize_total.target_sum == 1e4
     assert (cfg.hvg.flavor, cfg.hvg.min_mean, cfg.hvg.max_mean, cfg.hvg.min_disp) == (
-        "seurat", 0.0125, 3.0, 0.5,
-    )  # fmt: skip
+        "seurat",
+        0.0125,
+        3.0,
+        0.5,
+    )
     assert cfg.regress_out.keys == ["total_counts", "pct_counts_mt"]
     assert cfg.scale.max_value == 10 and cfg.pca.n_comps == 50 and cfg.pca.svd_solver == "arpack"
     assert (cfg.neighbors.n_neighbors, cfg.neighbors.n_pcs) == (10, 40)

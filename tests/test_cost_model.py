@@ -23,20 +23,39 @@ from gpu_sc.bench.model import (
     run_model,
 )
 
-UNIT = GpuConstants("unit", launch_s=1.0, sync_s=10.0, hbm_bytes_per_s=100.0,
-                    flop_per_s=1000.0, pcie_bytes_per_s=1.0)  # fmt: skip
+UNIT = GpuConstants(
+    "unit",
+    launch_s=1.0,
+    sync_s=10.0,
+    hbm_bytes_per_s=100.0,
+    flop_per_s=1000.0,
+    pcie_bytes_per_s=1.0,
+)
 
 
 def test_projection_adds_each_count_times_its_cost():
     c = StepCounts(ops=3, syncs=2, h2d_bytes=5, d2h_bytes=1, bytes=400, flops=7000)
     m = project(c, UNIT)
-    assert m == {"launch": 3.0, "sync": 20.0, "memory": 4.0, "compute": 7.0, "transfer": 6.0,
-                 "total": 40.0}  # fmt: skip
+    assert m == {
+        "launch": 3.0,
+        "sync": 20.0,
+        "memory": 4.0,
+        "compute": 7.0,
+        "transfer": 6.0,
+        "total": 40.0,
+    }
 
 
 def test_fp64_flops_are_priced_at_the_cards_fp64_rate():
-    card = GpuConstants("unit64", launch_s=0, sync_s=0, hbm_bytes_per_s=1.0, flop_per_s=1000.0,
-                        pcie_bytes_per_s=1.0, fp64_flop_per_s=10.0)  # fmt: skip
+    card = GpuConstants(
+        "unit64",
+        launch_s=0,
+        sync_s=0,
+        hbm_bytes_per_s=1.0,
+        flop_per_s=1000.0,
+        pcie_bytes_per_s=1.0,
+        fp64_flop_per_s=10.0,
+    )
     m = project(StepCounts(flops=3000, flops_fp64=100), card)
     assert m["compute"] == pytest.approx(2900 / 1000 + 100 / 10)
     assert project(StepCounts(flops=3000), UNIT)["compute"] == pytest.approx(3.0)  # FP64 = FP32
@@ -134,8 +153,9 @@ def test_model_report_is_labelled_a_model_and_serialisable(small_model):
 def test_a_report_can_be_priced_again_from_its_counts(small_model):
     from gpu_sc.bench.model import price, runs_of
 
-    meta = {k: small_model[k] for k in ("n_genes", "seed", "double_device_bytes", "versions",
-                                        "created")}  # fmt: skip
+    meta = {
+        k: small_model[k] for k in ("n_genes", "seed", "double_device_bytes", "versions", "created")
+    }
     again = price(runs_of(small_model), meta, target=small_model["target"])
     assert again["totals_s"] == small_model["totals_s"]
     # more targets (a 10^7 row) and the float32-class card beside the H200
@@ -147,8 +167,9 @@ def test_a_report_can_be_priced_again_from_its_counts(small_model):
     assert l40s["totals_s"]["1000000"] > wide["totals_s"]["1000000"]  # a slower card
     text = markdown(wide)
     assert "NVIDIA L40S" in text and "10,000,000" in text
-    slower = price(runs_of(small_model), meta, target=10**6,
-                   gpu=GpuConstants("slow", 1.0, 1.0, 1.0, 1.0, 1.0))  # fmt: skip
+    slower = price(
+        runs_of(small_model), meta, target=10**6, gpu=GpuConstants("slow", 1.0, 1.0, 1.0, 1.0, 1.0)
+    )
     assert slower["totals_s"]["1000000"] > small_model["totals_s"]["1000000"]
 
 
@@ -159,14 +180,33 @@ def test_steps_counted_at_other_sizes_join_the_model():
     from gpu_sc.bench.model import price
 
     def run(n, steps):
-        return {"n_cells": n, "steps": [
-            {"step": s, "ran_on": ["cupy"], "fallback_reason": None, "double_seconds": 0.0,
-             "counts": StepCounts(ops=10, bytes=n * 100.0).to_dict()} for s in steps]}  # fmt: skip
+        return {
+            "n_cells": n,
+            "steps": [
+                {
+                    "step": s,
+                    "ran_on": ["cupy"],
+                    "fallback_reason": None,
+                    "double_seconds": 0.0,
+                    "counts": StepCounts(ops=10, bytes=n * 100.0).to_dict(),
+                }
+                for s in steps
+            ],
+        }
 
-    runs = [run(1000, ["pca", "neighbors", "umap"]), run(2000, ["pca", "neighbors", "umap"]),
-            run(100, ["tsne"]), run(200, ["tsne"])]  # fmt: skip
-    meta = {"n_genes": 10, "seed": 0, "double_device_bytes": 1, "versions": {"gpu_sc": "x"},
-            "created": "now"}  # fmt: skip
+    runs = [
+        run(1000, ["pca", "neighbors", "umap"]),
+        run(2000, ["pca", "neighbors", "umap"]),
+        run(100, ["tsne"]),
+        run(200, ["tsne"]),
+    ]
+    meta = {
+        "n_genes": 10,
+        "seed": 0,
+        "double_device_bytes": 1,
+        "versions": {"gpu_sc": "x"},
+        "created": "now",
+    }
     report = price(runs, meta, target=10**6, gpu=UNIT, other_gpus=())
     at_target = [r["step"] for r in report["rows"] if r["n_cells"] == 10**6]
     assert at_target == ["pca", "neighbors", "umap", "tsne"]

@@ -114,8 +114,9 @@ def test_umap_epoch_kernel_keeps_the_edge_schedule_of_the_reference(kernel_xp):
                 y = umap_k.layout_epoch(NUMPY, y, st, epoch, 1.0 - epoch / 20, A, B, 1.0)
             else:
                 with kcuda.simulate():
-                    y = kcuda.run_kernel(NUMPY, "umap_epoch", y, st, epoch, 1.0 - epoch / 20,
-                                         A, B, 1.0)  # fmt: skip
+                    y = kcuda.run_kernel(
+                        NUMPY, "umap_epoch", y, st, epoch, 1.0 - epoch / 20, A, B, 1.0
+                    )
         states.append(st)
         ys.append(y)
     np.testing.assert_array_equal(states[1].next_sample, states[0].next_sample)
@@ -152,8 +153,9 @@ def test_hashed_negatives_give_the_stream_embedding_quality():
     y0 = rng.uniform(0, 10, (300, 2)).astype(np.float32)
     quality = {}
     for negatives in ("stream", "hash"):
-        y = umap_k.optimize_layout(NUMPY, y0, g, n_epochs=200, a=A, b=B, seed=1,
-                                   negatives=negatives)  # fmt: skip
+        y = umap_k.optimize_layout(
+            NUMPY, y0, g, n_epochs=200, a=A, b=B, seed=1, negatives=negatives
+        )
         quality[negatives] = (
             neighbourhood_preservation(X, y, k=15),
             trustworthiness(X, y, k=15),
@@ -173,13 +175,22 @@ def test_double_prices_one_launch_per_umap_epoch():
         am = array_module("cupy")
         before = double.counters.snapshot()
         with kcuda.kernel_log() as ran:
-            y = umap_k.optimize_layout(am, am.asarray(y0), am.sparse.csr_matrix(g), n_epochs=30,
-                                       a=A, b=B, seed=7, negatives="hash")  # fmt: skip
+            y = umap_k.optimize_layout(
+                am,
+                am.asarray(y0),
+                am.sparse.csr_matrix(g),
+                n_epochs=30,
+                a=A,
+                b=B,
+                seed=7,
+                negatives="hash",
+            )
         after = double.counters.snapshot()
         y = y.get()
     assert len(ran) == 30 and {e["how"] for e in ran} == {kcuda.PRICED}
-    assert after["by_name"]["kernel:umap_epoch"] - before["by_name"].get(
-        "kernel:umap_epoch", 0) == 30  # fmt: skip
+    assert (
+        after["by_name"]["kernel:umap_epoch"] - before["by_name"].get("kernel:umap_epoch", 0) == 30
+    )
     # the reference's per-epoch calls (fancy indexing, sparse products, bincount) are gone
     assert after["by_name"].get("cupy.bincount", 0) == before["by_name"].get("cupy.bincount", 0)
     ref, _ = _layout(g, y0, 30, simulate=False)
@@ -212,8 +223,16 @@ def test_tsne_step_kernels_match_the_reference(kernel_xp, repulsion):
     # and the KL error of a check iteration: the reference's, to float32 rounding.
     P, y, upd, gains = _tsne_case()
     rows = tsne_k._entry_rows(NUMPY, P)
-    ref = tsne_k.descent_step(NUMPY, y.copy(), upd.copy(), gains.copy(),
-                              tsne_k.TsneState(P, rows, repulsion), 0.5, 100.0, True)  # fmt: skip
+    ref = tsne_k.descent_step(
+        NUMPY,
+        y.copy(),
+        upd.copy(),
+        gains.copy(),
+        tsne_k.TsneState(P, rows, repulsion),
+        0.5,
+        100.0,
+        True,
+    )
     spec = kcuda.registry()["tsne_step"]
     xp = kernel_xp
     state = tsne_k.TsneState(P, rows, repulsion)
@@ -249,8 +268,9 @@ def test_tsne_through_the_kernels_matches_the_reference(kernel_xp, monkeypatch):
     X = rng.normal(size=(40, 5))
     X[:20] += 3
     for repulsion in ("exact", "fft"):
-        y_ref, kl_ref, it_ref, _ = tsne_k.tsne(NUMPY, X, perplexity=5.0, max_iter=8,
-                                               repulsion=repulsion)  # fmt: skip
+        y_ref, kl_ref, it_ref, _ = tsne_k.tsne(
+            NUMPY, X, perplexity=5.0, max_iter=8, repulsion=repulsion
+        )
         with kcuda.kernel_log() as ran, kcuda.simulate():
             y, kl, it, _ = tsne_k.tsne(NUMPY, X, perplexity=5.0, max_iter=8, repulsion=repulsion)
         steps = [e for e in ran if e["kernel"] == "tsne_step"]  # (the kNN of P runs too)
@@ -293,8 +313,14 @@ def test_embedding_kernels_compile_without_atomics():
         "            print(fname, cc, bool(re.search(r'\\b(atom|red)\\.', ptx)))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=False, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.split("\n")
     lines = [line for line in lines if line.strip()]

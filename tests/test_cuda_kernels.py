@@ -58,8 +58,9 @@ def _reference(name, *args, **kwargs):
 # -- kNN: tile + top-k -------------------------------------------------------------------------
 
 
-def _tile_case(r, c, k, d=6, *, seed=0, metric="euclidean", dtype=np.float64, dup=False,
-               self_every=True):  # fmt: skip
+def _tile_case(
+    r, c, k, d=6, *, seed=0, metric="euclidean", dtype=np.float64, dup=False, self_every=True
+):
     rng = np.random.default_rng(seed)
     a = rng.integers(-2, 3, size=(r, d)).astype(dtype)  # small integers: many exact ties
     b = rng.integers(-2, 3, size=(c, d)).astype(dtype)
@@ -133,8 +134,9 @@ def test_knn_tile_topk_float32_tile_with_float64_norms(kernel_xp):
 
 
 @pytest.mark.cudasim
-@pytest.mark.parametrize(("metric", "dtype", "tile"), [("euclidean", np.float64, 200),
-                                                       ("cosine", np.float32, 10**6)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("metric", "dtype", "tile"), [("euclidean", np.float64, 200), ("cosine", np.float32, 10**6)]
+)
 def test_knn_through_the_kernel_matches_the_reference(kernel_xp, metric, dtype, tile):
     # The whole exact kNN with every tile merged by the kernel: the reference's neighbours
     # (same indices, same distances) on duplicated points, with several column blocks (small
@@ -182,13 +184,18 @@ def test_wilcoxon_kernel_matches_reference_on_a_sparse_block(kernel_xp):
     ref = markers_k.block_rank_sums(NUMPY, blk, G)
     if kernel_xp is np:
         got = kcuda.registry()["wilcoxon_rank_sums"].launch(
-            np, kcuda.jitted("wilcoxon_rank_sums"), blk, G, codes)  # fmt: skip
+            np, kcuda.jitted("wilcoxon_rank_sums"), blk, G, codes
+        )
     else:
         import cupyx.scipy.sparse as csp
 
         got = kcuda.registry()["wilcoxon_rank_sums"].launch(
-            kernel_xp, kcuda.jitted("wilcoxon_rank_sums"), csp.csc_matrix(blk),
-            csp.csr_matrix(G), kernel_xp.asarray(codes))  # fmt: skip
+            kernel_xp,
+            kcuda.jitted("wilcoxon_rank_sums"),
+            csp.csc_matrix(blk),
+            csp.csr_matrix(G),
+            kernel_xp.asarray(codes),
+        )
         got = tuple(g.get() for g in got)
     np.testing.assert_array_equal(got[0], ref[0])  # exact: sums of half-integers
     np.testing.assert_array_equal(got[1], ref[1])
@@ -267,7 +274,8 @@ def test_double_prices_the_declared_cost_not_the_reference_calls():
         idx = idx.get()
     assert {e["how"] for e in ran} == {kcuda.PRICED}
     assert after["by_name"]["kernel:knn_tile_topk"] - before["by_name"].get(
-        "kernel:knn_tile_topk", 0) == len(ran)  # fmt: skip
+        "kernel:knn_tile_topk", 0
+    ) == len(ran)
     # the reference's selection calls (argpartition, argsort, nonzero) are not counted
     for name in ("ndarray.argpartition", "cupy.argpartition", "cupy.nonzero", "cupy.argsort"):
         assert after["by_name"].get(name, 0) == before["by_name"].get(name, 0), name
@@ -283,8 +291,10 @@ def test_priced_as_replaces_the_block_counts_by_the_declared_ones():
 
     c = Counters()
     c.op("cupy.add", read=8, written=8)
-    with c.priced_as("k", kcuda.KernelCost(read=100, written=40, flops=7, flop_dtype="float32",
-                                           launches=2, syncs=1)):  # fmt: skip
+    with c.priced_as(
+        "k",
+        kcuda.KernelCost(read=100, written=40, flops=7, flop_dtype="float32", launches=2, syncs=1),
+    ):
         c.op("cupy.sort", read=1000, written=1000)
         c.add_flops(50, np.float64)
         c.sync()
@@ -318,8 +328,9 @@ def test_gpu_sc_imports_and_runs_without_numba_cuda():
         "print(s.reason.split(':')[0])\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=False)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "numba.cuda not importable"
 
@@ -335,8 +346,9 @@ def test_kernel_timing_rehearses_on_the_simulator():
     report = timing.time_kernels(scale=0, repeats=1)
     assert "simulator" in report["where"] and "not a GPU" in report["where"]
     assert {r["kernel"] for r in report["kernels"]} == set(kcuda.registry())
-    assert all(r["ok"] and r["measured_s"] > 0 and r["model_s_h200"] > 0
-               for r in report["kernels"]), report  # fmt: skip
+    assert all(
+        r["ok"] and r["measured_s"] > 0 and r["model_s_h200"] > 0 for r in report["kernels"]
+    ), report
     text = timing.table(report)
     assert "knn_tile_topk" in text and "GB/s" in text
 
@@ -350,10 +362,23 @@ def test_kernel_compiles_to_ptx_for_sm80_and_sm90(name, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     report = tmp_path / "ptx.json"
     out = subprocess.run(
-        [sys.executable, "-m", "gpu_sc.kernels.cuda.compile", "--cc", "80,90", "--kernel", name,
-         "--json", str(report)],
-        capture_output=True, text=True, env=env, check=False, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "gpu_sc.kernels.cuda.compile",
+            "--cc",
+            "80,90",
+            "--kernel",
+            name,
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     records = json.loads(report.read_text())
     spec = kcuda.registry()[name]

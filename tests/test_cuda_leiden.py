@@ -106,8 +106,9 @@ def test_leiden_through_the_kernel_gives_the_reference_partition(name):
 def _phase_pair(am, phase, A, memb, gamma, sweeps, seed):
     """The same phase run by the reference (numpy) and by the kernel (``am``) from ``memb``."""
     spec = kcuda.registry()["leiden_sweeps"]
-    perms = np.stack([np.random.RandomState(seed + s).permutation(A.shape[0])
-                      for s in range(sweeps)])  # fmt: skip
+    perms = np.stack(
+        [np.random.RandomState(seed + s).permutation(A.shape[0]) for s in range(sweeps)]
+    )
     g = L._Graph.from_adjacency(NUMPY, sp.csr_matrix(A))
     ref = L.PhaseState(phase, g, memb.copy(), gamma, 4)
     ran_ref = spec.reference(NUMPY, ref, perms)
@@ -158,8 +159,14 @@ def test_leiden_kernels_compile_with_grid_barriers_and_integer_atomics_only(tmp_
         "json.dump(out, open(sys.argv[1], 'w'))\n"
     )
     report = tmp_path / "ptx.json"
-    done = subprocess.run([sys.executable, "-c", code, str(report)], capture_output=True,
-                          text=True, env=env, check=False, timeout=900)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(report)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     ptx = json.loads(report.read_text())
     assert len(ptx) == 8

@@ -93,8 +93,9 @@ def test_engine_uses_only_names_that_exist_in_cupy():
     names = _cupy_names()
     uses = _uses()
     assert len(uses) > 100, "the scan found too few uses: is the pattern still right?"
-    missing = sorted({f"{where}:{line}: {name}" for where, line, name in uses
-                      if not _known(name, names)})  # fmt: skip
+    missing = sorted(
+        {f"{where}:{line}: {name}" for where, line, name in uses if not _known(name, names)}
+    )
     assert not missing, "names CuPy 14.2 lacks (use another spelling or kernels/_compat):\n" + (
         "\n".join(missing)
     )
@@ -104,8 +105,13 @@ def test_name_check_rejects_numpy_only_names():
     names = _cupy_names()
     assert _known("xp.add.reduceat", names) and _known("xp.linalg.eigh", names)
     assert _known("special.betainc", names) and _known("sparse.csr_matrix", names)
-    for numpy_only in ("xp.errstate", "xp.ma.masked_invalid", "xp.linalg.eigvalsh_tridiagonal",
-                       "sparse.lil_matrix", "xp.add.nosuchmethod"):  # fmt: skip
+    for numpy_only in (
+        "xp.errstate",
+        "xp.ma.masked_invalid",
+        "xp.linalg.eigvalsh_tridiagonal",
+        "sparse.lil_matrix",
+        "xp.add.nosuchmethod",
+    ):
         assert not _known(numpy_only, names), numpy_only
 
 
@@ -152,7 +158,7 @@ def test_engine_code_avoids_idioms_that_break_or_race_on_cupy():
         (np.float32, np.float32),
         (np.float64, np.float64),
         (np.bool_, np.bool_),
-    ],  # fmt: skip
+    ],
 )
 def test_sparse_values_cupyx_cannot_store_travel_as_floats(dtype, expected):
     assert device_sparse_dtype(dtype) == np.dtype(expected)
@@ -194,8 +200,12 @@ def test_gpu_session_script_parses_and_rejects_unknown_phases(tmp_path):
 
     script = SRC.parents[1] / "scripts" / "gpu_session.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
-    res = subprocess.run(["bash", str(script), "nonsense"], capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)})  # fmt: skip
+    res = subprocess.run(
+        ["bash", str(script), "nonsense"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)},
+    )
     assert res.returncode == 2 and "usage:" in res.stderr
 
 
@@ -240,8 +250,10 @@ def test_pca_products_repeat_bitwise_and_equal_numpy(cp_am):
     x = _sparse("csr", shape=(5000, 200), density=0.1)
     v = np.random.default_rng(2).standard_normal((x.shape[0], 8))
     dev, dv = cp_am.asarray(x), cp_am.asarray(v)
-    runs = [[cp_am.to_host(a) for a in (*pca_k.gram_block(cp_am, dev),
-                                         pca_k.t_matmul(cp_am, dev, dv))] for _ in range(2)]  # fmt: skip
+    runs = [
+        [cp_am.to_host(a) for a in (*pca_k.gram_block(cp_am, dev), pca_k.t_matmul(cp_am, dev, dv))]
+        for _ in range(2)
+    ]
     for a, b in zip(*runs, strict=True):
         assert _bits_equal(a, b)
     ref = [*pca_k.gram_block(NP, x), pca_k.t_matmul(NP, x, v)]
@@ -326,8 +338,9 @@ def test_marker_ranks_tie_sums_and_p_values_match_numpy(cp_am):
     np.testing.assert_array_equal(cp_am.to_host(ranks_dev), ranks)
     np.testing.assert_allclose(cp_am.to_host(ties_dev), ties, rtol=1e-12)
     sizes = masks.sum(axis=1)[:, None].astype(np.float64)
-    z_dev, p_dev = markers_k.wilcoxon_z(cp_am, got[0], got[1][None, :], cp_am.asarray(sizes),
-                                        got[2], tie_correct=True)  # fmt: skip
+    z_dev, p_dev = markers_k.wilcoxon_z(
+        cp_am, got[0], got[1][None, :], cp_am.asarray(sizes), got[2], tie_correct=True
+    )
     z, p = markers_k.wilcoxon_z(NP, want[0], want[1][None, :], sizes, want[2], tie_correct=True)
     np.testing.assert_allclose(cp_am.to_host(z_dev), z, rtol=1e-12)
     np.testing.assert_allclose(cp_am.to_host(p_dev), p, rtol=1e-9, atol=1e-300)
@@ -349,8 +362,9 @@ def test_marker_group_sums_repeat_bitwise(cp_am):
     for field in ("sums", "sumsq", "nnz", "total_sum", "total_sumsq"):
         a, b = (cp_am.to_host(getattr(r, field)) for r in runs)
         assert _bits_equal(a, b), field
-        np.testing.assert_allclose(a, getattr(markers_k.group_sums(NP, x, masks), field),
-                                   rtol=1e-12)  # fmt: skip
+        np.testing.assert_allclose(
+            a, getattr(markers_k.group_sums(NP, x, masks), field), rtol=1e-12
+        )
 
 
 @pytest.mark.gpu
@@ -371,8 +385,10 @@ def test_anndata_views_of_device_matrices_reach_the_engine_as_plain_device_array
     assert type(got).__module__.startswith("cupy")
     want = x[::2]
     got_host = cp_am.to_host(got)
-    np.testing.assert_array_equal(got_host.toarray() if sp.issparse(got_host) else got_host,
-                                  want.toarray() if sp.issparse(want) else want)  # fmt: skip
+    np.testing.assert_array_equal(
+        got_host.toarray() if sp.issparse(got_host) else got_host,
+        want.toarray() if sp.issparse(want) else want,
+    )
 
 
 @pytest.mark.gpu
@@ -393,24 +409,39 @@ def test_device_resident_pipeline_runs_the_engine_where_numpy_does_and_ends_on_h
     gpu_steps = [(p["step"], p["backend"]) for p in provenance(on_gpu)]
     cpu_steps = [(p["step"], p["backend"]) for p in provenance(on_cpu)]
     assert [s for s, _ in gpu_steps] == [s for s, _ in cpu_steps]
-    engine_gaps = [(step, g, c) for (step, g), (_, c) in zip(gpu_steps, cpu_steps, strict=True)
-                   if c == "numpy" and g != "cupy"]  # fmt: skip
+    engine_gaps = [
+        (step, g, c)
+        for (step, g), (_, c) in zip(gpu_steps, cpu_steps, strict=True)
+        if c == "numpy" and g != "cupy"
+    ]
     assert not engine_gaps, f"steps the numpy engine ran but cupy did not: {engine_gaps}"
     assert pipeline_record(on_gpu)["shapes"] == pipeline_record(on_cpu)["shapes"]
-    arrays = [on_gpu.X, on_gpu.raw.X, *on_gpu.layers.values(), *on_gpu.obsm.values(),
-              *on_gpu.varm.values(), *on_gpu.obsp.values()]  # fmt: skip
+    arrays = [
+        on_gpu.X,
+        on_gpu.raw.X,
+        *on_gpu.layers.values(),
+        *on_gpu.obsm.values(),
+        *on_gpu.varm.values(),
+        *on_gpu.obsp.values(),
+    ]
     assert not [type(a) for a in arrays if type(a).__module__.startswith("cupy")]
     # No silent fallback: every step the cupy backend did not run is one the engine lacks.
-    resource_fallbacks = [(p["step"], p["fallback_reason"]) for p in provenance(on_gpu)
-                          if p["backend"] == "scanpy" and p["fallback_reason"]
-                          and "no cupy engine implementation" not in p["fallback_reason"]]  # fmt: skip
+    resource_fallbacks = [
+        (p["step"], p["fallback_reason"])
+        for p in provenance(on_gpu)
+        if p["backend"] == "scanpy"
+        and p["fallback_reason"]
+        and "no cupy engine implementation" not in p["fallback_reason"]
+    ]
     assert not resource_fallbacks
     from gpu_sc.parity import metrics as M
 
     ari = adjusted_rand_score(on_cpu.obs["leiden"], on_gpu.obs["leiden"])
     pca_corr = float(np.min(np.abs(M.abs_correlations(on_cpu.obsm["X_pca"], on_gpu.obsm["X_pca"]))))
-    nbrs = [[m.indices[m.indptr[i]:m.indptr[i + 1]] for i in range(m.shape[0])]
-            for m in (on_cpu.obsp["distances"].tocsr(), on_gpu.obsp["distances"].tocsr())]  # fmt: skip
+    nbrs = [
+        [m.indices[m.indptr[i] : m.indptr[i + 1]] for i in range(m.shape[0])]
+        for m in (on_cpu.obsp["distances"].tocsr(), on_gpu.obsp["distances"].tocsr())
+    ]
     overlap = M.knn_overlap(*nbrs)
     print(
         f"cupy vs numpy backend: Leiden ARI {ari:.6f}, PCA |corr| min {pca_corr:.8f}, "

@@ -80,8 +80,14 @@ def test_rule_scalar_conversions_work_and_count_as_syncs(cp):
 
 def test_rule_numpy_arrays_are_refused_by_ufuncs_and_operators(cp):
     dev, host = cp.arange(3.0), np.arange(3.0)
-    for bad in (lambda: dev + host, lambda: host + dev, lambda: cp.add(dev, host),
-                lambda: np.add(host, dev), lambda: cp.exp(host), lambda: dev < host):  # fmt: skip
+    for bad in (
+        lambda: dev + host,
+        lambda: host + dev,
+        lambda: cp.add(dev, host),
+        lambda: np.add(host, dev),
+        lambda: cp.exp(host),
+        lambda: dev < host,
+    ):
         with pytest.raises(TypeError, match="Unsupported type"):
             bad()
 
@@ -93,8 +99,12 @@ def test_rule_ufuncs_refuse_lists(cp):
 
 def test_rule_numpy_arrays_are_refused_by_cupy_functions(cp):
     dev, host = cp.arange(3.0), np.arange(3.0)
-    for bad in (lambda: cp.concatenate([dev, host]), lambda: cp.where(dev > 0, host, dev),
-                lambda: cp.sort(host), lambda: cp.ascontiguousarray(host)):  # fmt: skip
+    for bad in (
+        lambda: cp.concatenate([dev, host]),
+        lambda: cp.where(dev > 0, host, dev),
+        lambda: cp.sort(host),
+        lambda: cp.ascontiguousarray(host),
+    ):
         with pytest.raises(TypeError, match="Unsupported type"):
             bad()
 
@@ -219,8 +229,9 @@ def test_rule_cupyx_eigsh_takes_only_lm_la_sa_and_does_not_raise_without_converg
         spla.eigsh(dev, k=3, which="SM")
     with pytest.raises(TypeError, match="unexpected keyword"):
         spla.eigsh(dev, k=3, sigma=0.5)  # SciPy's shift-invert: not in cupyx
-    vals, vecs = spla.eigsh(dev, k=3, which="LA", maxiter=1, tol=1e-14,
-                            v0=cp.asarray(rng.standard_normal(200)))  # fmt: skip
+    vals, vecs = spla.eigsh(
+        dev, k=3, which="LA", maxiter=1, tol=1e-14, v0=cp.asarray(rng.standard_normal(200))
+    )
     assert isinstance(vals, cp.ndarray) and vecs.shape == (200, 3)  # returned, not raised
 
 

@@ -42,8 +42,7 @@ def test_pipeline_accepts_counts_already_on_the_device(fmt):
     with pytest.raises(InputError, match="negative values"):
         validate_counts(bad)
 
-    gpu_sc.pipeline(adata, {"tsne": {"enabled": False}, "umap": {"enabled": False}},
-                    backend="cupy")  # fmt: skip
+    gpu_sc.pipeline(adata, {"tsne": {"enabled": False}, "umap": {"enabled": False}}, backend="cupy")
     steps = provenance(adata)
     assert [p["step"] for p in steps if p["fallback_reason"]] == []
 
@@ -94,14 +93,19 @@ def test_paga_keeps_explicit_zero_distances_and_leaves_the_graph_alone(backend):
     conn = dist.copy()
     conn.data[:] = 1.0
     adata.obsp["distances"], adata.obsp["connectivities"] = dist, conn
-    adata.uns["neighbors"] = {"connectivities_key": "connectivities",
-                              "distances_key": "distances",
-                              "params": {"method": "umap", "n_neighbors": 4}}  # fmt: skip
+    adata.uns["neighbors"] = {
+        "connectivities_key": "connectivities",
+        "distances_key": "distances",
+        "params": {"method": "umap", "n_neighbors": 4},
+    }
     ref = adata.copy()
     sc.tl.paga(ref, groups="g")
     nnz = adata.obsp["distances"].nnz
     gpu_sc.tl.paga(adata, groups="g", backend=backend)
     assert last_record(adata)["backend"] == backend
     assert adata.obsp["distances"].nnz == nnz  # the caller's graph is unchanged
-    np.testing.assert_allclose(adata.uns["paga"]["connectivities"].toarray(),
-                               ref.uns["paga"]["connectivities"].toarray(), atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        adata.uns["paga"]["connectivities"].toarray(),
+        ref.uns["paga"]["connectivities"].toarray(),
+        atol=1e-12,
+    )

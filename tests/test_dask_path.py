@@ -273,14 +273,14 @@ def test_pbmc3k_on_two_workers_matches_the_in_memory_engine(
 
     assert list(a.obs_names) == list(ref.obs_names)  # same cells after every filter
     assert list(a.var_names) == list(ref.var_names)  # = the HVG set after the subset
-    for col in ("n_genes", "n_genes_by_counts", "total_counts", "total_counts_mt",
-                "pct_counts_mt"):  # fmt: skip
+    for col in ("n_genes", "n_genes_by_counts", "total_counts", "total_counts_mt", "pct_counts_mt"):
         np.testing.assert_array_equal(a.obs[col].to_numpy(), ref.obs[col].to_numpy(), col)
     np.testing.assert_allclose(a.var["dispersions_norm"], ref.var["dispersions_norm"], rtol=1e-5)
     corr = _pc_corr(a.obsm["X_pca"], ref.obsm["X_pca"])
     assert corr.min() >= 0.9999, corr
-    np.testing.assert_allclose(a.uns["pca"]["variance_ratio"], ref.uns["pca"]["variance_ratio"],
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        a.uns["pca"]["variance_ratio"], ref.uns["pca"]["variance_ratio"], rtol=1e-5
+    )
     from sklearn.metrics import adjusted_rand_score
 
     from gpu_sc.bench.dask_atlas import leiden_labels  # the tutorial's kNN + Leiden, numpy
@@ -298,17 +298,29 @@ def test_pbmc3k_on_two_workers_matches_the_in_memory_engine(
             assert shape[1] <= 50 or shape == (n_genes, n_genes) or shape[0] <= 4, shape
     prov = provenance(a)
     assert [p["step"] for p in prov if p["backend"] == "dask"] == [
-        "filter_cells", "filter_genes", "calculate_qc_metrics", "normalize_total", "log1p",
-        "highly_variable_genes", "regress_out", "scale", "pca",
-    ]  # fmt: skip
+        "filter_cells",
+        "filter_genes",
+        "calculate_qc_metrics",
+        "normalize_total",
+        "log1p",
+        "highly_variable_genes",
+        "regress_out",
+        "scale",
+        "pca",
+    ]
     assert a.uns["gpu_sc"]["dask"]["n_workers"] == 2
     assert a.uns["gpu_sc"]["dask"]["scheduler"].startswith("distributed")
     assert "2 workers" in prov[-1]["note"]
 
 
 def test_pbmc3k_hvg_set_before_the_subset_is_identical(client, pbmc_h5ad, pbmc_in_memory):
-    cfg = dict(AFTER_PCA_OFF, hvg={"subset": False}, regress_out={"enabled": False},
-               scale={"enabled": False}, pca={"enabled": False})  # fmt: skip
+    cfg = dict(
+        AFTER_PCA_OFF,
+        hvg={"subset": False},
+        regress_out={"enabled": False},
+        scale={"enabled": False},
+        pca={"enabled": False},
+    )
     a = _run_dask(pbmc_h5ad, chunk_rows=1000, config=cfg)
     ref = pbmc_in_memory.raw.var  # the in-memory run froze .raw before its subset
     hv = a.var_names[a.var["highly_variable"].to_numpy()]
@@ -346,9 +358,15 @@ LEIDEN_SUBSAMPLE = 20_000  # the engine's exact kNN is O(n^2): 200k cells take ~
 @pytest.fixture(scope="module")
 def atlas_200k_h5ad(tmp_path_factory):
     path = tmp_path_factory.mktemp("dask") / "atlas200k.h5ad"
-    gpu_sc.datasets.write_synthetic_h5ad(path, ATLAS_200K_CELLS, 500, nnz_per_cell=60,
-                                         chunk_rows=50_000, seed=5,
-                                         difficulty="separated")  # fmt: skip
+    gpu_sc.datasets.write_synthetic_h5ad(
+        path,
+        ATLAS_200K_CELLS,
+        500,
+        nnz_per_cell=60,
+        chunk_rows=50_000,
+        seed=5,
+        difficulty="separated",
+    )
     return path
 
 

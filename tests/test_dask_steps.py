@@ -47,14 +47,16 @@ def _lazy(adata, rows=400):
 
 def _frames_equal(a, b, cols, rtol=1e-12):
     for c in cols:
-        np.testing.assert_allclose(a[c].to_numpy(np.float64), b[c].to_numpy(np.float64),
-                                   rtol=rtol, err_msg=c)  # fmt: skip
+        np.testing.assert_allclose(
+            a[c].to_numpy(np.float64), b[c].to_numpy(np.float64), rtol=rtol, err_msg=c
+        )
 
 
 def test_qc_metrics_with_percent_top_and_log1p(counts):
     ref = counts.copy()
-    gpu_sc.pp.calculate_qc_metrics(ref, qc_vars=["mt"], percent_top=(5, 50), inplace=True,
-                                   backend="numpy")  # fmt: skip
+    gpu_sc.pp.calculate_qc_metrics(
+        ref, qc_vars=["mt"], percent_top=(5, 50), inplace=True, backend="numpy"
+    )
     lazy = _lazy(counts)
     DASK_STEPS["calculate_qc_metrics"](lazy, CTX, qc_vars=["mt"], percent_top=(5, 50))
     new_obs = [c for c in ref.obs.columns if c not in counts.obs.columns]
@@ -116,8 +118,9 @@ def test_hvg_with_cutoffs_and_batches(counts):
             DASK_STEPS["log1p"](a, CTX)
             DASK_STEPS["highly_variable_genes"](a, CTX, batch_key="parent_type")
     assert (lazy.var["highly_variable"] == ref.var["highly_variable"]).all()
-    assert (lazy.var["highly_variable_intersection"]
-            == ref.var["highly_variable_intersection"]).all()  # fmt: skip
+    assert (
+        lazy.var["highly_variable_intersection"] == ref.var["highly_variable_intersection"]
+    ).all()
 
 
 @pytest.mark.parametrize("keys", [["total", "pct_mt"], ["cell_type"]])
@@ -221,8 +224,11 @@ def test_public_steps_run_on_the_dask_path_when_their_input_is_a_dask_array(coun
 
 def test_a_step_without_a_dask_implementation_says_how_to_proceed(counts):
     lazy = _lazy(counts)
-    with pytest.raises(DaskUnsupported, match=r"score_genes: its input is a Dask array .*"
-                                              r"adata\.X = adata\.X\.compute\(\)"):  # fmt: skip
+    with pytest.raises(
+        DaskUnsupported,
+        match=r"score_genes: its input is a Dask array .*"
+        r"adata\.X = adata\.X\.compute\(\)",
+    ):
         gpu_sc.tl.score_genes(lazy, gene_list=list(lazy.var_names[:5]))
     assert "score" not in lazy.obs
 
@@ -241,9 +247,12 @@ def test_a_parameter_the_dask_path_lacks_is_refused_not_sent_to_scanpy(counts):
 
 @pytest.mark.parametrize(
     ("bad", "message"),
-    [(np.nan, "1 NaN or infinite"), (-3.0, r"negative values \(min -3\)"),
-     (0.5, r"non-integer values \(e\.g\. 0\.5\)")],
-)  # fmt: skip
+    [
+        (np.nan, "1 NaN or infinite"),
+        (-3.0, r"negative values \(min -3\)"),
+        (0.5, r"non-integer values \(e\.g\. 0\.5\)"),
+    ],
+)
 def test_the_pipeline_checks_dask_input_in_one_pass_over_the_blocks(counts, bad, message):
     from gpu_sc.pipeline.validate import InputError
 

@@ -87,8 +87,15 @@ def test_leiden_kernel_until_stable_matches_igraph_and_keeps_quality(graphs):
     """n_iterations=-1 (until no change) against igraph's own until-stable Leiden."""
     adata = graphs["separated"].copy()
     A = adata.obsp["connectivities"]
-    sc.tl.leiden(adata, flavor="igraph", resolution=1.0, n_iterations=-1, directed=False,
-                 random_state=0, key_added="stable")  # fmt: skip
+    sc.tl.leiden(
+        adata,
+        flavor="igraph",
+        resolution=1.0,
+        n_iterations=-1,
+        directed=False,
+        random_state=0,
+        key_added="stable",
+    )
     reference = adata.obs["stable"].cat.codes.to_numpy()
     labels = leiden_kernel(NP, A, resolution=1.0, n_iterations=-1, random_state=3)
     assert adjusted_rand_score(reference, labels) >= 0.95

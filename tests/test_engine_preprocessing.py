@@ -257,8 +257,9 @@ def test_hvg_seurat_v3_selects_the_same_2000_genes(backend, batch_key, dataset, 
     adata = counts.copy() if dataset == "pbmc3k" else atlas.copy()
     if dataset == "pbmc3k":
         adata.obs["batch"] = pd.Categorical(np.where(np.arange(adata.n_obs) % 3 == 0, "a", "b"))
-    kwargs = dict(flavor="seurat_v3", n_top_genes=2000 if dataset == "pbmc3k" else 500,
-                  batch_key=batch_key)  # fmt: skip
+    kwargs = dict(
+        flavor="seurat_v3", n_top_genes=2000 if dataset == "pbmc3k" else 500, batch_key=batch_key
+    )
     if engine_gap("highly_variable_genes", kwargs):  # scanpy >= 1.12 with a batch_key
         ours, ref = adata.copy(), adata.copy()
         pp.highly_variable_genes(ours, backend=backend, **kwargs)

@@ -42,11 +42,11 @@ def test_pca_zero_center_false_matches_scanpy(container):
     ref = AnnData(container(_counts()))
     got = ref.copy()
     sc.pp.pca(ref, n_comps=8, zero_center=False, svd_solver="arpack", dtype="float64")
-    gpu_sc.pp.pca(got, n_comps=8, zero_center=False, dtype="float64", backend="numpy",
-                  strict=True)  # fmt: skip
+    gpu_sc.pp.pca(got, n_comps=8, zero_center=False, dtype="float64", backend="numpy", strict=True)
     _engine(got)
-    np.testing.assert_allclose(np.abs(got.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]),
-                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        np.abs(got.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]), rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_allclose(got.varm["PCs"], ref.varm["PCs"], atol=1e-5)  # same signs
     for key in ("variance", "variance_ratio"):
         np.testing.assert_allclose(got.uns["pca"][key], ref.uns["pca"][key], rtol=1e-5)
@@ -60,13 +60,16 @@ def test_pca_chunked_is_the_exact_pca():
     ref = AnnData(sp.csr_matrix(_counts(200, 40)))
     got = ref.copy()
     sc.pp.pca(ref, n_comps=5, svd_solver="arpack")
-    gpu_sc.pp.pca(got, n_comps=5, chunked=True, chunk_size=50, zero_center=False,
-                  backend="numpy", strict=True)  # fmt: skip
+    gpu_sc.pp.pca(
+        got, n_comps=5, chunked=True, chunk_size=50, zero_center=False, backend="numpy", strict=True
+    )
     _engine(got)
-    np.testing.assert_allclose(np.abs(got.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]),
-                               rtol=1e-3, atol=1e-3)  # fmt: skip
-    np.testing.assert_allclose(got.uns["pca"]["variance_ratio"], ref.uns["pca"]["variance_ratio"],
-                               rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        np.abs(got.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]), rtol=1e-3, atol=1e-3
+    )
+    np.testing.assert_allclose(
+        got.uns["pca"]["variance_ratio"], ref.uns["pca"]["variance_ratio"], rtol=1e-4
+    )
     assert got.uns["pca"]["params"]["zero_center"] is False  # recorded as given, as scanpy
 
 
@@ -87,8 +90,9 @@ def test_scale_mask_obs_matches_scanpy(container, zero_center, mask):
     got = ref.copy()
     mask_obs = cells if mask == "array" else "some cells"
     sc.pp.scale(ref, mask_obs=mask_obs, zero_center=zero_center, max_value=3)
-    gpu_sc.pp.scale(got, mask_obs=mask_obs, zero_center=zero_center, max_value=3,
-                    backend="numpy", strict=True)  # fmt: skip
+    gpu_sc.pp.scale(
+        got, mask_obs=mask_obs, zero_center=zero_center, max_value=3, backend="numpy", strict=True
+    )
     _engine(got)
     assert sp.issparse(got.X) == sp.issparse(ref.X)
     assert got.X.dtype == ref.X.dtype
@@ -141,8 +145,9 @@ def test_neighbors_without_x_pca_runs_scanpys_pca_first():
     _engine(got)
     assert got.obsm["X_pca"].dtype == ref.obsm["X_pca"].dtype
     np.testing.assert_allclose(np.abs(got.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]), atol=1e-3)
-    np.testing.assert_allclose(got.obsp["distances"].toarray(), ref.obsp["distances"].toarray(),
-                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        got.obsp["distances"].toarray(), ref.obsp["distances"].toarray(), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +158,17 @@ def logged():
     return a
 
 
-@pytest.mark.parametrize(("params", "scanpy_error"), [
-    ({"corr_method": "holm"}, "Correction method must be one of"),
-    ({"method": "t_test"}, "Method must be one of"),
-    ({"groups": "0"}, "Specify a sequence of groups"),
-    ({"groups": 1}, "Specify a sequence of groups"),
-    ({"reference": "9"}, "reference = 9 needs to be one of groupby"),
-    ({"use_raw": True}, "Received `use_raw=True`, but `adata.raw` is empty."),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("params", "scanpy_error"),
+    [
+        ({"corr_method": "holm"}, "Correction method must be one of"),
+        ({"method": "t_test"}, "Method must be one of"),
+        ({"groups": "0"}, "Specify a sequence of groups"),
+        ({"groups": 1}, "Specify a sequence of groups"),
+        ({"reference": "9"}, "reference = 9 needs to be one of groupby"),
+        ({"use_raw": True}, "Received `use_raw=True`, but `adata.raw` is empty."),
+    ],
+)
 def test_rank_genes_groups_bad_arguments_raise_scanpys_error_in_strict_mode(
     logged, params, scanpy_error
 ):
@@ -179,8 +187,9 @@ def test_rank_genes_groups_mask_var_and_string_groupby_match_scanpy(logged):
     got = ref.copy()
     mask = np.arange(ref.n_vars) % 2 == 0
     sc.tl.rank_genes_groups(ref, "g", mask_var=mask, method="t-test")
-    gpu_sc.tl.rank_genes_groups(got, "g", mask_var=mask, method="t-test", backend="numpy",
-                                strict=True)  # fmt: skip
+    gpu_sc.tl.rank_genes_groups(
+        got, "g", mask_var=mask, method="t-test", backend="numpy", strict=True
+    )
     _engine(got)
     assert isinstance(got.obs["g"].dtype, pd.CategoricalDtype)
     r, g = ref.uns["rank_genes_groups"], got.uns["rank_genes_groups"]
@@ -197,16 +206,21 @@ def test_calculate_qc_metrics_use_raw_matches_scanpy():
     ref.raw = ref.copy()
     ref.X = ref.X * 0  # the metrics must come from .raw
     got = ref.copy()
-    sc.pp.calculate_qc_metrics(ref, qc_vars=["mt"], use_raw=True, inplace=True,
-                               percent_top=[5, 10])  # fmt: skip
-    gpu_sc.pp.calculate_qc_metrics(got, qc_vars=["mt"], use_raw=True, inplace=True,
-                                   percent_top=[5, 10], backend="numpy", strict=True)  # fmt: skip
+    sc.pp.calculate_qc_metrics(ref, qc_vars=["mt"], use_raw=True, inplace=True, percent_top=[5, 10])
+    gpu_sc.pp.calculate_qc_metrics(
+        got,
+        qc_vars=["mt"],
+        use_raw=True,
+        inplace=True,
+        percent_top=[5, 10],
+        backend="numpy",
+        strict=True,
+    )
     _engine(got)
     pd.testing.assert_frame_equal(got.obs, ref.obs, rtol=1e-6)
     pd.testing.assert_frame_equal(got.var, ref.var, rtol=1e-6)
     with pytest.raises(ValueError, match="Cannot use expression from both layer and raw"):
-        gpu_sc.pp.calculate_qc_metrics(got, use_raw=True, layer="x", backend="numpy",
-                                       strict=True)  # fmt: skip
+        gpu_sc.pp.calculate_qc_metrics(got, use_raw=True, layer="x", backend="numpy", strict=True)
 
 
 @pytest.fixture(scope="module")
@@ -217,12 +231,15 @@ def graph():
     return a
 
 
-@pytest.mark.parametrize(("params", "scanpy_error"), [
-    ({"flavor": "louvain"}, "flavor must be either 'igraph' or 'leidenalg'"),
-    ({"flavor": "igraph", "directed": True}, "Cannot use igraph’s leiden implementation"),
-    ({"flavor": "igraph", "partition_type": object}, "Do not pass in partition_type"),
-    ({"flavor": "igraph", "neighbors_key": "nope"}, ""),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("params", "scanpy_error"),
+    [
+        ({"flavor": "louvain"}, "flavor must be either 'igraph' or 'leidenalg'"),
+        ({"flavor": "igraph", "directed": True}, "Cannot use igraph’s leiden implementation"),
+        ({"flavor": "igraph", "partition_type": object}, "Do not pass in partition_type"),
+        ({"flavor": "igraph", "neighbors_key": "nope"}, ""),
+    ],
+)
 def test_leiden_bad_arguments_raise_scanpys_error_in_strict_mode(graph, params, scanpy_error):
     with pytest.raises((ValueError, KeyError)) as want:
         sc.tl.leiden(graph.copy(), **params)
@@ -241,11 +258,17 @@ def test_leiden_scanpys_default_flavor_falls_back_with_scanpys_result(graph):
     pd.testing.assert_series_equal(got.obs["leiden"], ref.obs["leiden"])
 
 
-@pytest.mark.parametrize(("params", "error", "scanpy_error"), [
-    ({"gene_list": ["nope"]}, ValueError, "No valid genes were passed for scoring."),
-    ({"gene_list": ["g1"], "gene_pool": ["nope"]}, ValueError,
-     "No valid genes were passed for reference set."),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("params", "error", "scanpy_error"),
+    [
+        ({"gene_list": ["nope"]}, ValueError, "No valid genes were passed for scoring."),
+        (
+            {"gene_list": ["g1"], "gene_pool": ["nope"]},
+            ValueError,
+            "No valid genes were passed for reference set.",
+        ),
+    ],
+)
 def test_score_genes_bad_arguments_raise_scanpys_error_in_strict_mode(params, error, scanpy_error):
     a = AnnData(_counts(50, 30))
     a.var_names = [f"g{i}" for i in range(a.n_vars)]

@@ -30,8 +30,7 @@ def test_scores_match_scanpy(lognorm, dense, seed):
     ref = a.copy()
     sc.tl.score_genes(ref, genes, random_state=seed, ctrl_size=30, n_bins=10)
     eng = a.copy()
-    gpu_sc.tl.score_genes(eng, genes, random_state=seed, ctrl_size=30, n_bins=10,
-                          backend="numpy")  # fmt: skip
+    gpu_sc.tl.score_genes(eng, genes, random_state=seed, ctrl_size=30, n_bins=10, backend="numpy")
     assert last_record(eng)["backend"] == "numpy"
     r, e = ref.obs["score"].to_numpy(), eng.obs["score"].to_numpy()
     assert eng.obs["score"].dtype == np.float64
@@ -60,9 +59,12 @@ def test_pipeline_section_and_parity_stage(lognorm):
 
     raw = gpu_sc.datasets.synthetic(300, seed=2)
     genes = list(raw.var_names[5:40])
-    cfg = {"score_genes": {"enabled": True, "gene_list": genes, "score_name": "sig"},
-           "tsne": {"enabled": False}, "umap": {"enabled": False},
-           "rank_genes_groups": {"methods": ["t-test"]}}  # fmt: skip
+    cfg = {
+        "score_genes": {"enabled": True, "gene_list": genes, "score_name": "sig"},
+        "tsne": {"enabled": False},
+        "umap": {"enabled": False},
+        "rank_genes_groups": {"methods": ["t-test"]},
+    }
     out = gpu_sc.pipeline(raw.copy(), cfg, backend="numpy")
     assert provenance(out)[-1]["step"] == "score_genes"
     assert provenance(out)[-1]["backend"] == "numpy" and "sig" in out.obs

@@ -66,9 +66,10 @@ def test_engine_accepts_or_falls_back_on_every_installed_scanpy_parameter(step):
     # With the installed scanpy the engine must actually run: everything it requires is
     # passed by scanpy (a parameter only the engine has needs a default).
     required = [
-        n for n, p in engine_params.items()
+        n
+        for n, p in engine_params.items()
         if p.default is inspect.Parameter.empty and n not in scanpy_params
-    ]  # fmt: skip
+    ]
     assert required == [], f"{step}: the engine requires {required}, scanpy does not pass them"
 
 

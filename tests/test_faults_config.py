@@ -49,8 +49,9 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("section,name,value,words", [c[1:] for c in BAD_VALUES],
-                         ids=[c[0] for c in BAD_VALUES])  # fmt: skip
+@pytest.mark.parametrize(
+    "section,name,value,words", [c[1:] for c in BAD_VALUES], ids=[c[0] for c in BAD_VALUES]
+)
 def test_bad_value_names_the_field(section, name, value, words):
     with pytest.raises(ConfigError) as err:
         PipelineConfig.from_dict({section: {name: value}})
@@ -68,8 +69,9 @@ def test_unknown_extra_key_names_step_and_choices(section):
     with pytest.raises(ConfigError) as err:
         PipelineConfig.from_dict({section: {"extra": {"foo": 1}}})
     func = _STEPS[section][0]
-    assert_one_line(err.value, f"config.{section}.extra.foo", f"scanpy.{func}", "'foo'",
-                    "valid extra keys")  # fmt: skip
+    assert_one_line(
+        err.value, f"config.{section}.extra.foo", f"scanpy.{func}", "'foo'", "valid extra keys"
+    )
 
 
 def test_extra_key_typo_gets_a_suggestion():
@@ -78,12 +80,16 @@ def test_extra_key_typo_gets_a_suggestion():
     assert_one_line(err.value, "did you mean 'n_components'")
 
 
-@pytest.mark.parametrize("section,key,words", [
-    ("neighbors", "n_neighbors", ["set config.neighbors.n_neighbors instead"]),
-    ("pca", "copy", ["the pipeline sets it itself"]),
-    ("hvg", "inplace", ["the pipeline sets it itself"]),
-    ("rank_genes_groups", "groupby", ["the pipeline sets it itself"]),
-], ids=["field_in_extra", "copy", "inplace", "groupby"])  # fmt: skip
+@pytest.mark.parametrize(
+    "section,key,words",
+    [
+        ("neighbors", "n_neighbors", ["set config.neighbors.n_neighbors instead"]),
+        ("pca", "copy", ["the pipeline sets it itself"]),
+        ("hvg", "inplace", ["the pipeline sets it itself"]),
+        ("rank_genes_groups", "groupby", ["the pipeline sets it itself"]),
+    ],
+    ids=["field_in_extra", "copy", "inplace", "groupby"],
+)
 def test_extra_key_the_pipeline_sets_is_refused(section, key, words):
     with pytest.raises(ConfigError) as err:
         PipelineConfig.from_dict({section: {"extra": {key: 1}}})
@@ -91,9 +97,13 @@ def test_extra_key_the_pipeline_sets_is_refused(section, key, words):
 
 
 def test_valid_extra_keys_pass():
-    cfg = PipelineConfig.from_dict({"neighbors": {"extra": {"key_added": "nn"}},
-                                    "leiden": {"extra": {"beta": 0.01}},
-                                    "umap": {"extra": {"n_components": 3}}})  # fmt: skip
+    cfg = PipelineConfig.from_dict(
+        {
+            "neighbors": {"extra": {"key_added": "nn"}},
+            "leiden": {"extra": {"beta": 0.01}},
+            "umap": {"extra": {"n_components": 3}},
+        }
+    )
     assert cfg.umap.extra == {"n_components": 3}
 
 

@@ -72,17 +72,23 @@ def _rename(axis):
 PIPELINE_BAD = [
     ("empty_cells", lambda a: a[:0].copy(), None, ["empty", "0 cells"]),
     ("empty_genes", lambda a: a[:, :0].copy(), None, ["empty", "0 genes"]),
-    ("all_zero", _with_X(lambda a: sp.csr_matrix(a.shape, dtype=np.float32)), None,
-     ["all zeros"]),
-    ("all_zero_dense", _with_X(lambda a: np.zeros(a.shape, dtype=np.float32)), None,
-     ["all zeros"]),
+    ("all_zero", _with_X(lambda a: sp.csr_matrix(a.shape, dtype=np.float32)), None, ["all zeros"]),
+    ("all_zero_dense", _with_X(lambda a: np.zeros(a.shape, dtype=np.float32)), None, ["all zeros"]),
     ("duplicate_cells", _rename("obs"), None, ["duplicate cell names", "obs_names_make_unique"]),
-    ("duplicate_genes_make_unique_off", _rename("var"), {"var_names_make_unique": False},
-     ["duplicate gene names", "var_names_make_unique"]),
+    (
+        "duplicate_genes_make_unique_off",
+        _rename("var"),
+        {"var_names_make_unique": False},
+        ["duplicate gene names", "var_names_make_unique"],
+    ),
     ("negative", _set_value(-3.0), None, ["negative", "raw counts"]),
     ("negative_dense", _dense_value(-1.0), None, ["negative", "raw counts"]),
-    ("float64_non_integer", _with_X(lambda a: a.X.astype(np.float64) * 0.37), None,
-     ["non-integer", "raw counts"]),
+    (
+        "float64_non_integer",
+        _with_X(lambda a: a.X.astype(np.float64) * 0.37),
+        None,
+        ["non-integer", "raw counts"],
+    ),
     ("nan_csr", _set_value(np.nan), None, ["NaN", "finite"]),
     ("inf_csr", _set_value(np.inf), None, ["infinite", "finite"]),
     ("nan_csc", _set_value(np.nan, "csc"), None, ["NaN", "finite"]),
@@ -90,17 +96,25 @@ PIPELINE_BAD = [
     ("bool_dtype", _with_X(lambda a: a.X.astype(bool)), None, ["non-numeric", "numbers"]),
     ("single_cell", lambda a: a[:1].copy(), None, ["no data left", "loosen"]),
     ("single_gene", lambda a: a[:, :1].copy(), None, ["no data left", "loosen"]),
-    ("filters_remove_all", lambda a: a, {"filter_cells": {"min_genes": 10**6}},
-     ["no data left", "cell and gene filters"]),
-    ("one_hvg_left", lambda a: a, {"hvg": {"n_top_genes": 1}},
-     ["pca", "at least 2", "genes"]),
-    ("regress_keys_missing", lambda a: a, {"qc": {"enabled": False}},
-     ["regress_out.keys", "enable qc"]),
-]  # fmt: skip
+    (
+        "filters_remove_all",
+        lambda a: a,
+        {"filter_cells": {"min_genes": 10**6}},
+        ["no data left", "cell and gene filters"],
+    ),
+    ("one_hvg_left", lambda a: a, {"hvg": {"n_top_genes": 1}}, ["pca", "at least 2", "genes"]),
+    (
+        "regress_keys_missing",
+        lambda a: a,
+        {"qc": {"enabled": False}},
+        ["regress_out.keys", "enable qc"],
+    ),
+]
 
 
-@pytest.mark.parametrize("make,overrides,words", [c[1:] for c in PIPELINE_BAD],
-                         ids=[c[0] for c in PIPELINE_BAD])  # fmt: skip
+@pytest.mark.parametrize(
+    "make,overrides,words", [c[1:] for c in PIPELINE_BAD], ids=[c[0] for c in PIPELINE_BAD]
+)
 def test_pipeline_rejects_bad_counts(counts, make, overrides, words):
     adata = make(counts.copy())
     before = adata.X.copy() if adata.X is not None else None
@@ -153,8 +167,7 @@ def test_pipeline_converted_inputs_give_the_float32_result(counts, reference, ma
         res = gpu_sc.pipeline(adata, FAST, backend="numpy", copy=True)
     same_result(res, reference)
     if logged:
-        assert any(logged in r.getMessage() and "float32" in r.getMessage()
-                   for r in caplog.records)  # fmt: skip
+        assert any(logged in r.getMessage() and "float32" in r.getMessage() for r in caplog.records)
     assert res.X.dtype != np.float16
 
 
@@ -168,16 +181,22 @@ def test_pipeline_on_a_view_is_the_copy_s_result(counts):
 
 def test_pipeline_float16_on_scanpy_is_promoted_not_a_numba_error(counts, caplog):
     """scanpy's own path raised NotImplementedError: float16 inside numba; now float32."""
-    cfg = {**FAST, "neighbors": {"enabled": False}, "leiden": {"enabled": False},
-           "rank_genes_groups": {"enabled": False}, "regress_out": {"enabled": False}}  # fmt: skip
+    cfg = {
+        **FAST,
+        "neighbors": {"enabled": False},
+        "leiden": {"enabled": False},
+        "rank_genes_groups": {"enabled": False},
+        "regress_out": {"enabled": False},
+    }
     a16 = counts.copy()
     a16.X = a16.X.toarray().astype(np.float16)
     with caplog.at_level(logging.WARNING, logger="gpu_sc"):
         res = gpu_sc.pipeline(a16, cfg, backend="scanpy", copy=True)
     ref = gpu_sc.pipeline(counts, cfg, backend="scanpy", copy=True)
     assert list(res.var_names) == list(ref.var_names)  # same HVG set
-    np.testing.assert_allclose(np.abs(res.obsm["X_pca"][:, :5]), np.abs(ref.obsm["X_pca"][:, :5]),
-                               rtol=1e-3, atol=1e-3)  # fmt: skip
+    np.testing.assert_allclose(
+        np.abs(res.obsm["X_pca"][:, :5]), np.abs(ref.obsm["X_pca"][:, :5]), rtol=1e-3, atol=1e-3
+    )
     assert any("float16" in r.getMessage() for r in caplog.records)
 
 
@@ -231,24 +250,39 @@ STEP_NAN = [
     ("normalize_total", gpu_sc.pp.normalize_total, {}, _inf_X_sparse, "adata.X"),
     ("log1p", gpu_sc.pp.log1p, {}, _inf_X_sparse, "adata.X"),
     ("highly_variable_genes", gpu_sc.pp.highly_variable_genes, {}, _nan_X, "adata.X"),
-    ("hvg_seurat_v3_layer", gpu_sc.pp.highly_variable_genes,
-     {"flavor": "seurat_v3", "layer": "counts", "n_top_genes": 50}, _inf_layer,
-     "layers['counts']"),
+    (
+        "hvg_seurat_v3_layer",
+        gpu_sc.pp.highly_variable_genes,
+        {"flavor": "seurat_v3", "layer": "counts", "n_top_genes": 50},
+        _inf_layer,
+        "layers['counts']",
+    ),
     ("regress_out", gpu_sc.pp.regress_out, {"keys": ["total_counts"]}, _nan_X, "adata.X"),
-    ("calculate_qc_metrics", gpu_sc.pp.calculate_qc_metrics, {"percent_top": None}, _nan_X,
-     "adata.X"),
+    (
+        "calculate_qc_metrics",
+        gpu_sc.pp.calculate_qc_metrics,
+        {"percent_top": None},
+        _nan_X,
+        "adata.X",
+    ),
     ("filter_cells", gpu_sc.pp.filter_cells, {"min_genes": 1}, _inf_X_sparse, "adata.X"),
     ("filter_genes", gpu_sc.pp.filter_genes, {"min_cells": 1}, _inf_X_sparse, "adata.X"),
     ("neighbors_X_pca", gpu_sc.pp.neighbors, {"n_neighbors": 5}, _nan_pca, "obsm['X_pca']"),
     ("tsne_X_pca", gpu_sc.tl.tsne, {}, _nan_pca, "obsm['X_pca']"),
-    ("rank_genes_groups_raw", gpu_sc.tl.rank_genes_groups, {"groupby": "group"}, _nan_raw,
-     "adata.raw.X"),
-]  # fmt: skip
+    (
+        "rank_genes_groups_raw",
+        gpu_sc.tl.rank_genes_groups,
+        {"groupby": "group"},
+        _nan_raw,
+        "adata.raw.X",
+    ),
+]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "scanpy"])
-@pytest.mark.parametrize("func,params,spoil,where", [c[1:] for c in STEP_NAN],
-                         ids=[c[0] for c in STEP_NAN])  # fmt: skip
+@pytest.mark.parametrize(
+    "func,params,spoil,where", [c[1:] for c in STEP_NAN], ids=[c[0] for c in STEP_NAN]
+)
 def test_step_rejects_nonfinite_values(lognorm, func, params, spoil, where, backend):
     a = lognorm.copy()
     spoil(a)

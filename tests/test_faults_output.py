@@ -58,18 +58,33 @@ def fast_toml(tmp_path_factory):
 
 
 def _run_cmd(small_input, fast_toml, out) -> list[str]:
-    return [sys.executable, "-m", "gpu_sc.cli", "run", str(small_input), "-o", str(out),
-            "--backend", "numpy", "--config", str(fast_toml)]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "gpu_sc.cli",
+        "run",
+        str(small_input),
+        "-o",
+        str(out),
+        "--backend",
+        "numpy",
+        "--config",
+        str(fast_toml),
+    ]
 
 
 # -- checked before any computing ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("where,words", [
-    ("missing_parent", ["does not exist", "mkdir -p"]),
-    ("parent_is_a_file", ["is not a directory"]),
-    ("target_is_a_directory", ["is a directory", "give a file name"]),
-], ids=lambda x: x if isinstance(x, str) else None)  # fmt: skip
+@pytest.mark.parametrize(
+    "where,words",
+    [
+        ("missing_parent", ["does not exist", "mkdir -p"]),
+        ("parent_is_a_file", ["is not a directory"]),
+        ("target_is_a_directory", ["is a directory", "give a file name"]),
+    ],
+    ids=lambda x: x if isinstance(x, str) else None,
+)
 def test_check_output_path(tmp_path, where, words):
     target = {
         "missing_parent": tmp_path / "no" / "such" / "res.h5ad",
@@ -89,17 +104,31 @@ def test_check_output_path_ok_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("argv,words", [
-    (["run", "{input}", "-o", "{tmp}/missing/res.h5ad"], ["does not exist"]),
-    (["run", "{input}", "-o", "{tmp}/adir.h5ad"], ["is a directory"]),
-    (["run", "{input}", "-o", "{tmp}/res.h5ad", "--report", "{tmp}/afile"],
-     ["a file of that name exists"]),
-    (["demo", "--cells", "100000", "-o", "{tmp}/missing/demo.h5ad"], ["does not exist"]),
-    (["report", "{input}", "-o", "{tmp}/afile"], ["a file of that name exists"]),
-    (["annotate", "{input}", "{tmp}/map.toml", "-o", "{tmp}/missing/a.h5ad"],
-     ["does not exist"]),
-], ids=["run_missing_dir", "run_target_dir", "run_report_is_file", "demo_missing_dir",
-        "report_is_file", "annotate_missing_dir"])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["run", "{input}", "-o", "{tmp}/missing/res.h5ad"], ["does not exist"]),
+        (["run", "{input}", "-o", "{tmp}/adir.h5ad"], ["is a directory"]),
+        (
+            ["run", "{input}", "-o", "{tmp}/res.h5ad", "--report", "{tmp}/afile"],
+            ["a file of that name exists"],
+        ),
+        (["demo", "--cells", "100000", "-o", "{tmp}/missing/demo.h5ad"], ["does not exist"]),
+        (["report", "{input}", "-o", "{tmp}/afile"], ["a file of that name exists"]),
+        (
+            ["annotate", "{input}", "{tmp}/map.toml", "-o", "{tmp}/missing/a.h5ad"],
+            ["does not exist"],
+        ),
+    ],
+    ids=[
+        "run_missing_dir",
+        "run_target_dir",
+        "run_report_is_file",
+        "demo_missing_dir",
+        "report_is_file",
+        "annotate_missing_dir",
+    ],
+)
 def test_cli_checks_output_before_computing(tmp_path, small_input, argv, words, capsys):
     (tmp_path / "adir.h5ad").mkdir()
     (tmp_path / "afile").write_text("keep")
@@ -180,8 +209,9 @@ try:
 except Exception as exc:
     print(type(exc).__name__ + ": " + str(exc))
 """
-    res = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert_one_line(res.stdout, "OutputError", "File too large", "nothing was written")
     assert "Traceback" not in res.stderr
@@ -268,9 +298,14 @@ def test_signal_leaves_no_file(tmp_path, small_input, fast_toml, small, sig, pha
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     hook = {"GPU_SC_TEST_STEP_DELAY": 30} if phase == "run" else {"GPU_SC_TEST_WRITE_DELAY": 30}
-    proc = subprocess.Popen(_run_cmd(small_input, fast_toml, out_dir / "res.h5ad"),
-                            env=_env(**hook), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_as_from_a_terminal)  # fmt: skip
+    proc = subprocess.Popen(
+        _run_cmd(small_input, fast_toml, out_dir / "res.h5ad"),
+        env=_env(**hook),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_from_a_terminal,
+    )
     try:
         if phase == "run":
             _wait_for_line(proc, "var_names_make_unique")  # the first step's progress line
@@ -312,10 +347,17 @@ def _in_namespace(tmp_path: Path, options: str, command: str) -> subprocess.Comp
         pytest.skip("unshare(1) is not installed")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    script = (f"mount -t tmpfs -o {options} tmpfs {mnt} || exit 97; {command}; rc=$?; "
-              f"echo LEFT:$(ls -A {mnt}); exit $rc")  # fmt: skip
-    res = subprocess.run(["unshare", "-m", "sh", "-c", script], env=_env(), capture_output=True,
-                         text=True, timeout=180)  # fmt: skip
+    script = (
+        f"mount -t tmpfs -o {options} tmpfs {mnt} || exit 97; {command}; rc=$?; "
+        f"echo LEFT:$(ls -A {mnt}); exit $rc"
+    )
+    res = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if res.returncode == 97 or "unshare failed" in res.stderr:
         pytest.skip(f"mounting a tmpfs is refused here: {res.stderr.strip()[:200]}")
     return res
@@ -385,12 +427,18 @@ def test_cli_keeps_an_ignored_sighup_and_restores_handlers(monkeypatch):
         signal.signal(signal.SIGHUP, old_hup)
 
 
-@pytest.mark.parametrize("exc", [
-    OSError(28, "No space left on device"),
-    OSError(122, "Disk quota exceeded"),
-    RuntimeError("Can't decrement id ref count (file write failed: errno = 28, error message = "
-                 "'No space left on device')"),
-], ids=["ENOSPC", "EDQUOT", "hdf5_text_only"])  # fmt: skip
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(28, "No space left on device"),
+        OSError(122, "Disk quota exceeded"),
+        RuntimeError(
+            "Can't decrement id ref count (file write failed: errno = 28, error message = "
+            "'No space left on device')"
+        ),
+    ],
+    ids=["ENOSPC", "EDQUOT", "hdf5_text_only"],
+)
 def test_no_space_errors_become_one_line_and_leave_nothing(tmp_path, exc):
     with pytest.raises(OutputError) as err:
         with atomic_path(tmp_path / "r.h5ad") as tmp:

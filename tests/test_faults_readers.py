@@ -31,13 +31,18 @@ def write_10x(d: Path, adata, *, v3: bool = False, genes_delta: int = 0, cells_d
     d.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     scipy.io.mmwrite(buf, sp.csr_matrix(adata.X.T).astype(np.int64), field="integer")
-    genes = [f"ENSG{i}\t{g}\tGene Expression" if v3 else f"ENSG{i}\t{g}"
-             for i, g in enumerate(adata.var_names)]  # fmt: skip
+    genes = [
+        f"ENSG{i}\t{g}\tGene Expression" if v3 else f"ENSG{i}\t{g}"
+        for i, g in enumerate(adata.var_names)
+    ]
     genes = genes[: len(genes) + genes_delta] if genes_delta < 0 else genes + ["X\tY"] * genes_delta
     cells = list(adata.obs_names)
     cells = cells[: len(cells) + cells_delta] if cells_delta < 0 else cells + ["Z"] * cells_delta
-    files = {"matrix.mtx": buf.getvalue(), "barcodes.tsv": "\n".join(cells).encode() + b"\n",
-             ("features.tsv" if v3 else "genes.tsv"): "\n".join(genes).encode() + b"\n"}  # fmt: skip
+    files = {
+        "matrix.mtx": buf.getvalue(),
+        "barcodes.tsv": "\n".join(cells).encode() + b"\n",
+        ("features.tsv" if v3 else "genes.tsv"): "\n".join(genes).encode() + b"\n",
+    }
     for name, data in files.items():
         if v3:
             (d / f"{name}.gz").write_bytes(gzip.compress(data))

@@ -14,8 +14,19 @@ def test_parity_numpy_vs_cupy_passes_with_every_engine_stage_on_cupy(tmp_path, c
     cfg = tmp_path / "fast.toml"
     cfg.write_text("[tsne]\nenabled = false\n")
     out = tmp_path / "parity.json"
-    rc = main(["parity", "synthetic:separated:600", "--backends", "numpy,cupy",
-               "--config", str(cfg), "--no-determinism", "--out", str(out)])  # fmt: skip
+    rc = main(
+        [
+            "parity",
+            "synthetic:separated:600",
+            "--backends",
+            "numpy,cupy",
+            "--config",
+            str(cfg),
+            "--no-determinism",
+            "--out",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     text = capsys.readouterr().out
     assert rc == 0, text
@@ -24,7 +35,12 @@ def test_parity_numpy_vs_cupy_passes_with_every_engine_stage_on_cupy(tmp_path, c
     # what the engine lacks or rejects on numpy too (umap's init_pos with duplicate rows in
     # isolated mode); not allowed: a GPU resource error or an unusable device (silent).
     resource = ("OutOfMemoryError", "CUDA", "cupy backend unusable", "ImportError", "OSError")
-    on_scanpy = [r for r in report["rows"] if r["metric"] == "engine" and not r["implemented"]
-                 and any(w in (r["note"] or "") for w in resource)]  # fmt: skip
+    on_scanpy = [
+        r
+        for r in report["rows"]
+        if r["metric"] == "engine"
+        and not r["implemented"]
+        and any(w in (r["note"] or "") for w in resource)
+    ]
     assert not on_scanpy, on_scanpy
     assert report["passed"]

@@ -82,8 +82,10 @@ def import_graph() -> dict[str, set[str]]:
                     base = ".".join(base + ([node.module] if node.module else []))
                 else:
                     base = node.module or ""
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
-                           for a in node.names]  # fmt: skip
+                targets = [
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                    for a in node.names
+                ]
             for t in targets:
                 while t and t not in modules:
                     t = t.rpartition(".")[0]
@@ -142,7 +144,8 @@ def test_no_import_cycles():
 def test_no_module_imports_upward():
     upward = sorted(
         f"{m} (layer {_layer(m)}) imports {t} (layer {_layer(t)})"
-        for m, ts in import_graph().items() for t in ts
+        for m, ts in import_graph().items()
+        for t in ts
         if _layer(t) > _layer(m)
-    )  # fmt: skip
+    )
     assert upward == []

@@ -133,8 +133,9 @@ def _adata(n=600) -> ad.AnnData:
 
 def test_provenance_records_algorithm_nlist_nprobe():
     a = _adata()
-    gpu_sc.pp.neighbors(a, n_neighbors=10, use_rep="X_pca", transformer=IVFFlat(nlist=16, nprobe=4),
-                        backend="numpy")  # fmt: skip
+    gpu_sc.pp.neighbors(
+        a, n_neighbors=10, use_rep="X_pca", transformer=IVFFlat(nlist=16, nprobe=4), backend="numpy"
+    )
     eng = last_record(a)["engine"]
     assert eng["knn"]["algorithm"] == "ivf_flat"
     assert (eng["knn"]["nlist"], eng["knn"]["nprobe"]) == (16, 4)

@@ -19,27 +19,29 @@ from gpu_sc.dispatch.arrays import ArrayModule
 
 #: Host-only functions (NumPy/pandas/SciPy on host data, no array module), as ``module.name``;
 #: the same list as in the docstring of :mod:`gpu_sc.kernels`.
-HOST_ONLY = frozenset({
-    "chunks.stack_rows",
-    "embedding_quality.kl_divergence",
-    "embedding_quality.neighbourhood_preservation",
-    "embedding_quality.trustworthiness",
-    "hvg.dispersion_table",
-    "hvg.mean_var",
-    "hvg.select_cutoffs",
-    "hvg.select_top",
-    "hvg.seurat_table",
-    "hvg.seurat_v3_fits",
-    "hvg.seurat_v3_table",
-    "hvg.seurat_v3_norm_var",
-    "ivf.default_nlist",
-    "ivf.default_nprobe",
-    "markers.gene_blocks",
-    "qc.qc_tables",
-    "regress.categorical_fit",
-    "score_genes.control_genes",
-    "umap.find_ab_params",
-})  # fmt: skip
+HOST_ONLY = frozenset(
+    {
+        "chunks.stack_rows",
+        "embedding_quality.kl_divergence",
+        "embedding_quality.neighbourhood_preservation",
+        "embedding_quality.trustworthiness",
+        "hvg.dispersion_table",
+        "hvg.mean_var",
+        "hvg.select_cutoffs",
+        "hvg.select_top",
+        "hvg.seurat_table",
+        "hvg.seurat_v3_fits",
+        "hvg.seurat_v3_table",
+        "hvg.seurat_v3_norm_var",
+        "ivf.default_nlist",
+        "ivf.default_nprobe",
+        "markers.gene_blocks",
+        "qc.qc_tables",
+        "regress.categorical_fit",
+        "score_genes.control_genes",
+        "umap.find_ab_params",
+    }
+)
 
 
 def _modules():
@@ -112,11 +114,14 @@ def test_kernel_modules_do_not_infer_the_array_module():
     for path in sorted(root.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             name = (
-                node.name if isinstance(node, ast.alias)
-                else node.id if isinstance(node, ast.Name)
-                else node.attr if isinstance(node, ast.Attribute)
+                node.name
+                if isinstance(node, ast.alias)
+                else node.id
+                if isinstance(node, ast.Name)
+                else node.attr
+                if isinstance(node, ast.Attribute)
                 else None
-            )  # fmt: skip
+            )
             if name == "module_of":
                 offenders.append(f"{path.name}:{getattr(node, 'lineno', '?')}")
     assert offenders == []

@@ -54,8 +54,7 @@ def case(request):
         adata = gpu_sc.datasets.synthetic(SYNTHETIC_CELLS, difficulty=dataset)
         config = SYNTHETIC_CONFIG
     with cupy_for(pair):  # module scope: outside the per-test double of conftest.py
-        report = compare(adata, pair, config, seed=0, name=dataset,
-                         determinism=dataset == "pbmc3k")  # fmt: skip
+        report = compare(adata, pair, config, seed=0, name=dataset, determinism=dataset == "pbmc3k")
     return dataset, report
 
 
@@ -82,10 +81,17 @@ def test_qc_and_normalised_values_agree_to_float32_rounding(case):
     _assert_family(
         report,
         ["filter_cells", "filter_genes", "calculate_qc_metrics", "normalize_total", "log1p"],
-        {"cells_jaccard", "genes_jaccard", "n_genes_max_rel_diff", "n_cells_max_rel_diff",
-         "qc_obs_max_rel_diff", "qc_var_max_rel_diff", "normalized_max_rel_diff",
-         "log1p_max_rel_diff"},
-    )  # fmt: skip
+        {
+            "cells_jaccard",
+            "genes_jaccard",
+            "n_genes_max_rel_diff",
+            "n_cells_max_rel_diff",
+            "qc_obs_max_rel_diff",
+            "qc_var_max_rel_diff",
+            "normalized_max_rel_diff",
+            "log1p_max_rel_diff",
+        },
+    )
 
 
 def test_highly_variable_gene_sets_are_identical(case):
@@ -313,8 +319,19 @@ def _cli(tmp_path, *extra):
     config = tmp_path / "config.toml"
     config.write_text("\n".join(f"[{k}]\nenabled = false" for k in SMALL_CONFIG) + "\n")
     out, md = tmp_path / "r.json", tmp_path / "r.md"
-    argv = ["parity", "synthetic:separated:300", "--backends", "scanpy,numpy",
-            "--config", str(config), "--out", str(out), "--markdown", str(md), *extra]  # fmt: skip
+    argv = [
+        "parity",
+        "synthetic:separated:300",
+        "--backends",
+        "scanpy,numpy",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--markdown",
+        str(md),
+        *extra,
+    ]
     rc = main(argv)
     return rc, out, md
 

@@ -133,10 +133,23 @@ def test_provenance_records_every_step(result):
     prov = provenance(result)
     steps = [p["step"] for p in prov]
     for expected in [
-        "filter_cells", "filter_genes", "calculate_qc_metrics", "qc_filter", "normalize_total",
-        "log1p", "highly_variable_genes", "hvg_subset", "regress_out", "scale", "pca",
-        "neighbors", "leiden", "paga", "umap", "tsne",
-    ]:  # fmt: skip
+        "filter_cells",
+        "filter_genes",
+        "calculate_qc_metrics",
+        "qc_filter",
+        "normalize_total",
+        "log1p",
+        "highly_variable_genes",
+        "hvg_subset",
+        "regress_out",
+        "scale",
+        "pca",
+        "neighbors",
+        "leiden",
+        "paga",
+        "umap",
+        "tsne",
+    ]:
         assert expected in steps
     assert steps.count("rank_genes_groups") == 2
     for p in prov:

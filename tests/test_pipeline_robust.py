@@ -20,16 +20,24 @@ from gpu_sc.pipeline import InputError, plan
 from gpu_sc.pipeline import run as run_mod
 from gpu_sc.provenance import last as last_record
 
-FAST = {"tsne": {"enabled": False}, "umap": {"enabled": False},
-        "rank_genes_groups": {"methods": ["t-test"]}}  # fmt: skip
+FAST = {
+    "tsne": {"enabled": False},
+    "umap": {"enabled": False},
+    "rank_genes_groups": {"methods": ["t-test"]},
+}
 
 
 def _snapshot(adata):
     return {
-        "shape": adata.shape, "X": adata.X.copy(), "obs": adata.obs.copy(),
-        "var": adata.var.copy(), "uns": copy.deepcopy(dict(adata.uns)),
-        "obsm": list(adata.obsm), "layers": list(adata.layers), "raw": adata.raw,
-    }  # fmt: skip
+        "shape": adata.shape,
+        "X": adata.X.copy(),
+        "obs": adata.obs.copy(),
+        "var": adata.var.copy(),
+        "uns": copy.deepcopy(dict(adata.uns)),
+        "obsm": list(adata.obsm),
+        "layers": list(adata.layers),
+        "raw": adata.raw,
+    }
 
 
 def _assert_unchanged(adata, snap):
@@ -80,9 +88,15 @@ def _separated_blocks(n_cells=600, n_types=4, seed=0):
     """Cell types that share no gene at all (block-diagonal counts): the kNN graph falls apart
     into components, and at a low resolution Leiden finds one cluster per component, so no
     PAGA edge exists."""
-    s = gpu_sc.datasets.synthetic(n_cells, n_genes=300, n_types=n_types, seed=seed,
-                                  difficulty="separated", doublet_rate=0.0,
-                                  low_quality_rate=0.0)  # fmt: skip
+    s = gpu_sc.datasets.synthetic(
+        n_cells,
+        n_genes=300,
+        n_types=n_types,
+        seed=seed,
+        difficulty="separated",
+        doublet_rate=0.0,
+        low_quality_rate=0.0,
+    )
     s = s[s.obs["pseudotime"].isna().to_numpy()]  # no cells on the lineage between two types
     types = list(s.obs["cell_type"].cat.categories)
     blocks = [s[(s.obs["cell_type"] == t).to_numpy()] for t in types]
@@ -96,8 +110,11 @@ def test_pipeline_completes_when_no_paga_edge_passes_the_layout_threshold(backen
     # Before: scanpy.pl.paga raised AttributeError: 'csr_matrix' object has no attribute
     # 'ravel' (scanpy 1.11, scipy >= 1.15) and the pipeline died at paga_layout.
     adata = _separated_blocks()
-    cfg = {"tsne": {"enabled": False}, "rank_genes_groups": {"methods": ["t-test"]},
-           "leiden": {"resolution": 0.01}}  # fmt: skip
+    cfg = {
+        "tsne": {"enabled": False},
+        "rank_genes_groups": {"methods": ["t-test"]},
+        "leiden": {"resolution": 0.01},
+    }
     gpu_sc.pipeline(adata, cfg, backend=backend)
     n_groups = adata.obs["leiden"].nunique()
     assert n_groups >= 2 and adata.uns["paga"]["connectivities"].max() < 0.01
@@ -111,9 +128,16 @@ def test_pipeline_completes_when_no_paga_edge_passes_the_layout_threshold(backen
 
 def test_paga_layout_uses_weak_edges_when_none_reaches_the_threshold():
     adata = _separated_blocks()
-    gpu_sc.pipeline(adata, {"leiden": {"resolution": 0.01}, "umap": {"enabled": False},
-                            "tsne": {"enabled": False}, "rank_genes_groups": {"enabled": False}},
-                    backend="numpy")  # fmt: skip
+    gpu_sc.pipeline(
+        adata,
+        {
+            "leiden": {"resolution": 0.01},
+            "umap": {"enabled": False},
+            "tsne": {"enabled": False},
+            "rank_genes_groups": {"enabled": False},
+        },
+        backend="numpy",
+    )
     n = adata.uns["paga"]["connectivities"].shape[0]
     weak = sp.lil_matrix((n, n))
     weak[0, 1] = weak[1, 0] = 0.005
@@ -136,8 +160,13 @@ def test_paga_layout_note_says_scanpys_layout_when_edges_pass():
 
 def test_mt_prefix_matching_no_gene_warns_with_prefix_and_count(caplog):
     adata = gpu_sc.datasets.synthetic(400, n_genes=300, seed=0)
-    cfg = {**FAST, "qc": {"mt_prefix": "mt-"}, "paga": {"enabled": False},
-           "leiden": {"enabled": False}, "rank_genes_groups": {"enabled": False}}  # fmt: skip
+    cfg = {
+        **FAST,
+        "qc": {"mt_prefix": "mt-"},
+        "paga": {"enabled": False},
+        "leiden": {"enabled": False},
+        "rank_genes_groups": {"enabled": False},
+    }
     with caplog.at_level(logging.WARNING, logger="gpu_sc"):
         gpu_sc.pipeline(adata, cfg, backend="numpy")
     (msg,) = [r.getMessage() for r in caplog.records if "mt_prefix" in r.getMessage()]
@@ -167,9 +196,12 @@ def test_non_integer_input_runs_when_normalize_total_and_log1p_are_disabled():
         gpu_sc.pipeline(adata.copy(), FAST, backend="numpy")
     off = {**FAST, "normalize_total": {"enabled": False}, "log1p": {"enabled": False}}
     # the advice holds; QC then reads log values: one line says so (issue 19)
-    with pytest.warns(UserWarning, match=r"^adata.X does not look like counts \(non-integer "
-                      r"values, e.g. .*\) and filter_cells, filter_genes, qc run on it as "
-                      "given") as rec:  # fmt: skip
+    with pytest.warns(
+        UserWarning,
+        match=r"^adata.X does not look like counts \(non-integer "
+        r"values, e.g. .*\) and filter_cells, filter_genes, qc run on it as "
+        "given",
+    ) as rec:
         gpu_sc.pipeline(adata, off, backend="numpy")
     assert len(rec) == 1 and "\n" not in str(rec[0].message)
     assert "leiden" in adata.obs
@@ -218,8 +250,7 @@ def test_explicit_cupy_without_gpu_warns_once_and_records_what_ran(no_cuda, capl
     assert list(rec["steps_by_backend"]) == ["scanpy"]
     assert "cupy backend unusable" in rec["backend_reason"]
     dispatched = [p for p in provenance(adata) if p["backend"] != "anndata"]
-    assert all(p["requested"] == "cupy" and "no driver" in p["fallback_reason"]
-               for p in dispatched)  # fmt: skip
+    assert all(p["requested"] == "cupy" and "no driver" in p["fallback_reason"] for p in dispatched)
 
 
 def test_strict_turns_unusable_cupy_into_one_line_error_and_changes_nothing(no_cuda):
@@ -240,11 +271,9 @@ def test_strict_from_environment_makes_a_step_fallback_an_error(monkeypatch):
         adata = ad.AnnData(np.ones((3, 2), dtype=np.float32))
         monkeypatch.setenv("GPU_SC_STRICT", "1")
         with pytest.raises(FallbackError, match="toy_strict: strict mode .*not this input"):
-            registry.run_step("toy_strict", adata, {}, scanpy_impl=lambda a: None,
-                              backend="numpy")  # fmt: skip
+            registry.run_step("toy_strict", adata, {}, scanpy_impl=lambda a: None, backend="numpy")
         with gpu_sc.settings.override(strict=False):  # the setting wins over the environment
-            registry.run_step("toy_strict", adata, {}, scanpy_impl=lambda a: None,
-                              backend="numpy")  # fmt: skip
+            registry.run_step("toy_strict", adata, {}, scanpy_impl=lambda a: None, backend="numpy")
         assert last_record(adata)["backend"] == "scanpy"
     finally:
         registry._ENGINE.pop("toy_strict", None)
@@ -262,8 +291,7 @@ def test_successful_chunked_retry_is_logged(caplog):
     try:
         adata = ad.AnnData(np.ones((3, 2), dtype=np.float32))
         with caplog.at_level(logging.WARNING, logger="gpu_sc"):
-            registry.run_step("toy_chunked", adata, {}, scanpy_impl=lambda a: None,
-                              backend="numpy")  # fmt: skip
+            registry.run_step("toy_chunked", adata, {}, scanpy_impl=lambda a: None, backend="numpy")
         assert calls == [False, True]
         assert "toy_chunked on numpy succeeded in row chunks" in caplog.text
         assert "out of device memory (simulated)" in caplog.text
@@ -292,7 +320,12 @@ def test_progress_bars_are_silent_off_a_terminal(capsys):
 def test_atomic_false_runs_in_place_without_the_copy():
     adata = gpu_sc.datasets.synthetic(400, n_genes=300, seed=0)
     seen = []
-    gpu_sc.pipeline(adata, FAST, backend="numpy", atomic=False,
-                    progress=lambda step, s: seen.append(len(provenance(adata))))  # fmt: skip
+    gpu_sc.pipeline(
+        adata,
+        FAST,
+        backend="numpy",
+        atomic=False,
+        progress=lambda step, s: seen.append(len(provenance(adata))),
+    )
     assert seen == sorted(seen) and seen[0] >= 1  # the caller's object grows step by step
     assert seen[-1] == len(provenance(adata))

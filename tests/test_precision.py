@@ -108,8 +108,17 @@ def test_cupy_pipeline_uploads_the_matrix_once(_cupy_for_gpu_tests):
         seen[label] = now - last[0]
         last[0] = now
 
-    off = ("regress_out", "scale", "pca", "neighbors", "leiden", "paga", "umap", "tsne",
-           "rank_genes_groups")  # fmt: skip
+    off = (
+        "regress_out",
+        "scale",
+        "pca",
+        "neighbors",
+        "leiden",
+        "paga",
+        "umap",
+        "tsne",
+        "rank_genes_groups",
+    )
     cfg = {s: {"enabled": False} for s in off}
     cfg["filter_cells"] = {"min_genes": 10}
     start = counters.snapshot()["h2d_bytes"]

@@ -38,8 +38,7 @@ def genes(result):
 def report_dir(result, genes, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "rep"
     before = (set(result.uns), set(result.obs.columns), result.shape)
-    index = gpu_sc.report(result, out, genes=[genes[0], "CST3"],
-                          marker_genes=genes + ["IL7R"])  # fmt: skip
+    index = gpu_sc.report(result, out, genes=[genes[0], "CST3"], marker_genes=genes + ["IL7R"])
     assert index == out / "index.html"
     assert (set(result.uns), set(result.obs.columns), result.shape) == before
     return out
@@ -104,10 +103,21 @@ def test_report_draws_the_tutorial_figures_and_fails_none(report_dir):
     html = _html(report_dir)
     drawn = set(re.findall(r'data-figure="([^"]+)"', html))
     expected = {
-        "highest_expr_genes", "qc_violin", "qc_scatter_mt", "qc_scatter_genes", "hvg", "pca",
-        "pca_variance_ratio", "paga", "umap_clusters", "umap_genes", "rank_genes_t_test",
-        "rank_genes_wilcoxon", "dotplot", "stacked_violin",
-    }  # fmt: skip
+        "highest_expr_genes",
+        "qc_violin",
+        "qc_scatter_mt",
+        "qc_scatter_genes",
+        "hvg",
+        "pca",
+        "pca_variance_ratio",
+        "paga",
+        "umap_clusters",
+        "umap_genes",
+        "rank_genes_t_test",
+        "rank_genes_wilcoxon",
+        "dotplot",
+        "stacked_violin",
+    }
     assert expected <= drawn
     assert "data-failed" not in html
 
@@ -175,8 +185,7 @@ def test_report_refuses_a_nonempty_directory_that_is_not_a_report(tmp_path):
 
 def test_large_atlas_violins_draw_a_subsample_and_say_so(result, monkeypatch):
     monkeypatch.setattr(report_figures, "SUBSAMPLE_CELLS", 200)
-    view = report_figures.plot_view(result, genes=[], markers=[], groupby="leiden",
-                                    annotation=None)  # fmt: skip
+    view = report_figures.plot_view(result, genes=[], markers=[], groupby="leiden", annotation=None)
     assert view.subsample().n_obs == 200
     assert view.subsample() is view.subsample()  # drawn once, reused by every violin
     assert "random subsample of 200" in view.subsample_note()
@@ -204,8 +213,12 @@ def test_annotate_cli_adds_cell_type_and_report_colours_by_it(result, genes, tmp
     assert annotated.uns["gpu_sc"]["annotation"]["key"] == "cell_type"
 
     rep = tmp_path / "rep"
-    assert main(["report", str(out), "-o", str(rep), "--genes", genes[0],
-                 "--markers", ",".join(genes)]) == 0  # fmt: skip
+    assert (
+        main(
+            ["report", str(out), "-o", str(rep), "--genes", genes[0], "--markers", ",".join(genes)]
+        )
+        == 0
+    )
     html = _html(rep)
     assert "UMAP coloured by leiden and cell_type" in html
     assert "marker genes by cell_type" in html
@@ -227,8 +240,9 @@ def test_annotate_cli_errors_name_unknown_clusters(result, tmp_path, capsys):
 def test_annotation_requires_every_cluster_and_keeps_foreign_columns(result):
     adata = result.copy()
     clusters = list(adata.obs["leiden"].cat.categories)
-    with pytest.raises(AnnotationError, match=re.escape(f"without a cell type in the mapping: "
-                                                         f"['{clusters[-1]}']")):  # fmt: skip
+    with pytest.raises(
+        AnnotationError, match=re.escape(f"without a cell type in the mapping: ['{clusters[-1]}']")
+    ):
         apply_annotation(adata, {c: "x" for c in clusters[:-1]})
     with pytest.raises(AnnotationError, match="already exists"):  # synthetic ground truth
         apply_annotation(adata, {c: "x" for c in clusters})
@@ -265,15 +279,28 @@ def test_report_annotation_argument_labels_a_copy_not_the_callers_obs(result):
 @pytest.mark.parametrize(
     ("pipe", "line"),
     [
-        ({"backend": "scanpy", "requested_backend": "auto",
-          "backend_reason": "auto: no usable CUDA (no GPU); using scanpy"},
-         "scanpy (auto: no usable CUDA (no GPU); using scanpy)"),
-        ({"backend": "numpy", "requested_backend": "numpy", "backend_reason": "requested 'numpy'"},
-         "numpy (requested 'numpy')"),
-        ({"backend": "numpy, scanpy", "requested_backend": "numpy", "backend_reason": "other"},
-         "numpy, scanpy (requested numpy: other)"),
+        (
+            {
+                "backend": "scanpy",
+                "requested_backend": "auto",
+                "backend_reason": "auto: no usable CUDA (no GPU); using scanpy",
+            },
+            "scanpy (auto: no usable CUDA (no GPU); using scanpy)",
+        ),
+        (
+            {
+                "backend": "numpy",
+                "requested_backend": "numpy",
+                "backend_reason": "requested 'numpy'",
+            },
+            "numpy (requested 'numpy')",
+        ),
+        (
+            {"backend": "numpy, scanpy", "requested_backend": "numpy", "backend_reason": "other"},
+            "numpy, scanpy (requested numpy: other)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_backend_line_names_the_request_once(pipe, line):
     from gpu_sc.report.tables import backend_line
 

@@ -80,8 +80,17 @@ def test_pbmc3k_result_roundtrips_through_anndatas_own_writers(pbmc_result, tmp_
         with ad.settings.override(**v3, auto_shard_zarr_v3=False):
             pbmc_result.write_zarr(path)
         back = ad.read_zarr(path)
-    assert set(back.uns) >= {"gpu_sc", "pca", "neighbors", "leiden", "paga", "umap", "tsne",
-                             "rank_genes_groups", "rank_genes_groups_wilcoxon"}  # fmt: skip
+    assert set(back.uns) >= {
+        "gpu_sc",
+        "pca",
+        "neighbors",
+        "leiden",
+        "paga",
+        "umap",
+        "tsne",
+        "rank_genes_groups",
+        "rank_genes_groups_wilcoxon",
+    }
     _assert_same(dict(pbmc_result.uns), dict(back.uns))
     assert provenance(back) == provenance(pbmc_result) and len(provenance(back)) >= 16
     assert pipeline_record(back) == pipeline_record(pbmc_result)
@@ -99,8 +108,13 @@ def test_h5ad_reads_back_in_a_process_without_gpu_sc(tmp_path):
         "assert 'gpu_sc' not in sys.modules; p = a.uns['gpu_sc']['provenance']; "
         "print(json.dumps([list(p['step']), json.loads(p['params'].iloc[-1])]))"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.h5ad")],
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "r.h5ad")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     steps, params = json.loads(proc.stdout)
     assert steps == [p["step"] for p in provenance(adata)]
@@ -109,16 +123,20 @@ def test_h5ad_reads_back_in_a_process_without_gpu_sc(tmp_path):
 
 def test_gpu_sc_io_is_atomic_native_and_reads_the_older_json_form(tmp_path):
     adata = gpu_sc.datasets.synthetic(400, n_genes=300, seed=0)
-    gpu_sc.pipeline(adata, {"tsne": {"enabled": False}, "umap": {"enabled": False}},
-                    backend="numpy")  # fmt: skip
+    gpu_sc.pipeline(
+        adata, {"tsne": {"enabled": False}, "umap": {"enabled": False}}, backend="numpy"
+    )
     path = gpu_sc.io.write_h5ad(adata, tmp_path / "new.h5ad")
     assert isinstance(ad.read_h5ad(path).uns["gpu_sc"]["provenance"], pd.DataFrame)
     assert provenance(gpu_sc.io.read_h5ad(path)) == provenance(adata)
 
     # A file of the earlier gpu_sc.io form: uns["gpu_sc"] = {"json": <text>}, lists of dicts.
     old = adata.copy()
-    legacy = {"provenance": provenance(adata), "versions": dict(adata.uns["gpu_sc"]["versions"]),
-              "pipeline": pipeline_record(adata)}  # fmt: skip
+    legacy = {
+        "provenance": provenance(adata),
+        "versions": dict(adata.uns["gpu_sc"]["versions"]),
+        "pipeline": pipeline_record(adata),
+    }
     old.uns["gpu_sc"] = {"json": json.dumps(legacy)}
     old.write_h5ad(tmp_path / "old.h5ad")
     back = gpu_sc.io.read_h5ad(tmp_path / "old.h5ad")
@@ -139,7 +157,8 @@ def test_import_gpu_sc_reaches_every_name_the_readme_uses_without_loading_scanpy
         "gpu_sc.PipelineConfig, gpu_sc.settings, gpu_sc.use_backend, gpu_sc.dispatch.run_step]; "
         "print(len(names))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "10"

@@ -61,10 +61,19 @@ def test_leiden_warns_on_a_resolution_of_zero_or_less_and_runs_it_as_scanpy(
     import gpu_sc
 
     a = small_graph.copy()
-    with pytest.warns(UserWarning, match=r"^gpu_sc\.tl\.leiden: resolution=.* puts every cell in "
-                      "one cluster; use a resolution > 0") as rec:  # fmt: skip
-        gpu_sc.tl.leiden(a, resolution=resolution, flavor="igraph", n_iterations=2,
-                         directed=False, backend=backend)  # fmt: skip
+    with pytest.warns(
+        UserWarning,
+        match=r"^gpu_sc\.tl\.leiden: resolution=.* puts every cell in "
+        "one cluster; use a resolution > 0",
+    ) as rec:
+        gpu_sc.tl.leiden(
+            a,
+            resolution=resolution,
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+            backend=backend,
+        )
     assert all("\n" not in str(w.message) for w in rec)
     assert a.obs["leiden"].nunique() == 1
 
@@ -75,7 +84,7 @@ def test_leiden_positive_resolution_does_not_warn(small_graph):
     a = small_graph.copy()
     gpu_sc.tl.leiden(
         a, resolution=0.5, flavor="igraph", n_iterations=2, directed=False, backend="numpy"
-    )  # fmt: skip (warnings are errors: none may come)
+    )  # warnings are errors: none may come
     assert a.obs["leiden"].nunique() >= 1
 
 
@@ -89,8 +98,10 @@ def test_rank_genes_groups_on_a_single_group_warns_instead_of_silent_zeros(small
 
     a = small_graph.copy()
     a.obs["one"] = pd.Categorical(["all"] * a.n_obs)
-    with pytest.warns(UserWarning, match="group 'all' of 'one' holds every cell, so there is no "
-                      "rest to compare it with"):  # fmt: skip
+    with pytest.warns(
+        UserWarning,
+        match="group 'all' of 'one' holds every cell, so there is no rest to compare it with",
+    ):
         gpu_sc.tl.rank_genes_groups(a, "one", method=method, backend="numpy")
     scores = a.uns["rank_genes_groups"]["scores"]["all"]
     assert (scores == 0).all()
@@ -105,12 +116,18 @@ def test_two_cells_give_one_clear_line_instead_of_arpack_and_index_errors(small_
 
     two = small_graph[:2].copy()
     two.obsp["connectivities"] = two.obsp["connectivities"].tocsr()
-    with pytest.raises(InputError, match=r"^gpu_sc\.tl\.umap: 2 cells: UMAP's spectral "
-                       r"initialisation .* needs at least 4 cells; analyse more cells or pass "
-                       "init_pos='random'$"):  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"^gpu_sc\.tl\.umap: 2 cells: UMAP's spectral "
+        r"initialisation .* needs at least 4 cells; analyse more cells or pass "
+        "init_pos='random'$",
+    ):
         gpu_sc.tl.umap(two, backend=backend)
-    with pytest.raises(ValueError, match=r"perplexity \(30\) must be less than n_samples \(2\); "
-                       "lower perplexity or analyse more cells"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"perplexity \(30\) must be less than n_samples \(2\); "
+        "lower perplexity or analyse more cells",
+    ):
         gpu_sc.tl.tsne(two, backend=backend)
 
 
@@ -127,13 +144,20 @@ def test_step_line_names_each_step_while_it_runs():
             line.after_step(None, label, None)
     assert plain.getvalue() == "gpu_sc: step 1: pca ...\ngpu_sc: step 2: tsne ...\n"
     # a terminal: written in place and cleared when the step ends
-    assert term.getvalue() == ("\r\x1b[Kgpu_sc: step 1: pca ...\r\x1b[K"
-                               "\r\x1b[Kgpu_sc: step 2: tsne ...\r\x1b[K")  # fmt: skip
+    assert term.getvalue() == (
+        "\r\x1b[Kgpu_sc: step 1: pca ...\r\x1b[K\r\x1b[Kgpu_sc: step 2: tsne ...\r\x1b[K"
+    )
 
 
-@pytest.mark.parametrize(("setting", "tty", "shown"), [
-    ("", False, False), ("", True, True), ("0", True, False), ("1", False, True),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("setting", "tty", "shown"),
+    [
+        ("", False, False),
+        ("", True, True),
+        ("0", True, False),
+        ("1", False, True),
+    ],
+)
 def test_pipeline_shows_the_step_line_on_a_terminal_unless_gpu_sc_progress_is_0(
     monkeypatch, setting, tty, shown
 ):

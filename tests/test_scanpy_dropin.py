@@ -122,8 +122,9 @@ def test_pca_on_bare_matrix_returns_x_pca_and_with_return_info_the_tuple_like_sc
 def test_bare_dask_array_gets_scanpys_lazy_result():
     da = pytest.importorskip("dask.array")
     x = _counts()
-    mask, number = gpu_sc.pp.filter_cells(da.from_array(x, chunks=(40, 60)), min_genes=40,
-                                          backend="scanpy")  # fmt: skip
+    mask, number = gpu_sc.pp.filter_cells(
+        da.from_array(x, chunks=(40, 60)), min_genes=40, backend="scanpy"
+    )
     assert isinstance(mask, da.Array)
     want_mask, _ = sc.pp.filter_cells(x, min_genes=40)
     np.testing.assert_array_equal(mask.compute(), want_mask)
@@ -181,8 +182,12 @@ def test_two_identical_calls_give_equal_anndata():
     assert "gpu_sc" not in one.uns
     assert last_record(two)["step"] == "pca" and last_record(two)["seconds"] >= 0
     assert [r["step"] for r in gpu_sc.provenance.history(one)] == [
-        "filter_genes", "normalize_total", "log1p", "highly_variable_genes", "pca",
-    ]  # fmt: skip
+        "filter_genes",
+        "normalize_total",
+        "log1p",
+        "highly_variable_genes",
+        "pca",
+    ]
 
 
 def test_single_step_output_keys_are_scanpys():
@@ -209,10 +214,18 @@ def test_record_steps_setting_writes_untimed_records_that_keep_calls_equal():
 
 
 def test_pipeline_still_records_every_step_with_timings():
-    out = gpu_sc.pipeline(gpu_sc.datasets.synthetic(200, 300, seed=1), {
-        "tsne": {"enabled": False}, "umap": {"enabled": False}, "paga": {"enabled": False},
-        "rank_genes_groups": {"enabled": False}, "hvg": {"n_top_genes": 100},
-    }, backend="numpy", copy=True)  # fmt: skip
+    out = gpu_sc.pipeline(
+        gpu_sc.datasets.synthetic(200, 300, seed=1),
+        {
+            "tsne": {"enabled": False},
+            "umap": {"enabled": False},
+            "paga": {"enabled": False},
+            "rank_genes_groups": {"enabled": False},
+            "hvg": {"n_top_genes": 100},
+        },
+        backend="numpy",
+        copy=True,
+    )
     rows = gpu_sc.provenance.provenance(out)
     assert {"filter_cells", "log1p", "pca", "leiden"} <= {r["step"] for r in rows}
     assert all(r["seconds"] >= 0 for r in rows)
@@ -249,10 +262,12 @@ def test_hvg_batches_count_values_above_zero_as_expressed_like_scanpy(fmt):
         gpu_sc.pp.highly_variable_genes(ours, batch_key="b", backend="numpy")
     assert last_record(ours)["backend"] == "numpy"
     np.testing.assert_array_equal(ours.var["highly_variable"], ref.var["highly_variable"])
-    np.testing.assert_array_equal(ours.var["highly_variable_nbatches"],
-                                  ref.var["highly_variable_nbatches"])  # fmt: skip
-    np.testing.assert_allclose(ours.var["dispersions_norm"], ref.var["dispersions_norm"],
-                               rtol=1e-6, equal_nan=True)  # fmt: skip
+    np.testing.assert_array_equal(
+        ours.var["highly_variable_nbatches"], ref.var["highly_variable_nbatches"]
+    )
+    np.testing.assert_allclose(
+        ours.var["dispersions_norm"], ref.var["dispersions_norm"], rtol=1e-6, equal_nan=True
+    )
 
 
 @pytest.mark.parametrize("fmt", ["dense", "csr"])
@@ -298,21 +313,27 @@ def _with_neighbors():
 
 _SAME_AS_SCANPY = {
     "pca_ignored_svd_solver": lambda m, kw: m.pp.pca(
-        ad.AnnData(_log_x()), n_comps=5, svd_solver="lobpcg", **kw),
+        ad.AnnData(_log_x()), n_comps=5, svd_solver="lobpcg", **kw
+    ),
     "pca_lobpcg_on_sparse": lambda m, kw: m.pp.pca(
-        ad.AnnData(sp.csr_matrix(_log_x())), n_comps=5, svd_solver="lobpcg", **kw),
+        ad.AnnData(sp.csr_matrix(_log_x())), n_comps=5, svd_solver="lobpcg", **kw
+    ),
     "hvg_cutoffs_ignored_with_n_top_genes": lambda m, kw: m.pp.highly_variable_genes(
-        ad.AnnData(_log_x()), n_top_genes=10, min_mean=0.1, **kw),
+        ad.AnnData(_log_x()), n_top_genes=10, min_mean=0.1, **kw
+    ),
     "scale_on_a_view": lambda m, kw: m.pp.scale(ad.AnnData(_log_x())[:50], **kw),
     "log1p_on_a_view": lambda m, kw: m.pp.log1p(ad.AnnData(_counts())[:50], **kw),
     "normalize_total_on_a_view": lambda m, kw: m.pp.normalize_total(
-        ad.AnnData(_counts())[:50], **kw),
+        ad.AnnData(_counts())[:50], **kw
+    ),
     "tsne_n_jobs": lambda m, kw: m.tl.tsne(_with_pca(), n_jobs=2, **kw),
     "normalize_total_bad_max_fraction": lambda m, kw: m.pp.normalize_total(
-        ad.AnnData(_counts()), exclude_highly_expressed=True, max_fraction=2, **kw),
+        ad.AnnData(_counts()), exclude_highly_expressed=True, max_fraction=2, **kw
+    ),
     "leiden_igraph_directed": lambda m, kw: m.tl.leiden(
-        _with_neighbors(), flavor="igraph", directed=True, **kw),
-}  # fmt: skip
+        _with_neighbors(), flavor="igraph", directed=True, **kw
+    ),
+}
 
 
 def _outcome(call):
@@ -354,5 +375,6 @@ def test_pca_with_too_many_components_raises_scanpys_value_error_text():
     with pytest.raises(
         ValueError, match=r"n_components=100 must be between 1 and.*20 with svd_solver='arpack'"
     ):  # noqa: E501
-        gpu_sc.pp.pca(ad.AnnData(np.random.default_rng(0).normal(size=(20, 30))), n_comps=100,
-                      backend="numpy")  # fmt: skip
+        gpu_sc.pp.pca(
+            ad.AnnData(np.random.default_rng(0).normal(size=(20, 30))), n_comps=100, backend="numpy"
+        )

@@ -55,10 +55,11 @@ def host():
     dispatcher = scverse_backends.BackendDispatcher(
         entrypoint_group="scanpy.backends",
         host_name="scanpy",
-        trusted_backends={"rapids-singlecell": {"aliases": ["cuda", "rapids"],
-                                                "package": "rapids-singlecell"}},
+        trusted_backends={
+            "rapids-singlecell": {"aliases": ["cuda", "rapids"], "package": "rapids-singlecell"}
+        },
         reserved_backends={"gpu": "reserved for future GPU backends"},
-    )  # fmt: skip
+    )
     funcs = {name: dispatcher.backend_dispatch(f) for name, f in HOSTED.items()}
     with pytest.warns(UserWarning, match="not in scanpy's trusted backends"):
         dispatcher.settings.backend = "gpu_sc"  # discovers; warns once (not trusted)
@@ -125,13 +126,19 @@ def test_use_backend_runs_the_tutorial_steps_on_gpu_sc(host):
             agg = f["aggregate"](adata, "leiden", func="sum")  # scanpy's: no gpu_sc step
             assert agg.n_obs == adata.obs["leiden"].nunique()
     assert [s["step"] for s in history(ours)] == [
-        "normalize_total", "log1p", "pca", "neighbors", "leiden", "rank_genes_groups",
-    ]  # fmt: skip
+        "normalize_total",
+        "log1p",
+        "pca",
+        "neighbors",
+        "leiden",
+        "rank_genes_groups",
+    ]
     assert {s["backend"] for s in history(ours)} <= {"numpy", "cupy"}
     np.testing.assert_allclose(_dense(ours.X), _dense(ref.X), rtol=1e-6)
     # float32 PCA by another solver: equal to rounding (the parity suite bounds it)
-    np.testing.assert_allclose(np.abs(ours.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]),
-                               rtol=1e-3, atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        np.abs(ours.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]), rtol=1e-3, atol=1e-4
+    )
     same_edges = (_dense(ours.obsp["distances"]) > 0) == (_dense(ref.obsp["distances"]) > 0)
     assert same_edges.mean() > 0.99
 
@@ -166,17 +173,28 @@ def test_conformance_harness(host):
         assert ours.obsm["X_umap"].shape == (ours.n_obs, 2)
         assert np.isfinite(ours.obsm["X_umap"]).all()
 
-    tests = dict([
-        _check("normalize_total", lambda a, b: f["normalize_total"](a, target_sum=10, backend=b),
-               _same(lambda a: a.X)),
-        _check("log1p", lambda a, b: f["log1p"](a, backend=b), _same(lambda a: a.X)),
-        _check("neighbors",
-               lambda a, b: f["neighbors"](a, n_neighbors=3, use_rep="X", backend=b),
-               _same(lambda a: a.obsp["connectivities"], rtol=1e-5, atol=1e-6), _continuous),
-        _check("umap", umap_call, umap_ok, _continuous),
-        _check("pca", lambda a, b: f["pca"](a, n_comps=5, backend=b),
-               _same(lambda a: np.abs(a.obsm["X_pca"]), rtol=1e-3, atol=1e-4)),
-    ])  # fmt: skip
+    tests = dict(
+        [
+            _check(
+                "normalize_total",
+                lambda a, b: f["normalize_total"](a, target_sum=10, backend=b),
+                _same(lambda a: a.X),
+            ),
+            _check("log1p", lambda a, b: f["log1p"](a, backend=b), _same(lambda a: a.X)),
+            _check(
+                "neighbors",
+                lambda a, b: f["neighbors"](a, n_neighbors=3, use_rep="X", backend=b),
+                _same(lambda a: a.obsp["connectivities"], rtol=1e-5, atol=1e-6),
+                _continuous,
+            ),
+            _check("umap", umap_call, umap_ok, _continuous),
+            _check(
+                "pca",
+                lambda a, b: f["pca"](a, n_comps=5, backend=b),
+                _same(lambda a: np.abs(a.obsm["X_pca"]), rtol=1e-3, atol=1e-4),
+            ),
+        ]
+    )
     results = run_conformance(
         backend_name="gpu_sc", tests=tests, get_backend=dispatcher.get_backend
     )

@@ -33,9 +33,19 @@ _LAZY = {
 }
 
 __all__ = [
-    "PipelineConfig", "datasets", "dispatch", "io", "pipeline", "pp", "provenance", "report",
-    "resolve_precision", "settings", "tl", "use_backend",
-]  # fmt: skip
+    "PipelineConfig",
+    "datasets",
+    "dispatch",
+    "io",
+    "pipeline",
+    "pp",
+    "provenance",
+    "report",
+    "resolve_precision",
+    "settings",
+    "tl",
+    "use_backend",
+]
 
 
 def __getattr__(name: str):

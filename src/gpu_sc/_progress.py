@@ -28,9 +28,15 @@ def progress(iterable: Iterable, *, desc: str, total: int | None = None, unit: s
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=f"gpu_sc {desc}", total=total, unit=unit,
-                disable=False if _setting() == "1" else None, leave=False,
-                mininterval=0.5)  # fmt: skip
+    return tqdm(
+        iterable,
+        desc=f"gpu_sc {desc}",
+        total=total,
+        unit=unit,
+        disable=False if _setting() == "1" else None,
+        leave=False,
+        mininterval=0.5,
+    )
 
 
 class StepLine:

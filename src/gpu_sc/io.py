@@ -91,8 +91,9 @@ def sweep_stale_temporaries(directory: str | Path) -> list[Path]:
         except OSError:
             continue
         removed.append(Path(entry.path))
-        logger.warning("gpu_sc: removed %s, left by a killed gpu_sc process (pid %s)",
-                       entry.path, m["pid"])  # fmt: skip
+        logger.warning(
+            "gpu_sc: removed %s, left by a killed gpu_sc process (pid %s)", entry.path, m["pid"]
+        )
     return removed
 
 
@@ -112,21 +113,29 @@ def check_output_path(path: str | Path, *, directory: bool = False) -> Path:
     what = "output directory" if directory else "output"
     if not parent.is_dir():
         if parent.exists():
-            raise OutputError(f"cannot write {path}: {parent} is not a directory; "
-                              "choose another output path")  # fmt: skip
-        raise OutputError(f"cannot write {path}: directory {parent} does not exist; "
-                          f"create it (mkdir -p {parent}) or choose another output path")  # fmt: skip
+            raise OutputError(
+                f"cannot write {path}: {parent} is not a directory; choose another output path"
+            )
+        raise OutputError(
+            f"cannot write {path}: directory {parent} does not exist; "
+            f"create it (mkdir -p {parent}) or choose another output path"
+        )
     if not directory and path.is_dir():
-        raise OutputError(f"cannot write {path}: it is a directory; give a file name, "
-                          f"e.g. {path / 'result.h5ad'}")  # fmt: skip
+        raise OutputError(
+            f"cannot write {path}: it is a directory; give a file name, e.g. {path / 'result.h5ad'}"
+        )
     if directory and path.exists() and not path.is_dir():
-        raise OutputError(f"cannot write the {what} {path}: a file of that name exists; "
-                          "remove it or choose another directory")  # fmt: skip
+        raise OutputError(
+            f"cannot write the {what} {path}: a file of that name exists; "
+            "remove it or choose another directory"
+        )
     try:
         fd, probe = tempfile.mkstemp(dir=parent, prefix=_tmp_prefix(path), suffix=".tmp-probe")
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: directory {parent} is not writable "
-                          f"({exc.strerror}); choose a writable output path") from None  # fmt: skip
+        raise OutputError(
+            f"cannot write {path}: directory {parent} is not writable "
+            f"({exc.strerror}); choose a writable output path"
+        ) from None
     os.close(fd)
     os.unlink(probe)
     return path
@@ -163,8 +172,9 @@ class atomic_path:
     every failure, ``KeyboardInterrupt`` (and gpu-sc's SIGTERM) included.
     """
 
-    def __init__(self, path: str | Path, suffix: str | None = None, *,
-                 needed_bytes: int | None = None):  # fmt: skip
+    def __init__(
+        self, path: str | Path, suffix: str | None = None, *, needed_bytes: int | None = None
+    ):
         self.path = Path(path)
         self.suffix = suffix if suffix is not None else self.path.suffix
         self.needed_bytes = needed_bytes
@@ -209,8 +219,9 @@ class atomic_path:
         except BaseException as err:
             self._discard()
             if isinstance(err, OSError) and self.path.is_dir():
-                raise OutputError(f"cannot write {self.path}: it is a directory; "
-                                  "give a file name") from None  # fmt: skip
+                raise OutputError(
+                    f"cannot write {self.path}: it is a directory; give a file name"
+                ) from None
             raise
         return False
 
@@ -330,8 +341,11 @@ def run_isolated(func, *args) -> None:
     if payload:
         raise pickle.loads(payload)
     if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-        how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
-               else f"exit status {os.WEXITSTATUS(status)}")  # fmt: skip
+        how = (
+            f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+            if os.WIFSIGNALED(status)
+            else f"exit status {os.WEXITSTATUS(status)}"
+        )
         raise OSError(f"the writer process died ({how}); nothing was written")
 
 
@@ -375,8 +389,14 @@ def estimate_h5ad_bytes(adata) -> int:
         if x is None or is_dask(x):  # a lazy matrix's size is unknown until it is computed
             return 0
         if sp.issparse(x):
-            return sum(a.nbytes for a in (x.data, getattr(x, "indices", x.data[:0]),
-                                          getattr(x, "indptr", x.data[:0])))  # fmt: skip
+            return sum(
+                a.nbytes
+                for a in (
+                    x.data,
+                    getattr(x, "indices", x.data[:0]),
+                    getattr(x, "indptr", x.data[:0]),
+                )
+            )
         if isinstance(x, pd.DataFrame):
             return int(x.memory_usage(deep=True).sum())
         if isinstance(x, pd.Series | pd.Index):

@@ -9,7 +9,11 @@ from . import pp as _pp
 from .steps import make_step as _make
 
 __all__ = [*sorted(s.name for s in _catalogue.public_steps("tl"))]  # noqa: PLE0604 (derived from the catalogue)
-globals().update({
-    s.name: getattr(_pp, s.name) if "pp" in s.namespaces else _make(s.name, s.scanpy_func(), "tl")
-    for s in _catalogue.public_steps("tl")
-})  # fmt: skip
+globals().update(
+    {
+        s.name: getattr(_pp, s.name)
+        if "pp" in s.namespaces
+        else _make(s.name, s.scanpy_func(), "tl")
+        for s in _catalogue.public_steps("tl")
+    }
+)

@@ -9,12 +9,13 @@ import importlib
 
 # Loaded on first use, so that ``gpu-sc --help`` (which lists SECTIONS) imports no numerics.
 _LAZY = {
-    **dict.fromkeys(("DeviceRates", "Work", "floor_seconds", "measure_device", "step_work"),
-                    "floors"),
+    **dict.fromkeys(
+        ("DeviceRates", "Work", "floor_seconds", "measure_device", "step_work"), "floors"
+    ),
     **dict.fromkeys(("markdown", "plot", "write_outputs"), "report"),
     **dict.fromkeys(("BenchConfig", "predict_seconds", "run_bench"), "runner"),
     **dict.fromkeys(("SECTIONS", "expand_steps"), "steps"),
-}  # fmt: skip
+}
 
 __all__ = [
     "SECTIONS",

@@ -122,27 +122,42 @@ def _child_memory(h5ad: Path, out: Path) -> None:
     # atomic=False: the in-memory path's smallest footprint (no working copy of the input)
     gpu_sc.pipeline(adata, _config(), backend="numpy", atomic=False)
     t_run = time.perf_counter() - t1
-    _save(out, adata, {"read_seconds": t_read, "run_seconds": t_run, "x_bytes": x_bytes,
-                       "wall_seconds": time.perf_counter() - t0})  # fmt: skip
+    _save(
+        out,
+        adata,
+        {
+            "read_seconds": t_read,
+            "run_seconds": t_run,
+            "x_bytes": x_bytes,
+            "wall_seconds": time.perf_counter() - t0,
+        },
+    )
 
 
 #: ``--after-pca`` steps and how the Dask child runs them once QC -> PCA is done and timed
 #: (each with the tutorial's parameters, as gpu_sc.pipeline would; on CPU "auto" is scanpy).
 _AFTER = {
     "neighbors": lambda gs, a: gs.pp.neighbors(a, n_neighbors=10, n_pcs=40, random_state=0),
-    "leiden": lambda gs, a: gs.tl.leiden(a, resolution=0.9, flavor="igraph", n_iterations=2,
-                                         directed=False, random_state=0),
+    "leiden": lambda gs, a: gs.tl.leiden(
+        a, resolution=0.9, flavor="igraph", n_iterations=2, directed=False, random_state=0
+    ),
     "paga": lambda gs, a: gs.tl.paga(a, groups="leiden"),
     "umap": lambda gs, a: gs.tl.umap(a, random_state=0),
-    "rank_genes_groups": lambda gs, a: gs.tl.rank_genes_groups(a, "leiden", method="t-test",
-                                                               use_raw=True),
-}  # fmt: skip
+    "rank_genes_groups": lambda gs, a: gs.tl.rank_genes_groups(
+        a, "leiden", method="t-test", use_raw=True
+    ),
+}
 
 
 def _child_dask(
-    h5ad: Path, out: Path, workers: int, memory_limit: str, chunk_rows: int, persist: bool,
+    h5ad: Path,
+    out: Path,
+    workers: int,
+    memory_limit: str,
+    chunk_rows: int,
+    persist: bool,
     after: list[str] = (),
-) -> None:  # fmt: skip
+) -> None:
     import dask
     import distributed
 
@@ -152,9 +167,12 @@ def _child_dask(
     t0 = time.perf_counter()
     with dask.config.set({"distributed.worker.daemon": True}):
         cluster = distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
             dashboard_address=":0",
-        )  # fmt: skip
+        )
     client = distributed.Client(cluster)
     # imports in the workers (gpu_sc, scanpy) belong to start-up, as the client's own do
     client.run(importlib.import_module, "gpu_sc.dask.steps")
@@ -177,8 +195,17 @@ def _child_dask(
     extra = {"after_pca_seconds": t_after} if after else {}
     if "leiden" in after:
         extra["after_pca_leiden_clusters"] = int(adata.obs["leiden"].nunique())
-    _save(out, adata, {"cluster_start_seconds": t_start, "run_seconds": t_run,
-                       "wall_seconds": wall, "dask": info, **extra})  # fmt: skip
+    _save(
+        out,
+        adata,
+        {
+            "cluster_start_seconds": t_start,
+            "run_seconds": t_run,
+            "wall_seconds": wall,
+            "dask": info,
+            **extra,
+        },
+    )
 
 
 def _save(out: Path, adata, info: dict) -> None:
@@ -225,10 +252,23 @@ def leiden_labels(x_pca: np.ndarray) -> np.ndarray:
     import gpu_sc
 
     adata = ad.AnnData(X=x_pca.copy(), obsm={"X_pca": x_pca})
-    gpu_sc.pp.neighbors(adata, n_neighbors=10, n_pcs=min(40, x_pca.shape[1]), use_rep="X_pca",
-                        random_state=0, backend="numpy")  # fmt: skip
-    gpu_sc.tl.leiden(adata, resolution=0.9, flavor="igraph", n_iterations=2, directed=False,
-                     random_state=0, backend="numpy")  # fmt: skip
+    gpu_sc.pp.neighbors(
+        adata,
+        n_neighbors=10,
+        n_pcs=min(40, x_pca.shape[1]),
+        use_rep="X_pca",
+        random_state=0,
+        backend="numpy",
+    )
+    gpu_sc.tl.leiden(
+        adata,
+        resolution=0.9,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=0,
+        backend="numpy",
+    )
     return adata.obs["leiden"].to_numpy()
 
 
@@ -283,26 +323,40 @@ def main(argv: list[str] | None = None) -> int:
         _child_memory(a.data, a.result)
         return 0
     if a.mode == "dask":
-        _child_dask(a.data, a.result, a.workers, a.memory_limit, a.chunk_rows, a.persist_after_hvg,
-                    [s for s in a.after_pca.split(",") if s])  # fmt: skip
+        _child_dask(
+            a.data,
+            a.result,
+            a.workers,
+            a.memory_limit,
+            a.chunk_rows,
+            a.persist_after_hvg,
+            [s for s in a.after_pca.split(",") if s],
+        )
         return 0
 
     a.out.mkdir(parents=True, exist_ok=True)
     data = a.data or a.out / f"atlas_{a.cells}x{a.genes}_seed{a.seed}.h5ad"
     report: dict = {
-        "machine": {"node": platform.node(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
+        "machine": {
+            "node": platform.node(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "args": {k: str(v) for k, v in vars(a).items() if k not in ("mode", "result")},
         "note": a.note,
-    }  # fmt: skip
+    }
     if not data.exists():
         import gpu_sc
 
         t0 = time.perf_counter()
         gen = gpu_sc.datasets.write_synthetic_h5ad(
-            data, a.cells, a.genes, nnz_per_cell=a.nnz_per_cell, chunk_rows=a.write_chunk_rows,
+            data,
+            a.cells,
+            a.genes,
+            nnz_per_cell=a.nnz_per_cell,
+            chunk_rows=a.write_chunk_rows,
             seed=a.seed,
-        )  # fmt: skip
+        )
         gen["seconds"] = time.perf_counter() - t0
         report["atlas"] = gen
     else:
@@ -310,8 +364,16 @@ def main(argv: list[str] | None = None) -> int:
     report["atlas"]["file_bytes"] = data.stat().st_size
     report["atlas"]["x_csr_bytes"] = _csr_bytes(data)
 
-    common = ["--data", str(data), "--workers", str(a.workers), "--memory-limit",
-              a.memory_limit, "--chunk-rows", str(a.chunk_rows)]  # fmt: skip
+    common = [
+        "--data",
+        str(data),
+        "--workers",
+        str(a.workers),
+        "--memory-limit",
+        a.memory_limit,
+        "--chunk-rows",
+        str(a.chunk_rows),
+    ]
     if a.persist_after_hvg:
         common.append("--persist-after-hvg")
     paths = [s.strip() for s in a.paths.split(",") if s.strip()]
@@ -345,8 +407,9 @@ def _csr_bytes(path: Path) -> int:
     import h5py
 
     with h5py.File(path, "r") as f:
-        return int(sum(f["X"][k].size * f["X"][k].dtype.itemsize
-                       for k in ("data", "indices", "indptr")))  # fmt: skip
+        return int(
+            sum(f["X"][k].size * f["X"][k].dtype.itemsize for k in ("data", "indices", "indptr"))
+        )
 
 
 def _markdown(r: dict) -> str:
@@ -369,22 +432,41 @@ def _markdown(r: dict) -> str:
         if mode in r:
             m = r[mode]
             if "failed" in m:
-                lines.append(f"| {mode} | failed: {m['failed']} | | "
-                             f"{m['peak_rss_tree_bytes'] / gib:.2f} (when it ended) |")  # fmt: skip
+                lines.append(
+                    f"| {mode} | failed: {m['failed']} | | "
+                    f"{m['peak_rss_tree_bytes'] / gib:.2f} (when it ended) |"
+                )
                 continue
-            lines.append(f"| {mode} | {m['wall_seconds']:.1f} | {m['run_seconds']:.1f} | "
-                         f"{m['peak_rss_tree_bytes'] / gib:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {mode} | {m['wall_seconds']:.1f} | {m['run_seconds']:.1f} | "
+                f"{m['peak_rss_tree_bytes'] / gib:.2f} |"
+            )
     atlas = r.get("atlas", {})
     if "x_csr_bytes" in atlas:
-        lines += ["", f"X in memory (CSR): {atlas['x_csr_bytes'] / gib:.2f} GiB"
-                  + (f"; {atlas['nnz']:,} nonzeros, written to disk block by block in "
-                     f"{atlas['seconds']:.1f} s" if "seconds" in atlas else "") + "."]  # fmt: skip
+        lines += [
+            "",
+            f"X in memory (CSR): {atlas['x_csr_bytes'] / gib:.2f} GiB"
+            + (
+                f"; {atlas['nnz']:,} nonzeros, written to disk block by block in "
+                f"{atlas['seconds']:.1f} s"
+                if "seconds" in atlas
+                else ""
+            )
+            + ".",
+        ]
     after = r.get("dask", {}).get("after_pca_seconds")
     if after:
-        lines += ["", "Then on the Dask path's in-memory PCA (backend auto; timed apart): "
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in after.items())
-                  + (f"; {r['dask']['after_pca_leiden_clusters']} Leiden clusters"
-                     if "after_pca_leiden_clusters" in r["dask"] else "") + "."]  # fmt: skip
+        lines += [
+            "",
+            "Then on the Dask path's in-memory PCA (backend auto; timed apart): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in after.items())
+            + (
+                f"; {r['dask']['after_pca_leiden_clusters']} Leiden clusters"
+                if "after_pca_leiden_clusters" in r["dask"]
+                else ""
+            )
+            + ".",
+        ]
     if "ratios" in r:
         q = r["ratios"]
         lines += [

@@ -86,8 +86,9 @@ def floor_seconds(work: Work | None, rates: DeviceRates | None) -> float | None:
     return max(work.bytes / rates.bandwidth_bytes_per_s, work.ops / rates.matmul_flop_per_s)
 
 
-def measure_device(backend: str, *, copy_mib: int | None = None, matmul_size: int | None = None,
-                   repeats: int = 3) -> DeviceRates:  # fmt: skip
+def measure_device(
+    backend: str, *, copy_mib: int | None = None, matmul_size: int | None = None, repeats: int = 3
+) -> DeviceRates:
     """Measure copy bandwidth and float32 matmul rate where ``backend`` computes.
 
     ``"scanpy"`` and ``"numpy"`` measure the host (NumPy); ``"cupy"`` the current CUDA device
@@ -183,8 +184,11 @@ def _hvg(params, s):
 def _regress_out(params, s):
     n, g = s["n_obs"], s["n_vars"]
     p = len(params.get("keys") or []) + 1
-    return Work(8 * s["nnz"] + 4 * n * g, 4 * n * g * p,
-                f"least squares, {p} regressors: 8*nnz + 4*n*g B, 4*n*g*{p} ops")  # fmt: skip
+    return Work(
+        8 * s["nnz"] + 4 * n * g,
+        4 * n * g * p,
+        f"least squares, {p} regressors: 8*nnz + 4*n*g B, 4*n*g*{p} ops",
+    )
 
 
 def _scale(params, s):
@@ -194,16 +198,22 @@ def _scale(params, s):
 
 def _pca(params, s):
     n, g = s["n_obs"], s["n_vars"]
-    return Work(8 * s["nnz"] if s["nnz"] < n * g else 4 * n * g, 2 * n * g * g,
-                "read X once, covariance X^T X: 2*n*g^2 ops")  # fmt: skip
+    return Work(
+        8 * s["nnz"] if s["nnz"] < n * g else 4 * n * g,
+        2 * n * g * g,
+        "read X once, covariance X^T X: 2*n*g^2 ops",
+    )
 
 
 def _neighbors(params, s):
     n = s["n_obs"]
     d = params.get("n_pcs") or 50
     k = params.get("n_neighbors") or 15
-    return Work(4 * n * d + 2 * n * k * 12, 2 * n * n * d,
-                f"exact kNN brute force: 2*n^2*d ops (d={d}, k={k})")  # fmt: skip
+    return Work(
+        4 * n * d + 2 * n * k * 12,
+        2 * n * n * d,
+        f"exact kNN brute force: 2*n^2*d ops (d={d}, k={k})",
+    )
 
 
 def _edges(s) -> float:
@@ -227,16 +237,22 @@ def _umap(params, s):
     n = s["n_obs"]
     ep = params.get("maxiter") or params.get("n_epochs") or (200 if n > 10_000 else 500)
     e = _edges(s)
-    return Work(ep * (e * 12 + 16 * n), ep * e * 6 * 2 * 3,
-                f"{ep} epochs over E edges, 5 negative samples, 2-D")  # fmt: skip
+    return Work(
+        ep * (e * 12 + 16 * n),
+        ep * e * 6 * 2 * 3,
+        f"{ep} epochs over E edges, 5 negative samples, 2-D",
+    )
 
 
 def _tsne(params, s):
     n = s["n_obs"]
     nn = 3 * (params.get("perplexity") or 30)
     it = 1000
-    return Work(it * n * nn * 16, it * n * nn * 6,
-                f"{it} iterations, attractive forces over {nn:.0f} neighbours, 2-D")  # fmt: skip
+    return Work(
+        it * n * nn * 16,
+        it * n * nn * 6,
+        f"{it} iterations, attractive forces over {nn:.0f} neighbours, 2-D",
+    )
 
 
 def _rank_genes(params, s):

@@ -255,14 +255,18 @@ def collect_counts(
             now = counters.snapshot()
             prov = provenance(adata)
             new, last[2] = prov[last[2] :], len(prov)
-            steps.append({
-                "step": label,
-                "ran_on": sorted({p["backend"] for p in new}),
-                "fallback_reason": "; ".join(
-                    p["fallback_reason"] for p in new if p.get("fallback_reason")) or None,
-                "double_seconds": time.perf_counter() - last[1],
-                "counts": StepCounts.between(last[0], now).to_dict(),
-            })  # fmt: skip
+            steps.append(
+                {
+                    "step": label,
+                    "ran_on": sorted({p["backend"] for p in new}),
+                    "fallback_reason": "; ".join(
+                        p["fallback_reason"] for p in new if p.get("fallback_reason")
+                    )
+                    or None,
+                    "double_seconds": time.perf_counter() - last[1],
+                    "counts": StepCounts.between(last[0], now).to_dict(),
+                }
+            )
             if log is not None:
                 c = steps[-1]["counts"]
                 log(f"{n_cells} cells, {label}: {c['ops']:.0f} ops, {c['syncs']:.0f} syncs")
@@ -293,15 +297,30 @@ def run_model(
     :data:`OTHER_GPUS`); the returned dict is what ``bench_model.json`` holds."""
     from .. import __version__
 
-    runs = [collect_counts(n, n_genes=n_genes, seed=seed, config=config,
-                           device_bytes=device_bytes, log=log) for n in sorted(cells)]  # fmt: skip
-    meta = {"n_genes": n_genes, "seed": seed, "double_device_bytes": device_bytes,
-            "versions": {"gpu_sc": __version__, "python": platform.python_version()},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    runs = [
+        collect_counts(
+            n, n_genes=n_genes, seed=seed, config=config, device_bytes=device_bytes, log=log
+        )
+        for n in sorted(cells)
+    ]
+    meta = {
+        "n_genes": n_genes,
+        "seed": seed,
+        "double_device_bytes": device_bytes,
+        "versions": {"gpu_sc": __version__, "python": platform.python_version()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if config is not None:
         meta["config"] = config
-    return price(runs, meta, target=target, gpu=gpu, goal_s=goal_s,
-                 extra_targets=extra_targets, other_gpus=other_gpus)  # fmt: skip
+    return price(
+        runs,
+        meta,
+        target=target,
+        gpu=gpu,
+        goal_s=goal_s,
+        extra_targets=extra_targets,
+        other_gpus=other_gpus,
+    )
 
 
 def runs_of(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -309,8 +328,9 @@ def runs_of(report: dict[str, Any]) -> list[dict[str, Any]]:
     by_n: dict[int, list] = {}
     for r in report["rows"]:
         if r["counted"]:
-            by_n.setdefault(r["n_cells"], []).append({k: r[k] for k in (
-                "step", "ran_on", "fallback_reason", "double_seconds", "counts")})  # fmt: skip
+            by_n.setdefault(r["n_cells"], []).append(
+                {k: r[k] for k in ("step", "ran_on", "fallback_reason", "double_seconds", "counts")}
+            )
     return [{"n_cells": n, "steps": steps} for n, steps in sorted(by_n.items())]
 
 
@@ -333,8 +353,11 @@ def price(
     cells = sorted(run["n_cells"] for run in runs)
     runs = sorted(runs, key=lambda run: run["n_cells"])
     labels = _step_labels(runs)
-    partial = {str(r["n_cells"]): [s["step"] for s in r["steps"]] for r in runs
-               if len(r["steps"]) < len(labels)}  # fmt: skip
+    partial = {
+        str(r["n_cells"]): [s["step"] for s in r["steps"]]
+        for r in runs
+        if len(r["steps"]) < len(labels)
+    }
     rows = []
     for label in labels:
         by_size = {}
@@ -353,14 +376,25 @@ def price(
         totals[n] = sum(r["model_s"]["total"] for r in rows if r["n_cells"] == n)
     others = []
     for other in other_gpus:
-        per_step = [{"step": r["step"], "n_cells": r["n_cells"], "counted": r["counted"],
-                     "model_s": project(StepCounts(**r["counts"]), other)} for r in rows]  # fmt: skip
-        others.append({
-            "gpu": other.to_dict(),
-            "rows": per_step,
-            "totals_s": {str(n): sum(p["model_s"]["total"] for p in per_step
-                                     if p["n_cells"] == n) for n in [*cells, *targets]},
-        })  # fmt: skip
+        per_step = [
+            {
+                "step": r["step"],
+                "n_cells": r["n_cells"],
+                "counted": r["counted"],
+                "model_s": project(StepCounts(**r["counts"]), other),
+            }
+            for r in rows
+        ]
+        others.append(
+            {
+                "gpu": other.to_dict(),
+                "rows": per_step,
+                "totals_s": {
+                    str(n): sum(p["model_s"]["total"] for p in per_step if p["n_cells"] == n)
+                    for n in [*cells, *targets]
+                },
+            }
+        )
     return {
         "kind": "model",
         "disclaimer": "A MODEL, not a measurement: counts from the CuPy double (NumPy), "
@@ -430,16 +464,35 @@ def offenders(rows: list[dict], target: int, goal_s: float, top: int = 3) -> lis
         parts = {k: v for k, v in r["model_s"].items() if k != "total"}
         main = max(parts, key=parts.get)
         c = r["counts"]
-        why = _WHY[main].format(ops=c["ops"], per=1000 * c["ops"] / target, syncs=c["syncs"],
-                                bytes=c["bytes"], flops=c["flops"],
-                                xfer=c["h2d_bytes"] + c["d2h_bytes"])  # fmt: skip
+        why = _WHY[main].format(
+            ops=c["ops"],
+            per=1000 * c["ops"] / target,
+            syncs=c["syncs"],
+            bytes=c["bytes"],
+            flops=c["flops"],
+            xfer=c["h2d_bytes"] + c["d2h_bytes"],
+        )
         growth = (r["exponents"] or {}).get(
-            {"launch": "ops", "sync": "syncs", "memory": "bytes", "compute": "flops",
-             "transfer": "transfer_bytes"}[main], 0.0)  # fmt: skip
+            {
+                "launch": "ops",
+                "sync": "syncs",
+                "memory": "bytes",
+                "compute": "flops",
+                "transfer": "transfer_bytes",
+            }[main],
+            0.0,
+        )
         if growth > 1.5:
             why += f"; grows as n^{growth:.2f} (all-pairs work)"
-        out.append({"step": r["step"], "model_s": r["model_s"]["total"], "bound": main,
-                    "why": why, "growth": growth})  # fmt: skip
+        out.append(
+            {
+                "step": r["step"],
+                "model_s": r["model_s"]["total"],
+                "bound": main,
+                "why": why,
+                "growth": growth,
+            }
+        )
     return out
 
 
@@ -450,11 +503,16 @@ def _constants_line(gpu: dict[str, Any]) -> str:
     return (
         "{}: launch {:.0f} µs per call, sync {:.0f} µs, memory {:.2f} TB/s, FP32 {:.0f} "
         "TFLOP/s, FP64 {:.3g} TFLOP/s, PCIe {:.0f} GB/s. Sources: {}.".format(
-            gpu["name"], gpu["launch_s"] * 1e6, gpu["sync_s"] * 1e6,
-            gpu["hbm_bytes_per_s"] / 1e12, gpu["flop_per_s"] / 1e12,
+            gpu["name"],
+            gpu["launch_s"] * 1e6,
+            gpu["sync_s"] * 1e6,
+            gpu["hbm_bytes_per_s"] / 1e12,
+            gpu["flop_per_s"] / 1e12,
             gpu.get("fp64_flop_per_s", gpu["flop_per_s"]) / 1e12,
-            gpu["pcie_bytes_per_s"] / 1e9, "; ".join(gpu["sources"]))
-    )  # fmt: skip
+            gpu["pcie_bytes_per_s"] / 1e9,
+            "; ".join(gpu["sources"]),
+        )
+    )
 
 
 def _partial_note(present: list[str] | None, steps: list[str]) -> str:
@@ -500,21 +558,26 @@ def markdown(report: dict[str, Any]) -> str:
         "in the calls), not by its reference's CuPy calls. *exp* = fitted growth exponent of "
         "the dominant count.",
         "",
-    ]  # fmt: skip
+    ]
     totals = report["totals_s"]
     partial = report.get("partial_sizes", {})
     steps = list(dict.fromkeys(r["step"] for r in report["rows"]))
-    names = [gpu["name"].replace(" (model)", ""), *[o["gpu"]["name"].replace(" (model)", "")
-                                                   for o in others]]  # fmt: skip
+    names = [
+        gpu["name"].replace(" (model)", ""),
+        *[o["gpu"]["name"].replace(" (model)", "") for o in others],
+    ]
     lines += [
         "| cells | " + " | ".join(f"{n} total (s)" for n in names) + " |",
         "|---:|" + "---:|" * len(names),
-        *[f"| {int(n):,}{' (extrapolated)' if int(n) in targets else ''}"
-          f"{_partial_note(partial.get(n), steps)} | {_fmt_s(v)} | "
-          + " | ".join(_fmt_s(o["totals_s"][n]) for o in others) + (" |" if others else "|")
-          for n, v in totals.items()],
+        *[
+            f"| {int(n):,}{' (extrapolated)' if int(n) in targets else ''}"
+            f"{_partial_note(partial.get(n), steps)} | {_fmt_s(v)} | "
+            + " | ".join(_fmt_s(o["totals_s"][n]) for o in others)
+            + (" |" if others else "|")
+            for n, v in totals.items()
+        ],
         "",
-    ]  # fmt: skip
+    ]
     step_goal = report.get("step_goal_s", 5.0)
     slow = [
         r for r in report["rows"] if r["n_cells"] == target and r["model_s"]["total"] > step_goal
@@ -522,28 +585,40 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         f"Goal: whole pipeline ≤ {report['goal_s']:g} s at {target:,} cells on one H200, no "
         f"step above {step_goal:g} s: "
-        + ("**met by the model**" if totals[str(target)] <= report["goal_s"] and not slow
-           else f"**missed by the model** ({_fmt_s(totals[str(target)])} s"
-           + (f"; above {step_goal:g} s: " + ", ".join(
-               f"{r['step']} {_fmt_s(r['model_s']['total'])} s" for r in slow) if slow else "")
-           + ")"),
+        + (
+            "**met by the model**"
+            if totals[str(target)] <= report["goal_s"] and not slow
+            else f"**missed by the model** ({_fmt_s(totals[str(target)])} s"
+            + (
+                f"; above {step_goal:g} s: "
+                + ", ".join(f"{r['step']} {_fmt_s(r['model_s']['total'])} s" for r in slow)
+                if slow
+                else ""
+            )
+            + ")"
+        ),
         "",
-    ]  # fmt: skip
+    ]
     if others:
-        lines += ["## The same counts on other cards (model)", "",
-                  "| step | cells | " + " | ".join(f"{n} s" for n in names) + " |",
-                  "|---|---:|" + "---:|" * len(names)]  # fmt: skip
+        lines += [
+            "## The same counts on other cards (model)",
+            "",
+            "| step | cells | " + " | ".join(f"{n} s" for n in names) + " |",
+            "|---|---:|" + "---:|" * len(names),
+        ]
         for i, r in enumerate(report["rows"]):
             if r["counted"] or r["model_s"]["total"] == 0:
                 continue
-            lines.append(f"| {r['step']} | {r['n_cells']:,} | {_fmt_s(r['model_s']['total'])} | "
-                         + " | ".join(_fmt_s(o["rows"][i]["model_s"]["total"]) for o in others)
-                         + " |")  # fmt: skip
+            lines.append(
+                f"| {r['step']} | {r['n_cells']:,} | {_fmt_s(r['model_s']['total'])} | "
+                + " | ".join(_fmt_s(o["rows"][i]["model_s"]["total"]) for o in others)
+                + " |"
+            )
         lines.append("")
     lines += [
         "## Steps that miss, and why",
         "",
-    ]  # fmt: skip
+    ]
     for o in report["offenders"]:
         lines.append(f"- **{o['step']}**: {_fmt_s(o['model_s'])} s modelled; {o['why']}.")
     lines += ["", "## Per step (model)", ""]
@@ -560,8 +635,13 @@ def markdown(report: dict[str, Any]) -> str:
         exps = r["exponents"]
         if exps:
             main = max((k for k in m if k != "total"), key=m.get)
-            key = {"launch": "ops", "sync": "syncs", "memory": "bytes", "compute": "flops",
-                   "transfer": "transfer_bytes"}[main]  # fmt: skip
+            key = {
+                "launch": "ops",
+                "sync": "syncs",
+                "memory": "bytes",
+                "compute": "flops",
+                "transfer": "transfer_bytes",
+            }[main]
             exp = f"{exps[key]:.2f} ({key})"
         else:
             exp = ""

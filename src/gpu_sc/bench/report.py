@@ -145,7 +145,7 @@ def markdown(report: dict[str, Any]) -> str:
                     f", {_ratio(t['speedup_vs_scanpy'])} scanpy"
                     if t["backend"] != "scanpy" and t["speedup_vs_scanpy"]
                     else ""
-                )  # fmt: skip
+                )
                 + (f"; slowest: {slow}" if slow else "")
             )
             if t["backend"] == "cupy" and n >= GOAL_CELLS and t["median_s"]:
@@ -163,8 +163,9 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{_bytes(r['peak_rss_bytes'])} | {_bytes(r['peak_gpu_bytes'])} | "
                 f"{_ratio(r['floor_ratio'], '')} |"
             )
-        reasons = sorted({r["fallback_reason"] for r in rows
-                          if r["n_cells"] == n and r["fallback_reason"]})  # fmt: skip
+        reasons = sorted(
+            {r["fallback_reason"] for r in rows if r["n_cells"] == n and r["fallback_reason"]}
+        )
         if reasons:
             lines += ["", "Fallbacks: " + "; ".join(reasons) + "."]
         lines.append("")
@@ -185,7 +186,7 @@ def _goal_line(t: dict, rows: list[dict], n: int) -> str:
             f"{speed:.3g}× = {speed / GOAL_SPEEDUP:.2g}× the speedup goal"
             if speed
             else "unknown (scanpy not measured end to end)"
-        )  # fmt: skip
+        )
         + (f"; held back most by {top}" if top else "")
     )
 
@@ -202,8 +203,14 @@ def _budget(b: float | None) -> str:
 
 
 def _slowest(rows, n, backend, k: int = 3) -> str:
-    steps = [r for r in rows if r["n_cells"] == n and r["backend"] == backend
-             and r["step"] != "total" and r["median_s"] is not None]  # fmt: skip
+    steps = [
+        r
+        for r in rows
+        if r["n_cells"] == n
+        and r["backend"] == backend
+        and r["step"] != "total"
+        and r["median_s"] is not None
+    ]
     steps.sort(key=lambda r: -r["median_s"])
     return ", ".join(f"{r['step']} {_s(r['median_s'])} s" for r in steps[:k])
 
@@ -235,8 +242,11 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     # Partial totals (steps skipped for the budget) are not comparable across sizes.
-    rows = [r for r in report["rows"] if r["median_s"] is not None and r["median_s"] > 0
-            and r["status"] != "partial"]  # fmt: skip
+    rows = [
+        r
+        for r in report["rows"]
+        if r["median_s"] is not None and r["median_s"] > 0 and r["status"] != "partial"
+    ]
     steps: list[str] = ["total"]
     for r in report["rows"]:
         if r["step"] not in steps:
@@ -250,24 +260,45 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False)
     for ax, step in zip(axes.flat, steps, strict=False):
         for backend in backends:
-            pts = sorted((r["n_cells"], r["median_s"], r["min_s"], r["max_s"]) for r in rows
-                         if r["step"] == step and r["backend"] == backend)  # fmt: skip
+            pts = sorted(
+                (r["n_cells"], r["median_s"], r["min_s"], r["max_s"])
+                for r in rows
+                if r["step"] == step and r["backend"] == backend
+            )
             if not pts:
                 continue
             x, y, lo, hi = map(list, zip(*pts, strict=True))
-            yerr = [[a - b for a, b in zip(y, lo, strict=True)],
-                    [b - a for a, b in zip(y, hi, strict=True)]]  # fmt: skip
+            yerr = [
+                [a - b for a, b in zip(y, lo, strict=True)],
+                [b - a for a, b in zip(y, hi, strict=True)],
+            ]
             line = ax.errorbar(x, y, yerr=yerr, marker="o", capsize=2, label=backend)
-            over = [(r["n_cells"], r["median_s"]) for r in rows if r["step"] == step
-                    and r["backend"] == backend and r["status"] == "over_budget"]  # fmt: skip
+            over = [
+                (r["n_cells"], r["median_s"])
+                for r in rows
+                if r["step"] == step and r["backend"] == backend and r["status"] == "over_budget"
+            ]
             if over:
-                ax.scatter(*zip(*over, strict=True), marker="x", s=80,
-                           color=line.lines[0].get_color(), zorder=3)  # fmt: skip
-            pred = [(r["n_cells"], r["predicted_s"]) for r in report["rows"] if r["step"] == step
-                    and r["backend"] == backend and r["predicted_s"]]  # fmt: skip
+                ax.scatter(
+                    *zip(*over, strict=True),
+                    marker="x",
+                    s=80,
+                    color=line.lines[0].get_color(),
+                    zorder=3,
+                )
+            pred = [
+                (r["n_cells"], r["predicted_s"])
+                for r in report["rows"]
+                if r["step"] == step and r["backend"] == backend and r["predicted_s"]
+            ]
             if pred:
-                ax.scatter(*zip(*pred, strict=True), marker="o", facecolors="none",
-                           edgecolors=line.lines[0].get_color(), zorder=3)  # fmt: skip
+                ax.scatter(
+                    *zip(*pred, strict=True),
+                    marker="o",
+                    facecolors="none",
+                    edgecolors=line.lines[0].get_color(),
+                    zorder=3,
+                )
         top = max((r["max_s"] for r in rows if r["step"] == step), default=0)
         if budget is not None and step != "total" and top >= budget / 10:
             ax.axhline(budget, color="grey", linestyle="--", linewidth=0.8)

@@ -157,7 +157,7 @@ def run_bench(
                 "gpu": "CuPy default pool, in-use bytes after every allocation"
                 if gpu.enabled
                 else None,
-            },  # fmt: skip
+            },
             "warmup_s": warmup_s,
             "sizes": sizes,
             "rows": rows,
@@ -183,11 +183,13 @@ def run_bench(
                 continue
             log(f"generating {n} cells (host)")
             t0 = time.perf_counter()
-            base = gpu_sc.datasets.synthetic(n, cfg.n_genes, cfg.n_types,
-                                             difficulty=cfg.difficulty, seed=cfg.seed)  # fmt: skip
+            base = gpu_sc.datasets.synthetic(
+                n, cfg.n_genes, cfg.n_types, difficulty=cfg.difficulty, seed=cfg.seed
+            )
             gen_s = time.perf_counter() - t0
-            sizes.append({"n_cells": n, "generate_s": gen_s, "generated_on": "host",
-                          "input": _state(base)})  # fmt: skip
+            sizes.append(
+                {"n_cells": n, "generate_s": gen_s, "generated_on": "host", "input": _state(base)}
+            )
             plans = {b: _plan(cfg, b, n, enabled, history, labels_seen) for b in cfg.backends}
             runs: dict[str, list[_Run]] = {b: [] for b in cfg.backends}
             stopped = set(failed)
@@ -200,8 +202,10 @@ def run_bench(
                         continue
                     elapsed = time.perf_counter() - started
                     if cfg.time_limit_s is not None and elapsed > cfg.time_limit_s:
-                        stopped_reason = (f"time limit {cfg.time_limit_s:g} s reached after "
-                                          f"{elapsed:.0f} s, at {n} cells")  # fmt: skip
+                        stopped_reason = (
+                            f"time limit {cfg.time_limit_s:g} s reached after "
+                            f"{elapsed:.0f} s, at {n} cells"
+                        )
                         log(f"stopping: {stopped_reason}")
                         break
                     log(f"{n} cells, {backend}, repeat {rep + 1}/{cfg.repeats}")
@@ -267,8 +271,11 @@ def _state(adata) -> dict[str, Any]:
     """Shape facts the floor models need: n_obs, n_vars, nnz (+ raw, + graph)."""
     x = adata.X
     n, g = adata.shape
-    st: dict[str, Any] = {"n_obs": int(n), "n_vars": int(g),
-                          "nnz": int(x.nnz) if hasattr(x, "nnz") else int(n) * int(g)}  # fmt: skip
+    st: dict[str, Any] = {
+        "n_obs": int(n),
+        "n_vars": int(g),
+        "nnz": int(x.nnz) if hasattr(x, "nnz") else int(n) * int(g),
+    }
     if adata.raw is not None:
         rx = adata.raw.X
         st["raw_n_obs"], st["raw_n_vars"] = map(int, rx.shape)
@@ -292,16 +299,20 @@ def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
         prov = provenance(adata)  # noqa: F821  (`del adata` below runs after the pipeline)
         new, seen[0] = prov[seen[0] :], len(prov)
         main = next((p for p in new if p["step"] == section_base(label)), new[0] if new else None)
-        steps.append({
-            "step": label,
-            "seconds": sum(p["seconds"] for p in new),
-            "ran_on": sorted({p["backend"] for p in new}),
-            "fallback_reason": "; ".join(p["fallback_reason"] for p in new
-                                         if p["fallback_reason"]) or None,
-            "work": _work_dict(main, state[0]),
-            "peak_rss": host.peak(),
-            "peak_gpu": gpu.peak(),
-        })  # fmt: skip
+        steps.append(
+            {
+                "step": label,
+                "seconds": sum(p["seconds"] for p in new),
+                "ran_on": sorted({p["backend"] for p in new}),
+                "fallback_reason": "; ".join(
+                    p["fallback_reason"] for p in new if p["fallback_reason"]
+                )
+                or None,
+                "work": _work_dict(main, state[0]),
+                "peak_rss": host.peak(),
+                "peak_gpu": gpu.peak(),
+            }
+        )
         state[0] = _state(adata)  # noqa: F821  (as above)
         host.reset()
         gpu.reset()
@@ -392,8 +403,11 @@ def _plan(cfg, backend, n, enabled, history, labels_seen) -> _Plan:
                 preds[label] = p
         over = {lab: p for lab, p in preds.items() if p > cfg.budget_s}
         if over:
-            plan.skipped[section] = {"status": "skipped_budget", "predicted": preds,
-                                     "labels": list(preds)}  # fmt: skip
+            plan.skipped[section] = {
+                "status": "skipped_budget",
+                "predicted": preds,
+                "labels": list(preds),
+            }
             for dep in dependents(section, enabled):
                 plan.skipped.setdefault(
                     dep,
@@ -439,8 +453,12 @@ def _rows_for(n, backend, runs: list[_Run], plan: _Plan, cfg, devices) -> list[d
         floor = None
         if work is not None and rates is not None:
             floor = floor_seconds(Work(work["bytes"], work["ops"], work["model"]), rates)
-        row.update(work=work, floor_device=device if floor is not None else None, floor_s=floor,
-                   floor_ratio=row["median_s"] / floor if floor else None)  # fmt: skip
+        row.update(
+            work=work,
+            floor_device=device if floor is not None else None,
+            floor_s=floor,
+            floor_ratio=row["median_s"] / floor if floor else None,
+        )
         rows.append(row)
     for section, why in plan.skipped.items():
         # Labels this section produced at smaller sizes; its name when it never ran.
@@ -457,8 +475,11 @@ def _rows_for(n, backend, runs: list[_Run], plan: _Plan, cfg, devices) -> list[d
     totals = [run.total_s for run in runs if run.complete]
     total = _row(n, backend, "total", totals, sorted({b for r in rows for b in r["ran_on"]}))
     total["status"] = "partial" if plan.skipped else "ok"
-    total["note"] = ("excludes steps skipped for the budget" if plan.skipped
-                     else "pipeline wall time, data generation excluded")  # fmt: skip
+    total["note"] = (
+        "excludes steps skipped for the budget"
+        if plan.skipped
+        else "pipeline wall time, data generation excluded"
+    )
     total["peak_rss_bytes"] = _max(run.peak_rss for run in runs if run.complete)
     total["peak_gpu_bytes"] = _max(run.peak_gpu for run in runs if run.complete)
     rows.append(total)
@@ -513,8 +534,11 @@ def _max(values) -> int | None:
 
 def _add_speedups(rows: list[dict[str, Any]], n: int) -> None:
     """Speedup = scanpy median / backend median, same size and step, same run."""
-    ref = {r["step"]: r for r in rows
-           if r["n_cells"] == n and r["backend"] == "scanpy" and r["median_s"]}  # fmt: skip
+    ref = {
+        r["step"]: r
+        for r in rows
+        if r["n_cells"] == n and r["backend"] == "scanpy" and r["median_s"]
+    }
     for r in rows:
         if r["backend"] == "scanpy" or r["n_cells"] != n or not r["median_s"]:
             continue

@@ -11,17 +11,21 @@ __all__ = ["REQUIRES", "SECTIONS", "dependents", "expand_steps", "pipeline_confi
 #: Pipeline config sections that ``--steps`` selects, in pipeline order (the catalogue's
 #: sections of steps with a benchmark floor model: the timed work).
 SECTIONS = tuple(
-    sec.name for sec in catalogue.sections()
+    sec.name
+    for sec in catalogue.sections()
     if any(st.section == sec.name and st.floor for st in catalogue.STEPS)
-)  # fmt: skip
+)
 
 #: Sections a section cannot run without (regress_out regresses on QC metrics; scanpy's
 #: neighbors and tsne would compute a PCA inside their own timing without the pca step).
 REQUIRES = {st.section: st.requires for st in catalogue.STEPS if st.requires}
 
 #: Provenance step names (and pipeline labels) that differ from their section's name.
-_ALIASES = {st.name: st.section for st in catalogue.STEPS
-            if st.section is not None and st.name != st.section}  # fmt: skip
+_ALIASES = {
+    st.name: st.section
+    for st in catalogue.STEPS
+    if st.section is not None and st.name != st.section
+}
 
 
 def section_of(label: str) -> str | None:

@@ -21,8 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="The scanpy single-cell workflow on the GPU (CuPy) or on scanpy's CPU path.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=_version_line(),
-                        help="print gpu_sc's version (and scanpy's, anndata's) and exit")  # fmt: skip
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=_version_line(),
+        help="print gpu_sc's version (and scanpy's, anndata's) and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parser(sub)
@@ -40,8 +44,10 @@ def _version_line() -> str:
         except PackageNotFoundError:
             return "not installed"
 
-    return (f"gpu-sc {v('gpu-sc')} (scanpy {v('scanpy')}, anndata {v('anndata')}, "
-            f"Python {platform.python_version()})")  # fmt: skip
+    return (
+        f"gpu-sc {v('gpu-sc')} (scanpy {v('scanpy')}, anndata {v('anndata')}, "
+        f"Python {platform.python_version()})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
-        print(f"gpu-sc {args.command}: interrupted by {signal.Signals(signum).name}; "
-              "unfinished output removed", file=sys.stderr)  # fmt: skip
+        print(
+            f"gpu-sc {args.command}: interrupted by {signal.Signals(signum).name}; "
+            "unfinished output removed",
+            file=sys.stderr,
+        )
         return 128 + signum
     except Exception as exc:  # one line for the user; --verbose shows the traceback
         if args.verbose:

@@ -18,8 +18,13 @@ def _int_list(text: str) -> list[int]:
 
 def _command(args) -> str:
     """The command line that reproduces this run (from the parsed arguments)."""
-    parts = ["gpu-sc bench", f"--cells {args.cells}", f"--backends {args.backends}",
-             f"--steps {args.steps}", f"--repeats {args.repeats}"]  # fmt: skip
+    parts = [
+        "gpu-sc bench",
+        f"--cells {args.cells}",
+        f"--backends {args.backends}",
+        f"--steps {args.steps}",
+        f"--repeats {args.repeats}",
+    ]
     if args.budget is not None:
         parts.append(f"--budget {args.budget:g}")
     if args.seed != 0:
@@ -132,15 +137,22 @@ def add_parser(sub) -> None:
     d.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     d.add_argument("--memory-limit", default="3GiB", help="per worker (default 3GiB)")
     d.add_argument("--chunk-rows", type=int, default=20_000, help="cells per block")
-    d.add_argument("--persist-hvg-matrix", action="store_true",
-                   help="keep the HVG matrix in the workers' memory")  # fmt: skip
+    d.add_argument(
+        "--persist-hvg-matrix",
+        action="store_true",
+        help="keep the HVG matrix in the workers' memory",
+    )
     d.add_argument("--paths", default="dask,memory", help="which of dask,memory to run")
     d.add_argument("--data", help="atlas .h5ad to reuse (or create)")
-    d.add_argument("--after-pca", default="", metavar="STEPS",
-                   help="then these steps on the Dask path's PCA, timed apart: neighbors, "
-                   "leiden, paga, umap, rank_genes_groups (comma-separated)")  # fmt: skip
+    d.add_argument(
+        "--after-pca",
+        default="",
+        metavar="STEPS",
+        help="then these steps on the Dask path's PCA, timed apart: neighbors, "
+        "leiden, paga, umap, rank_genes_groups (comma-separated)",
+    )
     p.add_argument("--out", required=True, help="output directory")
-    p.set_defaults(func=run)  # fmt: skip
+    p.set_defaults(func=run)
 
 
 def _run_dask_atlas(args) -> int:
@@ -149,10 +161,28 @@ def _run_dask_atlas(args) -> int:
     cells = _int_list(args.cells)
     if len(cells) != 1:
         raise ValueError(f"--dask-atlas takes one --cells size, got {args.cells}")
-    argv = ["--cells", str(cells[0]), "--genes", str(args.genes), "--seed", str(args.seed),
-            "--nnz-per-cell", str(args.nnz_per_cell), "--workers", str(args.workers),
-            "--memory-limit", args.memory_limit, "--chunk-rows", str(args.chunk_rows),
-            "--paths", args.paths, "--note", args.note or "", "--out", args.out]  # fmt: skip
+    argv = [
+        "--cells",
+        str(cells[0]),
+        "--genes",
+        str(args.genes),
+        "--seed",
+        str(args.seed),
+        "--nnz-per-cell",
+        str(args.nnz_per_cell),
+        "--workers",
+        str(args.workers),
+        "--memory-limit",
+        args.memory_limit,
+        "--chunk-rows",
+        str(args.chunk_rows),
+        "--paths",
+        args.paths,
+        "--note",
+        args.note or "",
+        "--out",
+        args.out,
+    ]
     if args.persist_hvg_matrix:
         argv.append("--persist-after-hvg")
     if args.data:
@@ -229,9 +259,20 @@ def _run_model(args) -> int:
                     run["steps"] = [s for s in run["steps"] if s["step"] in only.split(",")]
                 runs.append(run)
         first = json.loads(Path(args.model_counts[0].partition(":")[0]).read_text())
-        meta = {k: first[k] for k in ("n_genes", "seed", "double_device_bytes", "versions",
-                                      "created", "command", "note", "config")
-                if k in first}  # fmt: skip
+        meta = {
+            k: first[k]
+            for k in (
+                "n_genes",
+                "seed",
+                "double_device_bytes",
+                "versions",
+                "created",
+                "command",
+                "note",
+                "config",
+            )
+            if k in first
+        }
         if len(sources) > 1:
             meta["counted_by"] = sources
             meta["command"] = "; ".join(s["command"] or "?" for s in sources)
@@ -243,12 +284,20 @@ def _run_model(args) -> int:
     else:
         targets = _int_list(args.model_target)
         config = json.loads(args.model_config) if args.model_config else None
-        report = run_model(_int_list(args.cells), target=targets[0], extra_targets=targets[1:],
-                           n_genes=args.genes, seed=args.seed, log=log, config=config)  # fmt: skip
-        report["command"] = (f"gpu-sc bench --model --cells {args.cells} --genes {args.genes} "
-                             f"--model-target {','.join(map(str, targets))} --out {args.out}"
-                             + (f" --model-config '{args.model_config}'"
-                                if args.model_config else ""))  # fmt: skip
+        report = run_model(
+            _int_list(args.cells),
+            target=targets[0],
+            extra_targets=targets[1:],
+            n_genes=args.genes,
+            seed=args.seed,
+            log=log,
+            config=config,
+        )
+        report["command"] = (
+            f"gpu-sc bench --model --cells {args.cells} --genes {args.genes} "
+            f"--model-target {','.join(map(str, targets))} --out {args.out}"
+            + (f" --model-config '{args.model_config}'" if args.model_config else "")
+        )
         if args.note:
             report["note"] = args.note
     out = Path(args.out)

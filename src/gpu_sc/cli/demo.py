@@ -13,9 +13,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="run the pipeline on a synthetic atlas (no download)")
     p.add_argument("--cells", type=int, default=5000, help="number of cells (default 5000)")
     p.add_argument("--backend", default="auto", help="auto | scanpy | numpy | cupy (default auto)")
-    p.add_argument("-o", "--out", default=None,
-                   help="result .h5ad (default: gpu_sc_demo/demo.h5ad in the system's temporary "
-                        "directory, printed at the end)")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="result .h5ad (default: gpu_sc_demo/demo.h5ad in the system's temporary "
+        "directory, printed at the end)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -40,8 +44,10 @@ def run(args) -> int:
     write_h5ad(adata, Path(args.out))
     print(provenance_table(adata))
     ari = adjusted_rand_score(adata.obs["cell_type"], adata.obs["leiden"])
-    print(f"\n{adata.n_obs} cells after QC, {adata.obs['leiden'].nunique()} Leiden clusters, "
-          f"ARI vs ground truth {ari:.3f}; wrote {args.out}")  # fmt: skip
+    print(
+        f"\n{adata.n_obs} cells after QC, {adata.obs['leiden'].nunique()} Leiden clusters, "
+        f"ARI vs ground truth {ari:.3f}; wrote {args.out}"
+    )
     return 0
 
 

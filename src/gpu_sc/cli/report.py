@@ -20,10 +20,14 @@ def add_parser(sub) -> None:
 
 def add_report_options(p) -> None:
     """Options shared with ``gpu-sc run --report``."""
-    p.add_argument("--genes", help="comma-separated genes for the PCA/UMAP colourings "
-                                   "(default CST3,NKG7,PPBP)")  # fmt: skip
-    p.add_argument("--markers", help="comma-separated marker genes for the dot plot and stacked "
-                                     "violin (default: the tutorial's list)")  # fmt: skip
+    p.add_argument(
+        "--genes", help="comma-separated genes for the PCA/UMAP colourings (default CST3,NKG7,PPBP)"
+    )
+    p.add_argument(
+        "--markers",
+        help="comma-separated marker genes for the dot plot and stacked "
+        "violin (default: the tutorial's list)",
+    )
     p.add_argument("--annotation", help="cluster -> cell type mapping (TOML, CSV or TSV)")
 
 

@@ -64,15 +64,21 @@ def add_parser(sub) -> None:
         default=10_000,
         help="cells per block (default 10000)",
     )
-    g.add_argument("--persist-hvg-matrix", action="store_true",
-                   help="keep the matrix of highly variable genes in the workers' memory")  # fmt: skip
+    g.add_argument(
+        "--persist-hvg-matrix",
+        action="store_true",
+        help="keep the matrix of highly variable genes in the workers' memory",
+    )
     add_report_options(p)
     p.set_defaults(func=run)
 
 
 def _check_dask_options(args) -> None:
-    given = [f"--{n.replace('_', '-')}" for n in ("scheduler", "workers", "persist_hvg_matrix")
-             if getattr(args, n)]  # fmt: skip
+    given = [
+        f"--{n.replace('_', '-')}"
+        for n in ("scheduler", "workers", "persist_hvg_matrix")
+        if getattr(args, n)
+    ]
     if args.memory_limit != "auto":
         given.append("--memory-limit")
     if args.chunk_rows != 10_000:
@@ -80,8 +86,10 @@ def _check_dask_options(args) -> None:
     if given and not args.dask:
         raise ValueError(f"{', '.join(given)} only apply with --dask; add --dask or drop them")
     if args.scheduler and (args.workers or args.memory_limit != "auto"):
-        raise ValueError("--workers and --memory-limit start a local cluster; with --scheduler "
-                         "the running cluster's workers are used: drop them")  # fmt: skip
+        raise ValueError(
+            "--workers and --memory-limit start a local cluster; with --scheduler "
+            "the running cluster's workers are used: drop them"
+        )
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.chunk_rows < 1:
@@ -107,22 +115,33 @@ def _start_dask(args, backend: str):
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
-            raise ValueError("--dask with the cupy backend starts one worker per GPU with "
-                             "dask-cuda, which is not installed: pip install dask-cuda, or "
-                             "use --backend numpy for CPU workers") from None  # fmt: skip
+            raise ValueError(
+                "--dask with the cupy backend starts one worker per GPU with "
+                "dask-cuda, which is not installed: pip install dask-cuda, or "
+                "use --backend numpy for CPU workers"
+            ) from None
         kw = {} if args.workers is None else {"n_workers": args.workers}
         cluster = LocalCUDACluster(memory_limit=args.memory_limit, dashboard_address=":0", **kw)
         kind = "LocalCUDACluster"
     else:
         cluster = distributed.LocalCluster(
-            n_workers=args.workers or 2, threads_per_worker=1, processes=True,
-            memory_limit=args.memory_limit, dashboard_address=":0",
-        )  # fmt: skip
+            n_workers=args.workers or 2,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=args.memory_limit,
+            dashboard_address=":0",
+        )
         kind = "LocalCluster"
     client = distributed.Client(cluster)
     n = len(client.scheduler_info().get("workers", {}))
-    return client, cluster, (f"{kind} of {n} workers (memory limit {args.memory_limit} each) "
-                             f"at {cluster.scheduler_address}")  # fmt: skip
+    return (
+        client,
+        cluster,
+        (
+            f"{kind} of {n} workers (memory limit {args.memory_limit} each) "
+            f"at {cluster.scheduler_address}"
+        ),
+    )
 
 
 def run(args) -> int:
@@ -151,21 +170,35 @@ def run(args) -> int:
             client, cluster, where = _start_dask(args, backend)
             print(f"dask: {where}", file=sys.stderr)
             if cluster is not None:
-                print("  (for a cluster of several machines, start `dask scheduler` and "
-                      "`dask worker ADDRESS`, then pass --scheduler ADDRESS)", file=sys.stderr)  # fmt: skip
+                print(
+                    "  (for a cluster of several machines, start `dask scheduler` and "
+                    "`dask worker ADDRESS`, then pass --scheduler ADDRESS)",
+                    file=sys.stderr,
+                )
         else:
             adata = read(args.input)
-        print(f"read {args.input}: {adata.n_obs} cells x {adata.n_vars} genes "
-              f"({time.perf_counter() - t0:.1f} s{', lazily' if args.dask else ''})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"read {args.input}: {adata.n_obs} cells x {adata.n_vars} genes "
+            f"({time.perf_counter() - t0:.1f} s{', lazily' if args.dask else ''})",
+            file=sys.stderr,
+        )
         print(f"backend: {backend} ({why})", file=sys.stderr)
         if args.dask:
             blocks = "CuPy" if backend == "cupy" else "NumPy"
-            print(f"  on Dask: the steps to PCA and the marker genes, block-wise ({blocks} "
-                  f"blocks); the steps after PCA on {backend}", file=sys.stderr)  # fmt: skip
-        pipeline(adata, config, backend=args.backend, progress=print_progress,
-                 strict=args.strict, persist_hvg_matrix=args.persist_hvg_matrix,
-                 precision=args.precision)  # fmt: skip
+            print(
+                f"  on Dask: the steps to PCA and the marker genes, block-wise ({blocks} "
+                f"blocks); the steps after PCA on {backend}",
+                file=sys.stderr,
+            )
+        pipeline(
+            adata,
+            config,
+            backend=args.backend,
+            progress=print_progress,
+            strict=args.strict,
+            persist_hvg_matrix=args.persist_hvg_matrix,
+            precision=args.precision,
+        )
         write_h5ad(adata, out)
     finally:
         if client is not None:

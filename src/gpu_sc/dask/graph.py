@@ -135,9 +135,13 @@ def map_rows(func: Callable, x, *args, sparse: bool, dtype, n_cols: int | None =
     x = _one_column_block(x)
     chunks = (x.chunks[0], (x.shape[1] if n_cols is None else n_cols,))
     return x.map_blocks(
-        func, *args, dtype=dtype, chunks=chunks, meta=_meta_like(x, sparse=sparse, dtype=dtype),
+        func,
+        *args,
+        dtype=dtype,
+        chunks=chunks,
+        meta=_meta_like(x, sparse=sparse, dtype=dtype),
         **kw,
-    )  # fmt: skip
+    )
 
 
 def _take_rows(block, keep):
@@ -160,9 +164,16 @@ def subset_rows(x, keep: np.ndarray):
     new = tuple(int(keep[a:b].sum()) for a, b in zip(off[:-1], off[1:], strict=True))
     mask = da.from_array(keep, chunks=(x.chunks[0],))
     return da.blockwise(
-        _take_rows, "ij", x, "ij", mask, "i", dtype=x.dtype, adjust_chunks={"i": new},
+        _take_rows,
+        "ij",
+        x,
+        "ij",
+        mask,
+        "i",
+        dtype=x.dtype,
+        adjust_chunks={"i": new},
         meta=x._meta,
-    )  # fmt: skip
+    )
 
 
 def _take_cols(block, idx):

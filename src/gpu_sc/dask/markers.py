@@ -94,16 +94,46 @@ def rank_sums(am: ArrayModule, X, masks, cells=None):
 
 
 def rank_genes_groups(
-    adata, ctx: EngineContext, *, groupby, mask_var, use_raw, groups, reference, n_genes,
-    rankby_abs, pts, key_added, copy, method, corr_method, tie_correct, layer, **kwds,
-):  # fmt: skip
+    adata,
+    ctx: EngineContext,
+    *,
+    groupby,
+    mask_var,
+    use_raw,
+    groups,
+    reference,
+    n_genes,
+    rankby_abs,
+    pts,
+    key_added,
+    copy,
+    method,
+    corr_method,
+    tie_correct,
+    layer,
+    **kwds,
+):
     """Rank genes like scanpy's ``rank_genes_groups``, on a Dask matrix.
 
     t-test, t-test_overestim_var and wilcoxon, on ``X``, ``.raw.X`` or a layer.
     """
     return rank_genes_groups_with(
-        adata, ctx, group_sums, rank_sums, groupby=groupby, mask_var=mask_var,
-        use_raw=use_raw, groups=groups, reference=reference, n_genes=n_genes,
-        rankby_abs=rankby_abs, pts=pts, key_added=key_added, method=method,
-        corr_method=corr_method, tie_correct=tie_correct, layer=layer, **kwds,
-    )  # fmt: skip
+        adata,
+        ctx,
+        group_sums,
+        rank_sums,
+        groupby=groupby,
+        mask_var=mask_var,
+        use_raw=use_raw,
+        groups=groups,
+        reference=reference,
+        n_genes=n_genes,
+        rankby_abs=rankby_abs,
+        pts=pts,
+        key_added=key_added,
+        method=method,
+        corr_method=corr_method,
+        tie_correct=tie_correct,
+        layer=layer,
+        **kwds,
+    )

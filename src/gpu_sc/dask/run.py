@@ -39,8 +39,9 @@ def run_dask_step(step: str, adata, params: dict, *, array_module_name: str = "n
         return func.call(adata, **params, backend=array_module_name)
 
 
-def run_qc_to_pca(adata, config=None, *, array_module_name: str = "numpy",
-                  persist_after_hvg: bool = False):  # fmt: skip
+def run_qc_to_pca(
+    adata, config=None, *, array_module_name: str = "numpy", persist_after_hvg: bool = False
+):
     """Run :func:`gpu_sc.pipeline` from the filters to PCA on the Dask matrix of ``adata``.
 
     In place (``atomic=False``); the sections after PCA are switched off.
@@ -66,5 +67,6 @@ def run_qc_to_pca(adata, config=None, *, array_module_name: str = "numpy",
     cfg = PipelineConfig.coerce(config).to_dict()
     for name in _AFTER_PCA:
         cfg[name] = dict(cfg.get(name, {}), enabled=False)
-    return pipeline(adata, cfg, backend=array_module_name, atomic=False,
-                    persist_hvg_matrix=persist_after_hvg)  # fmt: skip
+    return pipeline(
+        adata, cfg, backend=array_module_name, atomic=False, persist_hvg_matrix=persist_after_hvg
+    )

@@ -238,15 +238,23 @@ def calculate_qc_metrics(
 
     nnz_rows = np.concatenate([r["nnz"] for r in rows])
     obs, var = qc_k.qc_tables(
-        adata.obs_names, adata.var_names, nnz_rows=nnz_rows,
+        adata.obs_names,
+        adata.var_names,
+        nnz_rows=nnz_rows,
         totals=np.concatenate([r["total"] for r in rows]),
         tops=np.concatenate([r["top"] for r in rows], axis=0) if ns else None,
         qcs=[np.concatenate([r["qc"][i] for r in rows]) for i in range(len(qc_vars))],
-        nnz_cols=nnz_cols, sum_cols=sum_cols, x_dtype=x.dtype,
+        nnz_cols=nnz_cols,
+        sum_cols=sum_cols,
+        x_dtype=x.dtype,
         obs_count_dtype=_index_dtype(int(nnz_rows.sum()), x.shape[1]),
-        var_count_dtype=np.int64, expr_type=expr_type, var_type=var_type, qc_vars=qc_vars,
-        percent_top=ns, log1p=log1p,
-    )  # fmt: skip
+        var_count_dtype=np.int64,
+        expr_type=expr_type,
+        var_type=var_type,
+        qc_vars=qc_vars,
+        percent_top=ns,
+        log1p=log1p,
+    )
     if not inplace:
         return obs, var
     _actual(adata)
@@ -286,13 +294,25 @@ def _filter(ctx, adata, axis: int, thresholds: dict):
 
 
 def filter_cells(
-    adata, ctx: EngineContext, *, min_counts=None, min_genes=None, max_counts=None,
-    max_genes=None, inplace=True, copy=False,
-):  # fmt: skip
+    adata,
+    ctx: EngineContext,
+    *,
+    min_counts=None,
+    min_genes=None,
+    max_counts=None,
+    max_genes=None,
+    inplace=True,
+    copy=False,
+):
     """scanpy's ``filter_cells``: one pass for the per-cell numbers, then a lazy subset."""
-    by_counts, number, keep = _filter(ctx, adata, 1, dict(
-        min_counts=min_counts, min_genes=min_genes, max_counts=max_counts, max_genes=max_genes
-    ))  # fmt: skip
+    by_counts, number, keep = _filter(
+        ctx,
+        adata,
+        1,
+        dict(
+            min_counts=min_counts, min_genes=min_genes, max_counts=max_counts, max_genes=max_genes
+        ),
+    )
     if not inplace:
         return keep, number
     _actual(adata)
@@ -302,13 +322,25 @@ def filter_cells(
 
 
 def filter_genes(
-    adata, ctx: EngineContext, *, min_counts=None, min_cells=None, max_counts=None,
-    max_cells=None, inplace=True, copy=False,
-):  # fmt: skip
+    adata,
+    ctx: EngineContext,
+    *,
+    min_counts=None,
+    min_cells=None,
+    max_counts=None,
+    max_cells=None,
+    inplace=True,
+    copy=False,
+):
     """scanpy's ``filter_genes``: one pass (tree sum of per-gene numbers), a lazy subset."""
-    by_counts, number, keep = _filter(ctx, adata, 0, dict(
-        min_counts=min_counts, min_cells=min_cells, max_counts=max_counts, max_cells=max_cells
-    ))  # fmt: skip
+    by_counts, number, keep = _filter(
+        ctx,
+        adata,
+        0,
+        dict(
+            min_counts=min_counts, min_cells=min_cells, max_counts=max_counts, max_cells=max_cells
+        ),
+    )
     if not inplace:
         return keep, number
     _actual(adata)
@@ -363,9 +395,17 @@ def _normalize_by(b, factor):
 
 
 def normalize_total(
-    adata, ctx: EngineContext, *, target_sum=None, exclude_highly_expressed=False,
-    max_fraction=0.05, key_added=None, layer=None, inplace=True, copy=False,
-):  # fmt: skip
+    adata,
+    ctx: EngineContext,
+    *,
+    target_sum=None,
+    exclude_highly_expressed=False,
+    max_fraction=0.05,
+    key_added=None,
+    layer=None,
+    inplace=True,
+    copy=False,
+):
     """scanpy's ``normalize_total``. Lazy (no pass) for a fixed ``target_sum`` without
     ``key_added``; a pass for the median of ``target_sum=None``, for ``key_added`` and for
     the flags of ``exclude_highly_expressed``. Without a pass, cells with zero counts are not
@@ -378,8 +418,9 @@ def normalize_total(
     blocks = row_blocks(x)
     keep_genes = None
     if exclude_highly_expressed:
-        (hi,) = compute(tree_sum([delayed(_hi_block, pure=True)(b, max_fraction)
-                                  for b in blocks], combine=_or))  # fmt: skip
+        (hi,) = compute(
+            tree_sum([delayed(_hi_block, pure=True)(b, max_fraction) for b in blocks], combine=_or)
+        )
         keep_genes = ~np.asarray(hi, dtype=bool)
     factor = None
     if target_sum is None or key_added is not None or not inplace:
@@ -394,11 +435,13 @@ def normalize_total(
         import dask.array as da
 
         f = da.from_array(factor, chunks=(x.chunks[0],))
-        out = da.blockwise(_normalize_by, "ij", x, "ij", f, "i", dtype=out_dtype,
-                           meta=_meta(x, out_dtype))  # fmt: skip
+        out = da.blockwise(
+            _normalize_by, "ij", x, "ij", f, "i", dtype=out_dtype, meta=_meta(x, out_dtype)
+        )
     else:
-        out = map_rows(_normalize_block, x, target_sum, None, keep_genes,
-                       sparse=sparse_input, dtype=out_dtype)  # fmt: skip
+        out = map_rows(
+            _normalize_block, x, target_sum, None, keep_genes, sparse=sparse_input, dtype=out_dtype
+        )
     if not inplace:
         return {"X": out, "norm_factor": factor}
     if key_added is not None:
@@ -421,8 +464,17 @@ def _log1p_block(b, base):
     return norm_k.log1p(am, b, base)
 
 
-def log1p(adata, ctx: EngineContext, *, base=None, copy=False, chunked=None, chunk_size=None,
-          layer=None, obsm=None):  # fmt: skip
+def log1p(
+    adata,
+    ctx: EngineContext,
+    *,
+    base=None,
+    copy=False,
+    chunked=None,
+    chunk_size=None,
+    layer=None,
+    obsm=None,
+):
     """scanpy's ``log1p``: lazy, block by block."""
     if obsm is not None:
         raise EngineUnsupported("log1p of an obsm entry is not implemented")
@@ -449,8 +501,13 @@ def _stats_block(b, expm1_base, check, codes, n_groups):
         b = hvg_k.expm1_values(am, b, expm1_base)
     c = None if codes is None else am.asarray(codes)
     s = hvg_k.group_sums(am, b, c, n_groups)
-    return {"sum": s["sum"], "sumsq": s["sumsq"], "npos": s["npos"], "n": s["n"],
-            "counts_ok": bool(ok)}  # fmt: skip
+    return {
+        "sum": s["sum"],
+        "sumsq": s["sumsq"],
+        "npos": s["npos"],
+        "n": s["n"],
+        "counts_ok": bool(ok),
+    }
 
 
 def _is_counts(am, x) -> bool:
@@ -496,19 +553,31 @@ def _group_stats(x, codes, n_groups, expm1_base, check) -> dict:
     off = row_offsets(x)
     task = delayed(_stats_block, pure=True)
     parts = [
-        task(b, expm1_base, check, None if codes is None else codes[off[i] : off[i + 1]],
-             n_groups)
+        task(b, expm1_base, check, None if codes is None else codes[off[i] : off[i + 1]], n_groups)
         for i, b in enumerate(row_blocks(x))
-    ]  # fmt: skip
+    ]
     (stats,) = compute(tree_sum(parts))
     return stats
 
 
 def highly_variable_genes(
-    adata, ctx: EngineContext, *, layer=None, n_top_genes=None, min_disp=0.5, max_disp=np.inf,
-    min_mean=0.0125, max_mean=3, span=0.3, n_bins=20, flavor="seurat", subset=False,
-    inplace=True, batch_key=None, check_values=True,
-):  # fmt: skip
+    adata,
+    ctx: EngineContext,
+    *,
+    layer=None,
+    n_top_genes=None,
+    min_disp=0.5,
+    max_disp=np.inf,
+    min_mean=0.0125,
+    max_mean=3,
+    span=0.3,
+    n_bins=20,
+    flavor="seurat",
+    subset=False,
+    inplace=True,
+    batch_key=None,
+    check_values=True,
+):
     """scanpy's ``highly_variable_genes`` (``seurat``, ``cell_ranger``: one pass;
     ``seurat_v3``: two; with or without ``batch_key``), per-gene (per-batch) statistics as
     tree sums, the gene-level rules on the client as in the in-memory engine."""
@@ -518,10 +587,17 @@ def highly_variable_genes(
         raise EngineUnsupported(f"batch_key {batch_key!r} is not a column of adata.obs")
     x = _get_x(adata, layer, ctx)
     if flavor in ("seurat_v3", "seurat_v3_paper"):
-        return _hvg_seurat_v3(adata, x, flavor=flavor,
-                              n_top_genes=2000 if n_top_genes is None else n_top_genes,
-                              batch_key=batch_key, check_values=check_values, span=span,
-                              subset=subset, inplace=inplace)  # fmt: skip
+        return _hvg_seurat_v3(
+            adata,
+            x,
+            flavor=flavor,
+            n_top_genes=2000 if n_top_genes is None else n_top_genes,
+            batch_key=batch_key,
+            check_values=check_values,
+            span=span,
+            subset=subset,
+            inplace=inplace,
+        )
     cutoffs = None
     if n_top_genes is None:
         cutoffs = dict(min_disp=min_disp, max_disp=max_disp, min_mean=min_mean, max_mean=max_mean)
@@ -539,12 +615,20 @@ def highly_variable_genes(
         cutoffs=cutoffs,
         n_top_genes=n_top_genes,
     )
-    return store_hvg(adata, df, flavor=flavor, batch_key=batch_key, inplace=inplace,
-                     subset=subset, subset_var=subset_var)  # fmt: skip
+    return store_hvg(
+        adata,
+        df,
+        flavor=flavor,
+        batch_key=batch_key,
+        inplace=inplace,
+        subset=subset,
+        subset_var=subset_var,
+    )
 
 
-def _hvg_seurat_v3(adata, x, *, flavor, n_top_genes, batch_key, check_values, span, subset,
-                   inplace):  # fmt: skip
+def _hvg_seurat_v3(
+    adata, x, *, flavor, n_top_genes, batch_key, check_values, span, subset, inplace
+):
     codes, labels = _batch_codes(adata, batch_key, unique_sorted=True)
     stats = _group_stats(x, codes, len(labels), False, check_values)
     if check_values and not stats["counts_ok"]:
@@ -557,13 +641,23 @@ def _hvg_seurat_v3(adata, x, *, flavor, n_top_genes, batch_key, check_values, sp
     off = row_offsets(x)
     clip_vals = delayed([f[3] for f in fits])  # one copy in the graph
     task = delayed(_clipped_block, pure=True)
-    parts = [task(b, clip_vals, None if codes is None else codes[off[i] : off[i + 1]])
-             for i, b in enumerate(row_blocks(x))]  # fmt: skip
+    parts = [
+        task(b, clip_vals, None if codes is None else codes[off[i] : off[i + 1]])
+        for i, b in enumerate(row_blocks(x))
+    ]
     ((csum, csq),) = compute(tree_sum(parts))
-    df = hvg_k.seurat_v3_table(adata.var_names, means, variances, fits, csum, csq,
-                               flavor=flavor, n_top_genes=n_top_genes)  # fmt: skip
-    return store_hvg(adata, df, flavor=flavor, batch_key=batch_key, inplace=inplace,
-                     subset=subset, subset_var=subset_var)  # fmt: skip
+    df = hvg_k.seurat_v3_table(
+        adata.var_names, means, variances, fits, csum, csq, flavor=flavor, n_top_genes=n_top_genes
+    )
+    return store_hvg(
+        adata,
+        df,
+        flavor=flavor,
+        batch_key=batch_key,
+        inplace=inplace,
+        subset=subset,
+        subset_var=subset_var,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,10 +723,23 @@ def _regress_categorical(adata, x, column, layer):
     c = da.from_array(codes, chunks=(x.chunks[0],))
     am = module_of(x._meta)
     out = da.blockwise(
-        _cat_resid_block, "ij", x, "ij", c, "i", fit["means"], None, fit["a"], None,
-        fit["b"], None, constant, None, dtype=np.float64,
+        _cat_resid_block,
+        "ij",
+        x,
+        "ij",
+        c,
+        "i",
+        fit["means"],
+        None,
+        fit["a"],
+        None,
+        fit["b"],
+        None,
+        constant,
+        None,
+        dtype=np.float64,
         meta=am.xp.empty((0, 0), dtype=np.float64),
-    )  # fmt: skip
+    )
     _set_x(adata, out, layer)
     adata.strings_to_categoricals()
     return None
@@ -676,9 +783,20 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer=None, n_jobs=None, cop
     r = da.from_array(r_host, chunks=(x.chunks[0], r_host.shape[1]))
     am = module_of(x._meta)
     out = da.blockwise(
-        _resid_block, "ij", x, "ij", r, "ik", coeff, None, np.dtype(out_dtype).str, None,
-        concatenate=True, dtype=out_dtype, meta=am.xp.empty((0, 0), dtype=out_dtype),
-    )  # fmt: skip
+        _resid_block,
+        "ij",
+        x,
+        "ij",
+        r,
+        "ik",
+        coeff,
+        None,
+        np.dtype(out_dtype).str,
+        None,
+        concatenate=True,
+        dtype=out_dtype,
+        meta=am.xp.empty((0, 0), dtype=out_dtype),
+    )
     _set_x(adata, out, layer)
     adata.strings_to_categoricals()
     return None
@@ -691,12 +809,22 @@ def _col_acc_block(b):
 
 def _scale_block(b, mean, std, zero_center, max_value):
     am = _am(b)
-    return scale_k.scale_block(am, b, am.asarray(mean), am.asarray(std),
-                               zero_center=zero_center, max_value=max_value)  # fmt: skip
+    return scale_k.scale_block(
+        am, b, am.asarray(mean), am.asarray(std), zero_center=zero_center, max_value=max_value
+    )
 
 
-def scale(adata, ctx: EngineContext, *, zero_center=True, max_value=None, copy=False, layer=None,
-          obsm=None, mask_obs=None):  # fmt: skip
+def scale(
+    adata,
+    ctx: EngineContext,
+    *,
+    zero_center=True,
+    max_value=None,
+    copy=False,
+    layer=None,
+    obsm=None,
+    mask_obs=None,
+):
     """scanpy's ``scale``: per-gene sums in one pass, the scaling lazily."""
     if obsm is not None:
         raise EngineUnsupported("scaling an obsm entry is not implemented")
@@ -718,8 +846,9 @@ def scale(adata, ctx: EngineContext, *, zero_center=True, max_value=None, copy=F
     else:
         dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
         out_sparse = False
-    out = map_rows(_scale_block, x, mean, std, zero_center, max_value,
-                   sparse=out_sparse, dtype=dtype)  # fmt: skip
+    out = map_rows(
+        _scale_block, x, mean, std, zero_center, max_value, sparse=out_sparse, dtype=dtype
+    )
     _set_x(adata, out, layer)
     adata.var["mean"] = mean
     adata.var["std"] = std
@@ -749,10 +878,23 @@ def _project_block(b, cols, mean, evecs, dtype):
 
 
 def pca(
-    adata, ctx: EngineContext, *, n_comps=None, layer=None, zero_center=True,
-    svd_solver=None, chunked=False, chunk_size=None, random_state=0, return_info=False,
-    mask_var=None, use_highly_variable=None, dtype="float32", key_added=None, copy=False,
-):  # fmt: skip
+    adata,
+    ctx: EngineContext,
+    *,
+    n_comps=None,
+    layer=None,
+    zero_center=True,
+    svd_solver=None,
+    chunked=False,
+    chunk_size=None,
+    random_state=0,
+    return_info=False,
+    mask_var=None,
+    use_highly_variable=None,
+    dtype="float32",
+    key_added=None,
+    copy=False,
+):
     """PCA from the covariance accumulated over blocks (float64 Gram, a tree sum), its
     eigendecomposition on the client, and the projection block by block; ``X_pca`` is an
     in-memory NumPy array. Up to :data:`gpu_sc.kernels.pca.EIGH_MAX_FEATURES` features."""
@@ -777,8 +919,7 @@ def pca(
     float_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
     cols = None if mask is None or mask.all() else np.flatnonzero(mask)
     blocks = row_blocks(x)
-    ((total, gram),) = compute(tree_sum([delayed(_gram_block, pure=True)(b, cols)
-                                         for b in blocks]))  # fmt: skip
+    ((total, gram),) = compute(tree_sum([delayed(_gram_block, pure=True)(b, cols) for b in blocks]))
     np_am = array_module("numpy")
     mean, cov = pca_k.covariance(np_am, total, gram, n_obs)
     total_var = float(np.trace(cov))
@@ -800,7 +941,16 @@ def pca(
         variance_ratio = variance / (total_var * (n_obs - 1) / n_obs)
     variance, variance_ratio = variance.astype(float_dtype), variance_ratio.astype(float_dtype)
 
-    write_pca(adata, x_pca, components, variance, variance_ratio, mask=mask,
-              mask_param=mask_param, zero_center=zero_center, layer=layer,
-              key_added=key_added)  # fmt: skip
+    write_pca(
+        adata,
+        x_pca,
+        components,
+        variance,
+        variance_ratio,
+        mask=mask,
+        mask_param=mask_param,
+        zero_center=zero_center,
+        layer=layer,
+        key_added=key_added,
+    )
     return None

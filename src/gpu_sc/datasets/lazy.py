@@ -109,9 +109,14 @@ def _csc_rows_lazy(path: Path, node, chunk_rows: int):
     dtype = node["data"].dtype
     chunks = (_row_chunks(n_cells, chunk_rows), (n_genes,))
     return da.map_blocks(
-        _read_csc_rows, str(path), "X", n_genes, dtype=dtype, chunks=chunks,
+        _read_csc_rows,
+        str(path),
+        "X",
+        n_genes,
+        dtype=dtype,
+        chunks=chunks,
         meta=sp.csr_matrix((0, 0), dtype=dtype),
-    )  # fmt: skip
+    )
 
 
 def _read_csc_rows(path: str, key: str, n_genes: int, block_info=None):
@@ -142,8 +147,9 @@ def _read_csc_rows(path: str, key: str, n_genes: int, block_info=None):
         return sp.csr_matrix((stop - start, n_genes), dtype=dtype)
     out = sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(stop - start, n_genes), dtype=dtype,
-    )  # fmt: skip
+        shape=(stop - start, n_genes),
+        dtype=dtype,
+    )
     out.sort_indices()
     return out
 

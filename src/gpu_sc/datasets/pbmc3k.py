@@ -77,8 +77,11 @@ def data_dir() -> Path | None:
         return Path(value)
     old = os.environ.get(DEPRECATED_DATA_ENV, "").strip()
     if old:
-        warnings.warn(f"{DEPRECATED_DATA_ENV} is deprecated; set {DATA_ENV}={old} instead",
-                      FutureWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{DEPRECATED_DATA_ENV} is deprecated; set {DATA_ENV}={old} instead",
+            FutureWarning,
+            stacklevel=2,
+        )
         return Path(old)
     return None
 

@@ -18,8 +18,17 @@ __all__ = ["read"]
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # What a truncated or corrupt file raises inside gzip, tarfile, scipy/fast_matrix_market, h5py.
-_READ_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError, OSError, ValueError,
-                KeyError, IndexError, UnicodeDecodeError)  # fmt: skip
+_READ_ERRORS = (
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    tarfile.TarError,
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    UnicodeDecodeError,
+)
 
 
 def _error(message: str):
@@ -59,8 +68,10 @@ def read(path: str | Path):
                 with tarfile.open(path) as tar:
                     tar.extractall(tmp, filter="data")
             except _READ_ERRORS as exc:
-                raise _error(f"{path}: the archive is truncated or corrupt ({_why(exc)}); "
-                             "download or copy it again") from None  # fmt: skip
+                raise _error(
+                    f"{path}: the archive is truncated or corrupt ({_why(exc)}); "
+                    "download or copy it again"
+                ) from None
             d = _find_mtx_dir(Path(tmp))
             return _read_10x_dir(d, label=f"{path}, member {d.relative_to(tmp)}")
     if name.endswith(".h5ad"):
@@ -70,8 +81,10 @@ def read(path: str | Path):
         try:
             return read_h5ad(path)
         except _READ_ERRORS as exc:
-            raise _error(f"{path}: cannot read this .h5ad ({_why(exc)}); the file is truncated "
-                         "or corrupt, write or copy it again") from None  # fmt: skip
+            raise _error(
+                f"{path}: cannot read this .h5ad ({_why(exc)}); the file is truncated "
+                "or corrupt, write or copy it again"
+            ) from None
     if name.endswith(".h5"):
         import scanpy as sc
 
@@ -79,9 +92,11 @@ def read(path: str | Path):
         try:
             return sc.read_10x_h5(path)
         except _READ_ERRORS as exc:
-            raise _error(f"{path}: not a readable 10x HDF5 matrix ({_why(exc)}); give Cell "
-                         "Ranger's filtered_feature_bc_matrix.h5, or an .h5ad under an "
-                         ".h5ad name") from None  # fmt: skip
+            raise _error(
+                f"{path}: not a readable 10x HDF5 matrix ({_why(exc)}); give Cell "
+                "Ranger's filtered_feature_bc_matrix.h5, or an .h5ad under an "
+                ".h5ad name"
+            ) from None
     if name.endswith((".mtx", ".mtx.gz")):
         return _read_10x_dir(path.parent)
     raise ValueError(
@@ -101,8 +116,10 @@ def _check_hdf5(path: Path, suffix: str, expected: str) -> None:
             if fh.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
                 return
             offset = 512 if offset == 0 else offset * 2
-    raise _error(f"{path} is not an HDF5 file although its name ends in {suffix}; "
-                 f"give {expected}, or rename the file after its real format")  # fmt: skip
+    raise _error(
+        f"{path} is not an HDF5 file although its name ends in {suffix}; "
+        f"give {expected}, or rename the file after its real format"
+    )
 
 
 def _first(d: Path, names: tuple[str, ...]) -> Path | None:
@@ -162,23 +179,31 @@ def _read_10x_dir(d: Path, label: str | None = None):
         raise FileNotFoundError(f"no matrix.mtx or matrix.mtx.gz in {label}")
     genes = _first(d, ("features.tsv.gz", "genes.tsv", "features.tsv", "genes.tsv.gz"))
     barcodes = _first(d, ("barcodes.tsv.gz", "barcodes.tsv"))
-    for found, what in ((genes, "genes.tsv or features.tsv.gz"),
-                        (barcodes, "barcodes.tsv or barcodes.tsv.gz")):  # fmt: skip
+    for found, what in (
+        (genes, "genes.tsv or features.tsv.gz"),
+        (barcodes, "barcodes.tsv or barcodes.tsv.gz"),
+    ):
         if found is None:
-            raise _error(f"{label}: no {what} beside {mtx.name}; a 10x directory holds the "
-                         "matrix, the genes and the barcodes of one run")  # fmt: skip
+            raise _error(
+                f"{label}: no {what} beside {mtx.name}; a 10x directory holds the "
+                "matrix, the genes and the barcodes of one run"
+            )
     n_genes, n_cells, _ = _mtx_header(mtx, label)
     for file, n_expected, what in ((genes, n_genes, "genes"), (barcodes, n_cells, "cells")):
         rows = _count_rows(file, label)
         if rows != n_expected:
-            raise _error(f"{file.name} has {rows} rows, {mtx.name} has {n_expected} {what} "
-                         f"({label}); the files are from different runs or one is "
-                         "truncated: use the three files of one 10x output")  # fmt: skip
+            raise _error(
+                f"{file.name} has {rows} rows, {mtx.name} has {n_expected} {what} "
+                f"({label}); the files are from different runs or one is "
+                "truncated: use the three files of one 10x output"
+            )
     try:
         return sc.read_10x_mtx(d, var_names="gene_symbols", cache=False)
     except _READ_ERRORS as exc:
-        raise _error(f"{label}: cannot read {mtx.name} ({_why(exc)}); the file is truncated "
-                     "or corrupt, extract or download it again") from None  # fmt: skip
+        raise _error(
+            f"{label}: cannot read {mtx.name} ({_why(exc)}); the file is truncated "
+            "or corrupt, extract or download it again"
+        ) from None
 
 
 def _find_mtx_dir(root: Path) -> Path:

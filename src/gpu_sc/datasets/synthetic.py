@@ -32,9 +32,20 @@ __all__ = ["synthetic"]
 
 #: Real names of the 13 protein-coding mitochondrial genes (matched by the ``MT-`` QC prefix).
 MT_GENES = (
-    "MT-ND1", "MT-ND2", "MT-CO1", "MT-CO2", "MT-ATP8", "MT-ATP6", "MT-CO3",
-    "MT-ND3", "MT-ND4L", "MT-ND4", "MT-ND5", "MT-ND6", "MT-CYB",
-)  # fmt: skip
+    "MT-ND1",
+    "MT-ND2",
+    "MT-CO1",
+    "MT-CO2",
+    "MT-ATP8",
+    "MT-ATP6",
+    "MT-CO3",
+    "MT-ND3",
+    "MT-ND4L",
+    "MT-ND4",
+    "MT-ND5",
+    "MT-ND6",
+    "MT-CYB",
+)
 
 # Cells are drawn in blocks of this many rows, each block from its own random stream derived
 # from (seed, block index): the output depends on the seed only, never on memory or threads.
@@ -53,13 +64,16 @@ class _Difficulty:
 
 
 _DIFFICULTIES = {
-    "separated": _Difficulty(parent_lfc=2.5, type_lfc=2.0, type_gene_frac=0.04,
-                             trajectory_frac=0.04),
-    "overlapping": _Difficulty(parent_lfc=2.0, type_lfc=1.15, type_gene_frac=0.025,
-                               trajectory_frac=0.12),
-    "trajectory": _Difficulty(parent_lfc=2.0, type_lfc=1.5, type_gene_frac=0.03,
-                              trajectory_frac=0.25),
-}  # fmt: skip
+    "separated": _Difficulty(
+        parent_lfc=2.5, type_lfc=2.0, type_gene_frac=0.04, trajectory_frac=0.04
+    ),
+    "overlapping": _Difficulty(
+        parent_lfc=2.0, type_lfc=1.15, type_gene_frac=0.025, trajectory_frac=0.12
+    ),
+    "trajectory": _Difficulty(
+        parent_lfc=2.0, type_lfc=1.5, type_gene_frac=0.03, trajectory_frac=0.25
+    ),
+}
 
 
 def synthetic(
@@ -136,9 +150,14 @@ def synthetic(
     model_seq, cells_seq, blocks_seq = root.spawn(3)
     model = _gene_model(np.random.default_rng(model_seq), n_genes, n_types, diff)
     cells = _cell_design(
-        np.random.default_rng(cells_seq), model, n_cells, diff, median_library_size,
-        doublet_rate, low_quality_rate,
-    )  # fmt: skip
+        np.random.default_rng(cells_seq),
+        model,
+        n_cells,
+        diff,
+        median_library_size,
+        doublet_rate,
+        low_quality_rate,
+    )
     X = _draw_counts(model, cells, blocks_seq)
 
     types = [f"type_{t}" for t in range(n_types)]
@@ -146,23 +165,29 @@ def synthetic(
     obs = pd.DataFrame(
         {
             "cell_type": pd.Categorical.from_codes(cells.label, categories=types),
-            "parent_type": pd.Categorical.from_codes(model.parent_of[cells.label],
-                                                     categories=parents),
+            "parent_type": pd.Categorical.from_codes(
+                model.parent_of[cells.label], categories=parents
+            ),
             "is_doublet": cells.is_doublet,
             "is_low_quality": cells.is_low_quality,
             "pseudotime": cells.pseudotime[:n_cells],
         },
         index=pd.Index([f"cell_{i}" for i in range(n_cells)]),
-    )  # fmt: skip
+    )
     width = len(str(n_genes - len(MT_GENES)))
     names = list(MT_GENES) + [f"GENE{i:0{width}d}" for i in range(1, n_genes - len(MT_GENES) + 1)]
     adata = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=pd.Index(names)))
     adata.uns["synthetic"] = {
-        "n_cells": n_cells, "n_genes": n_genes, "n_types": n_types, "difficulty": difficulty,
-        "seed": seed, "median_library_size": median_library_size,
-        "doublet_rate": doublet_rate, "low_quality_rate": low_quality_rate,
+        "n_cells": n_cells,
+        "n_genes": n_genes,
+        "n_types": n_types,
+        "difficulty": difficulty,
+        "seed": seed,
+        "median_library_size": median_library_size,
+        "doublet_rate": doublet_rate,
+        "low_quality_rate": low_quality_rate,
         "lineage": [types[model.lineage[0]], types[model.lineage[1]]],
-    }  # fmt: skip
+    }
     return adata
 
 
@@ -205,10 +230,12 @@ def _gene_model(rng, n_genes: int, n_types: int, diff: _Difficulty) -> _GeneMode
     baseline = rng.normal(0.0, 1.4, size=n_nuclear)
     n_parents = max(2, round(n_types / 3))
     parent_of = np.arange(n_types) * n_parents // n_types
-    parent_prog = np.stack([_program(rng, n_nuclear, 0.05, diff.parent_lfc)
-                            for _ in range(n_parents)])  # fmt: skip
-    type_prog = np.stack([_program(rng, n_nuclear, diff.type_gene_frac, diff.type_lfc)
-                          for _ in range(n_types)])  # fmt: skip
+    parent_prog = np.stack(
+        [_program(rng, n_nuclear, 0.05, diff.parent_lfc) for _ in range(n_parents)]
+    )
+    type_prog = np.stack(
+        [_program(rng, n_nuclear, diff.type_gene_frac, diff.type_lfc) for _ in range(n_types)]
+    )
     logit = baseline + parent_prog[parent_of] + type_prog
     activation = _program(rng, n_nuclear, 0.03, 1.0, down=0.0)
     ramp = _program(rng, n_nuclear, 0.02, 2.0, down=0.3)
@@ -217,10 +244,12 @@ def _gene_model(rng, n_genes: int, n_types: int, diff: _Difficulty) -> _GeneMode
     start = 0
     end = int(np.flatnonzero(parent_of == 1)[0])
     mt_profile = rng.lognormal(0.0, 0.7, size=len(MT_GENES))
-    theta = np.concatenate([
-        np.full(len(MT_GENES), 20.0),  # MT transcripts: little overdispersion
-        rng.lognormal(np.log(4.0), 0.5, size=n_nuclear),
-    ])  # fmt: skip
+    theta = np.concatenate(
+        [
+            np.full(len(MT_GENES), 20.0),  # MT transcripts: little overdispersion
+            rng.lognormal(np.log(4.0), 0.5, size=n_nuclear),
+        ]
+    )
     return _GeneModel(
         n_genes=n_genes,
         n_parents=n_parents,
@@ -408,8 +437,12 @@ def _mean_block(model: _GeneModel, cells: _Cells, rows: np.ndarray, out: np.ndar
     if lineage.size:
         t = cells.pseudotime[rows[lineage]].astype(np.float32)[:, None]
         start, end = model.lineage
-        logit = ((1 - t) * model.type_logit[start] + t * model.type_logit[end]
-                 + t * model.ramp + (4 * t * (1 - t)) * model.transient)  # fmt: skip
+        logit = (
+            (1 - t) * model.type_logit[start]
+            + t * model.type_logit[end]
+            + t * model.ramp
+            + (4 * t * (1 - t)) * model.transient
+        )
         nuclear[lineage] = _softmax_rows(logit)
     # The activation program tilts each profile by a cell-specific amount (renormalised); it
     # touches few genes, so only those columns are rescaled.
@@ -439,8 +472,20 @@ def _block_counts(rng, mu: np.ndarray, theta: np.ndarray, partner: np.ndarray, w
     direct_mu = np.empty(n_direct, dtype=np.float64)
     direct_theta = np.empty(n_direct, dtype=np.float64)
     row_nnz = np.zeros(partner.size, dtype=np.int64)
-    nnz = _walk_cdf(mu, theta, u, p0, partner, _DIRECT_MEAN, work.counts, work.indices,
-                    row_nnz, direct_at, direct_mu, direct_theta)  # fmt: skip
+    nnz = _walk_cdf(
+        mu,
+        theta,
+        u,
+        p0,
+        partner,
+        _DIRECT_MEAN,
+        work.counts,
+        work.indices,
+        row_nnz,
+        direct_at,
+        direct_mu,
+        direct_theta,
+    )
     counts, indices = work.counts[:nnz], work.indices[:nnz]
     if n_direct:
         # Large means: an exact gamma-Poisson draw each, added where the walk left them
@@ -451,8 +496,9 @@ def _block_counts(rng, mu: np.ndarray, theta: np.ndarray, partner: np.ndarray, w
         zero_at = np.unique(direct_at[counts[direct_at] == 0])
         if zero_at.size:
             ends = np.cumsum(row_nnz)
-            row_nnz = row_nnz - np.bincount(np.searchsorted(ends, zero_at, side="right"),
-                                            minlength=row_nnz.size)  # fmt: skip
+            row_nnz = row_nnz - np.bincount(
+                np.searchsorted(ends, zero_at, side="right"), minlength=row_nnz.size
+            )
             counts, indices = np.delete(counts, zero_at), np.delete(indices, zero_at)
     return counts, indices, row_nnz
 
@@ -489,8 +535,20 @@ def _draw(m, th, uu, pp, direct_mean):
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk_cdf(mu, theta, u, p0, partner, direct_mean, counts, indices, row_nnz,
-              direct_at, direct_mu, direct_theta):  # fmt: skip
+def _walk_cdf(
+    mu,
+    theta,
+    u,
+    p0,
+    partner,
+    direct_mean,
+    counts,
+    indices,
+    row_nnz,
+    direct_at,
+    direct_mu,
+    direct_theta,
+):
     """Write the counts of a block's output rows into ``counts``/``indices``.
 
     Row-major and sparse; returns how many entries were written.

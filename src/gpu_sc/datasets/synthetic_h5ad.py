@@ -69,10 +69,15 @@ def write_synthetic_h5ad(
         raise ValueError(f"n_cells must be at least 1, not {n_cells}")
     # the other arguments, with the generator's own messages (a one-cell draw)
     _syn.synthetic(
-        1, n_genes, n_types, difficulty=difficulty, seed=seed,
-        median_library_size=median_library_size, doublet_rate=doublet_rate,
+        1,
+        n_genes,
+        n_types,
+        difficulty=difficulty,
+        seed=seed,
+        median_library_size=median_library_size,
+        doublet_rate=doublet_rate,
         low_quality_rate=low_quality_rate,
-    )  # fmt: skip
+    )
     if nnz_per_cell is not None:
         median_library_size = library_size_for_nnz(
             nnz_per_cell,
@@ -90,36 +95,46 @@ def write_synthetic_h5ad(
     model_seq, cells_seq, blocks_seq = root.spawn(3)
     model = _syn._gene_model(np.random.default_rng(model_seq), n_genes, n_types, diff)
     cells = _syn._cell_design(
-        np.random.default_rng(cells_seq), model, n_cells, diff, median_library_size,
-        doublet_rate, low_quality_rate,
-    )  # fmt: skip
+        np.random.default_rng(cells_seq),
+        model,
+        n_cells,
+        diff,
+        median_library_size,
+        doublet_rate,
+        low_quality_rate,
+    )
 
     types = [f"type_{t}" for t in range(n_types)]
     parents = [f"family_{p}" for p in range(model.n_parents)]
     obs = pd.DataFrame(
         {
             "cell_type": pd.Categorical.from_codes(cells.label, categories=types),
-            "parent_type": pd.Categorical.from_codes(model.parent_of[cells.label],
-                                                     categories=parents),
+            "parent_type": pd.Categorical.from_codes(
+                model.parent_of[cells.label], categories=parents
+            ),
             "is_doublet": cells.is_doublet,
             "is_low_quality": cells.is_low_quality,
             "pseudotime": cells.pseudotime[:n_cells],
         },
         index=pd.Index([f"cell_{i}" for i in range(n_cells)]),
-    )  # fmt: skip
+    )
     width = len(str(n_genes - len(_syn.MT_GENES)))
     names = list(_syn.MT_GENES) + [
         f"GENE{i:0{width}d}" for i in range(1, n_genes - len(_syn.MT_GENES) + 1)
     ]
     uns = {
         "synthetic": {
-            "n_cells": n_cells, "n_genes": n_genes, "n_types": n_types,
-            "difficulty": difficulty, "seed": seed,
-            "median_library_size": median_library_size, "doublet_rate": doublet_rate,
+            "n_cells": n_cells,
+            "n_genes": n_genes,
+            "n_types": n_types,
+            "difficulty": difficulty,
+            "seed": seed,
+            "median_library_size": median_library_size,
+            "doublet_rate": doublet_rate,
             "low_quality_rate": low_quality_rate,
             "lineage": [types[model.lineage[0]], types[model.lineage[1]]],
         }
-    }  # fmt: skip
+    }
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -138,8 +153,9 @@ def write_synthetic_h5ad(
             indptr = g.create_dataset("indptr", (n_cells + 1,), np.int64)
             indptr[0] = 0
             rows = 0
-            for counts, cols, row_nnz in _buffered(_count_blocks(model, cells, blocks_seq),
-                                                   chunk_rows):  # fmt: skip
+            for counts, cols, row_nnz in _buffered(
+                _count_blocks(model, cells, blocks_seq), chunk_rows
+            ):
                 end = nnz + counts.size
                 data.resize((end,))
                 indices.resize((end,))
@@ -226,8 +242,9 @@ def library_size_for_nnz(
     diff = _syn._DIFFICULTIES[difficulty]
     model_seq, cells_seq, blocks_seq = np.random.SeedSequence(seed).spawn(3)
     model = _syn._gene_model(np.random.default_rng(model_seq), n_genes, n_types, diff)
-    base = _syn._cell_design(np.random.default_rng(cells_seq), model, n_cells, diff, 1.0,
-                             doublet_rate, low_quality_rate)  # fmt: skip
+    base = _syn._cell_design(
+        np.random.default_rng(cells_seq), model, n_cells, diff, 1.0, doublet_rate, low_quality_rate
+    )
     n_pilot = min(n_cells, pilot_cells)
 
     def mean_nnz(lib: float) -> float:

@@ -62,8 +62,15 @@ UNS_KEY = "gpu_sc"
 
 #: Columns of ``adata.uns["gpu_sc"]["provenance"]``, in order.
 PROVENANCE_COLUMNS = (
-    "step", "backend", "requested", "fallback_reason", "params", "seconds", "note", "engine",
-)  # fmt: skip
+    "step",
+    "backend",
+    "requested",
+    "fallback_reason",
+    "params",
+    "seconds",
+    "note",
+    "engine",
+)
 
 
 #: How many records :func:`history` keeps (the oldest are dropped first).
@@ -101,8 +108,11 @@ def history(adata=None) -> list[dict[str, Any]]:
     (``params`` a dict, ``fallback_reason`` None when the requested backend ran it).
     ``adata``: only the steps that ran on that object (``copy=True`` runs on the copy it
     returns)."""
-    return [dict(rec, params=dict(rec["params"])) for ref, rec in _HISTORY
-            if adata is None or (ref is not None and ref() is adata)]  # fmt: skip
+    return [
+        dict(rec, params=dict(rec["params"]))
+        for ref, rec in _HISTORY
+        if adata is None or (ref is not None and ref() is adata)
+    ]
 
 
 def last(adata=None) -> dict[str, Any] | None:
@@ -144,11 +154,21 @@ def record_step(
         ref = None if adata is None else weakref.ref(adata)
     except TypeError:  # an object without weak references
         ref = None
-    _HISTORY.append((ref, {
-        "step": str(step), "backend": str(backend), "requested": str(requested),
-        "fallback_reason": fallback_reason or None, "params": plain, "seconds": float(seconds),
-        "note": note or "", "engine": jsonable(dict(engine)) if engine else {},
-    }))  # fmt: skip
+    _HISTORY.append(
+        (
+            ref,
+            {
+                "step": str(step),
+                "backend": str(backend),
+                "requested": str(requested),
+                "fallback_reason": fallback_reason or None,
+                "params": plain,
+                "seconds": float(seconds),
+                "note": note or "",
+                "engine": jsonable(dict(engine)) if engine else {},
+            },
+        )
+    )
     mode = writes_uns()
     if not mode or not hasattr(adata, "uns"):
         return
@@ -239,13 +259,18 @@ def to_native(info: Any) -> Any:
         holder = _Holder({UNS_KEY: {"provenance": prov}})
         frame = _provenance_frame(None)
         for rec in provenance(holder):
-            frame = _append_row(frame, {
-                "step": str(rec.get("step", "")), "backend": str(rec.get("backend", "")),
-                "requested": str(rec.get("requested", "")),
-                "fallback_reason": rec.get("fallback_reason") or "",
-                "params": json.dumps(jsonable(rec.get("params") or {})),
-                "seconds": float(rec.get("seconds") or 0.0), "note": str(rec.get("note") or ""),
-            })  # fmt: skip
+            frame = _append_row(
+                frame,
+                {
+                    "step": str(rec.get("step", "")),
+                    "backend": str(rec.get("backend", "")),
+                    "requested": str(rec.get("requested", "")),
+                    "fallback_reason": rec.get("fallback_reason") or "",
+                    "params": json.dumps(jsonable(rec.get("params") or {})),
+                    "seconds": float(rec.get("seconds") or 0.0),
+                    "note": str(rec.get("note") or ""),
+                },
+            )
         info["provenance"] = frame
     if isinstance(info.get("pipeline"), Mapping):
         holder = _Holder({})
@@ -263,8 +288,9 @@ def _provenance_frame(prov) -> pd.DataFrame:
     if isinstance(prov, pd.DataFrame):
         return prov
     if prov is None:
-        frame = pd.DataFrame({c: pd.Series(dtype=float if c == "seconds" else object)
-                              for c in PROVENANCE_COLUMNS})  # fmt: skip
+        frame = pd.DataFrame(
+            {c: pd.Series(dtype=float if c == "seconds" else object) for c in PROVENANCE_COLUMNS}
+        )
         frame.index = frame.index.astype(str)
         return frame
     return to_native({"provenance": prov})["provenance"]

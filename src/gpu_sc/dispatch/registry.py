@@ -279,9 +279,11 @@ def run_step(
                 if chunked:
                     why += f"; retried in row chunks after a GPU resource error ({first_error})"
                     logger.warning(
-                        "gpu_sc: %s on %s succeeded in row chunks after a GPU resource error "
-                        "(%s)", step, chosen, first_error,
-                    )  # fmt: skip
+                        "gpu_sc: %s on %s succeeded in row chunks after a GPU resource error (%s)",
+                        step,
+                        chosen,
+                        first_error,
+                    )
                 break
             except EngineUnsupported as exc:
                 fallback_reason = f"{step} on {chosen}: {exc}"
@@ -358,10 +360,15 @@ def run_scanpy(
     t0 = time.perf_counter()
     result = call()
     record_step(
-        target, step=step, backend="scanpy", requested=requested,
-        fallback_reason=fallback_reason, params=params, seconds=time.perf_counter() - t0,
+        target,
+        step=step,
+        backend="scanpy",
+        requested=requested,
+        fallback_reason=fallback_reason,
+        params=params,
+        seconds=time.perf_counter() - t0,
         note=why,
-    )  # fmt: skip
+    )
     return result
 
 
@@ -381,12 +388,17 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
     func = catalogue.resolve(entry.dask)
     spelled = engine_params(step, params)
     kept, lacking = _engine_params(func, spelled, scanpy_impl)
-    why_not = (f"parameter(s) {', '.join(lacking)} of the installed scanpy" if lacking
-               else catalogue.unsupported(step, spelled))  # fmt: skip
+    why_not = (
+        f"parameter(s) {', '.join(lacking)} of the installed scanpy"
+        if lacking
+        else catalogue.unsupported(step, spelled)
+    )
     if why_not is not None:
-        raise DaskUnsupported(f"{step} on the Dask path: {why_not} is not implemented there; "
-                              "compute the matrix first (adata.X = adata.X.compute()) to run "
-                              "it in memory, or change the parameter")  # fmt: skip
+        raise DaskUnsupported(
+            f"{step} on the Dask path: {why_not} is not implemented there; "
+            "compute the matrix first (adata.X = adata.X.compute()) to run "
+            "it in memory, or change the parameter"
+        )
     blocks, fallback_reason = "numpy", None
     if chosen == "cupy":
         if cuda_status().available:
@@ -396,8 +408,12 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
             if strict:
                 raise FallbackError(f"{step}: strict mode forbids {fallback_reason}")
             quiet = _UNUSABLE_CUDA_WARNED.get()
-            logger.log(logging.INFO if quiet else logging.WARNING, "gpu_sc: %s on dask: %s",
-                       step, fallback_reason)  # fmt: skip
+            logger.log(
+                logging.INFO if quiet else logging.WARNING,
+                "gpu_sc: %s on dask: %s",
+                step,
+                fallback_reason,
+            )
     from ..dask.graph import dask_info  # imports dask: only for Dask input
 
     _prelude(step, adata, params)
@@ -410,14 +426,22 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
     info = dask_info(adata.X)
     if writes_uns():
         adata.uns.setdefault("gpu_sc", {})["dask"] = info
-    note = (f"dask: {info['scheduler']}, {info['n_workers']} workers, {info.get('n_blocks')} "
-            f"blocks of <= {info.get('chunk_rows')} rows, blocks in {blocks}")  # fmt: skip
+    note = (
+        f"dask: {info['scheduler']}, {info['n_workers']} workers, {info.get('n_blocks')} "
+        f"blocks of <= {info.get('chunk_rows')} rows, blocks in {blocks}"
+    )
     if chosen not in ("numpy", "cupy"):  # "auto" without CUDA, or "scanpy"
         note += f" (backend {chosen} ({why}): the Dask path runs NumPy blocks)"
     record_step(
-        adata, step=step, backend="dask", requested=requested, fallback_reason=fallback_reason,
-        params=params, seconds=seconds, note=note,
-    )  # fmt: skip
+        adata,
+        step=step,
+        backend="dask",
+        requested=requested,
+        fallback_reason=fallback_reason,
+        params=params,
+        seconds=seconds,
+        note=note,
+    )
     return result
 
 

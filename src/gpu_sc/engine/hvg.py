@@ -119,8 +119,15 @@ def highly_variable_genes(
         n_top_genes=n_top_genes,
     )
 
-    return store_hvg(adata, df, flavor=flavor, batch_key=batch_key, inplace=inplace,
-                     subset=subset, subset_var=_subset_var)  # fmt: skip
+    return store_hvg(
+        adata,
+        df,
+        flavor=flavor,
+        batch_key=batch_key,
+        inplace=inplace,
+        subset=subset,
+        subset_var=_subset_var,
+    )
 
 
 def _hvg_seurat_v3(
@@ -148,10 +155,18 @@ def _hvg_seurat_v3(
             s, q = hvg_k.clipped_sums(am, sub, clip_dev[g])
             csum[g] += _host(am, s)
             csq[g] += _host(am, q)
-    df = hvg_k.seurat_v3_table(adata.var_names, means, variances, fits, csum, csq,
-                               flavor=flavor, n_top_genes=n_top_genes)  # fmt: skip
-    return store_hvg(adata, df, flavor=flavor, batch_key=batch_key, inplace=inplace,
-                     subset=subset, subset_var=_subset_var)  # fmt: skip
+    df = hvg_k.seurat_v3_table(
+        adata.var_names, means, variances, fits, csum, csq, flavor=flavor, n_top_genes=n_top_genes
+    )
+    return store_hvg(
+        adata,
+        df,
+        flavor=flavor,
+        batch_key=batch_key,
+        inplace=inplace,
+        subset=subset,
+        subset_var=_subset_var,
+    )
 
 
 def _subset_var(adata, mask) -> None:
@@ -173,8 +188,7 @@ def store_hvg(adata, df, *, flavor, batch_key, inplace, subset, subset_var):
         adata.var["highly_variable_rank"] = df["highly_variable_rank"].to_numpy()
         adata.var["means"] = df["means"].to_numpy()
         adata.var["variances"] = df["variances"].to_numpy()
-        adata.var["variances_norm"] = df["variances_norm"].to_numpy().astype("float64",
-                                                                              copy=False)  # fmt: skip
+        adata.var["variances_norm"] = df["variances_norm"].to_numpy().astype("float64", copy=False)
         if batch_key is not None:
             adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"].to_numpy()
     else:

@@ -51,17 +51,48 @@ def rank_genes_groups(
     scores are ordered as scanpy orders them) and the same structured arrays in ``uns``.
     """
     return rank_genes_groups_with(
-        adata, ctx, K.group_sums, K.wilcoxon_rank_sums, groupby=groupby, mask_var=mask_var,
-        use_raw=use_raw, groups=groups, reference=reference, n_genes=n_genes,
-        rankby_abs=rankby_abs, pts=pts, key_added=key_added, method=method,
-        corr_method=corr_method, tie_correct=tie_correct, layer=layer, **kwds,
-    )  # fmt: skip
+        adata,
+        ctx,
+        K.group_sums,
+        K.wilcoxon_rank_sums,
+        groupby=groupby,
+        mask_var=mask_var,
+        use_raw=use_raw,
+        groups=groups,
+        reference=reference,
+        n_genes=n_genes,
+        rankby_abs=rankby_abs,
+        pts=pts,
+        key_added=key_added,
+        method=method,
+        corr_method=corr_method,
+        tie_correct=tie_correct,
+        layer=layer,
+        **kwds,
+    )
 
 
 def rank_genes_groups_with(
-    adata, ctx, sums_of, ranks_of, *, groupby, mask_var, use_raw, groups, reference,
-    n_genes, rankby_abs, pts, key_added, method, corr_method, tie_correct, layer, **kwds,
-):  # fmt: skip
+    adata,
+    ctx,
+    sums_of,
+    ranks_of,
+    *,
+    groupby,
+    mask_var,
+    use_raw,
+    groups,
+    reference,
+    n_genes,
+    rankby_abs,
+    pts,
+    key_added,
+    method,
+    corr_method,
+    tie_correct,
+    layer,
+    **kwds,
+):
     """:func:`rank_genes_groups` with the two passes over the matrix supplied by the caller:
     ``sums_of(am, X, masks)`` (the contract of :func:`gpu_sc.kernels.markers.group_sums`) and
     ``ranks_of(am, X, masks, cells=None)`` (that of
@@ -91,8 +122,9 @@ def rank_genes_groups_with(
             f"rank_genes_groups: group {str(alone[0])!r} of {groupby!r} holds every cell, so "
             "there is no rest to compare it with: its scores are 0 and p-values 1; rank a "
             "clustering with at least 2 groups",
-            UserWarning, stacklevel=2,
-        )  # fmt: skip
+            UserWarning,
+            stacklevel=2,
+        )
     # that case divides 0 by 0 (the rest's statistics): said once above, not as numpy's noise
     quiet = np.errstate(divide="ignore", invalid="ignore") if alone else contextlib.nullcontext()
     with quiet:
@@ -214,8 +246,10 @@ def _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_met
     groups_order, masks = select_groups(adata, order, groupby)
     singlets = set(groups_order) & set(adata.obs[groupby].value_counts().loc[lambda x: x < 2].index)
     if singlets:
-        raise ValueError(f"Could not calculate statistics for groups {', '.join(singlets)} "
-                         "since they only contain one sample.")  # fmt: skip
+        raise ValueError(
+            f"Could not calculate statistics for groups {', '.join(singlets)} "
+            "since they only contain one sample."
+        )
     if layer is not None:
         if use_raw:
             raise ValueError("Cannot specify `layer` and have `use_raw=True`.")

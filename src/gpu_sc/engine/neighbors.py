@@ -96,8 +96,11 @@ def _pca_on_the_fly(adata, am, n_pcs: int | None):
         UserWarning,
         stacklevel=2,
     )
-    params = {name: p.default for name, p in inspect.signature(scanpy_pca).parameters.items()
-              if p.default is not inspect.Parameter.empty}  # fmt: skip
+    params = {
+        name: p.default
+        for name, p in inspect.signature(scanpy_pca).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
     params["n_comps"] = n_pcs if n_pcs is not None else _N_PCS
     accepted = inspect.signature(pca).parameters
     pca(adata, EngineContext(am=am), **{k: v for k, v in params.items() if k in accepted})

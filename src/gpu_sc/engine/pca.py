@@ -108,9 +108,18 @@ def pca(
         x_pca = x_pca.astype(dtype)
     components = _host(am, evecs).T.astype(float_dtype)
 
-    write_pca(adata, x_pca, components, variance, variance_ratio, mask=mask,
-              mask_param=mask_param, zero_center=zero_center, layer=layer,
-              key_added=key_added)  # fmt: skip
+    write_pca(
+        adata,
+        x_pca,
+        components,
+        variance,
+        variance_ratio,
+        mask=mask,
+        mask_param=mask_param,
+        zero_center=zero_center,
+        layer=layer,
+        key_added=key_added,
+    )
     return None
 
 
@@ -126,8 +135,19 @@ def resolve_n_comps(n_comps, n_obs: int, n_feat: int) -> int:
     return n_comps
 
 
-def write_pca(adata, x_pca, components, variance, variance_ratio, *, mask, mask_param,
-              zero_center, layer, key_added) -> None:  # fmt: skip
+def write_pca(
+    adata,
+    x_pca,
+    components,
+    variance,
+    variance_ratio,
+    *,
+    mask,
+    mask_param,
+    zero_center,
+    layer,
+    key_added,
+) -> None:
     """Store a PCA under scanpy's keys (``obsm``, ``varm`` loadings of all genes, ``uns``);
     shared by the engine and the Dask path. ``components``: ``(n_comps, n_features)``."""
     key_obsm, key_varm, key_uns = ("X_pca", "PCs", "pca") if key_added is None else [key_added] * 3

@@ -58,13 +58,23 @@ def calculate_qc_metrics(
         sum_cols += _host(am, c_sum)
 
     obs, var = qc_k.qc_tables(
-        adata.obs_names, adata.var_names, nnz_rows=np.concatenate(nnz_rows),
-        totals=np.concatenate(totals), tops=np.concatenate(tops, axis=0) if ns else None,
+        adata.obs_names,
+        adata.var_names,
+        nnz_rows=np.concatenate(nnz_rows),
+        totals=np.concatenate(totals),
+        tops=np.concatenate(tops, axis=0) if ns else None,
         qcs=[np.concatenate([parts[i] for parts in qcs]) for i in range(len(qc_vars))],
-        nnz_cols=nnz_cols, sum_cols=sum_cols, x_dtype=x.dtype,
-        obs_count_dtype=_major_nnz_dtype(x, 1), var_count_dtype=_major_nnz_dtype(x, 0),
-        expr_type=expr_type, var_type=var_type, qc_vars=qc_vars, percent_top=ns, log1p=log1p,
-    )  # fmt: skip
+        nnz_cols=nnz_cols,
+        sum_cols=sum_cols,
+        x_dtype=x.dtype,
+        obs_count_dtype=_major_nnz_dtype(x, 1),
+        var_count_dtype=_major_nnz_dtype(x, 0),
+        expr_type=expr_type,
+        var_type=var_type,
+        qc_vars=qc_vars,
+        percent_top=ns,
+        log1p=log1p,
+    )
     if not inplace:
         return obs, var
     _actual(adata)
@@ -113,9 +123,14 @@ def _filter_mask(ctx: EngineContext, adata, axis: int, thresholds: dict):
 def filter_cells(
     adata, ctx: EngineContext, *, min_counts, min_genes, max_counts, max_genes, inplace, copy
 ):
-    by_counts, number, keep = _filter_mask(ctx, adata, 1, dict(
-        min_counts=min_counts, min_genes=min_genes, max_counts=max_counts, max_genes=max_genes
-    ))  # fmt: skip
+    by_counts, number, keep = _filter_mask(
+        ctx,
+        adata,
+        1,
+        dict(
+            min_counts=min_counts, min_genes=min_genes, max_counts=max_counts, max_genes=max_genes
+        ),
+    )
     if not inplace:
         return keep, number
     _actual(adata)
@@ -127,9 +142,14 @@ def filter_cells(
 def filter_genes(
     adata, ctx: EngineContext, *, min_counts, min_cells, max_counts, max_cells, inplace, copy
 ):
-    by_counts, number, keep = _filter_mask(ctx, adata, 0, dict(
-        min_counts=min_counts, min_cells=min_cells, max_counts=max_counts, max_cells=max_cells
-    ))  # fmt: skip
+    by_counts, number, keep = _filter_mask(
+        ctx,
+        adata,
+        0,
+        dict(
+            min_counts=min_counts, min_cells=min_cells, max_counts=max_counts, max_cells=max_cells
+        ),
+    )
     if not inplace:
         return keep, number
     _actual(adata)

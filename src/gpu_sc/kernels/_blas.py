@@ -56,8 +56,10 @@ def _libraries() -> tuple[list, bool]:
             fn = None
             dynlib = getattr(lib, "dynlib", None) or getattr(lib, "_dynlib", None)
             if lib.internal_api == "openblas" and dynlib is not None:
-                for name in ("openblas_set_num_threads_local",
-                             "scipy_openblas_set_num_threads_local"):  # fmt: skip
+                for name in (
+                    "openblas_set_num_threads_local",
+                    "scipy_openblas_set_num_threads_local",
+                ):
                     fn = fn or getattr(dynlib, name, None)
             if fn is None:
                 fallback = True

@@ -138,8 +138,15 @@ def _groups(am, labels, n_groups: int):
     return order, offsets
 
 
-def kmeans(am: ArrayModule, X, nlist: int, *, n_iter: int = _N_ITER, seed: int = 0,
-           tile_elements: int | None = None):  # fmt: skip
+def kmeans(
+    am: ArrayModule,
+    X,
+    nlist: int,
+    *,
+    n_iter: int = _N_ITER,
+    seed: int = 0,
+    tile_elements: int | None = None,
+):
     """Centroids ``(nlist, d)`` of a fixed-seed, fixed-iteration k-means of the rows of ``X``
     (in ``X``'s dtype; sums in float64). Trained on at most ``64 * nlist`` rows drawn with
     ``seed``; initial centroids: the first ``nlist`` of that sample."""
@@ -218,8 +225,13 @@ def ivf_knn(
         raise ValueError(f"metric must be 'euclidean' or 'cosine', not {metric!r}")
     tile_elements = default_tile_elements(am) if tile_elements is None else tile_elements
     nlist, nprobe = params.resolved(n)
-    info = {"algorithm": "ivf_flat", "nlist": nlist, "nprobe": nprobe,
-            "n_iter": params.n_iter, "seed": params.seed}  # fmt: skip
+    info = {
+        "algorithm": "ivf_flat",
+        "nlist": nlist,
+        "nprobe": nprobe,
+        "n_iter": params.n_iter,
+        "seed": params.seed,
+    }
     sq = xp.einsum("ij,ij->i", X, X)
     sq64 = sq.astype(xp.float64)  # the fused kernel's norms (the tiles keep X's dtype)
     C = kmeans(am, X, nlist, n_iter=params.n_iter, seed=params.seed, tile_elements=tile_elements)
@@ -249,9 +261,18 @@ def ivf_knn(
             g = X[qidx] @ M.T  # the GEMM stays a library call (cuBLAS on a GPU)
             self_col = xp.where(home[qidx] == c, own_col[qidx], -1)
             bd, bi = run_kernel(
-                am, "knn_tile_topk", g, sq64[qidx], sq_m, midx, self_col,
-                best_d[qidx], best_i[qidx], metric="euclidean", round32=False,
-            )  # fmt: skip
+                am,
+                "knn_tile_topk",
+                g,
+                sq64[qidx],
+                sq_m,
+                midx,
+                self_col,
+                best_d[qidx],
+                best_i[qidx],
+                metric="euclidean",
+                round32=False,
+            )
             best_d[qidx] = bd
             best_i[qidx] = bi
     short = xp.nonzero(xp.isinf(best_d[:, -1]) & (best_d[:, -1] > 0))[0]

@@ -134,9 +134,18 @@ def knn(
             g = X[r0:r1] @ Xc[c0:c1].T  # the GEMM stays a library call (cuBLAS on a GPU)
             self_col = own - c0  # outside [0, c1 - c0): the point is not in this block
             best_d, best_i = run_kernel(
-                am, "knn_tile_topk", g, sq[r0:r1], sqc[c0:c1], perm[c0:c1], self_col,
-                best_d, best_i, metric=metric, round32=round32,
-            )  # fmt: skip
+                am,
+                "knn_tile_topk",
+                g,
+                sq[r0:r1],
+                sqc[c0:c1],
+                perm[c0:c1],
+                self_col,
+                best_d,
+                best_i,
+                metric=metric,
+                round32=round32,
+            )
         out_idx[r0:r1] = best_i
         out_dist[r0:r1] = xp.where(xp.isinf(best_d), 0.0, best_d)  # self: -inf -> 0
     if fast:

@@ -445,11 +445,19 @@ def _refine_sweep(am: ArrayModule, state: PhaseState, order) -> None:
     k, scale = g.degree, state.gamma / g.two_m
     a = state.arrays
     K_comm, ext_node, ref, K_ref, ext_ref = (
-        a["K_comm"], a["ext_node"], a["ref"], a["K_ref"], a["ext_ref"]
-    )  # fmt: skip
+        a["K_comm"],
+        a["ext_node"],
+        a["ref"],
+        a["K_ref"],
+        a["ext_ref"],
+    )
     size, pending, flag, loc, target_of = (
-        a["size"], a["pending"], a["flag"], a["loc"], a["target_of"]
-    )  # fmt: skip
+        a["size"],
+        a["pending"],
+        a["flag"],
+        a["loc"],
+        a["target_of"],
+    )
     for batch, u, v, w in _batches(am, state, order):
         nodes = batch[pending[batch] & (size[ref[batch]] == 1)]
         pending[batch] = False

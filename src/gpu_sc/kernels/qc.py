@@ -80,9 +80,24 @@ def var_accumulators(am: ArrayModule, x: Any) -> tuple[Any, Any]:
 
 
 def qc_tables(
-    obs_names, var_names, *, nnz_rows, totals, tops, qcs, nnz_cols, sum_cols, x_dtype,
-    obs_count_dtype, var_count_dtype, expr_type, var_type, qc_vars, percent_top, log1p,
-):  # fmt: skip
+    obs_names,
+    var_names,
+    *,
+    nnz_rows,
+    totals,
+    tops,
+    qcs,
+    nnz_cols,
+    sum_cols,
+    x_dtype,
+    obs_count_dtype,
+    var_count_dtype,
+    expr_type,
+    var_type,
+    qc_vars,
+    percent_top,
+    log1p,
+):
     """scanpy's ``calculate_qc_metrics`` tables ``(obs, var)`` from host accumulators.
 
     ``nnz_rows``/``totals`` (per cell), ``tops`` (per cell, one column per sorted
@@ -135,8 +150,14 @@ def value_summary(am: ArrayModule, x: Any) -> dict:
     and non-integer, the smallest finite value and the first non-integer one."""
     xp = am.xp
     v = x.data if am.issparse(x) else x.ravel()
-    zero = {"nonfinite": 0, "negative": 0, "nonzero": 0, "fractional": 0, "min": 0.0,
-            "example": 0.0}  # fmt: skip
+    zero = {
+        "nonfinite": 0,
+        "negative": 0,
+        "nonzero": 0,
+        "fractional": 0,
+        "min": 0.0,
+        "example": 0.0,
+    }
     if v.dtype.kind not in "biufc":
         return zero
     finite = xp.isfinite(v) if v.dtype.kind in "fc" else xp.ones(v.shape, dtype=bool)

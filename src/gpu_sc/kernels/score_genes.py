@@ -38,8 +38,15 @@ def nan_means(am: ArrayModule, x: Any, axis: int, dtype=None) -> Any:
     return axis_sum(am, x, axis) / n
 
 
-def control_genes(means: pd.Series, gene_list: pd.Index, *, ctrl_as_ref: bool, ctrl_size: int,
-                  n_bins: int, seed: int) -> tuple[pd.Index, list[str]]:  # fmt: skip
+def control_genes(
+    means: pd.Series,
+    gene_list: pd.Index,
+    *,
+    ctrl_as_ref: bool,
+    ctrl_size: int,
+    n_bins: int,
+    seed: int,
+) -> tuple[pd.Index, list[str]]:
     """Control genes for ``gene_list`` from the pool's ``means`` (host, scanpy's binning);
     also the warnings scanpy logs for empty cuts."""
     rng = np.random.RandomState(seed)
@@ -52,8 +59,10 @@ def control_genes(means: pd.Series, gene_list: pd.Index, *, ctrl_as_ref: bool, c
     for c in np.unique(cut.loc[gene_list]):
         genes = cut[(cut == c) & ~keep_out].index
         if len(genes) == 0:
-            warnings.append(f"No control genes for cut={c}. You might want to increase "
-                            f"gene_pool size (current size: {len(means)})")  # fmt: skip
+            warnings.append(
+                f"No control genes for cut={c}. You might want to increase "
+                f"gene_pool size (current size: {len(means)})"
+            )
         if ctrl_size < len(genes):
             genes = genes.to_series().sample(ctrl_size, random_state=rng).index
         if ctrl_as_ref:

@@ -9,8 +9,13 @@ if TYPE_CHECKING:
     from ..dispatch.arrays import ArrayModule
 
 __all__ = [
-    "group_pairs", "reduce_runs", "run_starts", "scatter_add", "segment_ids", "segment_sum",
-]  # fmt: skip
+    "group_pairs",
+    "reduce_runs",
+    "run_starts",
+    "scatter_add",
+    "segment_ids",
+    "segment_sum",
+]
 
 
 def segment_ids(am: ArrayModule, counts):

@@ -396,9 +396,16 @@ def _gradient_descent(
     for i in progress(range(it, max_iter), desc="t-SNE", unit="iter"):
         check = (i + 1) % _N_ITER_CHECK == 0
         y, update, gains, grad, e = run_kernel(
-            am, "tsne_step", y, update, gains, state, momentum, learning_rate,
+            am,
+            "tsne_step",
+            y,
+            update,
+            gains,
+            state,
+            momentum,
+            learning_rate,
             check or i == max_iter - 1,
-        )  # fmt: skip
+        )
         if e is not None:
             error = e
         if check:

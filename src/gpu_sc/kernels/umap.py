@@ -31,9 +31,15 @@ from .reductions import axis_sum
 from .segment import segment_ids
 
 __all__ = [
-    "LayoutState", "find_ab_params", "layout_epoch", "layout_state", "make_epochs_per_sample",
-    "negative_samples", "optimize_layout", "spectral_layout",
-]  # fmt: skip
+    "LayoutState",
+    "find_ab_params",
+    "layout_epoch",
+    "layout_state",
+    "make_epochs_per_sample",
+    "negative_samples",
+    "optimize_layout",
+    "spectral_layout",
+]
 
 _CLIP = 4.0
 _MASK32 = 0xFFFFFFFF
@@ -265,11 +271,22 @@ def layout_state(
     if negatives == "hash":
         mean_active = float((weights / weights.max()).sum()) if n_edges else 0.0
     return LayoutState(
-        n=n, n_edges=n_edges, head=head, tail=tail, indptr=graph.indptr, eps=eps,
-        eps_neg=eps_neg, next_sample=next_sample, next_neg=next_neg, incidence=incidence,
-        rng=rng, seed=int(seed), negatives=negatives, negative_sample_rate=negative_sample_rate,
+        n=n,
+        n_edges=n_edges,
+        head=head,
+        tail=tail,
+        indptr=graph.indptr,
+        eps=eps,
+        eps_neg=eps_neg,
+        next_sample=next_sample,
+        next_neg=next_neg,
+        incidence=incidence,
+        rng=rng,
+        seed=int(seed),
+        negatives=negatives,
+        negative_sample_rate=negative_sample_rate,
         mean_active=mean_active,
-    )  # fmt: skip
+    )
 
 
 def layout_epoch(am: ArrayModule, y, state: LayoutState, epoch: int, alpha: float, a, b, gamma):
@@ -357,9 +374,13 @@ def optimize_layout(
     """
     xp = am.xp
     state = layout_state(
-        am, graph, n_epochs=n_epochs, negative_sample_rate=negative_sample_rate, seed=seed,
+        am,
+        graph,
+        n_epochs=n_epochs,
+        negative_sample_rate=negative_sample_rate,
+        seed=seed,
         negatives=negatives,
-    )  # fmt: skip
+    )
     y = xp.asarray(embedding, dtype=xp.float32).copy()
     step = layout_epoch
     if negatives == "hash":

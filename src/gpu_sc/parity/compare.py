@@ -105,8 +105,9 @@ def _compare(
     if any(_has_engine(s, (a_name, b_name)) for s in steps):
         side_b = _run_recorded(adata.copy(), cfg, b_name)
 
-    ctx_args = dict(backends=(a_name, b_name), seed=seed, resolution=cfg.leiden.resolution,
-                    precision=precision)  # fmt: skip
+    ctx_args = dict(
+        backends=(a_name, b_name), seed=seed, resolution=cfg.leiden.resolution, precision=precision
+    )
     rows: list[Row] = []
     upstream_engine: list[str] = []  # engine steps (on either side) so far, end to end
     for step in steps:
@@ -185,8 +186,10 @@ def _extract(stage: Stage, adata, ran: _Ran) -> dict[str, Any]:
     try:
         return {**stage.extract(adata), "ran": ran.backend}
     except KeyError as exc:
-        return {"missing": f"{exc} not in AnnData after {stage.step} on {ran.backend}",
-                "ran": ran.backend}  # fmt: skip
+        return {
+            "missing": f"{exc} not in AnnData after {stage.step} on {ran.backend}",
+            "ran": ran.backend,
+        }
 
 
 def _c_order(adata) -> None:
@@ -244,8 +247,9 @@ class _Isolated:
     def __call__(self, stage: Stage, func, args, kwargs, adata_a) -> None:
         if not _has_engine(stage.step, self.pair):
             return  # both sides would run scanpy on the same input
-        self.ran[stage.step], self.outputs[stage.step] = self._run(stage, func, args, kwargs,
-                                                                   adata_a)  # fmt: skip
+        self.ran[stage.step], self.outputs[stage.step] = self._run(
+            stage, func, args, kwargs, adata_a
+        )
         if (
             self.determinism
             and stage.repeat_keys
@@ -278,23 +282,42 @@ def _is_engine(ran: _Ran | None) -> bool:
 # -- rows ------------------------------------------------------------------------------------------
 def _not_implemented(stage: str, mode: str, backend: str, why: str | None) -> Row:
     note = f"not implemented on {backend}: ran scanpy"
-    return Row(stage, "engine", mode, None, note=f"{note} ({why})" if why else note,
-               implemented=False)  # fmt: skip
+    return Row(
+        stage, "engine", mode, None, note=f"{note} ({why})" if why else note, implemented=False
+    )
 
 
 def _rows(stage: Stage, a, b, ctx: Context, note: str = "") -> list[Row]:
     missing = [ext["missing"] for ext in (a, b) if "missing" in ext]
     if missing:
         t = threshold_for("outputs_present", ctx.mode)
-        return [Row(stage.step, "outputs_present", ctx.mode, 0.0, t.describe(), False,
-                    "; ".join(missing))]  # fmt: skip
+        return [
+            Row(
+                stage.step,
+                "outputs_present",
+                ctx.mode,
+                0.0,
+                t.describe(),
+                False,
+                "; ".join(missing),
+            )
+        ]
     out = []
     for m in stage.compare(a, b, ctx):
         t = threshold_for(m.metric, ctx.mode, ctx.precision) if m.gate else None
         passed = None if t is None else t.check(m.value)
         text = "; ".join(filter(None, [m.note, note]))
-        out.append(Row(stage.step, m.metric, ctx.mode, _plain(m.value),
-                       t.describe() if t else None, passed, text))  # fmt: skip
+        out.append(
+            Row(
+                stage.step,
+                m.metric,
+                ctx.mode,
+                _plain(m.value),
+                t.describe() if t else None,
+                passed,
+                text,
+            )
+        )
     return out
 
 
@@ -336,8 +359,17 @@ def _repeat_rows(stage: Stage, isolated: _Isolated) -> list[Row]:
     same, note = identical(first, second, stage.repeat_keys)
     t = threshold_for("identical_rerun", "repeat")
     value = 1.0 if same else 0.0
-    return [Row(stage.step, "identical_rerun", "repeat", value, t.describe(), t.check(value),
-                note or f"{isolated.backend} twice, same input and seed")]  # fmt: skip
+    return [
+        Row(
+            stage.step,
+            "identical_rerun",
+            "repeat",
+            value,
+            t.describe(),
+            t.check(value),
+            note or f"{isolated.backend} twice, same input and seed",
+        )
+    ]
 
 
 # -- helpers ---------------------------------------------------------------------------------------

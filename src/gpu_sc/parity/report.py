@@ -142,8 +142,11 @@ class ParityReport:
         lines += ["", f"Result: **{verdict}** (only stages with an engine implementation count)."]
         missing = sorted({r.stage for r in self.not_implemented}, key=self._stage_order)
         if missing:
-            lines += ["", f"Not implemented on {self.backends[1]} (ran scanpy, so not compared "
-                          f"in that mode): {', '.join(missing)}."]  # fmt: skip
+            lines += [
+                "",
+                f"Not implemented on {self.backends[1]} (ran scanpy, so not compared "
+                f"in that mode): {', '.join(missing)}.",
+            ]
         notes = _notes(self.rows)
         if notes:
             lines += ["", "Notes:", *notes]

@@ -184,9 +184,12 @@ def _matrix_comparator(metric: str, *, floor_sd: bool, report_cells: bool = Fals
         xa = _rows_cols(a["X"], ia, ja)
         xb = _rows_cols(b["X"], ib, jb)
         out = [
-            Measured(metric, M.max_rel_diff(xa, xb, floor_sd=floor_sd),
-                     _aligned_note(a, b, len(cells), len(genes)))
-        ]  # fmt: skip
+            Measured(
+                metric,
+                M.max_rel_diff(xa, xb, floor_sd=floor_sd),
+                _aligned_note(a, b, len(cells), len(genes)),
+            )
+        ]
         if report_cells and ctx.mode == "e2e":
             # The QC filter (a strict < on float QC metrics) decides the cell set end to end.
             out.append(
@@ -233,14 +236,20 @@ def _compare_pca(a, b, ctx) -> list[Measured]:
     angle = M.max_principal_angle(a["PCs"][ja, :n], b["PCs"][jb, :n])
     align = _aligned_note(a, b, len(cells), len(genes))
     return [
-        Measured("pca_abs_corr_min", float(np.min(abs_corr)),
-                 "; ".join(filter(None, [f"{n} PCs; worst PC{worst + 1}", align]))),
-        Measured("pca_sign_agreement", float(np.mean(corr > 0)),
-                 "fraction of PCs with the same sign"),
+        Measured(
+            "pca_abs_corr_min",
+            float(np.min(abs_corr)),
+            "; ".join(filter(None, [f"{n} PCs; worst PC{worst + 1}", align])),
+        ),
+        Measured(
+            "pca_sign_agreement", float(np.mean(corr > 0)), "fraction of PCs with the same sign"
+        ),
         Measured("pca_max_principal_angle", angle, "radians, loadings"),
-        Measured("pca_variance_ratio_max_rel_diff",
-                 M.max_rel_diff(a["variance_ratio"][:n], b["variance_ratio"][:n])),
-    ]  # fmt: skip
+        Measured(
+            "pca_variance_ratio_max_rel_diff",
+            M.max_rel_diff(a["variance_ratio"][:n], b["variance_ratio"][:n]),
+        ),
+    ]
 
 
 # -- kNN graph -----------------------------------------------------------------------------------
@@ -272,10 +281,16 @@ def _compare_neighbors(a, b, ctx) -> list[Measured]:
     knn_note = _aligned_note(a, b, len(cells))
     gate = not approximate
     if approximate:
-        knn_note = "; ".join(filter(None, [
-            f"scanpy approximate (pynndescent, >= {KNN_EXACT_MAX_CELLS} cells) on "
-            f"{', '.join(approximate)}: reported, not gated", knn_note,
-        ]))  # fmt: skip
+        knn_note = "; ".join(
+            filter(
+                None,
+                [
+                    f"scanpy approximate (pynndescent, >= {KNN_EXACT_MAX_CELLS} cells) on "
+                    f"{', '.join(approximate)}: reported, not gated",
+                    knn_note,
+                ],
+            )
+        )
     ca = a["connectivities"][ia][:, ia]
     cb = b["connectivities"][ib][:, ib]
     return [
@@ -319,8 +334,12 @@ def _compare_leiden(a, b, ctx) -> list[Measured]:
 # -- PAGA --------------------------------------------------------------------------------------
 def _extract_paga(adata) -> Extract:
     conn = adata.uns["paga"]["connectivities"]
-    return {**_names(adata), "connectivities": np.asarray(conn.toarray() if sp.issparse(conn)
-                                                          else conn, dtype=np.float64)}  # fmt: skip
+    return {
+        **_names(adata),
+        "connectivities": np.asarray(
+            conn.toarray() if sp.issparse(conn) else conn, dtype=np.float64
+        ),
+    }
 
 
 def _compare_paga(a, b, ctx) -> list[Measured]:
@@ -415,8 +434,11 @@ def _extract_markers(key: str, groupby: str):
             str(g): (np.asarray(names[g]).astype(str), np.asarray(scores[g], dtype=np.float64))
             for g in names.dtype.names
         }
-        return {**_names(adata), "markers": markers,
-                "labels": adata.obs[groupby].astype(str).to_numpy()}  # fmt: skip
+        return {
+            **_names(adata),
+            "markers": markers,
+            "labels": adata.obs[groupby].astype(str).to_numpy(),
+        }
 
     return extract
 
@@ -448,11 +470,14 @@ def _compare_markers(a, b, ctx) -> list[Measured]:
     ]
     if differ:
         other = M.marker_agreement(a["markers"], b["markers"], differ, MARKER_TOP_N)
-        rows.append(Measured(
-            "top25_overlap_min[membership differs]", other["overlap_min"],
-            f"{len(differ)} matched pair(s) below Jaccard {MARKER_MATCH_JACCARD:g}: "
-            "reported, not gated",
-        ))  # fmt: skip
+        rows.append(
+            Measured(
+                "top25_overlap_min[membership differs]",
+                other["overlap_min"],
+                f"{len(differ)} matched pair(s) below Jaccard {MARKER_MATCH_JACCARD:g}: "
+                "reported, not gated",
+            )
+        )
     return rows
 
 
@@ -519,8 +544,9 @@ def tsne(step, cfg) -> Stage:
 
 def markers(step, cfg) -> Stage:
     method = step[len("rank_genes_groups[") : -1]
-    return Stage(step, _extract_markers(rank_genes_key(method), cfg.leiden.key_added),
-                 _compare_markers)  # fmt: skip
+    return Stage(
+        step, _extract_markers(rank_genes_key(method), cfg.leiden.key_added), _compare_markers
+    )
 
 
 def obs_values(step, cfg) -> Stage:
@@ -529,8 +555,9 @@ def obs_values(step, cfg) -> Stage:
     come from cancellation); metric ``<step>_max_rel_diff``."""
     entry = catalogue.get(step)
     fields = dataclasses.asdict(getattr(cfg, entry.section)) if entry.section else {}
-    columns = [w[4:-1].format(**fields) for w in entry.writes
-               if w.startswith("obs[") and w.endswith("]")]  # fmt: skip
+    columns = [
+        w[4:-1].format(**fields) for w in entry.writes if w.startswith("obs[") and w.endswith("]")
+    ]
 
     def extract(adata) -> Extract:
         return {**_names(adata), **{c: adata.obs[c].to_numpy(copy=True) for c in columns}}
@@ -542,8 +569,15 @@ def obs_values(step, cfg) -> Stage:
             d = M.max_rel_diff(a[c][ia], b[c][ib], floor_sd=True)
             if np.isnan(d) or d > worst or not where:
                 worst, where = d, c
-        note = "; ".join(filter(None, [f"worst column: {where}" if len(columns) > 1 else "",
-                                       _aligned_note(a, b, len(cells))]))  # fmt: skip
+        note = "; ".join(
+            filter(
+                None,
+                [
+                    f"worst column: {where}" if len(columns) > 1 else "",
+                    _aligned_note(a, b, len(cells)),
+                ],
+            )
+        )
         return [Measured(f"{step}_max_rel_diff", worst, note)]
 
     return Stage(step, extract, compare)
@@ -575,6 +609,8 @@ def _equal(x, y) -> bool:
         x, y = sp.csr_matrix(x), sp.csr_matrix(y)
         x.sort_indices()
         y.sort_indices()
-        return all(np.array_equal(p, q) for p, q in
-                   ((x.indptr, y.indptr), (x.indices, y.indices), (x.data, y.data)))  # fmt: skip
+        return all(
+            np.array_equal(p, q)
+            for p, q in ((x.indptr, y.indptr), (x.indices, y.indices), (x.data, y.data))
+        )
     return np.array_equal(np.asarray(x), np.asarray(y))

@@ -117,7 +117,7 @@ THRESHOLDS: dict[str, Threshold] = {
         1.0,
         (*BOTH, "repeat"),
         "the engine must write every output where scanpy writes it (keys, obs/var columns)",
-    ),  # fmt: skip
+    ),
     # -- QC, filters, normalisation ----------------------------------------------------------
     "cells_jaccard": Threshold(
         "==", 1.0, BOTH, "cell filters compare integer counts with integer bounds: exact"
@@ -142,27 +142,27 @@ THRESHOLDS: dict[str, Threshold] = {
         BOTH,
         "per-gene least squares on float32 data; relative to max(|value|, the gene's SD), since "
         "residuals near zero make a pure elementwise ratio meaningless",
-    ),  # fmt: skip
+    ),
     "scale_max_rel_diff": Threshold(
         "<=",
         1e-4,
         BOTH,
         "same measure and bar as regress_out: its input carries regress_out's error end to end",
-    ),  # fmt: skip
+    ),
     # -- PCA -----------------------------------------------------------------------------------
     "pca_abs_corr_min": Threshold(
         ">=",
         _PCA_CORR,
         BOTH,
         f"each of the first {PCA_N_COMPONENTS} PCs (cell scores) must be the same axis up to sign",
-    ),  # fmt: skip
+    ),
     "pca_max_principal_angle": Threshold(
         "<=",
         math.acos(_PCA_CORR),
         BOTH,
         "largest principal angle between the loading subspaces, in radians; arccos(0.9999), "
         "the angle the per-PC correlation bar allows, but blind to rotations within the subspace",
-    ),  # fmt: skip
+    ),
     # -- kNN graph -----------------------------------------------------------------------------
     "knn_overlap": Threshold(
         ">=",
@@ -170,7 +170,7 @@ THRESHOLDS: dict[str, Threshold] = {
         BOTH,
         f"both sides exact kNN: only ties may differ; not applied when scanpy is approximate "
         f"(>= {KNN_EXACT_MAX_CELLS} cells: pynndescent)",
-    ),  # fmt: skip
+    ),
     "connectivities_rel_frobenius": Threshold(
         "<=",
         1e-5,
@@ -180,7 +180,7 @@ THRESHOLDS: dict[str, Threshold] = {
         "under precision='fast' the float32 distances swap neighbours at near ties in the same "
         "way (the kNN-overlap bar gates them), so there it is reported only too",
         exact_only=True,
-    ),  # fmt: skip
+    ),
     # -- Leiden ----------------------------------------------------------------------------------
     "leiden_ari": Threshold(
         ">=",
@@ -188,7 +188,7 @@ THRESHOLDS: dict[str, Threshold] = {
         BOTH,
         "switching backend must not change the clusters: on the same graph (isolated) and after "
         "the whole pipeline (e2e)",
-    ),  # fmt: skip
+    ),
     # -- markers -----------------------------------------------------------------------------
     "top25_overlap_min": Threshold(
         ">=",
@@ -197,7 +197,7 @@ THRESHOLDS: dict[str, Threshold] = {
         f"of each Hungarian-matched cluster's top-{MARKER_TOP_N} genes, at least 90% shared "
         f"(the worst cluster; end to end only clusters whose cells agree to Jaccard >= "
         f"{MARKER_MATCH_JACCARD:g})",
-    ),  # fmt: skip
+    ),
     # -- embeddings -----------------------------------------------------------------------------
     "neighbourhood_preservation_diff": Threshold(
         "abs<=",
@@ -205,34 +205,37 @@ THRESHOLDS: dict[str, Threshold] = {
         BOTH,
         f"fraction of each cell's {EMBEDDING_K} PCA-space neighbours kept in the embedding: "
         "within 0.02 of the reference backend's",
-    ),  # fmt: skip
+    ),
     "trustworthiness_diff": Threshold(
         "abs<=",
         0.02,
         BOTH,
         "trustworthiness (a neighbourhood-preservation score): within 0.02 of the reference's",
-    ),  # fmt: skip
+    ),
     "tsne_kl_rel_diff": Threshold(
         "abs<=",
         0.05,
         BOTH,
         "t-SNE's objective KL(P||Q), both embeddings scored by one function on the same P "
         "(perplexity as run, on the representation t-SNE used): within 5% of the reference's",
-    ),  # fmt: skip
+    ),
     # -- determinism ---------------------------------------------------------------------------
     "identical_rerun": Threshold(
         "==",
         1.0,
         ("repeat",),
         "same input and seed must give bitwise the same result (1 = identical)",
-    ),  # fmt: skip
+    ),
 }
 
 #: Metrics of steps that declare their own thresholds in the catalogue (``Step.thresholds``).
-THRESHOLDS.update({
-    metric: Threshold(op, value, tuple(modes), why)
-    for step in catalogue.STEPS for metric, (op, value, modes, why) in step.thresholds.items()
-})  # fmt: skip
+THRESHOLDS.update(
+    {
+        metric: Threshold(op, value, tuple(modes), why)
+        for step in catalogue.STEPS
+        for metric, (op, value, modes, why) in step.thresholds.items()
+    }
+)
 
 
 def threshold_for(metric: str, mode: str, precision: str = "exact") -> Threshold | None:

@@ -160,10 +160,12 @@ PipelineConfig = dataclasses.make_dataclass(
     [("var_names_make_unique", bool, field(default=True))]
     + [(s.name, s.config, field(default_factory=s.config)) for s in catalogue.sections()],
     bases=(_Config,),
-    namespace={"__module__": __name__,
-               "__doc__": "The whole workflow, in order. Defaults reproduce scanpy's PBMC3k "
-                          "tutorial; one field per section of :mod:`gpu_sc.catalogue`."},
-)  # fmt: skip
+    namespace={
+        "__module__": __name__,
+        "__doc__": "The whole workflow, in order. Defaults reproduce scanpy's PBMC3k "
+        "tutorial; one field per section of :mod:`gpu_sc.catalogue`.",
+    },
+)
 
 #: ``"section.field" -> constraint``, checked by :meth:`PipelineConfig.from_dict`.
 CONSTRAINTS: dict[str, Num | OneOf] = {
@@ -193,11 +195,15 @@ def _check_values(cfg: PipelineConfig) -> None:
         if not rule.ok(value):
             default = getattr(getattr(defaults, section), name)
             why = f" ({rule.why})" if rule.why else ""
-            raise ConfigError(f"config.{key}: must be {rule.describe()}{why}, got {value!r}; "
-                              f"the default is {default!r}")  # fmt: skip
+            raise ConfigError(
+                f"config.{key}: must be {rule.describe()}{why}, got {value!r}; "
+                f"the default is {default!r}"
+            )
     if cfg.hvg.min_mean >= cfg.hvg.max_mean:
-        raise ConfigError(f"config.hvg.min_mean ({cfg.hvg.min_mean:g}) must be below "
-                          f"config.hvg.max_mean ({cfg.hvg.max_mean:g}); lower or raise one")  # fmt: skip
+        raise ConfigError(
+            f"config.hvg.min_mean ({cfg.hvg.min_mean:g}) must be below "
+            f"config.hvg.max_mean ({cfg.hvg.max_mean:g}); lower or raise one"
+        )
     for section, (func_name, reserved) in _STEPS.items():
         extra = getattr(cfg, section).extra
         if extra:
@@ -215,8 +221,12 @@ def _leiden_kwargs(c) -> list[str] | None:
     import igraph
 
     more = inspect.signature(igraph.Graph.community_leiden).parameters.values()
-    return [p.name for p in more if p.kind is p.POSITIONAL_OR_KEYWORD
-            and p.name not in ("graph", "weights", "resolution", "n_iterations")]  # fmt: skip
+    return [
+        p.name
+        for p in more
+        if p.kind is p.POSITIONAL_OR_KEYWORD
+        and p.name not in ("graph", "weights", "resolution", "n_iterations")
+    ]
 
 
 def _rank_genes_groups_kwargs(c) -> list[str]:
@@ -247,13 +257,19 @@ def _check_extra(cfg, section: str, func_name: str, reserved: tuple[str, ...], e
     for key in extra:
         where = f"config.{section}.extra.{key}"
         if key in reserved or key in _MANAGED:
-            hint = (f"set config.{section}.{key} instead" if key in fields
-                    else "the pipeline sets it itself")  # fmt: skip
-            raise ConfigError(f"{where}: scanpy.{func_name}'s {key!r} cannot be passed "
-                              f"through extra; {hint}")  # fmt: skip
+            hint = (
+                f"set config.{section}.{key} instead"
+                if key in fields
+                else "the pipeline sets it itself"
+            )
+            raise ConfigError(
+                f"{where}: scanpy.{func_name}'s {key!r} cannot be passed through extra; {hint}"
+            )
         if key not in names and not open_kwargs:
             choices = [n for n in names if n not in reserved and n not in _MANAGED]
             close = difflib.get_close_matches(key, choices, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"{where}: scanpy.{func_name} (step {section}) has no parameter "
-                              f"{key!r}; {hint}valid extra keys are {choices}")  # fmt: skip
+            raise ConfigError(
+                f"{where}: scanpy.{func_name} (step {section}) has no parameter "
+                f"{key!r}; {hint}valid extra keys are {choices}"
+            )

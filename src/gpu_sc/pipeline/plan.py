@@ -37,8 +37,11 @@ def section_call(r, cfg, step) -> None:
     """``gpu_sc.<ns>.<step>(adata, **section fields, **extra)``: a step whose config section's
     fields are scanpy parameters of the same names."""
     sec = getattr(cfg, step.section)
-    kwargs = {f.name: getattr(sec, f.name) for f in dataclasses.fields(sec)
-              if f.name not in ("enabled", "extra")}  # fmt: skip
+    kwargs = {
+        f.name: getattr(sec, f.name)
+        for f in dataclasses.fields(sec)
+        if f.name not in ("enabled", "extra")
+    }
     r.step(step.name, _public(step.name), **kwargs, **sec.extra)
 
 
@@ -51,14 +54,12 @@ def var_names_make_unique(r, cfg, step) -> None:
 
 def filter_cells(r, cfg, step) -> None:
     c = cfg.filter_cells
-    r.step(step.name, _public(step.name), min_genes=c.min_genes,
-           min_counts=c.min_counts, **c.extra)  # fmt: skip
+    r.step(step.name, _public(step.name), min_genes=c.min_genes, min_counts=c.min_counts, **c.extra)
 
 
 def filter_genes(r, cfg, step) -> None:
     c = cfg.filter_genes
-    r.step(step.name, _public(step.name), min_cells=c.min_cells,
-           min_counts=c.min_counts, **c.extra)  # fmt: skip
+    r.step(step.name, _public(step.name), min_cells=c.min_cells, min_counts=c.min_counts, **c.extra)
 
 
 def check_filtered(r, cfg, step) -> None:
@@ -73,10 +74,18 @@ def calculate_qc_metrics(r, cfg, step) -> None:
         logger.warning(
             "gpu_sc: qc.mt_prefix %r matches none of the %d genes, so pct_counts_mt is 0 and "
             "max_pct_counts_mt removes no cell; set qc.mt_prefix (mouse: 'mt-')",
-            c.mt_prefix, a.n_vars,
-        )  # fmt: skip
-    r.step(step.name, _public(step.name), qc_vars=["mt"],
-           percent_top=None, log1p=False, inplace=True, **c.extra)  # fmt: skip
+            c.mt_prefix,
+            a.n_vars,
+        )
+    r.step(
+        step.name,
+        _public(step.name),
+        qc_vars=["mt"],
+        percent_top=None,
+        log1p=False,
+        inplace=True,
+        **c.extra,
+    )
 
 
 def qc_filter(r, cfg, step) -> None:
@@ -87,9 +96,13 @@ def qc_filter(r, cfg, step) -> None:
         keep &= a.obs["n_genes_by_counts"].to_numpy() < c.max_n_genes_by_counts
     if c.max_pct_counts_mt is not None:
         keep &= a.obs["pct_counts_mt"].to_numpy() < c.max_pct_counts_mt
-    r.step(step.name, _subset_obs, keep,
-           max_n_genes_by_counts=c.max_n_genes_by_counts,
-           max_pct_counts_mt=c.max_pct_counts_mt)  # fmt: skip
+    r.step(
+        step.name,
+        _subset_obs,
+        keep,
+        max_n_genes_by_counts=c.max_n_genes_by_counts,
+        max_pct_counts_mt=c.max_pct_counts_mt,
+    )
     check_not_empty(r.adata, "the QC filter")
 
 
@@ -100,8 +113,13 @@ def counts_layer(r, cfg, step) -> None:
 
 def normalize_total(r, cfg, step) -> None:
     c = cfg.normalize_total
-    r.step(step.name, _public(step.name), target_sum=c.target_sum,
-           exclude_highly_expressed=c.exclude_highly_expressed, **c.extra)  # fmt: skip
+    r.step(
+        step.name,
+        _public(step.name),
+        target_sum=c.target_sum,
+        exclude_highly_expressed=c.exclude_highly_expressed,
+        **c.extra,
+    )
 
 
 def log1p(r, cfg, step) -> None:
@@ -143,15 +161,22 @@ def regress_out(r, cfg, step) -> None:
 
 def scale(r, cfg, step) -> None:
     c = cfg.scale
-    r.step(step.name, _public(step.name), max_value=c.max_value, zero_center=c.zero_center,
-           **c.extra)  # fmt: skip
+    r.step(
+        step.name, _public(step.name), max_value=c.max_value, zero_center=c.zero_center, **c.extra
+    )
 
 
 def pca(r, cfg, step) -> None:
     c = cfg.pca
     n_comps = min(c.n_comps, min(r.adata.shape) - 1)
-    r.step(step.name, _public(step.name), n_comps=n_comps, svd_solver=c.svd_solver,
-           random_state=c.random_state, **c.extra)  # fmt: skip
+    r.step(
+        step.name,
+        _public(step.name),
+        n_comps=n_comps,
+        svd_solver=c.svd_solver,
+        random_state=c.random_state,
+        **c.extra,
+    )
 
 
 def neighbors(r, cfg, step) -> None:
@@ -164,8 +189,15 @@ def neighbors(r, cfg, step) -> None:
         transformer = knn_transformer(c, r.adata.n_obs)
         if transformer is not None:
             extra["transformer"] = transformer
-    r.step(step.name, _public(step.name), n_neighbors=c.n_neighbors, n_pcs=n_pcs,
-           metric=c.metric, random_state=c.random_state, **extra)  # fmt: skip
+    r.step(
+        step.name,
+        _public(step.name),
+        n_neighbors=c.n_neighbors,
+        n_pcs=n_pcs,
+        metric=c.metric,
+        random_state=c.random_state,
+        **extra,
+    )
 
 
 def knn_transformer(c, n_obs: int):
@@ -183,9 +215,17 @@ def knn_transformer(c, n_obs: int):
 
 def leiden(r, cfg, step) -> None:
     c = cfg.leiden
-    r.step(step.name, _public(step.name), resolution=c.resolution, flavor=c.flavor,
-           n_iterations=c.n_iterations, directed=c.directed, random_state=c.random_state,
-           key_added=c.key_added, **c.extra)  # fmt: skip
+    r.step(
+        step.name,
+        _public(step.name),
+        resolution=c.resolution,
+        flavor=c.flavor,
+        n_iterations=c.n_iterations,
+        directed=c.directed,
+        random_state=c.random_state,
+        key_added=c.key_added,
+        **c.extra,
+    )
     if cfg.rank_genes_groups.enabled:
         check_marker_groups(r.adata, c.key_added, c.resolution)
 
@@ -204,14 +244,27 @@ def umap(r, cfg, step) -> None:
     if init_pos == "paga" and "paga" not in r.adata.uns:
         init_pos = "spectral"
         logger.warning("gpu_sc: umap init_pos='paga' needs the paga step; using 'spectral'")
-    r.step(step.name, _public(step.name), init_pos=init_pos, min_dist=c.min_dist, spread=c.spread,
-           random_state=c.random_state, **c.extra)  # fmt: skip
+    r.step(
+        step.name,
+        _public(step.name),
+        init_pos=init_pos,
+        min_dist=c.min_dist,
+        spread=c.spread,
+        random_state=c.random_state,
+        **c.extra,
+    )
 
 
 def tsne(r, cfg, step) -> None:
     c = cfg.tsne
-    r.step(step.name, _public(step.name), n_pcs=c.n_pcs, perplexity=c.perplexity,
-           random_state=c.random_state, **c.extra)  # fmt: skip
+    r.step(
+        step.name,
+        _public(step.name),
+        n_pcs=c.n_pcs,
+        perplexity=c.perplexity,
+        random_state=c.random_state,
+        **c.extra,
+    )
 
 
 def rank_genes_groups(r, cfg, step) -> None:
@@ -221,9 +274,17 @@ def rank_genes_groups(r, cfg, step) -> None:
         raise InputError(f"rank_genes_groups needs obs[{groupby!r}]; enable leiden")
     for i, method in enumerate(c.methods):
         key = rank_genes_key(method)
-        r.step(f"{step.name}[{method}]", _public(step.name), groupby,
-               method=method, n_genes=c.n_genes, use_raw=c.use_raw, pts=c.pts, key_added=key,
-               **c.extra)  # fmt: skip
+        r.step(
+            f"{step.name}[{method}]",
+            _public(step.name),
+            groupby,
+            method=method,
+            n_genes=c.n_genes,
+            use_raw=c.use_raw,
+            pts=c.pts,
+            key_added=key,
+            **c.extra,
+        )
         if i == 0:  # scanpy.pl.rank_genes_groups* read this key by default
             r.adata.uns["rank_genes_groups"] = r.adata.uns[key]
 
@@ -277,16 +338,20 @@ def _paga_layout(adata, threshold: float = 0.01) -> str:
     if n_any > 0:
         try:
             sc.pl.paga(adata, plot=False, random_state=0, threshold=0)
-            note = (f"no PAGA edge with weight >= {threshold:g}; layout 'fr' of all "
-                    f"{n_any} nonzero edge(s) (threshold 0)")  # fmt: skip
+            note = (
+                f"no PAGA edge with weight >= {threshold:g}; layout 'fr' of all "
+                f"{n_any} nonzero edge(s) (threshold 0)"
+            )
             logger.warning("gpu_sc: paga_layout: %s", note)
             return note
         except AttributeError:  # the same scanpy/scipy incompatibility, in another form
             pass
     angles = 2 * np.pi * np.arange(n_groups) / max(n_groups, 1)
     adata.uns["paga"]["pos"] = np.column_stack([np.cos(angles), np.sin(angles)])
-    note = (f"no PAGA edge with weight >= {threshold:g} ({n_any} nonzero); the "
-            f"{n_groups} groups placed on a circle")  # fmt: skip
+    note = (
+        f"no PAGA edge with weight >= {threshold:g} ({n_any} nonzero); the "
+        f"{n_groups} groups placed on a circle"
+    )
     logger.warning("gpu_sc: paga_layout: %s", note)
     return note
 

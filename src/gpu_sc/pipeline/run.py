@@ -110,8 +110,9 @@ def pipeline(
     strict = strict_mode() if strict is None else bool(strict)
     norm_off = not cfg.normalize_total.enabled and not cfg.log1p.enabled
     qc_steps = [n for n in ("filter_cells", "filter_genes", "qc") if getattr(cfg, n).enabled]
-    validate_counts(adata, require_integers=not norm_off,
-                    qc_on=", ".join(qc_steps) if norm_off else None)  # fmt: skip
+    validate_counts(
+        adata, require_integers=not norm_off, qc_on=", ".join(qc_steps) if norm_off else None
+    )
     if resolved == "cupy" and not cuda_status().available:
         reason = f"cupy backend unusable: {cuda_status().reason}"
         if strict:
@@ -131,11 +132,20 @@ def pipeline(
         resident = upload_matrix(work, max_nnz=settings.max_device_nnz)
     # The settings are read here, once, and passed down to every step as arguments.
     line = step_line()  # which step runs, on a terminal (gpu_sc._progress)
-    runner = Runner(work, cfg, backend=resolved, shapes=shapes, progress=progress,
-                    hooks=() if line is None else (line,),
-                    strict=strict, output=output, chunk_rows=settings.chunk_rows,
-                    max_device_nnz=settings.max_device_nnz,
-                    persist_hvg_matrix=persist_hvg_matrix, precision=precision)  # fmt: skip
+    runner = Runner(
+        work,
+        cfg,
+        backend=resolved,
+        shapes=shapes,
+        progress=progress,
+        hooks=() if line is None else (line,),
+        strict=strict,
+        output=output,
+        chunk_rows=settings.chunk_rows,
+        max_device_nnz=settings.max_device_nnz,
+        persist_hvg_matrix=persist_hvg_matrix,
+        precision=precision,
+    )
     try:
         with _quiet_unusable_cuda():
             runner.run()
@@ -149,19 +159,22 @@ def pipeline(
         from ..dask.graph import dask_info
 
         lazy = {"dask": dask_info(work.X)}
-    store_pipeline_record(work, {
-        "requested_backend": requested,
-        "resolved_backend": resolved,
-        "backend": ", ".join(used) or resolved,
-        "backend_reason": why,
-        "steps_by_backend": used,
-        "strict": strict,
-        "precision": precision,
-        "device_resident": resident,
-        "config": cfg.to_dict(),
-        "shapes": shapes,
-        **lazy,
-    })  # fmt: skip
+    store_pipeline_record(
+        work,
+        {
+            "requested_backend": requested,
+            "resolved_backend": resolved,
+            "backend": ", ".join(used) or resolved,
+            "backend_reason": why,
+            "steps_by_backend": used,
+            "strict": strict,
+            "precision": precision,
+            "device_resident": resident,
+            "config": cfg.to_dict(),
+            "shapes": shapes,
+            **lazy,
+        },
+    )
     if copy:
         return work
     if work is not adata:
@@ -211,8 +224,9 @@ class StepHook:
     returned (parity copies the step's outputs out there).
     """
 
-    def before_step(self, runner: Runner, label: str, func: Callable, args: tuple,
-                    kwargs: dict) -> None:  # fmt: skip
+    def before_step(
+        self, runner: Runner, label: str, func: Callable, args: tuple, kwargs: dict
+    ) -> None:
         """Call before step ``label`` runs ``func(adata, *args, **kwargs)``."""
 
     def after_step(self, runner: Runner, label: str, out) -> None:
@@ -234,14 +248,22 @@ class Runner:
     and after each step, in order; they see the step's own arguments, without these options.
     """
 
-    def __init__(self, adata, cfg: PipelineConfig, *, backend: str | None = None,
-                 shapes: list[dict] | None = None,
-                 progress: Callable[[str, float], None] | None = None,
-                 hooks: tuple[StepHook, ...] | list[StepHook] = (),
-                 strict: bool | None = None, output: str | None = None,
-                 chunk_rows: int | None = None, max_device_nnz: int | None = None,
-                 persist_hvg_matrix: bool = False,
-                 precision: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        adata,
+        cfg: PipelineConfig,
+        *,
+        backend: str | None = None,
+        shapes: list[dict] | None = None,
+        progress: Callable[[str, float], None] | None = None,
+        hooks: tuple[StepHook, ...] | list[StepHook] = (),
+        strict: bool | None = None,
+        output: str | None = None,
+        chunk_rows: int | None = None,
+        max_device_nnz: int | None = None,
+        persist_hvg_matrix: bool = False,
+        precision: str | None = None,
+    ):
         self.adata = adata
         self.precision = precision
         self.cfg = cfg
@@ -276,10 +298,17 @@ class Runner:
         t0 = time.perf_counter()
         entry = catalogue.get(name)
         if entry is not None and entry.public and hasattr(func, "call"):
-            out = func.call(self.adata, *args, backend=self.backend, strict=self.strict,
-                            output=self.output, chunk_rows=self.chunk_rows,
-                            max_device_nnz=self.max_device_nnz, precision=self.precision,
-                            **kwargs)  # fmt: skip
+            out = func.call(
+                self.adata,
+                *args,
+                backend=self.backend,
+                strict=self.strict,
+                output=self.output,
+                chunk_rows=self.chunk_rows,
+                max_device_nnz=self.max_device_nnz,
+                precision=self.precision,
+                **kwargs,
+            )
         else:
             out = func(self.adata, *args, **kwargs)
         seconds = time.perf_counter() - t0
@@ -287,10 +316,15 @@ class Runner:
             # Not a dispatched step (subsetting, .raw): record it all the same, with the note
             # the step returned (if any) on what it did.
             record_step(
-                self.adata, step=name, backend="anndata", requested="anndata",
-                fallback_reason=None, params=kwargs, seconds=seconds,
+                self.adata,
+                step=name,
+                backend="anndata",
+                requested="anndata",
+                fallback_reason=None,
+                params=kwargs,
+                seconds=seconds,
                 note=out if isinstance(out, str) else "",
-            )  # fmt: skip
+            )
         self.shapes.append({"step": name, "n_obs": self.adata.n_obs, "n_vars": self.adata.n_vars})
         if self.progress is not None:
             self.progress(name, seconds)

@@ -69,8 +69,9 @@ def validate_counts(adata, *, require_integers: bool = True, qc_on: str | None =
             f"smallest {s['min']:g}) and {qc_on} run on it as given: total_counts, "
             "pct_counts_mt and the filters' thresholds then count normalised values; pass raw "
             "counts, or disable those steps",
-            UserWarning, stacklevel=3,
-        )  # fmt: skip
+            UserWarning,
+            stacklevel=3,
+        )
     if require_integers:
         if s["fractional"]:
             example = s["example"]

@@ -29,9 +29,24 @@ logger = logging.getLogger("gpu_sc")
 
 #: The marker genes of scanpy's PBMC3k tutorial (dot plot and stacked violin).
 MARKER_GENES = (
-    "IL7R", "CD79A", "MS4A1", "CD8A", "CD8B", "LYZ", "CD14", "LGALS3", "S100A8", "GNLY",
-    "NKG7", "KLRB1", "FCGR3A", "MS4A7", "FCER1A", "CST3", "PPBP",
-)  # fmt: skip
+    "IL7R",
+    "CD79A",
+    "MS4A1",
+    "CD8A",
+    "CD8B",
+    "LYZ",
+    "CD14",
+    "LGALS3",
+    "S100A8",
+    "GNLY",
+    "NKG7",
+    "KLRB1",
+    "FCGR3A",
+    "MS4A7",
+    "FCER1A",
+    "CST3",
+    "PPBP",
+)
 
 #: obs column the report adds to its plotting copy when given ``annotation=``.
 ANNOTATION_KEY = "cell_type"
@@ -133,9 +148,13 @@ def _summary(adata, view, sizes, seconds: float) -> list[tuple[str, str]]:
 
     info = adata.uns.get("gpu_sc", {})
     pipe = info.get("pipeline", {}) if isinstance(info, dict) else {}
-    rows = [("result", f"{adata.n_obs:,} cells x {adata.n_vars:,} genes in X"
-                       + (f"; {adata.raw.n_vars:,} genes in .raw" if adata.raw is not None
-                          else ""))]  # fmt: skip
+    rows = [
+        (
+            "result",
+            f"{adata.n_obs:,} cells x {adata.n_vars:,} genes in X"
+            + (f"; {adata.raw.n_vars:,} genes in .raw" if adata.raw is not None else ""),
+        )
+    ]
     if sizes is not None:
         rows.append(
             (
@@ -148,8 +167,9 @@ def _summary(adata, view, sizes, seconds: float) -> list[tuple[str, str]]:
         rows.append(("backend", str(pipe.get("backend", "?"))))
     steps = provenance(adata)
     if steps:
-        rows.append(("pipeline time", f"{sum(p['seconds'] for p in steps):.1f} s "
-                                      f"over {len(steps)} steps"))  # fmt: skip
+        rows.append(
+            ("pipeline time", f"{sum(p['seconds'] for p in steps):.1f} s over {len(steps)} steps")
+        )
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows.append(("report", f"generated {now} in {seconds:.1f} s"))
     return rows
@@ -158,11 +178,13 @@ def _summary(adata, view, sizes, seconds: float) -> list[tuple[str, str]]:
 def _notes(view, figures) -> list[str]:
     notes = []
     if view.markers_absent:
-        notes.append("Marker genes not in the data, skipped in the dot plot and stacked violin: "
-                     + ", ".join(view.markers_absent) + ".")  # fmt: skip
+        notes.append(
+            "Marker genes not in the data, skipped in the dot plot and stacked violin: "
+            + ", ".join(view.markers_absent)
+            + "."
+        )
     if view.genes_absent:
-        notes.append("Chosen genes not in the data, skipped: " + ", ".join(view.genes_absent)
-                     + ".")  # fmt: skip
+        notes.append("Chosen genes not in the data, skipped: " + ", ".join(view.genes_absent) + ".")
     if view.n_obs > SUBSAMPLE_CELLS:
         notes.append(
             f"{view.n_obs:,} cells: violin and box plots draw a random subsample of "
@@ -170,8 +192,7 @@ def _notes(view, figures) -> list[str]:
         )
     skipped = [f.title for f in figures if f.skipped]
     if skipped:
-        notes.append("Figures skipped because their inputs are absent: " + ", ".join(skipped)
-                     + ".")  # fmt: skip
+        notes.append("Figures skipped because their inputs are absent: " + ", ".join(skipped) + ".")
     failed = [f.title for f in figures if f.failed]
     if failed:
         notes.append("Figures that failed to draw: " + ", ".join(failed) + ".")
@@ -201,8 +222,10 @@ class _atomic_dir:
         if p.exists() and not p.is_dir():
             raise NotADirectoryError(f"report output {p} exists and is not a directory")
         if p.is_dir() and any(p.iterdir()) and not (p / "index.html").is_file():
-            raise FileExistsError(f"{p} is a non-empty directory that holds no report; "
-                                  "choose another output directory")  # fmt: skip
+            raise FileExistsError(
+                f"{p} is a non-empty directory that holds no report; "
+                "choose another output directory"
+            )
         p.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(dir=p.parent, prefix=f".{p.name}.tmp-"))
         return self.tmp

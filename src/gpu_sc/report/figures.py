@@ -114,8 +114,9 @@ def plot_view(
     lazy = is_dask(X)
     if lazy:  # read lazily (Dask): only the genes the figures name are computed
         X, var = _gene_columns(X, var, [*genes, *markers])
-    view = ad.AnnData(X=X, obs=adata.obs.copy(), var=var, uns=uns,
-                      obsm={k: v for k, v in adata.obsm.items()})  # fmt: skip
+    view = ad.AnnData(
+        X=X, obs=adata.obs.copy(), var=var, uns=uns, obsm={k: v for k, v in adata.obsm.items()}
+    )
     counts_source = None
     if lazy:
         counts_source = "lazy"
@@ -176,8 +177,10 @@ def fig_highest_expr(v: PlotView) -> str:
 
     sub = v.subsample()
     if v.counts_source == "lazy":
-        raise Skip("the matrix was read lazily (Dask): the top genes by counts would take one "
-                   "more pass over every gene, which the report does not make")  # fmt: skip
+        raise Skip(
+            "the matrix was read lazily (Dask): the top genes by counts would take one "
+            "more pass over every gene, which the report does not make"
+        )
     if v.counts_source is None:
         raise Skip("needs counts: the result has no .raw and its X is not counts")
     X = sub.X
@@ -272,8 +275,12 @@ def fig_paga(v: PlotView) -> str:
     groups = paga.get("groups", v.groupby)
     if v.annotation and groups in v.adata.obs:
         cats = v.adata.obs[groups].cat.categories
-        lut = (v.adata.obs[[groups, v.annotation]].drop_duplicates()
-               .set_index(groups)[v.annotation].astype(str))  # fmt: skip
+        lut = (
+            v.adata.obs[[groups, v.annotation]]
+            .drop_duplicates()
+            .set_index(groups)[v.annotation]
+            .astype(str)
+        )
         kwargs["labels"] = [f"{c}: {lut.get(c, '')}" for c in cats]
     _sc().pl.paga(v.adata, random_state=0, show=False, **kwargs)
     return "Abstracted graph of the clusters (edge width = connectivity)."
@@ -287,9 +294,15 @@ def _embedding(basis: str, what: str):
         colors = [c for c in (v.groupby, v.annotation) if c]
         if not colors:
             raise Skip("no cluster column in obs")
-        _sc().pl.embedding(v.adata, basis=basis, color=colors, size=v.point_size,
-                           legend_loc="on data" if v.annotation else "right margin",
-                           legend_fontsize=8, show=False)  # fmt: skip
+        _sc().pl.embedding(
+            v.adata,
+            basis=basis,
+            color=colors,
+            size=v.point_size,
+            legend_loc="on data" if v.annotation else "right margin",
+            legend_fontsize=8,
+            show=False,
+        )
         return f"{what} coloured by {' and '.join(colors)}."
 
     return draw
@@ -366,8 +379,7 @@ FIGURES: list[tuple[str, str, str, Callable]] = [
     ("highest_expr_genes", "qc", "Highest expressed genes", fig_highest_expr),
     ("qc_violin", "qc", "QC metrics", fig_qc_violin),
     ("qc_scatter_mt", "qc", "Total counts vs mitochondrial fraction", _qc_scatter("pct_counts_mt")),
-    ("qc_scatter_genes", "qc", "Total counts vs genes detected",
-     _qc_scatter("n_genes_by_counts")),
+    ("qc_scatter_genes", "qc", "Total counts vs genes detected", _qc_scatter("n_genes_by_counts")),
     ("hvg", "hvg", "Highly variable genes", fig_hvg),
     ("pca", "pca", "PCA", fig_pca),
     ("pca_variance_ratio", "pca", "PCA variance ratio", fig_pca_variance),
@@ -379,7 +391,7 @@ FIGURES: list[tuple[str, str, str, Callable]] = [
     ("rank_genes_wilcoxon", "markers", "Marker genes: Wilcoxon", _rank_genes("wilcoxon")),
     ("dotplot", "markers", "Marker dot plot", _marker_plot("dotplot")),
     ("stacked_violin", "markers", "Marker stacked violin", _marker_plot("stacked_violin")),
-]  # fmt: skip
+]
 
 
 @contextlib.contextmanager

@@ -52,8 +52,11 @@ def _table(df: pd.DataFrame, cls: str = "") -> str:
             text = f"{v:,.2f}" if isinstance(v, float) else f"{v:,}" if num else str(v)
             cells.append(f'<td class="num">{text}</td>' if num else f"<td>{escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>' + "".join(body) + \
-        "</tbody></table>"  # fmt: skip
+    return (
+        f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>'
+        + "".join(body)
+        + "</tbody></table>"
+    )
 
 
 def _figure(f: FigureResult) -> str:
@@ -65,10 +68,14 @@ def _figure(f: FigureResult) -> str:
             f'<span class="t">({f.seconds:.1f} s to draw)</span></figcaption></figure>'
         )
     if f.skipped:
-        return (f'<p class="skipped" id="fig-{f.id}" data-skipped="{f.id}"><b>{title}</b>: '
-                f"skipped, {escape(f.skipped)}.</p>")  # fmt: skip
-    return (f'<p class="failed" id="fig-{f.id}" data-failed="{f.id}"><b>{title}</b>: failed '
-            f"to draw ({escape(f.failed or '')}).</p>")  # fmt: skip
+        return (
+            f'<p class="skipped" id="fig-{f.id}" data-skipped="{f.id}"><b>{title}</b>: '
+            f"skipped, {escape(f.skipped)}.</p>"
+        )
+    return (
+        f'<p class="failed" id="fig-{f.id}" data-failed="{f.id}"><b>{title}</b>: failed '
+        f"to draw ({escape(f.failed or '')}).</p>"
+    )
 
 
 def _provenance(rows: list[dict]) -> str:
@@ -86,8 +93,10 @@ def _provenance(rows: list[dict]) -> str:
             f'<td class="num">{r["seconds"]:.2f}</td><td><details><summary>show</summary>'
             f"<pre>{escape(params)}</pre></details></td></tr>"
         )
-    out.append(f'<tr><th>total</th><td></td><td></td><td></td><td class="num"><b>{total:.2f}'
-               "</b></td><td></td></tr></tbody></table>")  # fmt: skip
+    out.append(
+        f'<tr><th>total</th><td></td><td></td><td></td><td class="num"><b>{total:.2f}'
+        "</b></td><td></td></tr></tbody></table>"
+    )
     return "".join(out)
 
 
@@ -118,33 +127,53 @@ def render(
         "<nav>" + "".join(f'<a href="#{sid}">{escape(t)}</a>' for sid, t in SECTIONS) + "</nav>",
     ]
     if notes:
-        parts.append('<h2 id="notes">Notes</h2><ul class="notes">'
-                     + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")  # fmt: skip
+        parts.append(
+            '<h2 id="notes">Notes</h2><ul class="notes">'
+            + "".join(f"<li>{escape(n)}</li>" for n in notes)
+            + "</ul>"
+        )
     for sid, stitle in SECTIONS:
         parts.append(f'<section id="{sid}"><h2>{escape(stitle)}</h2>')
         if sid == "qc":
             parts.append("<h3>Cells and genes after each filter</h3>")
-            parts.append(_table(pd.DataFrame(shapes)) if shapes else
-                         '<p class="skipped">No shapes recorded (not a gpu_sc pipeline result).'
-                         "</p>")  # fmt: skip
+            parts.append(
+                _table(pd.DataFrame(shapes))
+                if shapes
+                else '<p class="skipped">No shapes recorded (not a gpu_sc pipeline result).</p>'
+            )
         if sid == "clusters":
-            parts.append(_table(sizes) if sizes is not None else
-                         '<p class="skipped">No clusters in obs: the leiden step was disabled.'
-                         "</p>")  # fmt: skip
+            parts.append(
+                _table(sizes)
+                if sizes is not None
+                else '<p class="skipped">No clusters in obs: the leiden step was disabled.</p>'
+            )
         if sid == "markers":
             if markers is not None and len(markers):
-                link = (f' (all ranked genes: <a href="{escape(markers_csv)}">'
-                        f"{escape(markers_csv)}</a>)") if markers_csv else ""  # fmt: skip
+                link = (
+                    (
+                        f' (all ranked genes: <a href="{escape(markers_csv)}">'
+                        f"{escape(markers_csv)}</a>)"
+                    )
+                    if markers_csv
+                    else ""
+                )
                 parts.append(f"<h3>Top markers per cluster{link}</h3>")
                 parts.append(_table(markers, "markers"))
             else:
-                parts.append('<p class="skipped">No marker rankings in uns: the '
-                             "rank_genes_groups step was disabled.</p>")  # fmt: skip
+                parts.append(
+                    '<p class="skipped">No marker rankings in uns: the '
+                    "rank_genes_groups step was disabled.</p>"
+                )
         if sid == "provenance":
-            parts.append(_provenance(provenance) if provenance else
-                         '<p class="skipped">No provenance recorded.</p>')  # fmt: skip
-            parts.append("<h3>Versions and device</h3>" + _table(
-                pd.DataFrame(list(environment), columns=["", "value"])))  # fmt: skip
+            parts.append(
+                _provenance(provenance)
+                if provenance
+                else '<p class="skipped">No provenance recorded.</p>'
+            )
+            parts.append(
+                "<h3>Versions and device</h3>"
+                + _table(pd.DataFrame(list(environment), columns=["", "value"]))
+            )
         parts.extend(_figure(f) for f in by_section.get(sid, []))
         parts.append("</section>")
     parts.append("</body></html>")

@@ -35,11 +35,15 @@ def shape_rows(adata) -> list[dict]:
         shape = (int(s["n_obs"]), int(s["n_vars"]))
         is_filter = "filter" in s["step"] or "subset" in s["step"]
         if last is None or shape != last or is_filter:
-            rows.append({
-                "step": s["step"], "cells": shape[0], "genes": shape[1],
-                "cells removed": "" if last is None else last[0] - shape[0],
-                "genes removed": "" if last is None else last[1] - shape[1],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "step": s["step"],
+                    "cells": shape[0],
+                    "genes": shape[1],
+                    "cells removed": "" if last is None else last[0] - shape[0],
+                    "genes removed": "" if last is None else last[1] - shape[1],
+                }
+            )
         last = shape
     return rows
 
@@ -96,11 +100,16 @@ def provenance_rows(adata) -> list[dict]:
         method = (p.get("params") or {}).get("method")
         if step == "rank_genes_groups" and method:
             step = f"{step} [{method}]"
-        rows.append({
-            "step": step, "backend": p.get("backend", ""), "requested": p.get("requested", ""),
-            "fallback reason": p.get("fallback_reason") or "",
-            "seconds": float(p.get("seconds", 0.0)), "params": p.get("params") or {},
-        })  # fmt: skip
+        rows.append(
+            {
+                "step": step,
+                "backend": p.get("backend", ""),
+                "requested": p.get("requested", ""),
+                "fallback reason": p.get("fallback_reason") or "",
+                "seconds": float(p.get("seconds", 0.0)),
+                "params": p.get("params") or {},
+            }
+        )
     return rows
 
 

@@ -56,8 +56,13 @@ def highly_variable_genes(adata, params: dict[str, Any]) -> None:
         return
     from scanpy.preprocessing._highly_variable_genes import _Cutoffs
 
-    _Cutoffs.validate(**{k: params[k] for k in ("n_top_genes", "min_disp", "max_disp",
-                                                "min_mean", "max_mean") if k in params})  # fmt: skip
+    _Cutoffs.validate(
+        **{
+            k: params[k]
+            for k in ("n_top_genes", "min_disp", "max_disp", "min_mean", "max_mean")
+            if k in params
+        }
+    )
 
 
 def pca(adata, params: dict[str, Any]) -> None:
@@ -126,8 +131,11 @@ def tsne(adata, params: dict[str, Any]) -> None:
         try:
             import MulticoreTSNE  # noqa: F401
         except ImportError:
-            warnings.warn("Could not import 'MulticoreTSNE'. Falling back to scikit-learn.",
-                          UserWarning, stacklevel=4)  # fmt: skip
+            warnings.warn(
+                "Could not import 'MulticoreTSNE'. Falling back to scikit-learn.",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 def leiden(adata, params: dict[str, Any]) -> None:
@@ -149,8 +157,10 @@ def leiden(adata, params: dict[str, Any]) -> None:
     try:
         import leidenalg  # noqa: F401
     except ImportError as e:
-        msg = ("Please install the leiden algorithm: `conda install -c conda-forge leidenalg` "
-               "or `pip3 install leidenalg`.")  # fmt: skip
+        msg = (
+            "Please install the leiden algorithm: `conda install -c conda-forge leidenalg` "
+            "or `pip3 install leidenalg`."
+        )
         raise ImportError(msg) from e
     msg = (
         "In the future, the default backend for leiden will be igraph instead of leidenalg.\n\n"

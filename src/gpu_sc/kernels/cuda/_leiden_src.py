@@ -54,9 +54,28 @@ def leiden_phase_init(k, memb, fix, kfix, Kfix, size):
 
 
 @cuda.jit
-def leiden_move_sweeps(indptr, indices, weight, k, kfix, memb, Kfix, size, active, perms,
-                       bounds, scale, inv_fix, hkey, hval, prop, old, go, leaver,
-                       counters):  # fmt: skip
+def leiden_move_sweeps(
+    indptr,
+    indices,
+    weight,
+    k,
+    kfix,
+    memb,
+    Kfix,
+    size,
+    active,
+    perms,
+    bounds,
+    scale,
+    inv_fix,
+    hkey,
+    hval,
+    prop,
+    old,
+    go,
+    leaver,
+    counters,
+):
     """Up to ``perms.shape[0]`` sweeps of fast local moving.
 
     ``counters[0]``: sweeps run; ``[1]``: moves made; ``[2 + s]``: threads that saw an active
@@ -210,8 +229,24 @@ def leiden_move_sweeps(indptr, indices, weight, k, kfix, memb, Kfix, size, activ
 
 
 @cuda.jit
-def leiden_refine_init(indptr, indices, weight, k, kfix, memb, Kc_fix, scale, inv_fix, fix,
-                       ext_node, ref, Kr_fix, ext_fix, rsize, pending):  # fmt: skip
+def leiden_refine_init(
+    indptr,
+    indices,
+    weight,
+    k,
+    kfix,
+    memb,
+    Kc_fix,
+    scale,
+    inv_fix,
+    fix,
+    ext_node,
+    ref,
+    Kr_fix,
+    ext_fix,
+    rsize,
+    pending,
+):
     """The refinement's singletons: each node's weight to the rest of its community (fixed
     point), and whether it is well connected to it (``Kc_fix``: community totals)."""
     start = cuda.grid(1)
@@ -234,9 +269,34 @@ def leiden_refine_init(indptr, indices, weight, k, kfix, memb, Kc_fix, scale, in
 
 
 @cuda.jit
-def leiden_refine_sweeps(indptr, indices, weight, k, kfix, memb, Kc_fix, ext_node, ref, Kr_fix,
-                         ext_fix, rsize, pending, perms, bounds, scale, inv_fix, fix, hkey,
-                         hval, prop, wt, old, go, leaver, counters):  # fmt: skip
+def leiden_refine_sweeps(
+    indptr,
+    indices,
+    weight,
+    k,
+    kfix,
+    memb,
+    Kc_fix,
+    ext_node,
+    ref,
+    Kr_fix,
+    ext_fix,
+    rsize,
+    pending,
+    perms,
+    bounds,
+    scale,
+    inv_fix,
+    fix,
+    hkey,
+    hval,
+    prop,
+    wt,
+    old,
+    go,
+    leaver,
+    counters,
+):
     """Up to ``perms.shape[0]`` sweeps of the refinement.
 
     ``counters[0]``: sweeps run; ``[1]``: moves made; ``[2 + s]``: threads that saw a pending

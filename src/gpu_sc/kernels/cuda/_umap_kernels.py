@@ -77,9 +77,25 @@ def repel(y, u, k, dim, a, b, two_gamma_b, acc):
 
 
 def _umap_epoch(
-    y_in, y_out, out_ptr, out_tail, in_ptr, in_edge, in_head, eps, eps_neg,
-    ns_in, ns_out, next_neg, epoch, alpha, a, b, two_gamma_b, seed_hash,
-):  # fmt: skip
+    y_in,
+    y_out,
+    out_ptr,
+    out_tail,
+    in_ptr,
+    in_edge,
+    in_head,
+    eps,
+    eps_neg,
+    ns_in,
+    ns_out,
+    next_neg,
+    epoch,
+    alpha,
+    a,
+    b,
+    two_gamma_b,
+    seed_hash,
+):
     v = cuda.grid(1)
     n = y_in.shape[0]
     if v >= n:

@@ -29,20 +29,31 @@ def compile_all(ccs: list[tuple[int, int]], only: list[str] | None = None) -> li
         try:
             funcs = spec.kernels()
         except Exception as exc:
-            out.append({"kernel": name, "function": "*", "signature": "*", "cc": "*",
-                        "ok": False, "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+            out.append(
+                {
+                    "kernel": name,
+                    "function": "*",
+                    "signature": "*",
+                    "cc": "*",
+                    "ok": False,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+            )
             continue
         for fname, sigs in spec.signatures.items():
             py_func = getattr(funcs[fname], "py_func", funcs[fname])
             for sig in sigs:
                 for cc in ccs:
-                    rec = {"kernel": name, "function": fname, "signature": sig,
-                           "cc": f"sm_{cc[0]}{cc[1]}"}  # fmt: skip
+                    rec = {
+                        "kernel": name,
+                        "function": fname,
+                        "signature": sig,
+                        "cc": f"sm_{cc[0]}{cc[1]}",
+                    }
                     t0 = time.perf_counter()
                     try:
                         ptx, _ = cuda.compile_ptx(py_func, sig, cc=cc)
-                        rec.update(ok=True, ptx_bytes=len(ptx),
-                                   has_entry=".entry" in ptx)  # fmt: skip
+                        rec.update(ok=True, ptx_bytes=len(ptx), has_entry=".entry" in ptx)
                         rec["ok"] = rec["has_entry"]
                     except Exception as exc:
                         rec.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -70,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as fh:
             json.dump(records, fh, indent=1)
     failed = [r for r in records if not r["ok"]]
-    print(f"compile: {len(records) - len(failed)} of {len(records)} compiled"
-          + (f", {len(failed)} FAILED" if failed else ""))  # fmt: skip
+    print(
+        f"compile: {len(records) - len(failed)} of {len(records)} compiled"
+        + (f", {len(failed)} FAILED" if failed else "")
+    )
     return 1 if failed or not records else 0
 
 

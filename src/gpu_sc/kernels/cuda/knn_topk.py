@@ -23,15 +23,40 @@ _KMAX = 256  # = _knn_topk_src.KMAX (not imported: that module imports numba.cud
 _BLOCK = 128  # = _knn_topk_src.BLOCK
 
 
-def _launch(xp, kernels, g, sq_a, sq_b, col_ids, self_col, best_d, best_i, *,
-            metric="euclidean", round32=False):  # fmt: skip
+def _launch(
+    xp,
+    kernels,
+    g,
+    sq_a,
+    sq_b,
+    col_ids,
+    self_col,
+    best_d,
+    best_i,
+    *,
+    metric="euclidean",
+    round32=False,
+):
     kern = kernels["knn_tile_topk"]
     single = int(g.dtype == np.float32)
     stream = launch_stream(xp)
-    config = kern[grid(g.shape[0], 1), _BLOCK] if stream is None else kern[
-        grid(g.shape[0], 1), _BLOCK, stream]  # fmt: skip
-    config(g, sq_a, sq_b, col_ids, self_col, best_d, best_i, _METRICS[metric], single,
-           int(bool(round32)))  # fmt: skip
+    config = (
+        kern[grid(g.shape[0], 1), _BLOCK]
+        if stream is None
+        else kern[grid(g.shape[0], 1), _BLOCK, stream]
+    )
+    config(
+        g,
+        sq_a,
+        sq_b,
+        col_ids,
+        self_col,
+        best_d,
+        best_i,
+        _METRICS[metric],
+        single,
+        int(bool(round32)),
+    )
     return best_d, best_i
 
 

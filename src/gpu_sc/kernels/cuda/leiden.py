@@ -165,8 +165,13 @@ def _init(xp, kernels, state: PhaseState) -> dict:
         "leaver": xp.full(n, -1, dtype=xp.int64),
     }
     memb = state.memb
-    _run(xp, kernels["leiden_phase_init"],
-         (a["k"], memb, fix, a["kfix"], a["Kfix"], a["size"]), n, False)  # fmt: skip
+    _run(
+        xp,
+        kernels["leiden_phase_init"],
+        (a["k"], memb, fix, a["kfix"], a["Kfix"], a["size"]),
+        n,
+        False,
+    )
     if state.phase == "move":
         a["active"] = xp.ones(n, dtype=xp.int8)
         return a
@@ -179,9 +184,24 @@ def _init(xp, kernels, state: PhaseState) -> dict:
         pending=xp.zeros(n, dtype=xp.int8),
         wt=xp.zeros(n, dtype=xp.float64),
     )
-    args = (a["indptr"], a["indices"], a["weight"], a["k"], a["kfix"], memb, a["Kfix"],
-            a["scale"], a["inv_fix"], fix, a["ext_node"], a["ref"], a["Kr_fix"], a["ext_fix"],
-            a["rsize"], a["pending"])  # fmt: skip
+    args = (
+        a["indptr"],
+        a["indices"],
+        a["weight"],
+        a["k"],
+        a["kfix"],
+        memb,
+        a["Kfix"],
+        a["scale"],
+        a["inv_fix"],
+        fix,
+        a["ext_node"],
+        a["ref"],
+        a["Kr_fix"],
+        a["ext_fix"],
+        a["rsize"],
+        a["pending"],
+    )
     _run(xp, kernels["leiden_refine_init"], args, n, False)
     state.result = a["ref"]
     return a
@@ -198,18 +218,59 @@ def _launch(xp, kernels, state: PhaseState, perms) -> int:
     perms = xp.ascontiguousarray(perms.astype(xp.int64))
     if state.phase == "move":
         counters = xp.zeros(2 + sweeps + sweeps * state.n_batches, dtype=xp.int64)
-        args = (a["indptr"], a["indices"], a["weight"], a["k"], a["kfix"], state.memb,
-                a["Kfix"], a["size"], a["active"], perms, bounds, a["scale"], a["inv_fix"],
-                a["hkey"], a["hval"], a["prop"], a["old"], a["go"], a["leaver"],
-                counters)  # fmt: skip
+        args = (
+            a["indptr"],
+            a["indices"],
+            a["weight"],
+            a["k"],
+            a["kfix"],
+            state.memb,
+            a["Kfix"],
+            a["size"],
+            a["active"],
+            perms,
+            bounds,
+            a["scale"],
+            a["inv_fix"],
+            a["hkey"],
+            a["hval"],
+            a["prop"],
+            a["old"],
+            a["go"],
+            a["leaver"],
+            counters,
+        )
         _run(xp, kernels["leiden_move_sweeps"], args, n, True)
     else:
         counters = xp.zeros(2 + sweeps, dtype=xp.int64)
-        args = (a["indptr"], a["indices"], a["weight"], a["k"], a["kfix"], state.memb,
-                a["Kfix"], a["ext_node"], a["ref"], a["Kr_fix"], a["ext_fix"], a["rsize"],
-                a["pending"], perms, bounds, a["scale"], a["inv_fix"], a["fix"], a["hkey"],
-                a["hval"], a["prop"], a["wt"], a["old"], a["go"], a["leaver"],
-                counters)  # fmt: skip
+        args = (
+            a["indptr"],
+            a["indices"],
+            a["weight"],
+            a["k"],
+            a["kfix"],
+            state.memb,
+            a["Kfix"],
+            a["ext_node"],
+            a["ref"],
+            a["Kr_fix"],
+            a["ext_fix"],
+            a["rsize"],
+            a["pending"],
+            perms,
+            bounds,
+            a["scale"],
+            a["inv_fix"],
+            a["fix"],
+            a["hkey"],
+            a["hval"],
+            a["prop"],
+            a["wt"],
+            a["old"],
+            a["go"],
+            a["leaver"],
+            counters,
+        )
         _run(xp, kernels["leiden_refine_sweeps"], args, n, True)
     ran = counters[:1]
     return int(ran.get()[0] if hasattr(ran, "get") else ran[0])

@@ -47,12 +47,25 @@ def time_kernels(scale: int, repeats: int, only: list[str] | None = None) -> dic
             continue
         args, kwargs = spec.example(xp, scale)
         cost = spec.cost(*args, **kwargs)
-        row = {"kernel": name, "scale": scale, "declared": {
-            "read": cost.read, "written": cost.written, "flops": cost.flops,
-            "flop_dtype": cost.flop_dtype, "launches": cost.launches, "syncs": cost.syncs}}  # fmt: skip
-        counts = StepCounts(ops=cost.launches, syncs=cost.syncs, bytes=cost.read + cost.written,
-                            flops=cost.flops,
-                            flops_fp64=cost.flops if cost.flop_dtype == "float64" else 0)  # fmt: skip
+        row = {
+            "kernel": name,
+            "scale": scale,
+            "declared": {
+                "read": cost.read,
+                "written": cost.written,
+                "flops": cost.flops,
+                "flop_dtype": cost.flop_dtype,
+                "launches": cost.launches,
+                "syncs": cost.syncs,
+            },
+        }
+        counts = StepCounts(
+            ops=cost.launches,
+            syncs=cost.syncs,
+            bytes=cost.read + cost.written,
+            flops=cost.flops,
+            flops_fp64=cost.flops if cost.flop_dtype == "float64" else 0,
+        )
         row["model_s_h200"] = project(counts, H200)["total"]
         try:
             kernels = jitted(name)
@@ -74,10 +87,14 @@ def time_kernels(scale: int, repeats: int, only: list[str] | None = None) -> dic
                 if i:  # the first call compiles
                     seconds.append(took)
             med = statistics.median(seconds)
-            row.update(ok=True, measured_s=med, all_s=seconds,
-                       gb_per_s=(cost.read + cost.written) / med / 1e9,
-                       tflop_per_s=cost.flops / med / 1e12,
-                       measured_over_model=med / row["model_s_h200"])  # fmt: skip
+            row.update(
+                ok=True,
+                measured_s=med,
+                all_s=seconds,
+                gb_per_s=(cost.read + cost.written) / med / 1e9,
+                tflop_per_s=cost.flops / med / 1e12,
+                measured_over_model=med / row["model_s_h200"],
+            )
         except Exception as exc:  # report the kernel that failed and go on with the others
             row.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:1000])
         rows.append(row)
@@ -87,10 +104,12 @@ def time_kernels(scale: int, repeats: int, only: list[str] | None = None) -> dic
 def table(report: dict) -> str:
     if report["where"] is None:
         return f"kernels: not timed ({report['reason']})"
-    lines = [f"kernels timed on {report['where']}, scale {report['scale']}, "
-             f"median of {report['repeats']}:",
-             f"{'kernel':<22} {'measured s':>11} {'read+written B':>15} {'flop':>10} "
-             f"{'GB/s':>8} {'TFLOP/s':>8} {'H200 model s':>13} {'meas/model':>10}"]  # fmt: skip
+    lines = [
+        f"kernels timed on {report['where']}, scale {report['scale']}, "
+        f"median of {report['repeats']}:",
+        f"{'kernel':<22} {'measured s':>11} {'read+written B':>15} {'flop':>10} "
+        f"{'GB/s':>8} {'TFLOP/s':>8} {'H200 model s':>13} {'meas/model':>10}",
+    ]
     for r in report["kernels"]:
         d = r["declared"]
         if not r["ok"]:

@@ -62,9 +62,13 @@ def _update_cost(n: int) -> KernelCost:
 def _error_cost(n: int, nnz: int) -> KernelCost:
     """The KL error on check iterations (the reference's array calls, ~15, and one read)."""
     return KernelCost(
-        read=nnz * (6 * _F64 + 2 * _I64) + n * 2 * _F32, written=nnz * 5 * _F64,
-        flops=10 * nnz, flop_dtype=_DT, launches=15, syncs=1,
-    )  # fmt: skip
+        read=nnz * (6 * _F64 + 2 * _I64) + n * 2 * _F32,
+        written=nnz * 5 * _F64,
+        flops=10 * nnz,
+        flop_dtype=_DT,
+        launches=15,
+        syncs=1,
+    )
 
 
 def exact_cost(n: int, nnz: int, compute_error: bool = False) -> KernelCost:
@@ -114,9 +118,12 @@ def fft_cost(n: int, nnz: int, n_boxes: int = _MAX_BOXES, compute_error: bool = 
         syncs=1,
     )
     spread = KernelCost(
-        read=n * (2 * _F32 + _I64) + (boxes + 1) * _I64, written=boxes * 9 * _F64,
-        flops=40 * n, flop_dtype=_DT, launches=1,
-    )  # fmt: skip
+        read=n * (2 * _F32 + _I64) + (boxes + 1) * _I64,
+        written=boxes * 9 * _F64,
+        flops=40 * n,
+        flop_dtype=_DT,
+        launches=1,
+    )
     forces = KernelCost(
         read=n * 2 * _F32 + nnz * (2 * _F32 + _I64 + _F64) + (n + 1) * _I64 + n * 27 * _F64,
         written=n * 2 * (_F64 + _F32) + blocks * _F64,
@@ -211,9 +218,18 @@ def _launch(xp, kernels, y, update, gains, state, momentum, learning_rate, compu
         )
         z_offset = -float(n)  # the self terms w_ii = 1
     _configure(kernels["tsne_update"], xp, blocks)(
-        ex["attr"], ex["rep"], ex["zpart"], z_offset, y, update, gains, ex["grad"],
-        ex["z_out"], np.float32(momentum), np.float32(learning_rate),
-    )  # fmt: skip
+        ex["attr"],
+        ex["rep"],
+        ex["zpart"],
+        z_offset,
+        y,
+        update,
+        gains,
+        ex["grad"],
+        ex["z_out"],
+        np.float32(momentum),
+        np.float32(learning_rate),
+    )
     error = None
     if compute_error:
         z_out = ex["z_out"]
@@ -270,8 +286,11 @@ def _example(xp, scale: int = 0):
     P = sp.csr_matrix((rng.uniform(0, 1, rows.size), (rows, cols)), shape=(n, n))
     P = ((P + P.T) / (2 * P.sum())).tocsr()
     P.sort_indices()
-    csr = __import__("cupyx.scipy.sparse", fromlist=["csr_matrix"]).csr_matrix if (
-        xp.__name__ == "cupy") else sp.csr_matrix  # fmt: skip
+    csr = (
+        __import__("cupyx.scipy.sparse", fromlist=["csr_matrix"]).csr_matrix
+        if (xp.__name__ == "cupy")
+        else sp.csr_matrix
+    )
     P = csr(P)
     state = TsneState(P=P, rows=None, repulsion=rep)
     y = xp.asarray(rng.normal(size=(n, 2)).astype(np.float32))

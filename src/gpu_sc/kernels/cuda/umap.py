@@ -111,11 +111,25 @@ def _launch(xp, kernels, y, state, epoch, alpha, a, b, gamma):
     blocks = grid(state.n, BLOCK)
     config = kern[blocks, BLOCK] if stream is None else kern[blocks, BLOCK, stream]
     config(
-        y_in, y_out, ex["out_ptr"], ex["out_tail"], ex["in_ptr"], ex["in_edge"], ex["in_head"],
-        state.eps, state.eps_neg, state.next_sample, ex["ns_spare"], state.next_neg,
-        np.int64(epoch), f32(alpha), f32(a), b32, f32(f32(f32(2.0) * f32(gamma)) * b32),
+        y_in,
+        y_out,
+        ex["out_ptr"],
+        ex["out_tail"],
+        ex["in_ptr"],
+        ex["in_edge"],
+        ex["in_head"],
+        state.eps,
+        state.eps_neg,
+        state.next_sample,
+        ex["ns_spare"],
+        state.next_neg,
+        np.int64(epoch),
+        f32(alpha),
+        f32(a),
+        b32,
+        f32(f32(f32(2.0) * f32(gamma)) * b32),
         ex["seed_hash"],
-    )  # fmt: skip
+    )
     state.next_sample, ex["ns_spare"] = ex["ns_spare"], state.next_sample
     return y_out
 

@@ -40,10 +40,20 @@ from ._rules import Counters, cupy_version
 
 __all__ = ["DEVICE_NAME", "DoubleHandle", "OutOfMemoryError", "install", "installed", "ndarray"]
 
-_MODULE_NAMES = ("cupy", "cupy.linalg", "cupy.random", "cupy.fft", "cupy.cuda",
-                 "cupy.cuda.runtime", "cupy.cuda.memory", "cupyx", "cupyx.scipy",
-                 "cupyx.scipy.sparse", "cupyx.scipy.sparse.linalg",
-                 "cupyx.scipy.special")  # fmt: skip
+_MODULE_NAMES = (
+    "cupy",
+    "cupy.linalg",
+    "cupy.random",
+    "cupy.fft",
+    "cupy.cuda",
+    "cupy.cuda.runtime",
+    "cupy.cuda.memory",
+    "cupyx",
+    "cupyx.scipy",
+    "cupyx.scipy.sparse",
+    "cupyx.scipy.sparse.linalg",
+    "cupyx.scipy.special",
+)
 _ACTIVE: list[DoubleHandle] = []
 
 
@@ -74,8 +84,14 @@ def _build_modules() -> dict[str, types.ModuleType]:
 
     ns = _namespace.build()
     mods: dict[str, types.ModuleType] = {}
-    for name in ("cupy", "cupy.linalg", "cupy.random", "cupy.fft", "cupyx.scipy.sparse",
-                 "cupyx.scipy.special"):  # fmt: skip
+    for name in (
+        "cupy",
+        "cupy.linalg",
+        "cupy.random",
+        "cupy.fft",
+        "cupyx.scipy.sparse",
+        "cupyx.scipy.special",
+    ):
         m = types.ModuleType(name, f"CuPy double: {name} (NumPy underneath, not a GPU)")
         m.__dict__.update(ns.get(name, {}))
         m.__is_cupy_double__ = True
@@ -114,19 +130,27 @@ def _patch_anndata(undo: list) -> None:
         return
     from ._sparse import csc_matrix, csr_matrix, spmatrix
 
-    mocks = {"CupyArray": ndarray, "CupyCSRMatrix": csr_matrix, "CupyCSCMatrix": csc_matrix,
-             "CupySparseMatrix": spmatrix}  # fmt: skip
+    mocks = {
+        "CupyArray": ndarray,
+        "CupyCSRMatrix": csr_matrix,
+        "CupyCSCMatrix": csc_matrix,
+        "CupySparseMatrix": spmatrix,
+    }
     by_mock = {getattr(compat, k): v for k, v in mocks.items() if getattr(compat, k) is not v}
     if not by_mock:
         return
-    view_bases = {"CupyArrayView": ndarray, "CupySparseCSRView": csr_matrix,
-                  "CupySparseCSCView": csc_matrix}  # fmt: skip
+    view_bases = {
+        "CupyArrayView": ndarray,
+        "CupySparseCSRView": csr_matrix,
+        "CupySparseCSCView": csc_matrix,
+    }
     for name, base in view_bases.items():
         old = getattr(views, name)
         body = {k: v for k, v in old.__dict__.items() if k not in ("__dict__", "__weakref__")}
         by_mock[old] = type(name, (views._ViewMixin, base), body)
-    anndata_modules = [(n, m) for n, m in list(sys.modules.items())
-                       if n.startswith("anndata") and m is not None]  # fmt: skip
+    anndata_modules = [
+        (n, m) for n, m in list(sys.modules.items()) if n.startswith("anndata") and m is not None
+    ]
     # anndata >= 0.13 (Python >= 3.12) spells some unions as ``type X = ...`` aliases, whose
     # value is read once and kept: the unions that name such an alias get its value with the
     # double's classes (a plain union) instead.
@@ -151,9 +175,11 @@ def _patch_anndata(undo: list) -> None:
                 undo.append((mod, attr, value))
                 setattr(mod, attr, by_mock[value])
             elif isinstance(value, types.UnionType | typing._UnionGenericAlias) and any(
-                    a in by_mock for a in typing.get_args(value)):  # fmt: skip
-                union = functools.reduce(operator.or_, [by_mock.get(a, a) for a in
-                                                        typing.get_args(value)])  # fmt: skip
+                a in by_mock for a in typing.get_args(value)
+            ):
+                union = functools.reduce(
+                    operator.or_, [by_mock.get(a, a) for a in typing.get_args(value)]
+                )
                 undo.append((mod, attr, value))
                 setattr(mod, attr, union)
             registry = getattr(value, "registry", None)

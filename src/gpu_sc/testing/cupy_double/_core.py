@@ -374,11 +374,21 @@ def binary_method(name: str, reflected: bool = False):
     return method
 
 
-for _name, _cp in [("add", "add"), ("sub", "subtract"), ("mul", "multiply"),
-                   ("truediv", "true_divide"), ("floordiv", "floor_divide"), ("mod", "remainder"),
-                   ("pow", "power"), ("and", "bitwise_and"), ("or", "bitwise_or"),
-                   ("xor", "bitwise_xor"), ("lshift", "left_shift"), ("rshift", "right_shift"),
-                   ("matmul", "matmul")]:  # fmt: skip
+for _name, _cp in [
+    ("add", "add"),
+    ("sub", "subtract"),
+    ("mul", "multiply"),
+    ("truediv", "true_divide"),
+    ("floordiv", "floor_divide"),
+    ("mod", "remainder"),
+    ("pow", "power"),
+    ("and", "bitwise_and"),
+    ("or", "bitwise_or"),
+    ("xor", "bitwise_xor"),
+    ("lshift", "left_shift"),
+    ("rshift", "right_shift"),
+    ("matmul", "matmul"),
+]:
     setattr(ndarray, f"__{_name}__", binary_method(_cp))
     setattr(ndarray, f"__r{_name}__", binary_method(_cp, reflected=True))
 
@@ -390,12 +400,22 @@ for _name, _cp in [("add", "add"), ("sub", "subtract"), ("mul", "multiply"),
 
     setattr(ndarray, f"__i{_name}__", _inplace)
 
-for _name, _cp in [("lt", "less"), ("le", "less_equal"), ("gt", "greater"),
-                   ("ge", "greater_equal"), ("eq", "equal"), ("ne", "not_equal")]:  # fmt: skip
+for _name, _cp in [
+    ("lt", "less"),
+    ("le", "less_equal"),
+    ("gt", "greater"),
+    ("ge", "greater_equal"),
+    ("eq", "equal"),
+    ("ne", "not_equal"),
+]:
     setattr(ndarray, f"__{_name}__", binary_method(_cp))
 
-for _name, _cp in [("neg", "negative"), ("pos", "positive"), ("abs", "absolute"),
-                   ("invert", "invert")]:  # fmt: skip
+for _name, _cp in [
+    ("neg", "negative"),
+    ("pos", "positive"),
+    ("abs", "absolute"),
+    ("invert", "invert"),
+]:
 
     def _unary(self, _cp=_cp):
         from ._namespace import NAMESPACE

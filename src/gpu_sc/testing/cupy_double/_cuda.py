@@ -132,8 +132,13 @@ def _mem_get_info() -> tuple[int, int]:
 
 
 def _device_properties(device: int) -> dict:
-    return {"name": DEVICE_NAME.encode(), "totalGlobalMem": DEVICE.total_bytes,
-            "major": 0, "minor": 0, "multiProcessorCount": 0}  # fmt: skip
+    return {
+        "name": DEVICE_NAME.encode(),
+        "totalGlobalMem": DEVICE.total_bytes,
+        "major": 0,
+        "minor": 0,
+        "multiProcessorCount": 0,
+    }
 
 
 def build_modules() -> dict[str, types.ModuleType]:
@@ -166,6 +171,5 @@ def build_modules() -> dict[str, types.ModuleType]:
     cuda.get_device_id = lambda: 0
     cuda.is_available = lambda: True
     cuda.CUDARuntimeError = CUDARuntimeError
-    _MODULES.update({"cupy.cuda": cuda, "cupy.cuda.runtime": runtime,
-                     "cupy.cuda.memory": memory})  # fmt: skip
+    _MODULES.update({"cupy.cuda": cuda, "cupy.cuda.runtime": runtime, "cupy.cuda.memory": memory})
     return dict(_MODULES)

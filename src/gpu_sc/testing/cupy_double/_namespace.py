@@ -28,8 +28,15 @@ _NUMPY_HOMES = {
 }
 # conversions that take host data by design (an explicit transfer)
 _HOST_OK = {"cupy.asarray", "cupy.array", "cupy.asanyarray"}
-_NOT_EMULATED = {"RawKernel", "RawModule", "ElementwiseKernel", "ReductionKernel", "fuse",
-                 "memoize", "vectorize"}  # fmt: skip
+_NOT_EMULATED = {
+    "RawKernel",
+    "RawModule",
+    "ElementwiseKernel",
+    "ReductionKernel",
+    "fuse",
+    "memoize",
+    "vectorize",
+}
 # reductions whose NumPy twin returns a Python scalar where CuPy returns a 0-d array
 _PY_SCALAR_TO_DEVICE = {"cupy.count_nonzero", "cupy.trace", "cupy.dot", "cupy.vdot"}
 
@@ -56,8 +63,9 @@ def _flops(name: str, args) -> tuple[int, np.dtype | None]:
 
 
 def _unwrap_all(qualname: str, args, kwargs, allow_host: bool, allow_lists: bool = True):
-    args = [unwrap_operand(a, qualname, allow_host=allow_host, allow_lists=allow_lists)
-            for a in args]  # fmt: skip
+    args = [
+        unwrap_operand(a, qualname, allow_host=allow_host, allow_lists=allow_lists) for a in args
+    ]
     kwargs = {
         k: (
             v
@@ -87,8 +95,11 @@ def _make_function(qualname: str, target, sig_text: str | None):
                 result = result.astype(np.complex64 if result.dtype.kind == "c" else np.float32)
         if qualname in _PY_SCALAR_TO_DEVICE and isinstance(result, (int, float, complex)):
             result = np.asarray(result)
-        if host_in and isinstance(result, np.ndarray) and any(
-                np.shares_memory(result, x) for x in host_in):  # fmt: skip
+        if (
+            host_in
+            and isinstance(result, np.ndarray)
+            and any(np.shares_memory(result, x) for x in host_in)
+        ):
             result = np.array(result, copy=True)  # device memory is never the host's
         n_flops, flop_dtype = _flops(qualname, a)
         if n_flops:
@@ -112,8 +123,9 @@ class ufunc:  # noqa: N801 - CuPy's name
         self._sig = parse_signature(entry.get("sig"))
         self.nin = entry.get("nin", getattr(target, "nin", 1))
         self.nout = getattr(target, "nout", 1)
-        self._methods = {m: parse_signature(s, drop_self=True)
-                         for m, s in entry.get("methods", {}).items()}  # fmt: skip
+        self._methods = {
+            m: parse_signature(s, drop_self=True) for m, s in entry.get("methods", {}).items()
+        }
 
     def __repr__(self):
         return f"<ufunc 'cupy_{self.__name__}'>"
@@ -162,8 +174,11 @@ def _random_state_class():
             self._rs = np.random.RandomState(None if seed is None else int(seed) % 2**32)
 
     for name, entry in sigs.items():
-        if name.startswith("_") or entry["kind"] != "method" or not hasattr(
-                np.random.RandomState, name):  # fmt: skip
+        if (
+            name.startswith("_")
+            or entry["kind"] != "method"
+            or not hasattr(np.random.RandomState, name)
+        ):
             continue
         sig = parse_signature(entry.get("sig"), drop_self=True)
 

@@ -130,8 +130,9 @@ class Counters:
         if n and np.dtype(dtype) in (np.float64, np.complex128):
             self.flops_fp64 += int(n)
 
-    def kernel(self, name: str, *, read=0, written=0, flops=0, flop_dtype="float64",
-               launches=1, syncs=0) -> None:  # fmt: skip
+    def kernel(
+        self, name: str, *, read=0, written=0, flops=0, flop_dtype="float64", launches=1, syncs=0
+    ) -> None:
         """Count one fused kernel call by its declared cost (launches count as ops)."""
         self.kernels += 1
         self.ops += int(launches)
@@ -151,9 +152,15 @@ class Counters:
             yield self
         finally:
             self.__dict__.update(saved)
-            self.kernel(name, read=cost.read, written=cost.written, flops=cost.flops,
-                        flop_dtype=cost.flop_dtype, launches=cost.launches,
-                        syncs=cost.syncs)  # fmt: skip
+            self.kernel(
+                name,
+                read=cost.read,
+                written=cost.written,
+                flops=cost.flops,
+                flop_dtype=cost.flop_dtype,
+                launches=cost.launches,
+                syncs=cost.syncs,
+            )
 
     def op(self, name: str, read: int = 0, written: int = 0) -> None:
         self.ops += 1

@@ -35,8 +35,12 @@ def _index_arrays(m) -> None:
     """int32 indices while they fit (cupyx stores ``'i'`` indices), in place on ``m``."""
     fits = max(m.shape + (m.nnz,)) < 2**31
     idx = np.int32 if fits else np.int64
-    names = {"csr": ("indices", "indptr"), "csc": ("indices", "indptr"),
-             "coo": ("row", "col"), "dia": ("offsets",)}[m.format]  # fmt: skip
+    names = {
+        "csr": ("indices", "indptr"),
+        "csc": ("indices", "indptr"),
+        "coo": ("row", "col"),
+        "dia": ("offsets",),
+    }[m.format]
     for n in names:
         arr = getattr(m, n)
         if arr.dtype != idx:
@@ -44,8 +48,11 @@ def _index_arrays(m) -> None:
 
 
 def _device_nbytes(m) -> int:
-    return sum(getattr(m, n).nbytes for n in ("data", "indices", "indptr", "row", "col",
-                                               "offsets") if hasattr(m, n))  # fmt: skip
+    return sum(
+        getattr(m, n).nbytes
+        for n in ("data", "indices", "indptr", "row", "col", "offsets")
+        if hasattr(m, n)
+    )
 
 
 def _from_scipy(m, fmt: str | None = None) -> spmatrix:
@@ -91,10 +98,17 @@ def _wrap_result(name: str, result, inputs=()):
         out = _core.wrap(np.asarray(result))
     else:
         out = _core.wrap(result)
-    read = sum(_device_nbytes(i._m) if isinstance(i, spmatrix) else
-               (i._a.nbytes if isinstance(i, ndarray) else 0) for i in inputs)  # fmt: skip
-    written = (_device_nbytes(out._m) if isinstance(out, spmatrix) else
-               (out._a.nbytes if isinstance(out, ndarray) else 0))  # fmt: skip
+    read = sum(
+        _device_nbytes(i._m)
+        if isinstance(i, spmatrix)
+        else (i._a.nbytes if isinstance(i, ndarray) else 0)
+        for i in inputs
+    )
+    written = (
+        _device_nbytes(out._m)
+        if isinstance(out, spmatrix)
+        else (out._a.nbytes if isinstance(out, ndarray) else 0)
+    )
     DEVICE.counters.op(name, read=read, written=written)
     return out
 
@@ -123,8 +137,7 @@ class spmatrix:  # noqa: N801 - cupyx's name
             m = arg1.copy()
         elif isinstance(arg1, ndarray):
             m = arg1._a
-        elif isinstance(arg1, tuple) and len(arg1) == 2 and all(isinstance(v, int)
-                                                                for v in arg1):  # fmt: skip
+        elif isinstance(arg1, tuple) and len(arg1) == 2 and all(isinstance(v, int) for v in arg1):
             m = sp.csr_matrix(arg1, dtype=dtype or np.float64)
         elif isinstance(arg1, tuple):
             m = _unwrap_tuple(arg1)
@@ -174,8 +187,11 @@ class spmatrix:  # noqa: N801 - cupyx's name
 
     def __getattr__(self, name):
         allowed = _methods(self.format)
-        if name.startswith("_") or name not in allowed or not hasattr(self.__dict__.get(
-                "_m", sp.csr_matrix((1, 1))), name):  # fmt: skip
+        if (
+            name.startswith("_")
+            or name not in allowed
+            or not hasattr(self.__dict__.get("_m", sp.csr_matrix((1, 1))), name)
+        ):
             raise AttributeError(f"'{self.format}_matrix' object has no attribute {name!r}")
         sig = parse_signature(allowed[name].get("sig"), drop_self=True)
         label = f"cupyx.scipy.sparse.{self.format}_matrix.{name}"
@@ -216,8 +232,9 @@ class spmatrix:  # noqa: N801 - cupyx's name
         result = getattr(a, op)(b)
         if result is NotImplemented:
             return NotImplemented
-        return _wrap_result(f"cupyx.scipy.sparse.{self.format}_matrix.{label}", result,
-                            (self, other))  # fmt: skip
+        return _wrap_result(
+            f"cupyx.scipy.sparse.{self.format}_matrix.{label}", result, (self, other)
+        )
 
     def __getitem__(self, key):
         if "__getitem__" not in _methods(self.format):
@@ -242,8 +259,7 @@ for _op in ("add", "sub", "mul", "matmul", "truediv", "pow"):
 
         setattr(spmatrix, _name, _method)
 spmatrix.__neg__ = lambda self: _wrap_result(f"{self.format}_matrix.__neg__", -self._m, (self,))
-spmatrix.__abs__ = lambda self: _wrap_result(f"{self.format}_matrix.__abs__", abs(self._m),
-                                             (self,))  # fmt: skip
+spmatrix.__abs__ = lambda self: _wrap_result(f"{self.format}_matrix.__abs__", abs(self._m), (self,))
 
 
 def _unwrap_tuple(t):
@@ -284,17 +300,32 @@ for _c in (spmatrix, csr_matrix, csc_matrix, coo_matrix, dia_matrix):
 for _c in (csr_matrix, csc_matrix, coo_matrix, dia_matrix):
     for _n in ("T", "A", "H"):  # attributes in cupyx's list that SciPy's matrices have
         if _n in _methods(_c.format):
-            setattr(_c, _n, property(lambda self, _n=_n: _wrap_result(
-                f"{self.format}_matrix.{_n}", getattr(self._m, _n) if _n != "A"
-                else self._m.toarray(), (self,))))  # fmt: skip
+            setattr(
+                _c,
+                _n,
+                property(
+                    lambda self, _n=_n: _wrap_result(
+                        f"{self.format}_matrix.{_n}",
+                        getattr(self._m, _n) if _n != "A" else self._m.toarray(),
+                        (self,),
+                    )
+                ),
+            )
 CLASSES = {"csr": csr_matrix, "csc": csc_matrix, "coo": coo_matrix, "dia": dia_matrix}
 
 
 def _function(name: str, sig_text: str | None):
     sig = parse_signature(sig_text)
     target = getattr(sp, name)
-    fmt_default = {"diags": "dia", "spdiags": "dia", "eye": "dia", "identity": "dia",
-                   "kron": "bsr", "block_diag": "coo", "bmat": "coo"}.get(name)  # fmt: skip
+    fmt_default = {
+        "diags": "dia",
+        "spdiags": "dia",
+        "eye": "dia",
+        "identity": "dia",
+        "kron": "bsr",
+        "block_diag": "coo",
+        "bmat": "coo",
+    }.get(name)
 
     def f(*args, **kwargs):
         check_call(f"cupyx.scipy.sparse.{name}", sig, args, kwargs)
@@ -333,8 +364,11 @@ def linalg_namespace() -> dict[str, Any]:
     """``cupyx.scipy.sparse.linalg``: ``eigsh`` with cupyx's rules; other names delegate."""
     import scipy.sparse.linalg as spla
 
-    sigs = {q.rsplit(".", 1)[1]: e for q, e in catalogue()["names"].items()
-            if q.startswith("cupyx.scipy.sparse.linalg.")}  # fmt: skip
+    sigs = {
+        q.rsplit(".", 1)[1]: e
+        for q, e in catalogue()["names"].items()
+        if q.startswith("cupyx.scipy.sparse.linalg.")
+    }
     eigsh_sig = parse_signature(sigs["eigsh"]["sig"])
 
     def eigsh(*args, **kwargs):
@@ -354,8 +388,14 @@ def linalg_namespace() -> dict[str, Any]:
             raise ValueError(f"k must be greater than 0 and smaller than n (actual: {k})")
         m = _unwrap(a)
         v0 = p.get("v0")
-        kw = dict(k=k, which=which, ncv=p.get("ncv"), maxiter=p.get("maxiter"),
-                  tol=p.get("tol", 0), v0=None if v0 is None else _unwrap(v0))  # fmt: skip
+        kw = dict(
+            k=k,
+            which=which,
+            ncv=p.get("ncv"),
+            maxiter=p.get("maxiter"),
+            tol=p.get("tol", 0),
+            v0=None if v0 is None else _unwrap(v0),
+        )
         try:
             vals, vecs = spla.eigsh(m, **kw)
         except spla.ArpackNoConvergence as err:
@@ -373,8 +413,9 @@ def linalg_namespace() -> dict[str, Any]:
     ns: dict[str, Any] = {"eigsh": eigsh}
     for name, entry in sigs.items():
         if name not in ns and entry["kind"] == "function" and hasattr(spla, name):
-            ns[name] = _function_from(spla, f"cupyx.scipy.sparse.linalg.{name}", name,
-                                      entry.get("sig"))  # fmt: skip
+            ns[name] = _function_from(
+                spla, f"cupyx.scipy.sparse.linalg.{name}", name, entry.get("sig")
+            )
     return ns
 
 
