@@ -252,7 +252,7 @@ def test_rule_device_memory_is_finite_and_out_of_memory_raises(cp):
 
     try:
         cp.zeros(10 << 20)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         assert is_gpu_resource_error(exc)
 
 

@@ -374,7 +374,7 @@ def test_pca_with_too_many_components_raises_scanpys_value_error_text():
     # scanpy's own test (test_pca_shapes) matches scikit-learn's message
     with pytest.raises(
         ValueError, match=r"n_components=100 must be between 1 and.*20 with svd_solver='arpack'"
-    ):  # noqa: E501
+    ):
         gpu_sc.pp.pca(
             ad.AnnData(np.random.default_rng(0).normal(size=(20, 30))), n_comps=100, backend="numpy"
         )

@@ -6,7 +6,7 @@ Generated from :mod:`gpu_sc.catalogue` (the steps whose namespaces include ``"pp
 from . import catalogue as _catalogue
 from .steps import make_step as _make
 
-__all__ = [*sorted(s.name for s in _catalogue.public_steps("pp"))]  # noqa: PLE0604 (derived from the catalogue)
+__all__ = [*sorted(s.name for s in _catalogue.public_steps("pp"))]  # derived from the catalogue
 globals().update(
     {s.name: _make(s.name, s.scanpy_func(), "pp") for s in _catalogue.public_steps("pp")}
 )

@@ -8,7 +8,7 @@ from . import catalogue as _catalogue
 from . import pp as _pp
 from .steps import make_step as _make
 
-__all__ = [*sorted(s.name for s in _catalogue.public_steps("tl"))]  # noqa: PLE0604 (derived from the catalogue)
+__all__ = [*sorted(s.name for s in _catalogue.public_steps("tl"))]  # derived from the catalogue
 globals().update(
     {
         s.name: getattr(_pp, s.name)

@@ -104,7 +104,7 @@ def measure_device(
     n_copy = copy_mib * 2**20 // 4
     src = xp.ones(n_copy, dtype=xp.float32)
     dst = xp.empty_like(src)
-    # noqa F821: the lambdas' names are deleted below, after the lambdas have run
+    # the lambdas' names are deleted below, after the lambdas have run
     copy_s = _best(lambda: xp.copyto(dst, src), am.synchronize, repeats)  # noqa: F821
     a = xp.ones((matmul_size, matmul_size), dtype=xp.float32)
     b = xp.ones((matmul_size, matmul_size), dtype=xp.float32)

@@ -160,7 +160,7 @@ def _component_spectral(am: ArrayModule, graph, dim: int, seed: int):
             M, k=k, which="LA", ncv=ncv, tol=1e-4, v0=xp.ones(n), maxiter=n * 5
         )
         failure = _eigen_residual_failure(am, M, vals, vecs)
-    except Exception as err:  # noqa: BLE001  (SciPy raises ArpackNoConvergence)
+    except Exception as err:  # SciPy raises ArpackNoConvergence
         failure = f"{type(err).__name__}: {err}"
     if failure is not None:
         # umap's own behaviour: warn and start from a uniform random layout.

@@ -121,7 +121,7 @@ def _cooperative_blocks(kernel, args, n: int) -> int:
     try:
         (overload,) = kernel.specialize(*args).overloads.values()
         resident = int(overload.max_cooperative_grid_blocks(_THREADS))
-    except Exception:  # noqa: BLE001 - one block per multiprocessor is always resident
+    except Exception:  # one block per multiprocessor is always resident
         from numba import cuda
 
         resident = int(cuda.get_current_device().MULTIPROCESSOR_COUNT)

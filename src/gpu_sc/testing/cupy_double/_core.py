@@ -99,7 +99,7 @@ def _unsupported(x) -> TypeError:
     return TypeError(f"Unsupported type {type(x)}")  # [U]
 
 
-class ndarray:  # noqa: N801 - CuPy's name
+class ndarray:  # CuPy's name
     """A device array of the double: a NumPy array that CuPy's rules guard."""
 
     __array_priority__ = 100  # as cupy.ndarray: wins NumPy's binary-operator dispatch

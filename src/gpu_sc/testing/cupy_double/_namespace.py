@@ -113,7 +113,7 @@ def _make_function(qualname: str, target, sig_text: str | None):
     return f
 
 
-class ufunc:  # noqa: N801 - CuPy's name
+class ufunc:  # CuPy's name
     """A CuPy ufunc: operands must be device arrays or scalars ([D], [U])."""
 
     def __init__(self, qualname: str, target, entry: dict):

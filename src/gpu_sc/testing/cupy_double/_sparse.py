@@ -122,7 +122,7 @@ def _matmul_flops(a, b) -> int:
     return 0
 
 
-class spmatrix:  # noqa: N801 - cupyx's name
+class spmatrix:  # cupyx's name
     """Base class of the double's cupyx matrices (``cupyx.scipy.sparse.spmatrix``)."""
 
     format = ""
@@ -159,7 +159,7 @@ class spmatrix:  # noqa: N801 - cupyx's name
     ndim = property(lambda self: 2)
     size = property(lambda self: self._m.nnz)
 
-    def _field(name):  # noqa: N805
+    def _field(name):
         def get(self):
             return ndarray._wrap(getattr(self._m, name), account=False)
 
@@ -270,27 +270,27 @@ def _methods(fmt: str) -> dict[str, Any]:
     return catalogue()["classes"][f"cupyx.scipy.sparse.{fmt}_matrix"]
 
 
-class csr_matrix(spmatrix):  # noqa: N801
+class csr_matrix(spmatrix):
     format = "csr"
     indices = spmatrix._field("indices")
     indptr = spmatrix._field("indptr")
     has_canonical_format = property(lambda self: self._m.has_canonical_format)
 
 
-class csc_matrix(spmatrix):  # noqa: N801
+class csc_matrix(spmatrix):
     format = "csc"
     indices = spmatrix._field("indices")
     indptr = spmatrix._field("indptr")
     has_canonical_format = property(lambda self: self._m.has_canonical_format)
 
 
-class coo_matrix(spmatrix):  # noqa: N801
+class coo_matrix(spmatrix):
     format = "coo"
     row = spmatrix._field("row")
     col = spmatrix._field("col")
 
 
-class dia_matrix(spmatrix):  # noqa: N801
+class dia_matrix(spmatrix):
     format = "dia"
     offsets = spmatrix._field("offsets")
 
