@@ -101,9 +101,12 @@ def build_pbmc3k(target: Path) -> None:
     print("pbmc3k not found (set GPU_SC_DATA): tests that need it are skipped", file=sys.stderr)
 
 
-def run(mode: str, results: Path, extra: list[str], files=TEST_FILES, part: str = "") -> int:
+def run(mode: str, results: Path, extra: list[str], files=TEST_FILES, part: str = "",
+        ids: list[str] | None = None) -> int:
     """One mode's pytest run; ``part`` (e.g. ``.part2``, with a subset of ``files``) names
-    the outputs of a run split over several processes (the report merges them)."""
+    the outputs of a run split over several processes (the report merges them); ``ids``
+    (test ids, instead of ``files``) reruns only those tests (``part`` ``.rerun``: the report
+    lets their outcomes replace the earlier ones)."""
     results.mkdir(parents=True, exist_ok=True)
     src = sdist_dir()
     env = dict(os.environ)
@@ -118,7 +121,7 @@ def run(mode: str, results: Path, extra: list[str], files=TEST_FILES, part: str 
     xml = results / f"{name}.xml"
     cmd = [sys.executable, "-m", "pytest", "-p", "gpu_sc_substitute", "-p", "no:randomly",
            "-v", "-rfE", "--tb=line", f"--junitxml={xml}",
-           *[f"tests/{f}" for f in files], *extra]  # fmt: skip
+           *(ids if ids else [f"tests/{f}" for f in files]), *extra]  # fmt: skip
     start = time.perf_counter()
     with open(results / f"{name}.log", "w") as log:
         rc = subprocess.run(cmd, cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -154,7 +157,9 @@ def outcomes(xml: Path) -> dict[str, tuple[str, str]]:
 def parts(results: Path, mode: str) -> list[str]:
     """The names of a mode's runs: ``mode`` and its ``mode.partN`` pieces."""
     names = {p.stem for p in results.glob(f"{mode}*") if p.suffix in (".xml", ".log")}
-    return sorted(n for n in names if n == mode or n.startswith(f"{mode}.part"))
+    # a rerun of some test ids (``mode.rerun``) comes last: its outcomes replace the earlier
+    picked = sorted(n for n in names if n == mode or n.startswith(f"{mode}.part"))
+    return picked + sorted(n for n in names if n.startswith(f"{mode}.rerun"))
 
 
 def suite_seconds(results: Path, name: str) -> int:
@@ -271,6 +276,9 @@ def main() -> None:
     ap.add_argument("--files", default=None,
                     help="comma-separated test files (default: all); with --part")  # fmt: skip
     ap.add_argument("--part", default="", help="e.g. .part2: a piece of a split run")
+    ap.add_argument("--ids", type=Path, default=None,
+                    help="a file of test ids, one a line: rerun only those (outputs mode.rerun, "
+                         "whose outcomes replace the earlier ones in the report)")  # fmt: skip
     ap.add_argument(
         "--reverse",
         action="store_true",
@@ -287,7 +295,11 @@ def main() -> None:
             if mode not in MODES:
                 sys.exit(f"unknown mode {mode!r}; one of {MODES}")
             files = args.files.split(",") if args.files else TEST_FILES
-            run(mode, results, args.pytest_args.split(), files, args.part)
+            ids = None
+            if args.ids:
+                ids = [t.strip() for t in args.ids.read_text().splitlines() if t.strip()]
+            part = args.part or (".rerun" if ids else "")
+            run(mode, results, args.pytest_args.split(), files, part, ids)
     if args.command in ("report", "all"):
         report(results, args.out)
 

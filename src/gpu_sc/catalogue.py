@@ -180,6 +180,27 @@ def truthy(why: str) -> Rule:
     return lambda v: None if v else why
 
 
+def _leidenalg_objective(params: Mapping[str, Any]) -> str | None:
+    """leiden's ``flavor="leidenalg"`` where it optimises another objective than the engine's
+    (modularity with ``resolution`` on the undirected weighted graph, scanpy's igraph flavor):
+    on the directed graph (scanpy's default ``directed=None`` is True for leidenalg) or with
+    another partition type. scanpy runs it (the same result as scanpy, recorded)."""
+    if params.get("flavor") != "leidenalg":
+        return None
+    if params.get("partition_type") is not None:
+        return (
+            "flavor='leidenalg' with a partition_type: only the modularity (RB "
+            "configuration) partition type is implemented"
+        )
+    if params.get("directed") is not False:
+        return (
+            "flavor='leidenalg' on the directed graph (scanpy's default directed=None): "
+            "modularity of a directed graph, another objective than the engine's "
+            "(pass flavor='igraph', or directed=False)"
+        )
+    return None
+
+
 def int_seed(v) -> str | None:
     """:data:`SEED_POLICY` for the engine: an integer seed."""
     if isinstance(v, numbers.Integral) and not isinstance(v, bool):
@@ -216,6 +237,10 @@ class Step:
     chunkable: bool = False
     #: ``{parameter: rule}``: parameter values the engine implements (:func:`only` & co.)
     supports: Mapping[str, Rule] = field(default_factory=dict)
+    #: rules on a combination of parameters (each maps all the call's parameters, scanpy's
+    #: defaults applied, to None or the reason the engine does not implement them), checked
+    #: after :attr:`supports`
+    supports_together: tuple[Callable[[Mapping[str, Any]], str | None], ...] = ()
     #: what the step reads and writes in the AnnData (documentation; the generic parity stage
     #: ``obs_values`` compares the ``obs[{field}]`` columns listed in ``writes``, ``{field}``
     #: formatted with the config section's fields)
@@ -600,7 +625,7 @@ STEPS: tuple[Step, ...] = (
          dask="gpu_sc.dask.steps:scale", chunkable=True,
          reads=("X",), writes=("X", "var['mean'|'std']"), reserved=("max_value", "zero_center"),
          parity="scale", floor="scale", array_returns="matrix",
-         array_params=("zero_center", "max_value", "copy"),
+         array_params=("zero_center", "max_value", "copy", "mask_obs"),
          prelude=_CHECKS + "transforms_in_place"),
     Step("pca", ("pp", "tl"), "pca", _PP + "pca", "gpu_sc.engine.pca:pca",
          dask="gpu_sc.dask.steps:pca", chunkable=True,
@@ -626,10 +651,11 @@ STEPS: tuple[Step, ...] = (
          repeat_keys=("distances", "connectivities"), floor="neighbors", requires=("pca",),
          values="use_rep"),
     Step("leiden", ("tl",), "leiden", _PP + "leiden", "gpu_sc.engine.clustering:leiden",
-         # flavor, directed, partition_type: the engine raises scanpy's errors and leaves
-         # leidenalg with a directed graph or another partition type to scanpy
+         # flavor, directed, partition_type: the engine raises scanpy's errors; leidenalg with
+         # a directed graph or another partition type is declared unsupported (scanpy runs it)
          supports={"restrict_to": unset("restrict_to is not implemented"),
                    "random_state": int_seed},
+         supports_together=(_leidenalg_objective,),
          reads=("obsp['connectivities']",), writes=("obs[key_added]", "uns[key_added]"),
          reserved=("resolution", "flavor", "n_iterations", "directed", "random_state",
                    "key_added"),
@@ -737,4 +763,8 @@ def unsupported(step: str, params: Mapping[str, Any]) -> str | None:
             why = rule(params[name])
             if why:
                 return why
+    for together in entry.supports_together:
+        why = together(params)
+        if why:
+            return why
     return None

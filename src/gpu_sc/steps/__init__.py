@@ -185,6 +185,13 @@ def _call_on_matrix(name: str, namespace: str, entry, scanpy_func: Callable, arg
             for k, v in params.items()
             if k not in entry.array_params and not _is_default(v, defaults[k].default)
         ]
+        for key in ("mask_obs", "mask_var"):
+            if key in entry.array_params and isinstance(params.get(key), str):
+                # scanpy's own error (a column name means nothing without an AnnData): the
+                # input is wrong, not a gap of the engine, so no fallback
+                msg = ("Cannot refer to mask with string without providing anndata object as "
+                       "argument")  # fmt: skip
+                raise ValueError(msg)
         why = (f"{', '.join(other)} with a bare matrix" if other else
                "a bare Dask array (scanpy returns its lazy result)" if is_dask(data) else
                None if isinstance(data, np.ndarray) or hasattr(data, "tocsr") else
