@@ -101,8 +101,14 @@ def build_pbmc3k(target: Path) -> None:
     print("pbmc3k not found (set GPU_SC_DATA): tests that need it are skipped", file=sys.stderr)
 
 
-def run(mode: str, results: Path, extra: list[str], files=TEST_FILES, part: str = "",
-        ids: list[str] | None = None) -> int:
+def run(
+    mode: str,
+    results: Path,
+    extra: list[str],
+    files=TEST_FILES,
+    part: str = "",
+    ids: list[str] | None = None,
+) -> int:
     """One mode's pytest run; ``part`` (e.g. ``.part2``, with a subset of ``files``) names
     the outputs of a run split over several processes (the report merges them); ``ids``
     (test ids, instead of ``files``) reruns only those tests (``part`` ``.rerun``: the report
@@ -127,6 +133,10 @@ def run(mode: str, results: Path, extra: list[str], files=TEST_FILES, part: str 
         rc = subprocess.run(cmd, cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - start
     (results / f"{name}.time").write_text(f"{seconds:.0f}\n")
+    src_tree = Path(first[0]) if first else REPO
+    head = subprocess.run(["git", "-C", str(src_tree), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (results / f"{name}.commit").write_text(f"{head or 'unknown'}\n")
     print(f"mode {name}: pytest exit {rc}, {seconds:.0f} s, log {results / f'{name}.log'}")
     return rc
 
@@ -148,7 +158,9 @@ def outcomes(xml: Path) -> dict[str, tuple[str, str]]:
             elif child.tag == "skipped" and outcome == "pass":
                 outcome = "xfail" if child.get("type") == "pytest.xfail" else "skip"
                 msg = (child.get("message") or "").strip()
-        msg = next((line for line in msg.splitlines() if line.strip()), "")[:300]
+        lines = [line.strip() for line in msg.splitlines() if line.strip()]
+        # a bare "AssertionError:" says nothing: the next lines (numpy's mismatch) do
+        msg = " / ".join(lines[:3] if lines and lines[0].endswith(":") else lines[:1])[:300]
         if tid not in out or rank[outcome] > rank[out[tid][0]]:
             out[tid] = (outcome, msg)
     return out
@@ -193,7 +205,7 @@ def log_outcomes(log: Path) -> dict[str, tuple[str, str]]:
 
 
 def report(results: Path, out: Path) -> int:
-    data, seconds = {}, {}
+    data, seconds, reruns = {}, {}, {}
     for m in MODES:
         for name in parts(results, m):
             if (results / f"{name}.xml").is_file():
@@ -202,7 +214,12 @@ def report(results: Path, out: Path) -> int:
                 got = log_outcomes(results / f"{name}.log")
                 print(f"{name}: no JUnit XML (run unfinished?); {len(got)} tests from its log")
             data.setdefault(m, {}).update(got)
-            seconds[m] = seconds.get(m, 0) + suite_seconds(results, name)
+            if ".rerun" in name:
+                commit = results / f"{name}.commit"
+                reruns[m] = (len(got), suite_seconds(results, name),
+                             commit.read_text().strip() if commit.is_file() else "unknown")  # fmt: skip
+            else:
+                seconds[m] = seconds.get(m, 0) + suite_seconds(results, name)
     if "scanpy" not in data:
         sys.exit("no results of the unmodified run (mode scanpy)")
     base = data["scanpy"]
@@ -244,8 +261,14 @@ def report(results: Path, out: Path) -> int:
     if short:
         lines += ["", "**Runs cut short** (tests that ran; regressions only among them): "
                   + ", ".join(short) + "."]  # fmt: skip
+    if reruns:
+        lines += ["", "**Rerun** (`--ids`): " + ", ".join(
+            f"{m}: {n} tests at code {c} ({s} s)" for m, (n, s, c) in reruns.items())
+            + "; the regressions of the earlier run and the tests it had not reached. The "
+            "other tests keep their outcome of the earlier run (their code paths passed "
+            "there)."]  # fmt: skip
     if seconds:
-        lines += ["", "Wall time here (2 shared cores): "
+        lines += ["", "Wall time here (2 shared cores) of the runs over all files: "
                   + ", ".join(f"{m} {s} s" for m, s in seconds.items()) + "."]  # fmt: skip
     (out / "table.md").write_text("\n".join(lines) + "\n")
     json.dump({"scanpy": version("scanpy"), "seconds": seconds,
