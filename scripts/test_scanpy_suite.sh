@@ -7,6 +7,8 @@
 #   scripts/test_scanpy_suite.sh                 # prepare, all three modes, report
 #   scripts/test_scanpy_suite.sh run gpu_sc      # one mode (then: ... report)
 #   scripts/test_scanpy_suite.sh all --pytest-args="-k pca"
+#   scripts/test_scanpy_suite.sh run gpu_sc strict --ids benchmarks/results/scanpy_suite/rerun_ids.txt
+#                                                # rerun some test ids (then: ... report)
 #
 # A separate venv (default /tmp/gpu_sc-suite-venv, or $SCANPY_SUITE_VENV) gets gpu_sc (editable,
 # at constraints.txt) and scanpy's test dependencies; the sdist, its data and the JUnit XML live

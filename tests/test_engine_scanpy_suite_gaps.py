@@ -4,6 +4,7 @@ each is run on the NumPy engine in strict mode (no fallback) and compared with s
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,34 @@ def test_pca_zero_center_false_matches_scanpy(container):
     assert got.uns["pca"]["params"] == ref.uns["pca"]["params"]
 
 
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("svd_solver", ["full", "covariance_eigh", "tsqr", "auto", "lobpcg"])
+def test_pca_zero_center_false_warns_scanpys_ignored_svd_solver(container, svd_solver):
+    """zero_center=False is scanpy's TruncatedSVD path: a solver it does not offer is ignored
+    with scanpy's warning, also when the engine computes it (strict mode: no fallback)."""
+    a = AnnData(container(_counts(40, 12)))
+    with pytest.warns(UserWarning, match="Ignoring svd_solver") as want:
+        sc.pp.pca(a.copy(), n_comps=4, svd_solver=svd_solver, zero_center=False)
+    with pytest.warns(UserWarning, match="Ignoring svd_solver") as got:
+        gpu_sc.pp.pca(
+            a, n_comps=4, svd_solver=svd_solver, zero_center=False, backend="numpy", strict=True
+        )
+    _engine(a)
+    text = [str(w.message) for w in want if "Ignoring" in str(w.message)]
+    assert [str(w.message) for w in got if "Ignoring" in str(w.message)] == text
+
+
+@pytest.mark.parametrize("svd_solver", [None, "arpack", "randomized"])
+def test_pca_zero_center_false_with_a_truncated_svd_solver_does_not_warn(svd_solver):
+    a = AnnData(_counts(40, 12))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "Ignoring", UserWarning)
+        gpu_sc.pp.pca(
+            a, n_comps=4, svd_solver=svd_solver, zero_center=False, backend="numpy", strict=True
+        )
+    _engine(a)
+
+
 def test_pca_chunked_is_the_exact_pca():
     """scanpy's chunked=True (incremental PCA) approximates the exact PCA: the engine computes
     that one, whatever zero_center says (scanpy ignores it too)."""
@@ -100,6 +129,39 @@ def test_scale_mask_obs_matches_scanpy(container, zero_center, mask):
     np.testing.assert_array_equal(_dense(got.X)[~cells], x[~cells])  # the others untouched
     assert list(got.var.columns) == list(ref.var.columns)
     pd.testing.assert_frame_equal(got.var, ref.var, rtol=1e-6)
+
+
+@pytest.mark.parametrize("zero_center", [True, False], ids=["center", "no_center"])
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("copy", [True, False], ids=["copy", "in_place"])
+def test_scale_mask_obs_on_a_bare_matrix_runs_on_the_engine(container, zero_center, copy):
+    """scale(matrix, mask_obs=boolean array): the array form honours mask_obs (strict mode:
+    no fallback) and returns scanpy's matrix, only the masked cells scaled."""
+    x = _counts()
+    cells = np.arange(x.shape[0]) % 3 != 0
+    ref = sc.pp.scale(container(x.copy()), mask_obs=cells, zero_center=zero_center, copy=copy)
+    got = gpu_sc.pp.scale(
+        container(x.copy()),
+        mask_obs=cells,
+        zero_center=zero_center,
+        copy=copy,
+        backend="numpy",
+        strict=True,
+    )
+    assert type(got) is type(ref)
+    assert got.dtype == ref.dtype
+    np.testing.assert_allclose(_dense(got), _dense(ref), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(_dense(got)[~cells], x[~cells])
+
+
+def test_scale_string_mask_on_a_bare_matrix_raises_scanpys_error_in_strict_mode():
+    """A column name as mask_obs means nothing without an AnnData: scanpy's ValueError, not a
+    fallback (strict mode would turn that into another error)."""
+    x = _counts()
+    with pytest.raises(ValueError, match=r"Cannot refer to mask.* without.*anndata"):
+        sc.pp.scale(x.copy(), mask_obs="mask")
+    with pytest.raises(ValueError, match=r"Cannot refer to mask.* without.*anndata"):
+        gpu_sc.pp.scale(x.copy(), mask_obs="mask", backend="numpy", strict=True)
 
 
 @pytest.mark.parametrize("container", CONTAINERS)
@@ -256,6 +318,35 @@ def test_leiden_scanpys_default_flavor_falls_back_with_scanpys_result(graph):
     assert last(got)["backend"] == "scanpy"
     assert "directed" in last(got)["fallback_reason"]
     pd.testing.assert_series_equal(got.obs["leiden"], ref.obs["leiden"])
+
+
+@pytest.mark.parametrize(
+    ("params", "declared"),
+    [
+        ({"flavor": "leidenalg", "directed": None}, "directed graph"),
+        ({"flavor": "leidenalg", "directed": True}, "directed graph"),
+        ({"flavor": "leidenalg", "directed": False, "partition_type": object}, "partition type"),
+        ({"flavor": "leidenalg", "directed": False}, None),
+        ({"flavor": "igraph", "directed": None}, None),
+    ],
+)
+def test_leiden_leidenalg_objective_is_declared_in_the_catalogue(graph, params, declared):
+    """leidenalg on the directed graph (scanpy's default) or with another partition type is a
+    declared gap of the catalogue (a recorded fallback with scanpy's result; in strict mode
+    an error naming it), checked before the engine runs."""
+    from gpu_sc import catalogue
+    from gpu_sc.dispatch.registry import EngineUnsupported, engine_impl
+
+    full = {"partition_type": None, **params}
+    why = catalogue.unsupported("leiden", full)
+    if declared is None:
+        assert why is None
+        return
+    assert declared in why
+    with pytest.raises(EngineUnsupported, match=declared):  # the engine called directly
+        engine_impl("leiden", "numpy")(graph.copy(), None, **params)
+    with pytest.raises(Exception, match=declared):  # strict: the declared reason
+        gpu_sc.tl.leiden(graph.copy(), **params, random_state=0, backend="numpy", strict=True)
 
 
 @pytest.mark.parametrize(

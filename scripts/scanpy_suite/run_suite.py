@@ -65,8 +65,22 @@ def prepare() -> None:
     if not (src / "tests").is_dir():
         archive = cache / f"scanpy-{ver}.tar.gz"
         if not archive.is_file():
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:",
-                            "--no-deps", f"scanpy=={ver}", "-d", str(cache)], check=True)  # fmt: skip
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-binary",
+                    ":all:",
+                    "--no-deps",
+                    f"scanpy=={ver}",
+                    "-d",
+                    str(cache),
+                ],
+                check=True,
+            )
         with tarfile.open(archive) as tar:
             tar.extractall(cache, filter="data")
     # scanpy's pytest plugin lives in src/testing; only that goes on the path (src/scanpy
@@ -90,8 +104,10 @@ def build_pbmc3k(target: Path) -> None:
     roots = [Path(os.environ["GPU_SC_DATA"])] if os.environ.get("GPU_SC_DATA") else []
     roots += [REPO.parent / "shared" / "data", REPO.parent.parent / "shared" / "data"]
     for root in roots:
-        for mtx in (root / "pbmc3k" / "filtered_gene_bc_matrices" / "hg19",
-                    root / "filtered_gene_bc_matrices" / "hg19"):  # fmt: skip
+        for mtx in (
+            root / "pbmc3k" / "filtered_gene_bc_matrices" / "hg19",
+            root / "filtered_gene_bc_matrices" / "hg19",
+        ):
             if (mtx / "matrix.mtx").is_file() or (mtx / "matrix.mtx.gz").is_file():
                 adata = sc.read_10x_mtx(mtx, var_names="gene_symbols")
                 adata.var_names_make_unique()
@@ -101,9 +117,18 @@ def build_pbmc3k(target: Path) -> None:
     print("pbmc3k not found (set GPU_SC_DATA): tests that need it are skipped", file=sys.stderr)
 
 
-def run(mode: str, results: Path, extra: list[str], files=TEST_FILES, part: str = "") -> int:
+def run(
+    mode: str,
+    results: Path,
+    extra: list[str],
+    files=TEST_FILES,
+    part: str = "",
+    ids: list[str] | None = None,
+) -> int:
     """One mode's pytest run; ``part`` (e.g. ``.part2``, with a subset of ``files``) names
-    the outputs of a run split over several processes (the report merges them)."""
+    the outputs of a run split over several processes (the report merges them); ``ids``
+    (test ids, instead of ``files``) reruns only those tests (``part`` ``.rerun``: the report
+    lets their outcomes replace the earlier ones)."""
     results.mkdir(parents=True, exist_ok=True)
     src = sdist_dir()
     env = dict(os.environ)
@@ -116,14 +141,31 @@ def run(mode: str, results: Path, extra: list[str], files=TEST_FILES, part: str 
         env["GPU_SC_STRICT"] = "1"
     name = f"{mode}{part}"
     xml = results / f"{name}.xml"
-    cmd = [sys.executable, "-m", "pytest", "-p", "gpu_sc_substitute", "-p", "no:randomly",
-           "-v", "-rfE", "--tb=line", f"--junitxml={xml}",
-           *[f"tests/{f}" for f in files], *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "gpu_sc_substitute",
+        "-p",
+        "no:randomly",
+        "-v",
+        "-rfE",
+        "--tb=line",
+        f"--junitxml={xml}",
+        *(ids if ids else [f"tests/{f}" for f in files]),
+        *extra,
+    ]
     start = time.perf_counter()
     with open(results / f"{name}.log", "w") as log:
         rc = subprocess.run(cmd, cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - start
     (results / f"{name}.time").write_text(f"{seconds:.0f}\n")
+    src_tree = Path(first[0]) if first else REPO
+    head = subprocess.run(
+        ["git", "-C", str(src_tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    (results / f"{name}.commit").write_text(f"{head or 'unknown'}\n")
     print(f"mode {name}: pytest exit {rc}, {seconds:.0f} s, log {results / f'{name}.log'}")
     return rc
 
@@ -145,7 +187,9 @@ def outcomes(xml: Path) -> dict[str, tuple[str, str]]:
             elif child.tag == "skipped" and outcome == "pass":
                 outcome = "xfail" if child.get("type") == "pytest.xfail" else "skip"
                 msg = (child.get("message") or "").strip()
-        msg = next((line for line in msg.splitlines() if line.strip()), "")[:300]
+        lines = [line.strip() for line in msg.splitlines() if line.strip()]
+        # a bare "AssertionError:" says nothing: the next lines (numpy's mismatch) do
+        msg = " / ".join(lines[:3] if lines and lines[0].endswith(":") else lines[:1])[:300]
         if tid not in out or rank[outcome] > rank[out[tid][0]]:
             out[tid] = (outcome, msg)
     return out
@@ -154,7 +198,9 @@ def outcomes(xml: Path) -> dict[str, tuple[str, str]]:
 def parts(results: Path, mode: str) -> list[str]:
     """The names of a mode's runs: ``mode`` and its ``mode.partN`` pieces."""
     names = {p.stem for p in results.glob(f"{mode}*") if p.suffix in (".xml", ".log")}
-    return sorted(n for n in names if n == mode or n.startswith(f"{mode}.part"))
+    # a rerun of some test ids (``mode.rerun``) comes last: its outcomes replace the earlier
+    picked = sorted(n for n in names if n == mode or n.startswith(f"{mode}.part"))
+    return picked + sorted(n for n in names if n.startswith(f"{mode}.rerun"))
 
 
 def suite_seconds(results: Path, name: str) -> int:
@@ -172,8 +218,14 @@ def log_outcomes(log: Path) -> dict[str, tuple[str, str]]:
     """Per-test outcomes from a ``-v`` log (a run cut short has no JUnit XML yet): the tests
     that ran so far; a failure's message is taken from the short summary where there is one."""
     out: dict[str, tuple[str, str]] = {}
-    word = {"PASSED": "pass", "FAILED": "fail", "ERROR": "fail", "SKIPPED": "skip",
-            "XFAIL": "xfail", "XPASS": "fail"}  # fmt: skip
+    word = {
+        "PASSED": "pass",
+        "FAILED": "fail",
+        "ERROR": "fail",
+        "SKIPPED": "skip",
+        "XFAIL": "xfail",
+        "XPASS": "fail",
+    }
     for line in log.read_text(errors="replace").splitlines():
         parts = line.split(" ")
         if line.startswith("tests/") and len(parts) > 1 and parts[1] in word:
@@ -188,7 +240,7 @@ def log_outcomes(log: Path) -> dict[str, tuple[str, str]]:
 
 
 def report(results: Path, out: Path) -> int:
-    data, seconds = {}, {}
+    data, seconds, reruns = {}, {}, {}
     for m in MODES:
         for name in parts(results, m):
             if (results / f"{name}.xml").is_file():
@@ -197,13 +249,25 @@ def report(results: Path, out: Path) -> int:
                 got = log_outcomes(results / f"{name}.log")
                 print(f"{name}: no JUnit XML (run unfinished?); {len(got)} tests from its log")
             data.setdefault(m, {}).update(got)
-            seconds[m] = seconds.get(m, 0) + suite_seconds(results, name)
+            if ".rerun" in name:
+                commit = results / f"{name}.commit"
+                reruns[m] = (
+                    len(got),
+                    suite_seconds(results, name),
+                    commit.read_text().strip() if commit.is_file() else "unknown",
+                )
+            else:
+                seconds[m] = seconds.get(m, 0) + suite_seconds(results, name)
     if "scanpy" not in data:
         sys.exit("no results of the unmodified run (mode scanpy)")
     base = data["scanpy"]
-    regressions = {m: sorted(t for t, (o, _) in data[m].items()
-                             if o == "fail" and base.get(t, ("", ""))[0] == "pass")
-                   for m in data if m != "scanpy"}  # fmt: skip
+    regressions = {
+        m: sorted(
+            t for t, (o, _) in data[m].items() if o == "fail" and base.get(t, ("", ""))[0] == "pass"
+        )
+        for m in data
+        if m != "scanpy"
+    }
     files = sorted({t.split("::")[0] for d in data.values() for t in d})
     out.mkdir(parents=True, exist_ok=True)
     head = "| file | " + " | ".join(f"{m} pass/fail/skip" for m in data)
@@ -224,29 +288,59 @@ def report(results: Path, out: Path) -> int:
     for f in files:
         cells = []
         for m, d in data.items():
-            c = [sum(1 for t, (o, _) in d.items() if t.split("::")[0] == f and o in os_)
-                 for os_ in (("pass",), ("fail",), ("skip", "xfail"))]  # fmt: skip
+            c = [
+                sum(1 for t, (o, _) in d.items() if t.split("::")[0] == f and o in os_)
+                for os_ in (("pass",), ("fail",), ("skip", "xfail"))
+            ]
             totals[m] = [a + b for a, b in zip(totals[m], c, strict=True)]
             cells.append("/".join(map(str, c)))
         regs = [str(sum(1 for t in r if t.split("::")[0] == f)) for r in regressions.values()]
         lines.append(f"| {f} | " + " | ".join(cells) + " | " + " | ".join(regs) + " |")
-    lines.append("| **total** | " + " | ".join("/".join(map(str, totals[m])) for m in data)
-                 + " | " + " | ".join(f"**{len(r)}**" for r in regressions.values()) + " |")  # fmt: skip
+    lines.append(
+        "| **total** | "
+        + " | ".join("/".join(map(str, totals[m])) for m in data)
+        + " | "
+        + " | ".join(f"**{len(r)}**" for r in regressions.values())
+        + " |"
+    )
     n_base = len(base)
     short = [
         f"{m}: {len(d)} of {n_base}" for m, d in data.items() if m != "scanpy" and len(d) < n_base
     ]
     if short:
-        lines += ["", "**Runs cut short** (tests that ran; regressions only among them): "
-                  + ", ".join(short) + "."]  # fmt: skip
+        lines += [
+            "",
+            "**Runs cut short** (tests that ran; regressions only among them): "
+            + ", ".join(short)
+            + ".",
+        ]
+    if reruns:
+        lines += [
+            "",
+            "**Rerun** (`--ids`): "
+            + ", ".join(f"{m}: {n} tests at code {c} ({s} s)" for m, (n, s, c) in reruns.items())
+            + "; the regressions of the earlier run and the tests it had not reached. The "
+            "other tests keep their outcome of the earlier run (their code paths passed "
+            "there).",
+        ]
     if seconds:
-        lines += ["", "Wall time here (2 shared cores): "
-                  + ", ".join(f"{m} {s} s" for m, s in seconds.items()) + "."]  # fmt: skip
+        lines += [
+            "",
+            "Wall time here (2 shared cores) of the runs over all files: "
+            + ", ".join(f"{m} {s} s" for m, s in seconds.items())
+            + ".",
+        ]
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    json.dump({"scanpy": version("scanpy"), "seconds": seconds,
-               "regressions": regressions,
-               "tests": {m: {t: list(v) for t, v in sorted(d.items())} for m, d in data.items()}},
-              open(out / "outcomes.json", "w"), indent=1)  # fmt: skip
+    json.dump(
+        {
+            "scanpy": version("scanpy"),
+            "seconds": seconds,
+            "regressions": regressions,
+            "tests": {m: {t: list(v) for t, v in sorted(d.items())} for m, d in data.items()},
+        },
+        open(out / "outcomes.json", "w"),
+        indent=1,
+    )
     text = []
     for m, regs in regressions.items():
         text.append(f"## mode {m}: {len(regs)} regressions")
@@ -264,13 +358,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("command", choices=["prepare", "run", "report", "all"])
     ap.add_argument("modes", nargs="*", default=list(MODES))
-    ap.add_argument("--results", type=Path, default=None,
-                    help="JUnit XML and logs (default: $SCANPY_SUITE_DIR/results)")  # fmt: skip
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="JUnit XML and logs (default: $SCANPY_SUITE_DIR/results)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scanpy_suite")
     ap.add_argument("--pytest-args", default="", help="extra pytest arguments, one string")
-    ap.add_argument("--files", default=None,
-                    help="comma-separated test files (default: all); with --part")  # fmt: skip
+    ap.add_argument(
+        "--files", default=None, help="comma-separated test files (default: all); with --part"
+    )
     ap.add_argument("--part", default="", help="e.g. .part2: a piece of a split run")
+    ap.add_argument(
+        "--ids",
+        type=Path,
+        default=None,
+        help="a file of test ids, one a line: rerun only those (outputs mode.rerun, "
+        "whose outcomes replace the earlier ones in the report)",
+    )
     ap.add_argument(
         "--reverse",
         action="store_true",
@@ -287,7 +393,11 @@ def main() -> None:
             if mode not in MODES:
                 sys.exit(f"unknown mode {mode!r}; one of {MODES}")
             files = args.files.split(",") if args.files else TEST_FILES
-            run(mode, results, args.pytest_args.split(), files, args.part)
+            ids = None
+            if args.ids:
+                ids = [t.strip() for t in args.ids.read_text().splitlines() if t.strip()]
+            part = args.part or (".rerun" if ids else "")
+            run(mode, results, args.pytest_args.split(), files, part, ids)
     if args.command in ("report", "all"):
         report(results, args.out)
 

@@ -43,7 +43,8 @@ def leiden(
     from scanpy import _utils as sc_utils
 
     am = ctx.am
-    # restrict_to, random_state: declared in the catalogue; scanpy's errors raised here.
+    # restrict_to, random_state, leidenalg's objective: declared in the catalogue; scanpy's
+    # errors raised here.
     if flavor not in {"igraph", "leidenalg"}:
         raise ValueError(
             f"flavor must be either 'igraph' or 'leidenalg', but {flavor!r} was passed"
@@ -53,12 +54,8 @@ def leiden(
             raise ValueError("Cannot use igraph’s leiden implementation with a directed graph.")
         if partition_type is not None:
             raise ValueError("Do not pass in partition_type argument when using igraph.")
-    if flavor == "leidenalg" and partition_type is not None:
-        raise EngineUnsupported("only the modularity (RB configuration) partition type")
-    if flavor == "leidenalg" and directed is not False:
-        # scanpy's default (directed=None is True for leidenalg): modularity of a directed
-        # graph, another objective than the engine's; scanpy runs it (same result)
-        raise EngineUnsupported("leidenalg on a directed graph optimises another objective")
+    # leidenalg with another partition type or on the directed graph: declared unsupported in
+    # the catalogue (gpu_sc.catalogue._leidenalg_objective), never reaches here
     if flavor == "leidenalg":
         sc_utils.warn_once(
             "In the future, the default backend for leiden will be igraph instead of leidenalg."

@@ -96,8 +96,11 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
     names = ("mean", "std")
     mask = None
     if mask_obs is not None:
-        names = ((f"mean of {mask_obs}", f"std of {mask_obs}") if isinstance(mask_obs, str)
-                 else ("mean with mask", "std with mask"))  # fmt: skip
+        names = (
+            (f"mean of {mask_obs}", f"std of {mask_obs}")
+            if isinstance(mask_obs, str)
+            else ("mean with mask", "std with mask")
+        )
         mask = np.asarray(_check_mask(adata, mask_obs, "obs"), dtype=bool)
     x = _get_x(adata, layer, obsm)
     if np.issubdtype(x.dtype, np.integer):
@@ -118,8 +121,7 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
     mean, std = scale_k.mean_std(am, am.asarray(total), am.asarray(total_sq), n)
 
     def apply(start, stop, b):
-        out = scale_k.scale_block(am, b, mean, std, zero_center=zero_center,
-                                  max_value=max_value)  # fmt: skip
+        out = scale_k.scale_block(am, b, mean, std, zero_center=zero_center, max_value=max_value)
         if mask is None:
             return out
         rows = am.asarray(mask[start:stop])

@@ -44,19 +44,36 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
     legacy = legacy_arguments(scanpy_func)
     entry = catalogue.get(name)
 
-    def call(*args, backend: str | None = None, strict: bool | None = None,
-             output: str | None = None, chunk_rows: int | None = None,
-             max_device_nnz: int | None = None, precision: str | None = None,
-             **kwargs):  # fmt: skip
+    def call(
+        *args,
+        backend: str | None = None,
+        strict: bool | None = None,
+        output: str | None = None,
+        chunk_rows: int | None = None,
+        max_device_nnz: int | None = None,
+        precision: str | None = None,
+        **kwargs,
+    ):
         if legacy is not None:  # scanpy's renamed and formerly positional arguments
             args, kwargs = legacy(*args, **kwargs)
         data = args[0] if args else kwargs.get(_first_name(scanpy_func))
         if data is not None and not _is_anndata(data):  # a bare matrix, as scanpy takes it
-            return _call_on_matrix(name, namespace, entry, scanpy_func, args, kwargs,
-                                   dict(backend=backend, strict=strict, output=output,
-                                        chunk_rows=chunk_rows,
-                                        max_device_nnz=max_device_nnz,
-                                        precision=precision))  # fmt: skip
+            return _call_on_matrix(
+                name,
+                namespace,
+                entry,
+                scanpy_func,
+                args,
+                kwargs,
+                dict(
+                    backend=backend,
+                    strict=strict,
+                    output=output,
+                    chunk_rows=chunk_rows,
+                    max_device_nnz=max_device_nnz,
+                    precision=precision,
+                ),
+            )
         try:
             adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
         except TypeError:
@@ -72,10 +89,19 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
         lazy = False
         if name not in _GRAPH_STEPS:  # after the copy: a promotion must not touch the caller's
             lazy = check_step_input(f"gpu_sc.{namespace}.{name}", adata, params)
-        result = run_step(name, adata, params, scanpy_impl=scanpy_impl, backend=backend,
-                          strict=strict, output=output, chunk_rows=chunk_rows,
-                          max_device_nnz=max_device_nnz, precision=precision,
-                          lazy=lazy)  # fmt: skip
+        result = run_step(
+            name,
+            adata,
+            params,
+            scanpy_impl=scanpy_impl,
+            backend=backend,
+            strict=strict,
+            output=output,
+            chunk_rows=chunk_rows,
+            max_device_nnz=max_device_nnz,
+            precision=precision,
+            lazy=lazy,
+        )
         return adata if copy else result
 
     @functools.wraps(scanpy_func)
@@ -139,10 +165,12 @@ def legacy_arguments(scanpy_func: Callable) -> Callable[..., tuple[tuple, dict]]
     arguments.__name__ = chain[-1][1].__name__  # scanpy's messages name the function
     rebuilt: Callable = arguments
     for wrapper, inner in reversed(chain):
-        cells = tuple(types.CellType(rebuilt) if _cell_holds(c, inner) else c
-                      for c in wrapper.__closure__)  # fmt: skip
-        new = types.FunctionType(wrapper.__code__, wrapper.__globals__, wrapper.__name__,
-                                 wrapper.__defaults__, cells)  # fmt: skip
+        cells = tuple(
+            types.CellType(rebuilt) if _cell_holds(c, inner) else c for c in wrapper.__closure__
+        )
+        new = types.FunctionType(
+            wrapper.__code__, wrapper.__globals__, wrapper.__name__, wrapper.__defaults__, cells
+        )
         new.__kwdefaults__ = wrapper.__kwdefaults__
         rebuilt = new
     return rebuilt
@@ -155,8 +183,15 @@ def _cell_holds(cell, value) -> bool:
         return False
 
 
-def _call_on_matrix(name: str, namespace: str, entry, scanpy_func: Callable, args: tuple,
-                    kwargs: dict, options: dict) -> Any:  # fmt: skip
+def _call_on_matrix(
+    name: str,
+    namespace: str,
+    entry,
+    scanpy_func: Callable,
+    args: tuple,
+    kwargs: dict,
+    options: dict,
+) -> Any:
     """A step called on a bare matrix (ndarray, scipy sparse, Dask array) instead of an
     AnnData, returning what scanpy returns for it.
 
@@ -185,13 +220,32 @@ def _call_on_matrix(name: str, namespace: str, entry, scanpy_func: Callable, arg
             for k, v in params.items()
             if k not in entry.array_params and not _is_default(v, defaults[k].default)
         ]
-        why = (f"{', '.join(other)} with a bare matrix" if other else
-               "a bare Dask array (scanpy returns its lazy result)" if is_dask(data) else
-               None if isinstance(data, np.ndarray) or hasattr(data, "tocsr") else
-               f"a bare {type(data).__name__}")  # fmt: skip
+        for key in ("mask_obs", "mask_var"):
+            if key in entry.array_params and isinstance(params.get(key), str):
+                # scanpy's own error (a column name means nothing without an AnnData): the
+                # input is wrong, not a gap of the engine, so no fallback
+                msg = (
+                    "Cannot refer to mask with string without providing anndata object as argument"
+                )
+                raise ValueError(msg)
+        why = (
+            f"{', '.join(other)} with a bare matrix"
+            if other
+            else "a bare Dask array (scanpy returns its lazy result)"
+            if is_dask(data)
+            else None
+            if isinstance(data, np.ndarray) or hasattr(data, "tocsr")
+            else f"a bare {type(data).__name__}"
+        )
     if why is not None:
-        return run_scanpy(name, scanpy_call, params, reason=why, backend=options["backend"],
-                          strict=options["strict"])  # fmt: skip
+        return run_scanpy(
+            name,
+            scanpy_call,
+            params,
+            reason=why,
+            backend=options["backend"],
+            strict=options["strict"],
+        )
     import anndata as ad
 
     copy = bool(params.get("copy"))
@@ -221,8 +275,9 @@ def _call_on_matrix(name: str, namespace: str, entry, scanpy_func: Callable, arg
         from scanpy.preprocessing._pca import _handle_mask_var
 
         info = tmp.uns["pca"]
-        _, mask = _handle_mask_var(tmp, params["mask_var"],
-                                   use_highly_variable=params["use_highly_variable"])  # fmt: skip
+        _, mask = _handle_mask_var(
+            tmp, params["mask_var"], use_highly_variable=params["use_highly_variable"]
+        )
         loadings = tmp.varm["PCs"] if mask is None else tmp.varm["PCs"][mask]
         components = np.ascontiguousarray(loadings.T, dtype=info["variance"].dtype)
         return x_pca, components, info["variance_ratio"], info["variance"]
@@ -249,9 +304,12 @@ def _write_back(data, out):
             return out
         data[...] = out
         return data
-    if (hasattr(data, "indptr") and data.nnz == out.nnz
-            and np.array_equal(data.indptr, out.indptr)
-            and np.array_equal(data.indices, out.indices)):  # fmt: skip
+    if (
+        hasattr(data, "indptr")
+        and data.nnz == out.nnz
+        and np.array_equal(data.indptr, out.indptr)
+        and np.array_equal(data.indices, out.indices)
+    ):
         data.data[...] = out.data
         return data
     return out
@@ -317,25 +375,34 @@ def check_step_input(step: str, adata, params: dict) -> bool:
         return False  # not an AnnData (scanpy's array input): scanpy handles it
     entry = catalogue.get(step.split(".")[-1]) or _UNCATALOGUED
     if (adata.n_obs == 0 or adata.n_vars == 0) and not entry.empty_ok:
-        raise InputError(f"{step}: the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} "
-                         "genes); nothing to compute, check the filters that ran before")  # fmt: skip
+        raise InputError(
+            f"{step}: the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} "
+            "genes); nothing to compute, check the filters that ran before"
+        )
     if entry.components:
         n_comps, smallest = params.get("n_comps"), min(adata.shape)
         if smallest < 2:
-            raise InputError(f"{step}: PCA needs at least 2 cells and 2 genes, got "
-                             f"{adata.n_obs} cells x {adata.n_vars} genes; keep more cells or "
-                             "genes (e.g. more highly variable genes)")  # fmt: skip
+            raise InputError(
+                f"{step}: PCA needs at least 2 cells and 2 genes, got "
+                f"{adata.n_obs} cells x {adata.n_vars} genes; keep more cells or "
+                "genes (e.g. more highly variable genes)"
+            )
         if n_comps is not None and not 1 <= n_comps <= smallest:
             solver = params.get("svd_solver") or "arpack"  # scanpy's default; sklearn's text
-            raise InputError(f"{step}: n_components={n_comps} must be between 1 and "
-                             f"min(n_samples, n_features)={smallest} with svd_solver={solver!r} "
-                             f"({adata.n_obs} cells x {adata.n_vars} genes); lower n_comps")  # fmt: skip
+            raise InputError(
+                f"{step}: n_components={n_comps} must be between 1 and "
+                f"min(n_samples, n_features)={smallest} with svd_solver={solver!r} "
+                f"({adata.n_obs} cells x {adata.n_vars} genes); lower n_comps"
+            )
     what, values, where = _step_values(entry.values, adata, params)
     if values is None:
         return False
     if getattr(values, "dtype", None) == np.float16 and where is not None:
-        logger.warning("%s: %s is float16; converted to float32 (float16 is not "
-                       "computed correctly)", step, what)  # fmt: skip
+        logger.warning(
+            "%s: %s is float16; converted to float32 (float16 is not computed correctly)",
+            step,
+            what,
+        )
         values = values.astype(np.float32)
         if adata.is_view:  # a view writes back into its float16 parent: make it actual first
             adata._init_as_actual(adata.copy())
@@ -349,8 +416,10 @@ def check_step_input(step: str, adata, params: dict) -> bool:
         return False
     bad = count_nonfinite(values)
     if bad:
-        raise InputError(f"{step}: {what} contains {bad} NaN or infinite value(s); "
-                         "remove or impute them (e.g. numpy.nan_to_num) before this step")  # fmt: skip
+        raise InputError(
+            f"{step}: {what} contains {bad} NaN or infinite value(s); "
+            "remove or impute them (e.g. numpy.nan_to_num) before this step"
+        )
     return False
 
 

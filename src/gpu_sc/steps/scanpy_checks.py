@@ -67,19 +67,28 @@ def highly_variable_genes(adata, params: dict[str, Any]) -> None:
 
 def pca(adata, params: dict[str, Any]) -> None:
     """scanpy's handling of ``svd_solver``: a solver its implementation for this input does
-    not offer is ignored with a warning (``_handle_sklearn_args``); ``lobpcg`` on sparse input
+    not offer (PCA's, or TruncatedSVD's with ``zero_center=False``) is ignored with a warning
+    (``_handle_sklearn_args``); ``lobpcg`` on sparse input
     is deprecated (FutureWarning); a sparse Dask matrix ignores ``random_state`` and
     ``svd_solver`` with warnings. The engine computes the same PCA whatever the solver."""
     from ..dispatch.arrays import is_dask
 
-    if params.get("chunked") or not params.get("zero_center", True):
-        return  # scanpy's chunked and TruncatedSVD paths (the engine does not run them)
+    if params.get("chunked"):
+        return  # scanpy's chunked path (the engine does not run it)
     layer = params.get("layer")
     if layer is not None and layer not in adata.layers:
         return  # the step reports the missing layer
     x = adata.X if layer is None else adata.layers[layer]
     svd_solver, random_state = params.get("svd_solver"), params.get("random_state")
     sparse = hasattr(x, "nnz") or hasattr(x, "tocsr")
+    if not params.get("zero_center", True):
+        # scanpy's TruncatedSVD path: a solver it does not offer is ignored with a warning
+        if not is_dask(x):
+            from scanpy.preprocessing._pca import _handle_sklearn_args
+            from sklearn.decomposition import TruncatedSVD
+
+            _handle_sklearn_args(svd_solver, TruncatedSVD)
+        return
     if is_dask(x):
         meta_sparse = hasattr(getattr(x, "_meta", None), "nnz")
         if meta_sparse or svd_solver == "covariance_eigh":
