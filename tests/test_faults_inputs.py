@@ -334,13 +334,15 @@ def test_step_on_empty_anndata_is_named(lognorm, step):
 def test_step_pca_impossible_n_comps(lognorm, n_comps):
     with pytest.raises(InputError) as err:
         gpu_sc.pp.pca(lognorm.copy(), n_comps=n_comps, backend="numpy")
-    assert_one_line(err.value, "pp.pca", f"n_comps={n_comps}", "lower it")
+    # scikit-learn's text, which scanpy's own test_pca_shapes matches, then what to do
+    assert_one_line(err.value, "pp.pca", f"n_components={n_comps}", "lower n_comps")
 
 
-def test_step_unknown_keyword_names_the_step(lognorm):
+def test_step_unknown_keyword_raises_scanpys_own_type_error(lognorm):
+    # a drop-in raises what scanpy raises: Python's binding error of scanpy's signature
     with pytest.raises(TypeError) as err:
         gpu_sc.pp.neighbors(lognorm.copy(), foo=1)
-    assert_one_line(err.value, "gpu_sc.pp.neighbors", "foo")
+    assert_one_line(err.value, "neighbors()", "unexpected keyword argument 'foo'")
 
 
 def test_step_on_a_view_with_nan_is_rejected(lognorm):
