@@ -367,3 +367,17 @@ def test_score_genes_bad_arguments_raise_scanpys_error_in_strict_mode(params, er
         sc.tl.score_genes(a.copy(), **params)
     with pytest.raises(error, match=re.escape(scanpy_error)):
         gpu_sc.tl.score_genes(a, **params, backend="numpy", strict=True)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0)], ids=["no_cells", "no_genes"])
+def test_scale_on_an_empty_anndata_scales_nothing_like_scanpy(shape):
+    # scanpy's recipe_seurat can filter every gene away and then scale: scanpy returns the
+    # empty matrix with var's mean/std columns; a drop-in must not raise there
+    a = AnnData(np.zeros(shape, dtype=np.float32))
+    ref = a.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scanpy's mean of an empty slice
+        sc.pp.scale(ref)
+        gpu_sc.pp.scale(a, backend="numpy")
+    assert a.shape == ref.shape
+    assert list(a.var.columns) == list(ref.var.columns)

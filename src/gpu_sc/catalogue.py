@@ -846,6 +846,7 @@ STEPS: tuple[Step, ...] = (
         array_returns="matrix",
         array_params=("zero_center", "max_value", "copy", "mask_obs"),
         prelude=_CHECKS + "transforms_in_place",
+        empty_ok=True,  # scanpy scales an empty AnnData to nothing (recipe_seurat can empty it)
     ),
     Step(
         "pca",
