@@ -269,6 +269,8 @@ def to_native(info: Any) -> Any:
                     "params": json.dumps(jsonable(rec.get("params") or {})),
                     "seconds": float(rec.get("seconds") or 0.0),
                     "note": str(rec.get("note") or ""),
+                    # a list form's engine record (dict) stays JSON text, as record_step writes
+                    "engine": json.dumps(jsonable(dict(eng))) if (eng := rec.get("engine")) else "",
                 },
             )
         info["provenance"] = frame
