@@ -29,7 +29,7 @@ from dask import delayed
 from ..dispatch.arrays import array_module, module_of
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..engine.hvg import store_hvg
-from ..engine.pca import resolve_n_comps, write_pca
+from ..engine.pca import explained_variance, resolve_n_comps, write_pca
 from ..kernels import hvg as hvg_k
 from ..kernels import normalize as norm_k
 from ..kernels import pca as pca_k
@@ -934,12 +934,9 @@ def pca(
         compute(*[proj(b, cols, mean_d, evecs_d, out_dtype) for b in blocks]), axis=0
     )
     components = evecs.T.astype(float_dtype)
-    if center:
-        variance, variance_ratio = evals, evals / total_var
-    else:  # as the in-memory engine (scikit-learn's TruncatedSVD): ddof=0 variances
-        variance = x_pca.astype(np.float64).var(axis=0)
-        variance_ratio = variance / (total_var * (n_obs - 1) / n_obs)
-    variance, variance_ratio = variance.astype(float_dtype), variance_ratio.astype(float_dtype)
+    variance, variance_ratio = explained_variance(
+        evals, x_pca, total_var, n_obs, center=center, dtype=float_dtype
+    )
 
     write_pca(
         adata,

@@ -95,15 +95,9 @@ def pca(
     evecs = pca_k.flip_signs(am, evecs)
     x_pca = blocks.map(lambda start, stop, b: pca_k.project_block(am, sub(b), mean, evecs))
     x_pca = am.to_host(x_pca)
-    if center:
-        variance = _host(am, evals)
-        variance_ratio = variance / total_var
-    else:
-        # scikit-learn's TruncatedSVD: the variance (ddof=0) of each projected column, over
-        # the total variance (ddof=0) of the features
-        variance = np.asarray(x_pca, dtype=np.float64).var(axis=0)
-        variance_ratio = variance / (total_var * (n_obs - 1) / n_obs)
-    variance, variance_ratio = variance.astype(float_dtype), variance_ratio.astype(float_dtype)
+    variance, variance_ratio = explained_variance(
+        _host(am, evals), x_pca, total_var, n_obs, center=center, dtype=float_dtype
+    )
     if x_pca.dtype.descr != np.dtype(dtype).descr:
         x_pca = x_pca.astype(dtype)
     components = _host(am, evecs).T.astype(float_dtype)
@@ -133,6 +127,22 @@ def resolve_n_comps(n_comps, n_obs: int, n_feat: int) -> int:
     if not 1 <= n_comps < min(n_obs, n_feat):
         raise EngineUnsupported(f"n_comps={n_comps} must be in [1, min(n_obs, n_vars))")
     return n_comps
+
+
+def explained_variance(evals, x_pca, total_var: float, n_obs: int, *, center: bool, dtype):
+    """``(variance, variance_ratio)`` as scanpy stores them (host arrays of ``dtype``).
+
+    Centred: the covariance's eigenvalues over its trace. Not centred: scikit-learn's
+    TruncatedSVD, the variance (ddof=0) of each projected column over the total variance
+    (ddof=0) of the features (``total_var`` is the covariance's trace, ddof=1).
+    """
+    if center:
+        variance = np.asarray(evals)
+        variance_ratio = variance / total_var
+    else:
+        variance = np.asarray(x_pca, dtype=np.float64).var(axis=0)
+        variance_ratio = variance / (total_var * (n_obs - 1) / n_obs)
+    return variance.astype(dtype), variance_ratio.astype(dtype)
 
 
 def write_pca(
