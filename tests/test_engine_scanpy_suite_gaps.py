@@ -102,6 +102,24 @@ def test_pca_chunked_is_the_exact_pca():
     assert got.uns["pca"]["params"]["zero_center"] is False  # recorded as given, as scanpy
 
 
+@pytest.mark.parametrize("zero_center", [True, False])
+@pytest.mark.parametrize("n_vars", [40, 12_000])  # the exact eigensolver, the randomized one
+def test_pca_all_zero_features_load_exactly_zero_so_sparse_and_dense_agree(zero_center, n_vars):
+    """scanpy's test_pca_sparse compares sparse and dense PCA with atol=0: the loadings of a
+    gene absent from every cell must be 0 on both, not the eigensolver's ~1e-30 noise."""
+    rng = np.random.default_rng(1)
+    x = np.zeros((60, n_vars), dtype=np.float64)
+    live = rng.choice(n_vars, 30, replace=False)
+    x[:, live] = _counts(60, 30, seed=2)
+    dense, sparse = AnnData(x), AnnData(sp.csr_matrix(x))
+    for a in (dense, sparse):
+        gpu_sc.pp.pca(a, n_comps=5, zero_center=zero_center, backend="numpy", strict=True)
+        _engine(a)
+        dead = np.setdiff1d(np.arange(n_vars), live)
+        assert not a.varm["PCs"][dead].any()
+    np.testing.assert_allclose(sparse.varm["PCs"], dense.varm["PCs"], rtol=1e-7, atol=0)
+
+
 def test_pca_chunked_with_a_layer_raises_scanpys_error():
     adata = AnnData(_counts(), layers={"counts": _counts()})
     with pytest.raises(NotImplementedError, match="Cannot use `layer` and `chunked`"):

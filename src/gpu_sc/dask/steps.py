@@ -921,12 +921,9 @@ def pca(
     blocks = row_blocks(x)
     ((total, gram),) = compute(tree_sum([delayed(_gram_block, pure=True)(b, cols) for b in blocks]))
     np_am = array_module("numpy")
-    mean, cov = pca_k.covariance(np_am, total, gram, n_obs)
-    total_var = float(np.trace(cov))
-    if not center:  # truncated SVD: eigenvectors of X^T X, no centring
-        mean, cov = np.zeros_like(mean), gram
-    evals, evecs = pca_k.top_eigh(np_am, cov, n_comps)
-    evecs = pca_k.flip_signs(np_am, evecs)
+    mean, evals, evecs, total_var = pca_k.exact_pca(
+        np_am, total, gram, n_obs, n_comps, center=center
+    )
     mean_d, evecs_d = delayed(mean), delayed(evecs)  # one copy in the graph, not one a block
     proj = delayed(_project_block, pure=True)
     out_dtype = np.dtype(dtype)

@@ -64,11 +64,9 @@ def pca(
             s, g = pca_k.gram_block(am, sub(b))
             total = s if total is None else total + s
             gram = g if gram is None else gram + g
-        mean, cov = pca_k.covariance(am, total, gram, n_obs)
-        total_var = float(xp.trace(cov))
-        if not center:  # truncated SVD: eigenvectors of X^T X, no centring
-            mean, cov = xp.zeros_like(mean), gram
-        evals, evecs = pca_k.top_eigh(am, cov, n_comps)
+        mean, evals, evecs, total_var = pca_k.exact_pca(
+            am, total, gram, n_obs, n_comps, center=center
+        )
     else:
         total = None
         total_sq = None
@@ -92,7 +90,7 @@ def pca(
             return (acc - n_obs * xp.outer(mean, mean @ v)) / (n_obs - 1)
 
         evals, evecs = pca_k.top_eigh_randomized(am, apply_cov, n_feat, n_comps, seed=seed)
-    evecs = pca_k.flip_signs(am, evecs)
+        evecs = pca_k.flip_signs(am, pca_k.zero_empty_features(am, evecs, total_sq))
     x_pca = blocks.map(lambda start, stop, b: pca_k.project_block(am, sub(b), mean, evecs))
     x_pca = am.to_host(x_pca)
     variance, variance_ratio = explained_variance(

@@ -26,12 +26,14 @@ from .reductions import axis_sum
 __all__ = [
     "EIGH_MAX_FEATURES",
     "covariance",
+    "exact_pca",
     "flip_signs",
     "gram_block",
     "project_block",
     "t_matmul",
     "top_eigh",
     "top_eigh_randomized",
+    "zero_empty_features",
 ]
 
 #: Above this many features the randomized solver replaces the dense eigendecomposition.
@@ -77,6 +79,23 @@ def covariance(am: ArrayModule, total: Any, gram: Any, n: int) -> tuple[Any, Any
     return mean, cov
 
 
+def exact_pca(
+    am: ArrayModule, total: Any, gram: Any, n: int, k: int, *, center: bool
+) -> tuple[Any, Any, Any, float]:
+    """``(mean, eigenvalues, eigenvectors, total variance)`` of the exact PCA from the
+    accumulated column sums and Gram matrix: the eigendecomposition of the covariance
+    (``center``) or of ``X^T X`` (a truncated SVD, no centring; ``mean`` is then zero), with
+    all-zero features' loadings exactly 0 and scanpy's signs."""
+    xp = am.xp
+    mean, cov = covariance(am, total, gram, n)
+    total_var = float(xp.trace(cov))
+    if not center:
+        mean, cov = xp.zeros_like(mean), gram
+    evals, evecs = top_eigh(am, cov, k)
+    evecs = zero_empty_features(am, evecs, xp.diagonal(gram))
+    return mean, evals, flip_signs(am, evecs), total_var
+
+
 def top_eigh(am: ArrayModule, cov: Any, k: int) -> tuple[Any, Any]:
     """Leading ``k`` eigenvalues (descending) and eigenvectors (columns) of ``cov``."""
     xp = am.xp
@@ -107,6 +126,18 @@ def top_eigh_randomized(
         small = q.T @ apply_cov(q)
         w, u = xp.linalg.eigh((small + small.T) / 2)
         return w[::-1][:k], (q @ u)[:, ::-1][:, :k]
+
+
+def zero_empty_features(am: ArrayModule, v: Any, sum_sq: Any) -> Any:
+    """Set the loadings of all-zero features (``sum_sq == 0``) to exactly 0.
+
+    Their covariance row and column are exactly zero, so every eigenvector of a non-zero
+    eigenvalue is exactly zero there; the eigensolvers leave rounding noise (~1e-30) that
+    depends on the last bits of the other entries, so sparse and dense input of the same
+    data would disagree on it (scanpy's ARPACK on an explicit or implicit centring gives 0).
+    """
+    xp = am.xp
+    return xp.where((sum_sq == 0)[:, None], xp.zeros((), dtype=v.dtype), v)
 
 
 def flip_signs(am: ArrayModule, v: Any) -> Any:
