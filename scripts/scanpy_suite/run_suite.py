@@ -251,10 +251,12 @@ def report(results: Path, out: Path) -> int:
             data.setdefault(m, {}).update(got)
             if ".rerun" in name:
                 commit = results / f"{name}.commit"
-                reruns[m] = (
-                    len(got),
-                    suite_seconds(results, name),
-                    commit.read_text().strip() if commit.is_file() else "unknown",
+                reruns.setdefault(m, []).append(
+                    (
+                        len(got),
+                        suite_seconds(results, name),
+                        commit.read_text().strip() if commit.is_file() else "unknown",
+                    )
                 )
             else:
                 seconds[m] = seconds.get(m, 0) + suite_seconds(results, name)
@@ -318,9 +320,13 @@ def report(results: Path, out: Path) -> int:
         lines += [
             "",
             "**Rerun** (`--ids`): "
-            + ", ".join(f"{m}: {n} tests at code {c} ({s} s)" for m, (n, s, c) in reruns.items())
-            + "; the regressions of the earlier run and the tests it had not reached. The "
-            "other tests keep their outcome of the earlier run (their code paths passed "
+            + ", ".join(
+                f"{m}: {n} tests at code {c} ({s} s)"
+                for m, runs in reruns.items()
+                for n, s, c in runs
+            )
+            + "; the regressions of the earlier run and the tests it had not reached (a "
+            "later rerun's outcomes replace an earlier one's). The other tests keep their outcome of the earlier run (their code paths passed "
             "there).",
         ]
     if seconds:
