@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._scanpy_compat import engine_gap, engine_params
-from .._settings import resolve_precision, settings
+from .._settings import settings
+from ..backends import Backend, canonical_backend_name, engine_names, resolve, resolve_precision
 from .arrays import ArrayModule, array_module
-from .backends import ENGINE_BACKENDS, canonical_backend_name, cuda_status, resolve_backend
 from .provenance import kernel_log, record_step, summarize_kernels, writes_uns
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "EngineUnsupported",
     "FallbackError",
     "engine_impl",
+    "impl_for",
     "implemented_steps",
     "register",
     "run_scanpy",
@@ -103,8 +104,9 @@ _ENGINE: dict[str, dict[str, _Impl]] = {}
 _NOT_RUN = object()  # sentinel: no implementation has produced a result yet
 
 
-def register(step: str, backends: tuple[str, ...] = ENGINE_BACKENDS, *, chunkable: bool = False):
-    """Register ``func(adata, ctx, **scanpy_params)`` as the engine implementation of ``step``.
+def register(step: str, backends: tuple[str, ...] | None = None, *, chunkable: bool = False):
+    """Register ``func(adata, ctx, **scanpy_params)`` as the engine implementation of ``step``
+    on ``backends`` (None: every registered engine backend, :func:`gpu_sc.backends.engine_names`).
 
     Contract for the function: compute everything first and write into ``adata`` last, so
     that an exception (out of memory, :class:`EngineUnsupported`) leaves ``adata`` as it was.
@@ -113,7 +115,7 @@ def register(step: str, backends: tuple[str, ...] = ENGINE_BACKENDS, *, chunkabl
     """
 
     def deco(func):
-        for b in backends:
+        for b in engine_names() if backends is None else backends:
             _ENGINE.setdefault(step, {})[canonical_backend_name(b, allow_auto=False)] = _Impl(
                 func, chunkable
             )
@@ -122,12 +124,18 @@ def register(step: str, backends: tuple[str, ...] = ENGINE_BACKENDS, *, chunkabl
     return deco
 
 
-def engine_impl(step: str, backend: str) -> Callable[..., Any] | None:
+def impl_for(step: str, backend: str | Backend) -> _Impl | None:
+    """The implementation of ``step`` on ``backend`` (one registered for it, or the
+    catalogue's engine function), or None."""
+    _load_engine()
+    return _ENGINE.get(step, {}).get(canonical_backend_name(backend, allow_auto=False))
+
+
+def engine_impl(step: str, backend: str | Backend) -> Callable[..., Any] | None:
     """The engine function registered for ``(step, backend)``, or None. Called directly, it
     checks the parameter values the catalogue declares first (as :func:`run_step` does) and
     raises :class:`EngineUnsupported` for one it does not implement."""
-    _load_engine()
-    impl = _ENGINE.get(step, {}).get(backend)
+    impl = impl_for(step, backend)
     if impl is None:
         return None
 
@@ -151,27 +159,29 @@ def engine_impl(step: str, backend: str) -> Callable[..., Any] | None:
     return functools.wraps(impl.func)(checked)
 
 
-def implemented_steps(backend: str) -> list[str]:
+def implemented_steps(backend: str | Backend) -> list[str]:
     """Names of the steps the engine implements for ``backend``."""
     _load_engine()
-    return sorted(s for s, by_backend in _ENGINE.items() if backend in by_backend)
+    name = canonical_backend_name(backend, allow_auto=False)
+    return sorted(s for s, by_backend in _ENGINE.items() if name in by_backend)
 
 
-_CATALOGUED = False
+_LOADED: set[str] = set()  # engine backends the catalogue's implementations are registered for
 
 
 def _load_engine() -> None:
-    """Register the engine implementations the catalogue names (once, on first use)."""
-    global _CATALOGUED
-    if _CATALOGUED:
+    """Register the engine implementations the catalogue names for every engine backend
+    (:func:`gpu_sc.backends.engine_names`), on first use and for a backend registered since."""
+    new = [b for b in engine_names() if b not in _LOADED]
+    if not new:
         return
     from .. import catalogue
 
     for entry in catalogue.engine_steps():
         func = catalogue.resolve(entry.engine)
-        for b in ENGINE_BACKENDS:
+        for b in new:
             _ENGINE.setdefault(entry.name, {}).setdefault(b, _Impl(func, entry.chunkable))
-    _CATALOGUED = True
+    _LOADED.update(new)
 
 
 def is_gpu_resource_error(exc: BaseException) -> bool:
@@ -218,7 +228,7 @@ def run_step(
     NumPy; without one it raises :class:`DaskUnsupported`.
     """
     requested = canonical_backend_name(settings.backend if backend is None else backend)
-    chosen, why = resolve_backend(requested)
+    chosen, why = resolve(backend if isinstance(backend, Backend) else requested)
     strict = strict_mode() if strict is None else bool(strict)
     output = settings.output if output is None else output
     chunk_rows = settings.chunk_rows if chunk_rows is None else int(chunk_rows)
@@ -228,14 +238,15 @@ def run_step(
         return _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict)
     fallback_reason = None
     impl = None
-    if chosen in ENGINE_BACKENDS:
-        _load_engine()
-        impl = _ENGINE.get(step, {}).get(chosen)
+    unusable = False  # the backend cannot run here (no CUDA): the pipeline warned once
+    if not chosen.delegates:
+        impl = chosen.implementation(step)
+        usable, reason = chosen.available()
         if impl is None:
-            fallback_reason = f"no {chosen} engine implementation of {step!r} yet"
-        elif chosen == "cupy" and not cuda_status().available:
-            fallback_reason = f"cupy backend unusable: {cuda_status().reason}"
-            impl = None
+            fallback_reason = f"no {chosen.name} engine implementation of {step!r} yet"
+        elif not usable:
+            fallback_reason = f"{chosen.name} backend unusable: {reason}"
+            impl, unusable = None, True
         else:
             from ..catalogue import unsupported
 
@@ -244,22 +255,22 @@ def run_step(
             why_not = unsupported(step, spelled) or engine_gap(step, spelled)
             if lacking:
                 fallback_reason = (
-                    f"{step} on {chosen}: the engine does not implement parameter(s) "
+                    f"{step} on {chosen.name}: the engine does not implement parameter(s) "
                     f"{', '.join(lacking)} of the installed scanpy"
                 )
                 impl = None
             elif why_not is not None:  # a parameter value the engine does not implement
-                fallback_reason = f"{step} on {chosen}: {why_not}"
+                fallback_reason = f"{step} on {chosen.name}: {why_not}"
                 impl = None
 
     t0 = time.perf_counter()
     result = _NOT_RUN
-    used = chosen
+    used = chosen.name
     first_error = ""
     engine_record: dict[str, Any] = {}
     if impl is not None:
         _prelude(step, adata, params)
-        am = array_module(chosen)
+        am = chosen.array_module()
         attempts = [False, True] if impl.chunkable else [False]
         for chunked in attempts:
             ctx = EngineContext(
@@ -281,17 +292,17 @@ def run_step(
                     logger.warning(
                         "gpu_sc: %s on %s succeeded in row chunks after a GPU resource error (%s)",
                         step,
-                        chosen,
+                        chosen.name,
                         first_error,
                     )
                 break
             except EngineUnsupported as exc:
-                fallback_reason = f"{step} on {chosen}: {exc}"
+                fallback_reason = f"{step} on {chosen.name}: {exc}"
                 break
             except Exception as exc:
                 if not is_gpu_resource_error(exc):
                     raise
-                fallback_reason = f"{step} on {chosen}: {type(exc).__name__}: {exc}"
+                fallback_reason = f"{step} on {chosen.name}: {type(exc).__name__}: {exc}"
                 first_error = first_error or f"{type(exc).__name__}: {exc}"
                 am.release_memory()
         if result is not _NOT_RUN:
@@ -307,7 +318,7 @@ def run_step(
                 raise FallbackError(
                     f"{step}: strict mode forbids falling back to scanpy: {fallback_reason}"
                 )
-            quiet = _UNUSABLE_CUDA_WARNED.get() and fallback_reason.startswith("cupy backend")
+            quiet = _UNUSABLE_CUDA_WARNED.get() and unusable
             logger.log(
                 logging.INFO if quiet else logging.WARNING,
                 "gpu_sc: falling back to scanpy for %s: %s",
@@ -348,9 +359,9 @@ def run_scanpy(
     unless the backend resolves to scanpy anyway. ``target``: the AnnData the record may
     go to (None: the record is only logged)."""
     requested = canonical_backend_name(settings.backend if backend is None else backend)
-    chosen, why = resolve_backend(requested)
+    chosen, why = resolve(backend if isinstance(backend, Backend) else requested)
     strict = strict_mode() if strict is None else bool(strict)
-    fallback_reason = None if chosen == "scanpy" else f"{step} on {chosen}: {reason}"
+    fallback_reason = None if chosen.delegates else f"{step} on {chosen.name}: {reason}"
     if fallback_reason is not None:
         if strict:
             raise FallbackError(
@@ -400,11 +411,12 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
             "it in memory, or change the parameter"
         )
     blocks, fallback_reason = "numpy", None
-    if chosen == "cupy":
-        if cuda_status().available:
-            blocks = "cupy"
+    if not chosen.delegates:
+        usable, reason = chosen.available()
+        if usable:
+            blocks = chosen.array_module_name
         else:
-            fallback_reason = f"cupy backend unusable: {cuda_status().reason}; blocks in numpy"
+            fallback_reason = f"{chosen.name} backend unusable: {reason}; blocks in numpy"
             if strict:
                 raise FallbackError(f"{step}: strict mode forbids {fallback_reason}")
             quiet = _UNUSABLE_CUDA_WARNED.get()
@@ -430,8 +442,8 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
         f"dask: {info['scheduler']}, {info['n_workers']} workers, {info.get('n_blocks')} "
         f"blocks of <= {info.get('chunk_rows')} rows, blocks in {blocks}"
     )
-    if chosen not in ("numpy", "cupy"):  # "auto" without CUDA, or "scanpy"
-        note += f" (backend {chosen} ({why}): the Dask path runs NumPy blocks)"
+    if chosen.delegates:  # "auto" without CUDA, or "scanpy"
+        note += f" (backend {chosen.name} ({why}): the Dask path runs NumPy blocks)"
     record_step(
         adata,
         step=step,
