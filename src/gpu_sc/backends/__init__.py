@@ -21,11 +21,14 @@ __all__ = [
     "available",
     "canonical_backend_name",
     "cuda_status",
+    "delegates",
     "engine_names",
     "find",
+    "is_gpu",
     "get",
     "names",
     "register",
+    "registered",
     "resolve",
     "resolve_backend",
     "resolve_precision",
@@ -62,6 +65,23 @@ def unregister(name: str) -> None:
     backend = _BACKENDS.pop(name.lower())
     for alias in backend.aliases:
         _ALIASES.pop(alias.lower(), None)
+
+
+def registered() -> list[Backend]:
+    """List the registered backends, in registration order."""
+    return list(_BACKENDS.values())
+
+
+def delegates(name: str | Backend | None) -> bool:
+    """Whether ``name`` is a backend that runs scanpy's functions (the reference)."""
+    backend = find(name)
+    return backend is not None and backend.delegates
+
+
+def is_gpu(name: str | Backend | None) -> bool:
+    """Whether ``name`` is a backend that computes on an accelerator."""
+    backend = find(name)
+    return backend is not None and backend.is_gpu
 
 
 def names() -> tuple[str, ...]:
