@@ -143,7 +143,7 @@ def _cpu_name() -> str:
 
 
 def _gpu_name() -> str:
-    from ..dispatch.backends import cuda_status
+    from ..backends import cuda_status
 
     return cuda_status().device_name or "unknown GPU"
 

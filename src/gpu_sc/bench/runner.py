@@ -113,7 +113,7 @@ def run_bench(
     log("measuring host copy bandwidth and matmul rate")
     devices["host"] = measure_device("numpy")
     if uses_gpu:
-        from ..dispatch.backends import cuda_status
+        from ..backends import cuda_status
 
         if cuda_status().available:
             log("measuring GPU copy bandwidth and matmul rate")

@@ -146,7 +146,7 @@ def map_rows(func: Callable, x, *args, sparse: bool, dtype, n_cols: int | None =
 
 def _take_rows(block, keep):
     idx = np.flatnonzero(np.asarray(keep))
-    if module_of(block).name == "cupy":
+    if module_of(block).on_device:
         idx = module_of(block).xp.asarray(idx)
     return block[idx]
 
@@ -178,7 +178,7 @@ def subset_rows(x, keep: np.ndarray):
 
 def _take_cols(block, idx):
     am = module_of(block)
-    return block[:, am.xp.asarray(idx) if am.name == "cupy" else idx]
+    return block[:, am.xp.asarray(idx) if am.on_device else idx]
 
 
 def subset_cols(x, keep: np.ndarray):

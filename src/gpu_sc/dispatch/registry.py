@@ -227,114 +227,30 @@ def run_step(
     instead, its blocks in CuPy when the backend resolves to a usable ``cupy``, else in
     NumPy; without one it raises :class:`DaskUnsupported`.
     """
-    requested = canonical_backend_name(settings.backend if backend is None else backend)
-    chosen, why = resolve(backend if isinstance(backend, Backend) else requested)
-    strict = strict_mode() if strict is None else bool(strict)
-    output = settings.output if output is None else output
-    chunk_rows = settings.chunk_rows if chunk_rows is None else int(chunk_rows)
-    max_device_nnz = settings.max_device_nnz if max_device_nnz is None else int(max_device_nnz)
-    precision = resolve_precision(precision, chosen)
+    opts = _options(backend, strict, output, chunk_rows, max_device_nnz, precision)
     if lazy:
-        return _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict)
-    fallback_reason = None
-    impl = None
-    unusable = False  # the backend cannot run here (no CUDA): the pipeline warned once
-    if not chosen.delegates:
-        impl = chosen.implementation(step)
-        usable, reason = chosen.available()
-        if impl is None:
-            fallback_reason = f"no {chosen.name} engine implementation of {step!r} yet"
-        elif not usable:
-            fallback_reason = f"{chosen.name} backend unusable: {reason}"
-            impl, unusable = None, True
-        else:
-            from ..catalogue import unsupported
-
-            spelled = engine_params(step, params)  # scanpy's newer spellings of defaults
-            kept, lacking = _engine_params(impl.func, spelled, scanpy_impl)
-            why_not = unsupported(step, spelled) or engine_gap(step, spelled)
-            if lacking:
-                fallback_reason = (
-                    f"{step} on {chosen.name}: the engine does not implement parameter(s) "
-                    f"{', '.join(lacking)} of the installed scanpy"
-                )
-                impl = None
-            elif why_not is not None:  # a parameter value the engine does not implement
-                fallback_reason = f"{step} on {chosen.name}: {why_not}"
-                impl = None
-
+        return _run_lazy(
+            step, adata, params, scanpy_impl, opts.requested, opts.backend, opts.why, opts.strict
+        )
+    impl, kept, fallback_reason, unusable = _engine_choice(step, opts.backend, params, scanpy_impl)
     t0 = time.perf_counter()
-    result = _NOT_RUN
-    used = chosen.name
-    first_error = ""
-    engine_record: dict[str, Any] = {}
+    result, why, used, engine_record = _NOT_RUN, opts.why, opts.backend.name, {}
     if impl is not None:
         _prelude(step, adata, params)
-        am = chosen.array_module()
-        attempts = [False, True] if impl.chunkable else [False]
-        for chunked in attempts:
-            ctx = EngineContext(
-                am=am,
-                chunked=chunked,
-                chunk_rows=chunk_rows,
-                max_device_nnz=max_device_nnz,
-                precision=precision,
-            )
-            try:
-                t0 = time.perf_counter()
-                with kernel_log() as kernels_ran:  # fused kernels: what ran, for the note
-                    result = impl.func(adata, ctx, **kept)
-                am.synchronize()
-                if kernels_ran:
-                    why += f"; {summarize_kernels(kernels_ran)}"
-                if chunked:
-                    why += f"; retried in row chunks after a GPU resource error ({first_error})"
-                    logger.warning(
-                        "gpu_sc: %s on %s succeeded in row chunks after a GPU resource error (%s)",
-                        step,
-                        chosen.name,
-                        first_error,
-                    )
-                break
-            except EngineUnsupported as exc:
-                fallback_reason = f"{step} on {chosen.name}: {exc}"
-                break
-            except Exception as exc:
-                if not is_gpu_resource_error(exc):
-                    raise
-                fallback_reason = f"{step} on {chosen.name}: {type(exc).__name__}: {exc}"
-                first_error = first_error or f"{type(exc).__name__}: {exc}"
-                am.release_memory()
-        if result is not _NOT_RUN:
-            fallback_reason = None
-            engine_record = {"precision": precision, **ctx.details}
-            if output == "host":
-                _move_to_host(adata)
-            am.release_memory()
+        result, t0, why, fallback_reason, engine_record = _run_engine(step, adata, impl, kept, opts)
     if result is _NOT_RUN:
         used = "scanpy"
         if fallback_reason is not None:
-            if strict:
-                raise FallbackError(
-                    f"{step}: strict mode forbids falling back to scanpy: {fallback_reason}"
-                )
-            quiet = _UNUSABLE_CUDA_WARNED.get() and unusable
-            logger.log(
-                logging.INFO if quiet else logging.WARNING,
-                "gpu_sc: falling back to scanpy for %s: %s",
-                step,
-                fallback_reason,
-            )
+            _announce_fallback(step, fallback_reason, strict=opts.strict, unusable=unusable)
         _move_to_host(adata)
         t0 = time.perf_counter()
         result = scanpy_impl(adata, **params)
     seconds = time.perf_counter() - t0
-    target = result if _is_anndata(result) else adata
     record_step(
-        target,
+        result if _is_anndata(result) else adata,
         step=step,
         backend=used,
-        requested=requested,
+        requested=opts.requested,
         fallback_reason=fallback_reason,
         params=params,
         seconds=seconds,
@@ -342,6 +258,131 @@ def run_step(
         engine=engine_record,
     )
     return result
+
+
+@dataclass(frozen=True)
+class _Options:
+    """:func:`run_step`'s execution options, each ``None`` replaced by its setting."""
+
+    backend: Backend  # resolved
+    requested: str  # as asked (a name or "auto"), for the provenance
+    why: str
+    strict: bool
+    output: str
+    chunk_rows: int
+    max_device_nnz: int
+    precision: str  # "exact" or "fast"
+
+
+def _options(backend, strict, output, chunk_rows, max_device_nnz, precision) -> _Options:
+    requested = canonical_backend_name(settings.backend if backend is None else backend)
+    chosen, why = resolve(backend if isinstance(backend, Backend) else requested)
+    return _Options(
+        backend=chosen,
+        requested=requested,
+        why=why,
+        strict=strict_mode() if strict is None else bool(strict),
+        output=settings.output if output is None else output,
+        chunk_rows=settings.chunk_rows if chunk_rows is None else int(chunk_rows),
+        max_device_nnz=settings.max_device_nnz if max_device_nnz is None else int(max_device_nnz),
+        precision=resolve_precision(precision, chosen),
+    )
+
+
+def _engine_choice(
+    step: str, chosen: Backend, params: dict[str, Any], scanpy_impl: Callable[..., Any]
+) -> tuple[_Impl | None, dict[str, Any], str | None, bool]:
+    """``(implementation or None, the params to call it with, why not, backend unusable)``:
+    whether the engine can take this call on ``chosen`` before anything runs."""
+    if chosen.delegates:
+        return None, {}, None, False
+    impl = chosen.implementation(step)
+    usable, reason = chosen.available()
+    if impl is None:
+        return None, {}, f"no {chosen.name} engine implementation of {step!r} yet", False
+    if not usable:  # the pipeline warned once: the per-step fallbacks are then quiet
+        return None, {}, f"{chosen.name} backend unusable: {reason}", True
+    from ..catalogue import unsupported
+
+    spelled = engine_params(step, params)  # scanpy's newer spellings of defaults
+    kept, lacking = _engine_params(impl.func, spelled, scanpy_impl)
+    why_not = unsupported(step, spelled) or engine_gap(step, spelled)
+    if lacking:
+        return (
+            None,
+            {},
+            f"{step} on {chosen.name}: the engine does not implement parameter(s) "
+            f"{', '.join(lacking)} of the installed scanpy",
+            False,
+        )
+    if why_not is not None:  # a parameter value the engine does not implement
+        return None, {}, f"{step} on {chosen.name}: {why_not}", False
+    return impl, kept, None, False
+
+
+def _run_engine(step: str, adata, impl: _Impl, kept: dict[str, Any], opts: _Options):
+    """Run the engine implementation, retried in row chunks after a GPU resource error when
+    it is chunkable. Returns ``(result or _NOT_RUN, start time of the attempt that ran, the
+    note, the fallback reason, the engine record)``."""
+    name, why = opts.backend.name, opts.why
+    am = opts.backend.array_module()
+    result, fallback_reason, first_error = _NOT_RUN, None, ""
+    t0 = time.perf_counter()
+    for chunked in [False, True] if impl.chunkable else [False]:
+        ctx = EngineContext(
+            am=am,
+            chunked=chunked,
+            chunk_rows=opts.chunk_rows,
+            max_device_nnz=opts.max_device_nnz,
+            precision=opts.precision,
+        )
+        try:
+            t0 = time.perf_counter()
+            with kernel_log() as kernels_ran:  # fused kernels: what ran, for the note
+                result = impl.func(adata, ctx, **kept)
+            am.synchronize()
+            if kernels_ran:
+                why += f"; {summarize_kernels(kernels_ran)}"
+            if chunked:
+                why += f"; retried in row chunks after a GPU resource error ({first_error})"
+                logger.warning(
+                    "gpu_sc: %s on %s succeeded in row chunks after a GPU resource error (%s)",
+                    step,
+                    name,
+                    first_error,
+                )
+            break
+        except EngineUnsupported as exc:
+            fallback_reason = f"{step} on {name}: {exc}"
+            break
+        except Exception as exc:
+            if not is_gpu_resource_error(exc):
+                raise
+            fallback_reason = f"{step} on {name}: {type(exc).__name__}: {exc}"
+            first_error = first_error or f"{type(exc).__name__}: {exc}"
+            am.release_memory()
+    if result is _NOT_RUN:
+        return result, t0, why, fallback_reason, {}
+    if opts.output == "host":
+        _move_to_host(adata)
+    am.release_memory()
+    return result, t0, why, None, {"precision": opts.precision, **ctx.details}
+
+
+def _announce_fallback(step: str, fallback_reason: str, *, strict: bool, unusable: bool) -> None:
+    """Strict mode: raise :class:`FallbackError`; else log the fallback (at INFO when the
+    pipeline already warned that the backend is unusable here)."""
+    if strict:
+        raise FallbackError(
+            f"{step}: strict mode forbids falling back to scanpy: {fallback_reason}"
+        )
+    quiet = _UNUSABLE_CUDA_WARNED.get() and unusable
+    logger.log(
+        logging.INFO if quiet else logging.WARNING,
+        "gpu_sc: falling back to scanpy for %s: %s",
+        step,
+        fallback_reason,
+    )
 
 
 def run_scanpy(
