@@ -205,8 +205,8 @@ def to_array_module(x, name: str):
     if current == name:
         return x
     sparse = sp.issparse(x._meta) or hasattr(x._meta, "indptr")
-    dtype = device_sparse_dtype(x.dtype) if (name == "cupy" and sparse) else x.dtype
     am = array_module(name)
+    dtype = device_sparse_dtype(x.dtype) if (am.on_device and sparse) else x.dtype
     meta = am.sparse.csr_matrix((0, 0), dtype=dtype) if sparse else am.xp.empty((0, 0), dtype)
     return x.map_blocks(_to_module, name, dtype=dtype, meta=meta)
 
