@@ -152,3 +152,12 @@ def test_cli_lists_a_registered_backend(toy, capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "toy" in capsys.readouterr().out
+
+
+def test_a_backend_object_is_accepted_wherever_a_name_is():
+    adata = gpu_sc.datasets.synthetic(200, n_genes=100, seed=0)
+    gpu_sc.pp.normalize_total(adata, backend=backends.get("numpy"))
+    rec = gpu_sc.provenance.last()
+    assert rec["backend"] == "numpy" and rec["requested"] == "numpy"
+    with gpu_sc.use_backend(backends.get("cpu")):
+        assert gpu_sc.settings.backend == "scanpy"

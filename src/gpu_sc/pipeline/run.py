@@ -105,7 +105,8 @@ def pipeline(
     """
     cfg = PipelineConfig.coerce(config)
     requested = canonical_backend_name(settings.backend if backend is None else backend)
-    chosen, why = resolve(requested)  # once for the run: every step gets this Backend
+    # resolved once for the run: every step gets this Backend
+    chosen, why = resolve(backend if isinstance(backend, Backend) else requested)
     resolved = chosen.name
     precision = resolve_precision(precision, chosen)
     strict = strict_mode() if strict is None else bool(strict)
