@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gpu_sc
+from gpu_sc.backends import cupy as cupy_backend
 from gpu_sc.dispatch import backends, registry
 from gpu_sc.dispatch.provenance import provenance, recording
 from gpu_sc.dispatch.registry import EngineUnsupported, register, run_step
@@ -29,7 +30,7 @@ def test_unknown_backend_name_is_rejected_with_choices():
 
 def test_auto_without_cuda_resolves_to_scanpy_and_says_why(monkeypatch):
     status = backends.CudaStatus(False, "CuPy is not importable (test)")
-    monkeypatch.setattr(backends, "cuda_status", lambda: status)
+    monkeypatch.setattr(cupy_backend, "cuda_status", lambda: status)
     chosen, why = backends.resolve_backend("auto")
     assert chosen == "scanpy"
     assert "CuPy is not importable (test)" in why
@@ -37,7 +38,7 @@ def test_auto_without_cuda_resolves_to_scanpy_and_says_why(monkeypatch):
 
 def test_auto_with_cuda_resolves_to_cupy(monkeypatch):
     status = backends.CudaStatus(True, "ok", device_name="Fake H100")
-    monkeypatch.setattr(backends, "cuda_status", lambda: status)
+    monkeypatch.setattr(cupy_backend, "cuda_status", lambda: status)
     assert backends.resolve_backend("auto")[0] == "cupy"
 
 
@@ -160,7 +161,9 @@ def test_engine_unsupported_parameter_falls_back(toy_registry):
 
 
 def test_explicit_cupy_without_cuda_is_recorded_as_fallback(toy_registry, monkeypatch):
-    monkeypatch.setattr(registry, "cuda_status", lambda: backends.CudaStatus(False, "no driver"))
+    monkeypatch.setattr(
+        cupy_backend, "cuda_status", lambda: backends.CudaStatus(False, "no driver")
+    )
 
     @register("toy")
     def toy(adata, ctx, *, factor):  # pragma: no cover - must not run

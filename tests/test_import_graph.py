@@ -18,6 +18,7 @@ ROOT = Path(gpu_sc.__file__).parent
 #: use), so every layer may read it.
 LAYERS = [
     ("gpu_sc._settings", "gpu_sc._progress", "gpu_sc._scanpy_compat", "gpu_sc.catalogue"),
+    ("gpu_sc.backends",),  # the registry of backends: names, availability, resolution
     ("gpu_sc.dispatch",),
     ("gpu_sc.kernels",),
     ("gpu_sc.engine",),

@@ -14,10 +14,10 @@ import pytest
 import scipy.sparse as sp
 
 import gpu_sc
+from gpu_sc.backends import cupy as cupy_backend
 from gpu_sc.dispatch import FallbackError, backends, registry
 from gpu_sc.dispatch.provenance import pipeline_record, provenance
 from gpu_sc.pipeline import InputError, plan
-from gpu_sc.pipeline import run as run_mod
 from gpu_sc.provenance import last as last_record
 
 FAST = {
@@ -235,8 +235,7 @@ def test_normalised_input_without_qc_steps_runs_without_the_counts_warning():
 @pytest.fixture
 def no_cuda(monkeypatch):
     status = backends.CudaStatus(False, "no driver (simulated)")
-    monkeypatch.setattr(registry, "cuda_status", lambda: status)
-    monkeypatch.setattr(run_mod, "cuda_status", lambda: status)
+    monkeypatch.setattr(cupy_backend, "cuda_status", lambda: status)
 
 
 def test_explicit_cupy_without_gpu_warns_once_and_records_what_ran(no_cuda, caplog):

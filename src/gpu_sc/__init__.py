@@ -17,7 +17,9 @@ import types
 
 __version__ = "0.1.0"
 
-from ._settings import resolve_precision, settings, use_backend
+from . import backends
+from ._settings import settings
+from .backends import resolve_precision, use_backend
 
 #: Public name -> (module, attribute or None for the module itself), imported on first use.
 _LAZY = {
@@ -34,6 +36,7 @@ _LAZY = {
 
 __all__ = [
     "PipelineConfig",
+    "backends",
     "datasets",
     "dispatch",
     "io",

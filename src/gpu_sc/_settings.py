@@ -6,21 +6,10 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
-__all__ = ["PRECISIONS", "Settings", "resolve_precision", "settings"]
+__all__ = ["PRECISIONS", "Settings", "settings"]
 
 #: Values of ``settings.precision`` (and of every ``precision=`` option).
 PRECISIONS = ("auto", "exact", "fast")
-
-
-def resolve_precision(precision: str | None, backend: str) -> str:
-    """``"exact"`` or ``"fast"`` for ``precision`` (``None``: ``settings.precision``) on
-    ``backend``: ``"auto"`` is ``"exact"`` on numpy (and scanpy), ``"fast"`` on cupy."""
-    p = settings.precision if precision is None else precision
-    if p not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {p!r}")
-    if p == "auto":
-        return "fast" if backend == "cupy" else "exact"
-    return p
 
 
 @dataclass
@@ -31,7 +20,7 @@ class Settings:
     ----------
     backend
         ``"auto"`` (default), ``"scanpy"``, ``"numpy"`` or ``"cupy"``; aliases ``"cpu"``,
-        ``"gpu"`` and ``"cuda"``. See :func:`gpu_sc.dispatch.resolve_backend`.
+        ``"gpu"`` and ``"cuda"``. See :func:`gpu_sc.backends.resolve`.
     chunk_rows
         Rows (cells) per block when a matrix is streamed in row chunks (QC, filtering,
         normalisation, log1p and HVG statistics of matrices that do not fit the device).
@@ -42,7 +31,7 @@ class Settings:
         ``"host"`` (default, like scanpy): results land in AnnData as NumPy/SciPy arrays;
         ``"device"``: the engine leaves CuPy arrays in ``adata.X`` and friends.
     precision
-        ``"auto"`` (default), ``"exact"`` or ``"fast"``: see :func:`resolve_precision`.
+        ``"auto"`` (default), ``"exact"`` or ``"fast"``: see :func:`gpu_sc.backends.resolve_precision`.
         ``"exact"`` computes as before (float64 throughout: the numpy backend's results are
         those of earlier releases); ``"fast"`` computes the kNN distances (exact and IVF), and
         the UMAP and t-SNE optimisations where the engine implements it, in float32, with
@@ -88,10 +77,3 @@ class Settings:
 
 
 settings = Settings()
-
-
-def use_backend(name: str):
-    """Context manager: run every step inside the block on backend ``name``."""
-    from .dispatch.backends import canonical_backend_name
-
-    return settings.override(backend=canonical_backend_name(name, allow_auto=True))

@@ -94,9 +94,10 @@ def measure_device(
     ``"scanpy"`` and ``"numpy"`` measure the host (NumPy); ``"cupy"`` the current CUDA device
     (synchronised). The best of ``repeats`` is kept (the device's capability, not its noise).
     """
+    from ..backends import is_gpu
     from ..dispatch.arrays import array_module
 
-    on_gpu = backend == "cupy"
+    on_gpu = is_gpu(backend)
     am = array_module("cupy" if on_gpu else "numpy")
     xp = am.xp
     copy_mib = copy_mib or (1024 if on_gpu else 128)  # well beyond the last-level cache
@@ -142,7 +143,7 @@ def _cpu_name() -> str:
 
 
 def _gpu_name() -> str:
-    from ..dispatch.backends import cuda_status
+    from ..backends import cuda_status
 
     return cuda_status().device_name or "unknown GPU"
 

@@ -48,7 +48,7 @@ def machine_info(with_gpu: bool) -> dict[str, Any]:
         "gpu": None,
     }
     if with_gpu:
-        from ..dispatch.backends import cuda_status
+        from ..backends import cuda_status
 
         status = cuda_status()
         info["gpu"] = status.device_name

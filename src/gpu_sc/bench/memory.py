@@ -115,7 +115,7 @@ class GpuPeak:
     def __enter__(self) -> GpuPeak:
         if not self.enabled:
             return self
-        from ..dispatch.backends import cuda_status
+        from ..backends import cuda_status
 
         if not cuda_status().available:
             self.enabled = False

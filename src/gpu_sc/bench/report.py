@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..backends import delegates, is_gpu
 from ..io import atomic_path
 
 __all__ = ["TABLE_HEADER", "markdown", "plot", "write_outputs"]
@@ -77,7 +78,7 @@ def _ran_on(r: dict) -> str:
     if not r["ran_on"]:
         return "–"
     ran = "+".join(r["ran_on"])
-    engine = r["backend"] != "scanpy"
+    engine = not delegates(r["backend"])
     if engine and r["step"] != "total" and r["fallback_reason"]:
         return f"{ran} (fallback)"
     return ran
@@ -143,12 +144,12 @@ def markdown(report: dict[str, Any]) -> str:
                 + (f" ({t['status']}: {t['note']})" if t["status"] != "ok" else "")
                 + (
                     f", {_ratio(t['speedup_vs_scanpy'])} scanpy"
-                    if t["backend"] != "scanpy" and t["speedup_vs_scanpy"]
+                    if not delegates(t["backend"]) and t["speedup_vs_scanpy"]
                     else ""
                 )
                 + (f"; slowest: {slow}" if slow else "")
             )
-            if t["backend"] == "cupy" and n >= GOAL_CELLS and t["median_s"]:
+            if is_gpu(t["backend"]) and n >= GOAL_CELLS and t["median_s"]:
                 lines.append(_goal_line(t, rows, n))
         lines += [
             "",

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dispatch.backends import canonical_backend_name
+from ..backends import canonical_backend_name, delegates, is_gpu
 from ..dispatch.provenance import environment, provenance
 from .floors import DeviceRates, Work, floor_seconds, measure_device, step_work
 from .machine import machine_info
@@ -73,7 +73,7 @@ class BenchConfig:
         if not backends:
             raise ValueError("no backend to benchmark")
         # scanpy first: speedups are ratios to it, and its history drives the budget.
-        self.backends = sorted(dict.fromkeys(backends), key=lambda b: b != "scanpy")
+        self.backends = sorted(dict.fromkeys(backends), key=lambda b: not delegates(b))
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         if self.budget_s is not None and self.budget_s <= 0:
@@ -108,12 +108,12 @@ def run_bench(
     requested, enabled = expand_steps(cfg.steps)
     load_start = _load()
     pcfg = pipeline_config(enabled)
-    uses_gpu = "cupy" in cfg.backends
+    uses_gpu = any(is_gpu(b) for b in cfg.backends)
     devices: dict[str, DeviceRates] = {}
     log("measuring host copy bandwidth and matmul rate")
     devices["host"] = measure_device("numpy")
     if uses_gpu:
-        from ..dispatch.backends import cuda_status
+        from ..backends import cuda_status
 
         if cuda_status().available:
             log("measuring GPU copy bandwidth and matmul rate")
@@ -195,7 +195,7 @@ def run_bench(
             stopped = set(failed)
             # Engines before scanpy within a repeat: when a time limit cuts a size short, it
             # cuts the reference (often predicted over the budget anyway), not the engine.
-            run_order = sorted(cfg.backends, key=lambda b: b == "scanpy")
+            run_order = sorted(cfg.backends, key=delegates)
             for rep in range(cfg.repeats):
                 for backend in run_order:
                     if backend in stopped:
@@ -537,10 +537,10 @@ def _add_speedups(rows: list[dict[str, Any]], n: int) -> None:
     ref = {
         r["step"]: r
         for r in rows
-        if r["n_cells"] == n and r["backend"] == "scanpy" and r["median_s"]
+        if r["n_cells"] == n and delegates(r["backend"]) and r["median_s"]
     }
     for r in rows:
-        if r["backend"] == "scanpy" or r["n_cells"] != n or not r["median_s"]:
+        if delegates(r["backend"]) or r["n_cells"] != n or not r["median_s"]:
             continue
         if r["ran_on"] == ["anndata"]:  # bookkeeping, identical on every backend
             continue

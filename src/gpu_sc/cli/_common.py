@@ -6,7 +6,14 @@ import os
 import sys
 import time
 
-__all__ = ["print_progress", "provenance_table"]
+__all__ = ["backend_help", "print_progress", "provenance_table"]
+
+
+def backend_help() -> str:
+    """``--backend``'s help: ``auto`` and every registered backend (:mod:`gpu_sc.backends`)."""
+    from ..backends import names
+
+    return f"auto | {' | '.join(names())} (default auto)"
 
 
 def print_progress(step: str, seconds: float) -> None:

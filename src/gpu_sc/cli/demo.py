@@ -6,13 +6,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._common import print_progress, provenance_table
+from ._common import backend_help, print_progress, provenance_table
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="run the pipeline on a synthetic atlas (no download)")
     p.add_argument("--cells", type=int, default=5000, help="number of cells (default 5000)")
-    p.add_argument("--backend", default="auto", help="auto | scanpy | numpy | cupy (default auto)")
+    p.add_argument("--backend", default="auto", help=backend_help())
     p.add_argument(
         "-o",
         "--out",

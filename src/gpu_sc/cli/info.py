@@ -9,19 +9,27 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..dispatch import cuda_status, implemented_steps, resolve_backend
+    from ..backends import registered, resolve_backend
+    from ..dispatch import implemented_steps
     from ..dispatch.provenance import environment
 
     env = environment("cupy")
     for name, version in env["versions"].items():
         print(f"{name:10s} {version}")
-    status = cuda_status()
     print()
-    print("scanpy     usable (reference CPU path)")
-    print(
-        f"numpy      usable (engine on CPU; steps: {', '.join(implemented_steps('numpy')) or 'none'})"
-    )
-    print(f"cupy       {'usable' if status.available else 'not usable'}: {status.reason}")
+    for backend in registered():  # every registered backend, and whether it runs here
+        print(f"{backend.name:10s} {_usable(backend, implemented_steps)}")
     backend, why = resolve_backend("auto")
     print(f"\nauto -> {backend} ({why})")
     return 0
+
+
+def _usable(backend, implemented_steps) -> str:
+    ok, reason = backend.available()
+    if not ok:
+        return f"not usable: {reason}"
+    if backend.delegates:
+        return "usable (reference CPU path)"
+    if backend.is_gpu:
+        return f"usable: {reason}"
+    return f"usable (engine on CPU; steps: {', '.join(implemented_steps(backend)) or 'none'})"

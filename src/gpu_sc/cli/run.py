@@ -6,7 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import print_progress, provenance_table
+from ..backends import is_gpu
+from ._common import backend_help, print_progress, provenance_table
 from .report import add_report_options, report_kwargs
 
 
@@ -14,7 +15,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run the pipeline on INPUT and write OUT.h5ad")
     p.add_argument("input", help="10x directory, .tar.gz, 10x .h5 or .h5ad with raw counts")
     p.add_argument("-o", "--out", required=True, help="result .h5ad (written atomically)")
-    p.add_argument("--backend", default="auto", help="auto | scanpy | numpy | cupy (default auto)")
+    p.add_argument("--backend", default="auto", help=backend_help())
     p.add_argument("--config", help="pipeline config (TOML); defaults: scanpy's PBMC3k tutorial")
     p.add_argument("--report", metavar="DIR", help="also write the HTML report into DIR")
     p.add_argument(
@@ -102,8 +103,9 @@ def _start_dask(args, backend: str):
 
     import distributed
 
-    from ..dispatch.backends import cuda_status
+    from ..backends import get
 
+    chosen = get(backend)
     if not logging.getLogger("gpu_sc").isEnabledFor(logging.DEBUG):  # unless --verbose
         logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO chatter
 
@@ -111,7 +113,7 @@ def _start_dask(args, backend: str):
         client = distributed.Client(args.scheduler)
         n = len(client.scheduler_info().get("workers", {}))
         return client, None, f"the running cluster at {args.scheduler} ({n} workers)"
-    if backend == "cupy" and cuda_status().available:
+    if chosen.is_gpu and chosen.available()[0]:
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
@@ -184,7 +186,7 @@ def run(args) -> int:
         )
         print(f"backend: {backend} ({why})", file=sys.stderr)
         if args.dask:
-            blocks = "CuPy" if backend == "cupy" else "NumPy"
+            blocks = "CuPy" if is_gpu(backend) else "NumPy"
             print(
                 f"  on Dask: the steps to PCA and the marker genes, block-wise ({blocks} "
                 f"blocks); the steps after PCA on {backend}",

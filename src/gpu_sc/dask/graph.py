@@ -146,7 +146,7 @@ def map_rows(func: Callable, x, *args, sparse: bool, dtype, n_cols: int | None =
 
 def _take_rows(block, keep):
     idx = np.flatnonzero(np.asarray(keep))
-    if module_of(block).name == "cupy":
+    if module_of(block).on_device:
         idx = module_of(block).xp.asarray(idx)
     return block[idx]
 
@@ -178,7 +178,7 @@ def subset_rows(x, keep: np.ndarray):
 
 def _take_cols(block, idx):
     am = module_of(block)
-    return block[:, am.xp.asarray(idx) if am.name == "cupy" else idx]
+    return block[:, am.xp.asarray(idx) if am.on_device else idx]
 
 
 def subset_cols(x, keep: np.ndarray):
@@ -205,8 +205,8 @@ def to_array_module(x, name: str):
     if current == name:
         return x
     sparse = sp.issparse(x._meta) or hasattr(x._meta, "indptr")
-    dtype = device_sparse_dtype(x.dtype) if (name == "cupy" and sparse) else x.dtype
     am = array_module(name)
+    dtype = device_sparse_dtype(x.dtype) if (am.on_device and sparse) else x.dtype
     meta = am.sparse.csr_matrix((0, 0), dtype=dtype) if sparse else am.xp.empty((0, 0), dtype)
     return x.map_blocks(_to_module, name, dtype=dtype, meta=meta)
 

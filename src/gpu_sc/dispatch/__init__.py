@@ -2,9 +2,9 @@
 
 Data flow of one step call (``gpu_sc.pp.normalize_total(adata, backend="auto")``)::
 
-    resolve_backend("auto") -> "cupy" | "scanpy" (+ why)
-    registry.engine_impl("normalize_total", "cupy") -> engine function or None
-    run_step(): engine function on ArrayModule("cupy"); GPU resource error -> chunked retry
+    gpu_sc.backends.resolve("auto") -> the cupy or scanpy Backend (+ why), once per call
+    backend.implementation("normalize_total") -> engine implementation or None
+    run_step(): engine function on backend.array_module(); GPU resource error -> chunked retry
                 -> scanpy fallback; every call logged (gpu_sc.provenance.history()), and
                 appended to adata.uns["gpu_sc"]["provenance"] inside the pipeline
 """

@@ -39,17 +39,20 @@ class ArrayModule:
         Sparse namespace (``scipy.sparse`` or ``cupyx.scipy.sparse``).
     max_nnz
         Largest number of nonzeros one sparse matrix of this library can hold.
+    on_device
+        Arrays live in device (GPU) memory: transfers, a memory pool, asynchronous launches.
     """
 
     name: str
     xp: ModuleType
     sparse: ModuleType
     max_nnz: int
+    on_device: bool = False
 
     # -- placement ---------------------------------------------------------------------------
     def asarray(self, x: Any, dtype=None) -> Any:
         """Move ``x`` (dense or sparse, host or device) into this namespace, CSR/CSC kept."""
-        if self.name == "numpy":
+        if not self.on_device:
             return _to_host(x, dtype)
         return _to_cupy(self, x, dtype)
 
@@ -58,16 +61,16 @@ class ArrayModule:
         return _to_host(x, None)
 
     def issparse(self, x: Any) -> bool:
-        return sp.issparse(x) or (self.name == "cupy" and self.sparse.issparse(x))
+        return sp.issparse(x) or (self.on_device and self.sparse.issparse(x))
 
     def synchronize(self) -> None:
         """Wait for queued device work, so timings measure the work and not its launch."""
-        if self.name == "cupy":
+        if self.on_device:
             self.xp.cuda.get_current_stream().synchronize()
 
     def free_memory(self) -> int | None:
         """Bytes free on the device (CuPy pool's cached blocks count as free); None on host."""
-        if self.name != "cupy":
+        if not self.on_device:
             return None
         free, _total = self.xp.cuda.runtime.memGetInfo()
         pool = self.xp.get_default_memory_pool()
@@ -75,7 +78,7 @@ class ArrayModule:
 
     def release_memory(self) -> None:
         """Return cached blocks of CuPy's memory pool to the driver between steps."""
-        if self.name == "cupy":
+        if self.on_device:
             self.xp.get_default_memory_pool().free_all_blocks()
             self.xp.get_default_pinned_memory_pool().free_all_blocks()
 
@@ -151,7 +154,7 @@ def array_module(name: str) -> ArrayModule:
         import cupy
         import cupyx.scipy.sparse
 
-        return ArrayModule("cupy", cupy, cupyx.scipy.sparse, max_nnz=2**31 - 1)
+        return ArrayModule("cupy", cupy, cupyx.scipy.sparse, max_nnz=2**31 - 1, on_device=True)
     raise ValueError(f"no array module for backend {name!r}; engine backends are numpy, cupy")
 
 

@@ -318,7 +318,7 @@ def environment(backend: str | None = None) -> dict[str, Any]:
         except PackageNotFoundError:
             return "not installed"
 
-    from .backends import cuda_status
+    from ..backends import cuda_status, find
 
     versions = {
         "gpu_sc": __version__,
@@ -327,7 +327,8 @@ def environment(backend: str | None = None) -> dict[str, Any]:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-    status = cuda_status() if backend == "cupy" else None
+    used = find(backend)
+    status = cuda_status() if used is not None and used.is_gpu else None
     if status is not None and status.cupy_version:
         versions["cupy"] = status.cupy_version
     out = {"versions": versions, "machine": platform.node() or "unknown"}

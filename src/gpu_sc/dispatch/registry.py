@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._scanpy_compat import engine_gap, engine_params
-from .._settings import resolve_precision, settings
+from .._settings import settings
+from ..backends import Backend, canonical_backend_name, engine_names, resolve, resolve_precision
 from .arrays import ArrayModule, array_module
-from .backends import ENGINE_BACKENDS, canonical_backend_name, cuda_status, resolve_backend
 from .provenance import kernel_log, record_step, summarize_kernels, writes_uns
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "EngineUnsupported",
     "FallbackError",
     "engine_impl",
+    "impl_for",
     "implemented_steps",
     "register",
     "run_scanpy",
@@ -103,8 +104,9 @@ _ENGINE: dict[str, dict[str, _Impl]] = {}
 _NOT_RUN = object()  # sentinel: no implementation has produced a result yet
 
 
-def register(step: str, backends: tuple[str, ...] = ENGINE_BACKENDS, *, chunkable: bool = False):
-    """Register ``func(adata, ctx, **scanpy_params)`` as the engine implementation of ``step``.
+def register(step: str, backends: tuple[str, ...] | None = None, *, chunkable: bool = False):
+    """Register ``func(adata, ctx, **scanpy_params)`` as the engine implementation of ``step``
+    on ``backends`` (None: every registered engine backend, :func:`gpu_sc.backends.engine_names`).
 
     Contract for the function: compute everything first and write into ``adata`` last, so
     that an exception (out of memory, :class:`EngineUnsupported`) leaves ``adata`` as it was.
@@ -113,7 +115,7 @@ def register(step: str, backends: tuple[str, ...] = ENGINE_BACKENDS, *, chunkabl
     """
 
     def deco(func):
-        for b in backends:
+        for b in engine_names() if backends is None else backends:
             _ENGINE.setdefault(step, {})[canonical_backend_name(b, allow_auto=False)] = _Impl(
                 func, chunkable
             )
@@ -122,12 +124,18 @@ def register(step: str, backends: tuple[str, ...] = ENGINE_BACKENDS, *, chunkabl
     return deco
 
 
-def engine_impl(step: str, backend: str) -> Callable[..., Any] | None:
+def impl_for(step: str, backend: str | Backend) -> _Impl | None:
+    """The implementation of ``step`` on ``backend`` (one registered for it, or the
+    catalogue's engine function), or None."""
+    _load_engine()
+    return _ENGINE.get(step, {}).get(canonical_backend_name(backend, allow_auto=False))
+
+
+def engine_impl(step: str, backend: str | Backend) -> Callable[..., Any] | None:
     """The engine function registered for ``(step, backend)``, or None. Called directly, it
     checks the parameter values the catalogue declares first (as :func:`run_step` does) and
     raises :class:`EngineUnsupported` for one it does not implement."""
-    _load_engine()
-    impl = _ENGINE.get(step, {}).get(backend)
+    impl = impl_for(step, backend)
     if impl is None:
         return None
 
@@ -151,27 +159,29 @@ def engine_impl(step: str, backend: str) -> Callable[..., Any] | None:
     return functools.wraps(impl.func)(checked)
 
 
-def implemented_steps(backend: str) -> list[str]:
+def implemented_steps(backend: str | Backend) -> list[str]:
     """Names of the steps the engine implements for ``backend``."""
     _load_engine()
-    return sorted(s for s, by_backend in _ENGINE.items() if backend in by_backend)
+    name = canonical_backend_name(backend, allow_auto=False)
+    return sorted(s for s, by_backend in _ENGINE.items() if name in by_backend)
 
 
-_CATALOGUED = False
+_LOADED: set[str] = set()  # engine backends the catalogue's implementations are registered for
 
 
 def _load_engine() -> None:
-    """Register the engine implementations the catalogue names (once, on first use)."""
-    global _CATALOGUED
-    if _CATALOGUED:
+    """Register the engine implementations the catalogue names for every engine backend
+    (:func:`gpu_sc.backends.engine_names`), on first use and for a backend registered since."""
+    new = [b for b in engine_names() if b not in _LOADED]
+    if not new:
         return
     from .. import catalogue
 
     for entry in catalogue.engine_steps():
         func = catalogue.resolve(entry.engine)
-        for b in ENGINE_BACKENDS:
+        for b in new:
             _ENGINE.setdefault(entry.name, {}).setdefault(b, _Impl(func, entry.chunkable))
-    _CATALOGUED = True
+    _LOADED.update(new)
 
 
 def is_gpu_resource_error(exc: BaseException) -> bool:
@@ -217,113 +227,30 @@ def run_step(
     instead, its blocks in CuPy when the backend resolves to a usable ``cupy``, else in
     NumPy; without one it raises :class:`DaskUnsupported`.
     """
-    requested = canonical_backend_name(settings.backend if backend is None else backend)
-    chosen, why = resolve_backend(requested)
-    strict = strict_mode() if strict is None else bool(strict)
-    output = settings.output if output is None else output
-    chunk_rows = settings.chunk_rows if chunk_rows is None else int(chunk_rows)
-    max_device_nnz = settings.max_device_nnz if max_device_nnz is None else int(max_device_nnz)
-    precision = resolve_precision(precision, chosen)
+    opts = _options(backend, strict, output, chunk_rows, max_device_nnz, precision)
     if lazy:
-        return _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict)
-    fallback_reason = None
-    impl = None
-    if chosen in ENGINE_BACKENDS:
-        _load_engine()
-        impl = _ENGINE.get(step, {}).get(chosen)
-        if impl is None:
-            fallback_reason = f"no {chosen} engine implementation of {step!r} yet"
-        elif chosen == "cupy" and not cuda_status().available:
-            fallback_reason = f"cupy backend unusable: {cuda_status().reason}"
-            impl = None
-        else:
-            from ..catalogue import unsupported
-
-            spelled = engine_params(step, params)  # scanpy's newer spellings of defaults
-            kept, lacking = _engine_params(impl.func, spelled, scanpy_impl)
-            why_not = unsupported(step, spelled) or engine_gap(step, spelled)
-            if lacking:
-                fallback_reason = (
-                    f"{step} on {chosen}: the engine does not implement parameter(s) "
-                    f"{', '.join(lacking)} of the installed scanpy"
-                )
-                impl = None
-            elif why_not is not None:  # a parameter value the engine does not implement
-                fallback_reason = f"{step} on {chosen}: {why_not}"
-                impl = None
-
+        return _run_lazy(
+            step, adata, params, scanpy_impl, opts.requested, opts.backend, opts.why, opts.strict
+        )
+    impl, kept, fallback_reason, unusable = _engine_choice(step, opts.backend, params, scanpy_impl)
     t0 = time.perf_counter()
-    result = _NOT_RUN
-    used = chosen
-    first_error = ""
-    engine_record: dict[str, Any] = {}
+    result, why, used, engine_record = _NOT_RUN, opts.why, opts.backend.name, {}
     if impl is not None:
         _prelude(step, adata, params)
-        am = array_module(chosen)
-        attempts = [False, True] if impl.chunkable else [False]
-        for chunked in attempts:
-            ctx = EngineContext(
-                am=am,
-                chunked=chunked,
-                chunk_rows=chunk_rows,
-                max_device_nnz=max_device_nnz,
-                precision=precision,
-            )
-            try:
-                t0 = time.perf_counter()
-                with kernel_log() as kernels_ran:  # fused kernels: what ran, for the note
-                    result = impl.func(adata, ctx, **kept)
-                am.synchronize()
-                if kernels_ran:
-                    why += f"; {summarize_kernels(kernels_ran)}"
-                if chunked:
-                    why += f"; retried in row chunks after a GPU resource error ({first_error})"
-                    logger.warning(
-                        "gpu_sc: %s on %s succeeded in row chunks after a GPU resource error (%s)",
-                        step,
-                        chosen,
-                        first_error,
-                    )
-                break
-            except EngineUnsupported as exc:
-                fallback_reason = f"{step} on {chosen}: {exc}"
-                break
-            except Exception as exc:
-                if not is_gpu_resource_error(exc):
-                    raise
-                fallback_reason = f"{step} on {chosen}: {type(exc).__name__}: {exc}"
-                first_error = first_error or f"{type(exc).__name__}: {exc}"
-                am.release_memory()
-        if result is not _NOT_RUN:
-            fallback_reason = None
-            engine_record = {"precision": precision, **ctx.details}
-            if output == "host":
-                _move_to_host(adata)
-            am.release_memory()
+        result, t0, why, fallback_reason, engine_record = _run_engine(step, adata, impl, kept, opts)
     if result is _NOT_RUN:
         used = "scanpy"
         if fallback_reason is not None:
-            if strict:
-                raise FallbackError(
-                    f"{step}: strict mode forbids falling back to scanpy: {fallback_reason}"
-                )
-            quiet = _UNUSABLE_CUDA_WARNED.get() and fallback_reason.startswith("cupy backend")
-            logger.log(
-                logging.INFO if quiet else logging.WARNING,
-                "gpu_sc: falling back to scanpy for %s: %s",
-                step,
-                fallback_reason,
-            )
+            _announce_fallback(step, fallback_reason, strict=opts.strict, unusable=unusable)
         _move_to_host(adata)
         t0 = time.perf_counter()
         result = scanpy_impl(adata, **params)
     seconds = time.perf_counter() - t0
-    target = result if _is_anndata(result) else adata
     record_step(
-        target,
+        result if _is_anndata(result) else adata,
         step=step,
         backend=used,
-        requested=requested,
+        requested=opts.requested,
         fallback_reason=fallback_reason,
         params=params,
         seconds=seconds,
@@ -331,6 +258,131 @@ def run_step(
         engine=engine_record,
     )
     return result
+
+
+@dataclass(frozen=True)
+class _Options:
+    """:func:`run_step`'s execution options, each ``None`` replaced by its setting."""
+
+    backend: Backend  # resolved
+    requested: str  # as asked (a name or "auto"), for the provenance
+    why: str
+    strict: bool
+    output: str
+    chunk_rows: int
+    max_device_nnz: int
+    precision: str  # "exact" or "fast"
+
+
+def _options(backend, strict, output, chunk_rows, max_device_nnz, precision) -> _Options:
+    requested = canonical_backend_name(settings.backend if backend is None else backend)
+    chosen, why = resolve(backend if isinstance(backend, Backend) else requested)
+    return _Options(
+        backend=chosen,
+        requested=requested,
+        why=why,
+        strict=strict_mode() if strict is None else bool(strict),
+        output=settings.output if output is None else output,
+        chunk_rows=settings.chunk_rows if chunk_rows is None else int(chunk_rows),
+        max_device_nnz=settings.max_device_nnz if max_device_nnz is None else int(max_device_nnz),
+        precision=resolve_precision(precision, chosen),
+    )
+
+
+def _engine_choice(
+    step: str, chosen: Backend, params: dict[str, Any], scanpy_impl: Callable[..., Any]
+) -> tuple[_Impl | None, dict[str, Any], str | None, bool]:
+    """``(implementation or None, the params to call it with, why not, backend unusable)``:
+    whether the engine can take this call on ``chosen`` before anything runs."""
+    if chosen.delegates:
+        return None, {}, None, False
+    impl = chosen.implementation(step)
+    usable, reason = chosen.available()
+    if impl is None:
+        return None, {}, f"no {chosen.name} engine implementation of {step!r} yet", False
+    if not usable:  # the pipeline warned once: the per-step fallbacks are then quiet
+        return None, {}, f"{chosen.name} backend unusable: {reason}", True
+    from ..catalogue import unsupported
+
+    spelled = engine_params(step, params)  # scanpy's newer spellings of defaults
+    kept, lacking = _engine_params(impl.func, spelled, scanpy_impl)
+    why_not = unsupported(step, spelled) or engine_gap(step, spelled)
+    if lacking:
+        return (
+            None,
+            {},
+            f"{step} on {chosen.name}: the engine does not implement parameter(s) "
+            f"{', '.join(lacking)} of the installed scanpy",
+            False,
+        )
+    if why_not is not None:  # a parameter value the engine does not implement
+        return None, {}, f"{step} on {chosen.name}: {why_not}", False
+    return impl, kept, None, False
+
+
+def _run_engine(step: str, adata, impl: _Impl, kept: dict[str, Any], opts: _Options):
+    """Run the engine implementation, retried in row chunks after a GPU resource error when
+    it is chunkable. Returns ``(result or _NOT_RUN, start time of the attempt that ran, the
+    note, the fallback reason, the engine record)``."""
+    name, why = opts.backend.name, opts.why
+    am = opts.backend.array_module()
+    result, fallback_reason, first_error = _NOT_RUN, None, ""
+    t0 = time.perf_counter()
+    for chunked in [False, True] if impl.chunkable else [False]:
+        ctx = EngineContext(
+            am=am,
+            chunked=chunked,
+            chunk_rows=opts.chunk_rows,
+            max_device_nnz=opts.max_device_nnz,
+            precision=opts.precision,
+        )
+        try:
+            t0 = time.perf_counter()
+            with kernel_log() as kernels_ran:  # fused kernels: what ran, for the note
+                result = impl.func(adata, ctx, **kept)
+            am.synchronize()
+            if kernels_ran:
+                why += f"; {summarize_kernels(kernels_ran)}"
+            if chunked:
+                why += f"; retried in row chunks after a GPU resource error ({first_error})"
+                logger.warning(
+                    "gpu_sc: %s on %s succeeded in row chunks after a GPU resource error (%s)",
+                    step,
+                    name,
+                    first_error,
+                )
+            break
+        except EngineUnsupported as exc:
+            fallback_reason = f"{step} on {name}: {exc}"
+            break
+        except Exception as exc:
+            if not is_gpu_resource_error(exc):
+                raise
+            fallback_reason = f"{step} on {name}: {type(exc).__name__}: {exc}"
+            first_error = first_error or f"{type(exc).__name__}: {exc}"
+            am.release_memory()
+    if result is _NOT_RUN:
+        return result, t0, why, fallback_reason, {}
+    if opts.output == "host":
+        _move_to_host(adata)
+    am.release_memory()
+    return result, t0, why, None, {"precision": opts.precision, **ctx.details}
+
+
+def _announce_fallback(step: str, fallback_reason: str, *, strict: bool, unusable: bool) -> None:
+    """Strict mode: raise :class:`FallbackError`; else log the fallback (at INFO when the
+    pipeline already warned that the backend is unusable here)."""
+    if strict:
+        raise FallbackError(
+            f"{step}: strict mode forbids falling back to scanpy: {fallback_reason}"
+        )
+    quiet = _UNUSABLE_CUDA_WARNED.get() and unusable
+    logger.log(
+        logging.INFO if quiet else logging.WARNING,
+        "gpu_sc: falling back to scanpy for %s: %s",
+        step,
+        fallback_reason,
+    )
 
 
 def run_scanpy(
@@ -348,9 +400,9 @@ def run_scanpy(
     unless the backend resolves to scanpy anyway. ``target``: the AnnData the record may
     go to (None: the record is only logged)."""
     requested = canonical_backend_name(settings.backend if backend is None else backend)
-    chosen, why = resolve_backend(requested)
+    chosen, why = resolve(backend if isinstance(backend, Backend) else requested)
     strict = strict_mode() if strict is None else bool(strict)
-    fallback_reason = None if chosen == "scanpy" else f"{step} on {chosen}: {reason}"
+    fallback_reason = None if chosen.delegates else f"{step} on {chosen.name}: {reason}"
     if fallback_reason is not None:
         if strict:
             raise FallbackError(
@@ -400,11 +452,12 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
             "it in memory, or change the parameter"
         )
     blocks, fallback_reason = "numpy", None
-    if chosen == "cupy":
-        if cuda_status().available:
-            blocks = "cupy"
+    if not chosen.delegates:
+        usable, reason = chosen.available()
+        if usable:
+            blocks = chosen.array_module_name
         else:
-            fallback_reason = f"cupy backend unusable: {cuda_status().reason}; blocks in numpy"
+            fallback_reason = f"{chosen.name} backend unusable: {reason}; blocks in numpy"
             if strict:
                 raise FallbackError(f"{step}: strict mode forbids {fallback_reason}")
             quiet = _UNUSABLE_CUDA_WARNED.get()
@@ -430,8 +483,8 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
         f"dask: {info['scheduler']}, {info['n_workers']} workers, {info.get('n_blocks')} "
         f"blocks of <= {info.get('chunk_rows')} rows, blocks in {blocks}"
     )
-    if chosen not in ("numpy", "cupy"):  # "auto" without CUDA, or "scanpy"
-        note += f" (backend {chosen} ({why}): the Dask path runs NumPy blocks)"
+    if chosen.delegates:  # "auto" without CUDA, or "scanpy"
+        note += f" (backend {chosen.name} ({why}): the Dask path runs NumPy blocks)"
     record_step(
         adata,
         step=step,

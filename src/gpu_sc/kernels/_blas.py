@@ -103,7 +103,7 @@ def _leave() -> None:
 @contextlib.contextmanager
 def one_thread(am: ArrayModule) -> Iterator[None]:
     """Host BLAS limited to one thread while any block is inside (a no-op off NumPy)."""
-    if am.name != "numpy":
+    if am.on_device:
         yield
         return
     setters, fallback = _libraries()

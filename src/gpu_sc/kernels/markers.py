@@ -85,7 +85,7 @@ def _mean_var(xp, sums, sumsq, n):
 
 def _special(am: ArrayModule):
     """``scipy.special`` or ``cupyx.scipy.special``: the one namespace the ArrayModule lacks."""
-    if am.name == "cupy":
+    if am.on_device:
         import cupyx.scipy.special as special
     else:
         import scipy.special as special

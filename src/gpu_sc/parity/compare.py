@@ -26,23 +26,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import catalogue
-from .._settings import resolve_precision, settings
-from ..dispatch.backends import canonical_backend_name, cuda_status
+from .._settings import settings
+from ..backends import canonical_backend_name, delegates, find, get, resolve, resolve_precision
 from ..dispatch.provenance import environment, provenance, recording
 from ..dispatch.registry import _move_to_host, engine_impl
 from ..pipeline.config import PipelineConfig
 from ..pipeline.run import Runner, StepHook
 from ..pipeline.validate import validate_counts
 from .report import ParityReport, Row
-from .stages import ENGINE_BACKENDS, Context, Stage, identical, registry_name, stage_for
+from .stages import Context, Stage, identical, registry_name, stage_for
 from .thresholds import threshold_for
 
 __all__ = ["compare", "default_backends"]
 
 
 def default_backends() -> tuple[str, str]:
-    """``("scanpy", "cupy")`` where CUDA is usable, else ``("scanpy", "numpy")``."""
-    return ("scanpy", "cupy") if cuda_status().available else ("scanpy", "numpy")
+    """``("scanpy", "cupy")`` where CUDA is usable, else ``("scanpy", "numpy")``: the
+    reference, and what ``"auto"`` resolves to when that is an engine backend."""
+    auto, _ = resolve("auto")
+    return ("scanpy", "numpy" if auto.delegates else auto.name)
 
 
 def compare(
@@ -272,11 +274,17 @@ class _Isolated:
 
 def _has_engine(step: str, pair: tuple[str, str]) -> bool:
     name = registry_name(step)
-    return any(b in ENGINE_BACKENDS and engine_impl(name, b) is not None for b in pair)
+    return any(not delegates(b) and engine_impl(name, b) is not None for b in pair)
+
+
+def _engine_name(name: str) -> bool:
+    backend = find(name)
+    return backend is not None and not backend.delegates
 
 
 def _is_engine(ran: _Ran | None) -> bool:
-    return ran is not None and ran.backend in ENGINE_BACKENDS
+    # an engine backend ran it (not scanpy, nor the Dask path or anndata bookkeeping)
+    return ran is not None and _engine_name(ran.backend)
 
 
 # -- rows ------------------------------------------------------------------------------------------
@@ -409,8 +417,9 @@ def _machine(backend: str) -> str:
     except OSError:
         pass
     text = f"{cpu}, {os.cpu_count()} CPUs"
-    if backend == "cupy" and cuda_status().available:
-        text += f", GPU {cuda_status().device_name}"
+    used = get(backend)
+    if used.is_gpu and used.available()[0]:
+        text += f", GPU {used.device_name()}"
     return text
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import catalogue
+from ..backends import delegates
 from ..pipeline.plan import rank_genes_key
 from . import metrics as M
 from .thresholds import (
@@ -31,8 +32,6 @@ from .thresholds import (
 )
 
 __all__ = ["Context", "Measured", "Stage", "identical", "registry_name", "stage_for"]
-
-ENGINE_BACKENDS = ("numpy", "cupy")
 
 
 @dataclass
@@ -276,7 +275,7 @@ def _compare_neighbors(a, b, ctx) -> list[Measured]:
     approximate = [
         side
         for side, ext in zip(ctx.backends, (a, b), strict=True)
-        if ext.get("ran") == "scanpy" and len(ext["cells"]) >= KNN_EXACT_MAX_CELLS
+        if delegates(ext.get("ran")) and len(ext["cells"]) >= KNN_EXACT_MAX_CELLS
     ]
     knn_note = _aligned_note(a, b, len(cells))
     gate = not approximate

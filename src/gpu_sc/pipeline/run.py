@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from .. import catalogue
 from .._progress import step_line
-from .._settings import resolve_precision, settings
+from .._settings import settings
+from ..backends import Backend, canonical_backend_name, resolve, resolve_precision
 from ..dispatch.arrays import is_dask
-from ..dispatch.backends import canonical_backend_name, cuda_status, resolve_backend
 from ..dispatch.provenance import provenance, record_step, recording, store_pipeline_record
 from ..dispatch.registry import (
     FallbackError,
@@ -105,16 +105,19 @@ def pipeline(
     """
     cfg = PipelineConfig.coerce(config)
     requested = canonical_backend_name(settings.backend if backend is None else backend)
-    resolved, why = resolve_backend(requested)
-    precision = resolve_precision(precision, resolved)
+    # resolved once for the run: every step gets this Backend
+    chosen, why = resolve(backend if isinstance(backend, Backend) else requested)
+    resolved = chosen.name
+    precision = resolve_precision(precision, chosen)
     strict = strict_mode() if strict is None else bool(strict)
     norm_off = not cfg.normalize_total.enabled and not cfg.log1p.enabled
     qc_steps = [n for n in ("filter_cells", "filter_genes", "qc") if getattr(cfg, n).enabled]
     validate_counts(
         adata, require_integers=not norm_off, qc_on=", ".join(qc_steps) if norm_off else None
     )
-    if resolved == "cupy" and not cuda_status().available:
-        reason = f"cupy backend unusable: {cuda_status().reason}"
+    usable, reason = chosen.available()
+    if not usable:
+        reason = f"{resolved} backend unusable: {reason}"
         if strict:
             raise FallbackError(f"pipeline: strict mode forbids running on scanpy: {reason}")
         logger.warning("gpu_sc: %s; every step runs on scanpy (recorded per step)", reason)
@@ -126,16 +129,16 @@ def pipeline(
     shapes: list[dict] = [{"step": "input", "n_obs": work.n_obs, "n_vars": work.n_vars}]
     n_before = len(provenance(work))
     # On cupy the working matrix stays on the device between engine steps; host at the end.
-    output = "device" if resolved == "cupy" else "host"
+    output = "device" if chosen.device_resident else "host"
     resident = False
-    if resolved == "cupy" and cuda_status().available:
-        resident = upload_matrix(work, max_nnz=settings.max_device_nnz)
+    if chosen.device_resident and usable:
+        resident = upload_matrix(work, max_nnz=settings.max_device_nnz, am=chosen.array_module())
     # The settings are read here, once, and passed down to every step as arguments.
     line = step_line()  # which step runs, on a terminal (gpu_sc._progress)
     runner = Runner(
         work,
         cfg,
-        backend=resolved,
+        backend=chosen,
         shapes=shapes,
         progress=progress,
         hooks=() if line is None else (line,),
@@ -182,7 +185,7 @@ def pipeline(
     return adata
 
 
-def upload_matrix(adata, *, max_nnz: int) -> bool:
+def upload_matrix(adata, *, max_nnz: int, am=None) -> bool:
     """Move ``adata.X`` to the device once, before the first step; returns whether it did.
 
     The filters, QC, normalisation and everything to PCA then work on that one copy (without
@@ -209,7 +212,7 @@ def upload_matrix(adata, *, max_nnz: int) -> bool:
         return False
     if not np.issubdtype(x.dtype, np.floating):
         return False
-    am = array_module("cupy")
+    am = array_module("cupy") if am is None else am  # the device backend's array module
     if needs_chunking(am, x, max_nnz=max_nnz):
         return False
     adata.X = am.asarray(x)
@@ -253,7 +256,7 @@ class Runner:
         adata,
         cfg: PipelineConfig,
         *,
-        backend: str | None = None,
+        backend: str | Backend | None = None,
         shapes: list[dict] | None = None,
         progress: Callable[[str, float], None] | None = None,
         hooks: tuple[StepHook, ...] | list[StepHook] = (),

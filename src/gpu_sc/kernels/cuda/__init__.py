@@ -80,7 +80,7 @@ _WARNED: set[str] = set()
 
 def _double_counters(am) -> Any | None:
     """The double's counters when ``am`` is the CuPy double, else None."""
-    if am.name != "cupy" or not getattr(am.xp, "__is_cupy_double__", False):
+    if not am.on_device or not getattr(am.xp, "__is_cupy_double__", False):
         return None
     from ...testing.cupy_double import _core
 
@@ -89,7 +89,7 @@ def _double_counters(am) -> Any | None:
 
 def how_to_run(am: ArrayModule) -> str:
     """What :func:`run_kernel` would do with ``am``: FUSED, REFERENCE, PRICED or a reason."""
-    if am.name == "numpy":
+    if not am.on_device:
         return SIMULATED if simulating() else REFERENCE
     if _double_counters(am) is not None:
         return PRICED

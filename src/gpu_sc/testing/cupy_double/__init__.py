@@ -190,9 +190,10 @@ def _patch_anndata(undo: list) -> None:
 
 
 def _clear_caches() -> None:
-    from ...dispatch import arrays, backends
+    from ...backends.cupy import cuda_status
+    from ...dispatch import arrays
 
-    backends.cuda_status.cache_clear()
+    cuda_status.cache_clear()
     arrays.array_module.cache_clear()
 
 
