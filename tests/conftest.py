@@ -89,22 +89,58 @@ def pytest_runtest_protocol(item, nextitem):
             _PEAK_RAISERS.append((item.nodeid, who, after - b))
 
 
-def _memory_summary(terminalreporter) -> None:
+def _own_peaks() -> dict:
+    """This process's peak RSS (GiB) and its children's, and the tests that raised them."""
     import resource
 
     peak = {
         who: resource.getrusage(w).ru_maxrss / 2**20
         for who, w in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))
     }
-    terminalreporter.write_line(
-        f"peak RSS: {peak['self']:.2f} GiB (pytest), {peak['children']:.2f} GiB (largest child "
-        "process: workers, subprocesses)"
-    )
-    top = sorted(_PEAK_RAISERS, key=lambda r: -r[2])[:5]
+    return {"peak": peak, "raisers": sorted(_PEAK_RAISERS, key=lambda r: -r[2])[:5]}
+
+
+#: Under pytest-xdist (``-n``): each worker's :func:`_own_peaks`, sent when it finishes.
+_WORKER_PEAKS: dict[str, dict] = {}
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand its peaks to the controller
+        workeroutput["gpu_sc_peaks"] = _own_peaks()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    peaks = getattr(node, "workeroutput", {}).get("gpu_sc_peaks")
+    if peaks is not None:
+        _WORKER_PEAKS[node.gateway.id] = peaks
+
+
+def _memory_summary(terminalreporter) -> None:
+    runs = dict(_WORKER_PEAKS) or {"pytest": _own_peaks()}
+    raisers = []
+    for name, got in sorted(runs.items()):
+        peak = got["peak"]
+        terminalreporter.write_line(
+            f"peak RSS ({name}): {peak['self']:.2f} GiB (process), {peak['children']:.2f} GiB "
+            "(largest child process: workers, subprocesses)"
+        )
+        raisers += [(name, *r) for r in got["raisers"]]
+    if len(runs) > 1:
+        # an upper bound of the memory held at once: every process at its own peak together
+        total = sum(g["peak"]["self"] + g["peak"]["children"] for g in runs.values())
+        terminalreporter.write_line(
+            f"peak RSS, all workers and children at once (bound): {total:.2f} GiB"
+        )
+    top = sorted(raisers, key=lambda r: -r[3])[:5]
     if top:
         terminalreporter.write_line(
             "raised by: "
-            + "; ".join(f"{nodeid} (+{kib / 2**20:.2f} GiB, {who})" for nodeid, who, kib in top)
+            + "; ".join(
+                f"{nodeid} (+{kib / 2**20:.2f} GiB, {who}, {name})"
+                for name, nodeid, who, kib in top
+            )
         )
 
 
