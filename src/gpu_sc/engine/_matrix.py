@@ -1,6 +1,8 @@
-"""Shared by the preprocessing engine steps: matrix access and row-block streaming.
+"""Shared by the preprocessing engine steps: matrix access and row-block execution.
 
-Chunking: a step streams its matrix from host in row blocks of ``ctx.chunk_rows`` when
+The steps run their block functions through :func:`executor` (:mod:`gpu_sc.engine.executor`):
+a Dask matrix gets the Dask executor, any other the in-memory one. Chunking (in memory): a
+step streams its matrix from host in row blocks of ``ctx.chunk_rows`` when
 ``ctx.chunked`` is set (the dispatcher's retry after an out-of-memory error) or when the host
 matrix is too big for the device (:func:`gpu_sc.kernels.chunks.needs_chunking`). Otherwise the
 matrix moves to the device once and is processed as a single block by the same code.
@@ -17,7 +19,7 @@ import scipy.sparse as sp
 from ..dispatch.arrays import is_dask, module_of
 from ..dispatch.registry import EngineUnsupported
 from ..kernels.chunks import is_device
-from .executor import InMemoryRows, executor
+from .executor import executor
 
 __all__ = ["executor"]
 
@@ -104,10 +106,6 @@ def _set_x(adata, x: Any, layer: str | None, obsm: str | None = None) -> None:
         adata.layers[layer] = x
     else:
         adata.X = x
-
-
-#: the in-memory row-block executor (:mod:`gpu_sc.engine.executor`), by its former name
-_Blocks = InMemoryRows
 
 
 def _is_sparse(x: Any) -> bool:
