@@ -39,6 +39,9 @@ class RowExecutor(Protocol):
     #: array module of the client-side computations on the reduced results
     am: ArrayModule
     shape: tuple[int, int]
+    #: what steps derive their output dtypes from: in memory the host matrix's dtype (integer
+    #: counts travel to cupyx as float64 regardless); on Dask the blocks' dtype after their
+    #: move to the device (integer sparse counts become float64 there)
     dtype: np.dtype
     sparse: bool
     #: matrix results are lazy (Dask) rather than computed

@@ -70,10 +70,11 @@ def normalize_total(
         raise ValueError("Choose max_fraction between 0 and 1.")
     x = _get_x(adata, layer)
     sparse_input = _is_sparse(x) or is_dask(x) and _is_sparse(x._meta)
-    out_dtype = np.float32 if np.issubdtype(x.dtype, np.integer) else x.dtype
     if not is_dask(x) and np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float32)  # as scanpy
+        x = x.astype(np.float32)  # as scanpy (on Dask: block by block)
     ex = executor(ctx, x)
+    # (ex.dtype: that of the blocks the Dask executor moved to the device, if it did)
+    out_dtype = np.float32 if np.issubdtype(ex.dtype, np.integer) else ex.dtype
     keep_genes = None
     if exclude_highly_expressed:
         keep_genes = ~np.asarray(ex.map_reduce(_hi_block, max_fraction, combine=_or), dtype=bool)
@@ -110,10 +111,10 @@ def log1p(adata, ctx: EngineContext, *, base, copy, chunked, chunk_size, layer, 
             "Currently cannot perform chunked operations on arrays not stored in X."
         )
     x = _get_x(adata, layer, obsm)
-    dtype = np.float64 if np.issubdtype(x.dtype, np.integer) else x.dtype
     if not is_dask(x) and np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float64)  # as scanpy
+        x = x.astype(np.float64)  # as scanpy (on Dask: block by block)
     ex = executor(ctx, x, csr=False)
+    dtype = np.float64 if np.issubdtype(ex.dtype, np.integer) else ex.dtype
     out = ex.map_matrix(_log1p_block, base, dtype=dtype, sparse=ex.sparse)
     _set_x(adata, out, layer, obsm)
     adata.uns["log1p"] = {"base": base}

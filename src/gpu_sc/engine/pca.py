@@ -55,7 +55,7 @@ def pca(
     n_obs = x.shape[0]
     n_feat = int(mask.sum()) if mask is not None else x.shape[1]
     n_comps = resolve_n_comps(n_comps, n_obs, n_feat)
-    float_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+    float_dtype = ex.dtype if np.issubdtype(ex.dtype, np.floating) else np.dtype(np.float64)
     am = ex.am
     cols = None if mask is None or mask.all() else np.flatnonzero(mask)
     if n_feat <= pca_k.EIGH_MAX_FEATURES:

@@ -56,7 +56,7 @@ def calculate_qc_metrics(
         qcs=list(rows["qc"]),
         nnz_cols=nnz_cols,
         sum_cols=sum_cols,
-        x_dtype=x.dtype,
+        x_dtype=ex.dtype,
         obs_count_dtype=obs_count_dtype,
         var_count_dtype=var_count_dtype,
         expr_type=expr_type,
@@ -108,7 +108,7 @@ def _filter_numbers(ctx: EngineContext, x: Any, axis: int, by_counts: bool) -> n
         number = ex.map_rows(_count_block, axis, by_counts)
     else:
         number = ex.map_reduce(_count_block, axis, by_counts)
-    return number.astype(_sum_dtype(x.dtype) if by_counts else np.int64)
+    return number.astype(_sum_dtype(ex.dtype) if by_counts else np.int64)
 
 
 def _filter_mask(ctx: EngineContext, adata, axis: int, thresholds: dict):

@@ -99,10 +99,10 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
         if np.linalg.det(gram) == 0:
             raise EngineUnsupported("singular regressors (scanpy then fits a GLM per gene)")
         coeff = np.linalg.inv(gram) @ rtx
-        if np.issubdtype(x.dtype, np.integer):
-            out_dtype = np.float32 if x.dtype.itemsize <= 4 else np.float64
+        if np.issubdtype(ex.dtype, np.integer):
+            out_dtype = np.float32 if ex.dtype.itemsize <= 4 else np.float64
         else:
-            out_dtype = x.dtype
+            out_dtype = ex.dtype
         out = ex.map_matrix(
             _resid_block,
             coeff,
@@ -143,11 +143,11 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
     am = ex.am
     mean, std = scale_k.mean_std(am, am.asarray(total), am.asarray(total_sq), n)
     if sparse and not zero_center:
-        dtype, out_sparse = x.dtype, True
+        dtype, out_sparse = ex.dtype, True
     elif sparse:
         dtype, out_sparse = np.dtype(np.float64), False
     else:
-        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+        dtype = ex.dtype if np.issubdtype(ex.dtype, np.floating) else np.dtype(np.float64)
         out_sparse = False
     out = ex.map_matrix(
         _scale_block,
