@@ -12,7 +12,6 @@ does not depend on the number of workers or on which worker ran which block.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,9 +19,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..dispatch.arrays import array_module, device_sparse_dtype, is_dask, module_of
+from ..engine.executor import add, concat_rows, to_host
 
 __all__ = [
     "SPLIT_EVERY",
+    "DaskRows",
     "compute",
     "dask_info",
     "is_dask",
@@ -63,33 +64,6 @@ def row_blocks(x) -> list:
     return list(_one_column_block(x).to_delayed()[:, 0])
 
 
-def to_host(obj: Any) -> Any:
-    """NumPy / SciPy copy of a (nested tuple/list/dict of) block result(s)."""
-    if isinstance(obj, dict):
-        return {k: to_host(v) for k, v in obj.items()}
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(to_host(v) for v in obj)
-    if obj is None or isinstance(obj, (int, float, bool, np.generic)):
-        return obj
-    return module_of(obj).to_host(obj)
-
-
-def _add2(a: Any, b: Any) -> Any:
-    if isinstance(a, dict):
-        return {k: _add2(a[k], b[k]) for k in a}
-    if isinstance(a, (tuple, list)):
-        return type(a)(_add2(u, v) for u, v in zip(a, b, strict=True))
-    if a is None:
-        return None
-    if isinstance(a, (bool, np.bool_)):
-        return a and b
-    return a + b
-
-
-def _add(*parts: Any) -> Any:
-    return functools.reduce(_add2, parts)
-
-
 def tree_sum(parts: list, split_every: int = SPLIT_EVERY, combine: Callable | None = None):
     """Delayed sum of delayed ``parts`` (arrays, or tuples / dicts of them; booleans are
     and-ed), added in groups of ``split_every`` in list order, level by level.
@@ -98,9 +72,9 @@ def tree_sum(parts: list, split_every: int = SPLIT_EVERY, combine: Callable | No
 
     if not parts:
         raise ValueError("tree_sum of no parts: the matrix has no row blocks")
-    add = delayed(_add if combine is None else combine, pure=True)
+    add_ = delayed(add if combine is None else combine, pure=True)
     while len(parts) > 1:
-        parts = [add(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
+        parts = [add_(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
     return parts[0]
 
 
@@ -238,3 +212,96 @@ def dask_info(x=None) -> dict[str, Any]:
         info["chunk_rows"] = int(max(x.chunks[0])) if x.chunks[0] else 0
         info["n_blocks"] = len(x.chunks[0])
     return info
+
+
+def _first(t):
+    return t[0]
+
+
+def _second(t):
+    return t[1]
+
+
+def _apply(fn: Callable, block, rows: tuple, args: tuple):
+    return fn(module_of(block), block, *rows, *args)
+
+
+def _apply_rows(block, *rows_and_args, fn: Callable, n_rows: int):
+    rows, args = rows_and_args[:n_rows], rows_and_args[n_rows:]
+    return fn(module_of(block), block, *rows, *args)
+
+
+class DaskRows:
+    """The :class:`gpu_sc.engine.executor.RowExecutor` of a Dask matrix: block functions
+    run as tasks on the workers (on blocks moved to array module ``name``), reductions are
+    fixed-order :func:`tree_sum` additions, per-row results come back block by block, matrix results stay lazy.
+    Client-side computations on the reduced results run in NumPy (``am``)."""
+
+    lazy = True
+
+    def __init__(self, x, name: str | None = None):
+        x = _one_column_block(x)
+        if name is not None:
+            x = to_array_module(x, name)
+        self.x = x
+        self.am = array_module("numpy")
+        self.shape = x.shape
+        self.dtype = np.dtype(x.dtype)
+        self.sparse = sp.issparse(x._meta) or hasattr(x._meta, "indptr")
+
+    def _tasks(self, fn, args, rows) -> list:
+        from dask import delayed
+
+        off = row_offsets(self.x)
+        args = delayed(tuple(args)) if args else ()  # one copy in the graph, not one a block
+        task = delayed(_apply, pure=True)
+        return [
+            task(fn, b, tuple(None if r is None else r[off[i] : off[i + 1]] for r in rows), args)
+            for i, b in enumerate(row_blocks(self.x))
+        ]
+
+    def map_reduce(self, fn, *args, rows=(), combine=None):
+        (out,) = compute(tree_sum(self._tasks(fn, args, rows), combine=combine))
+        return out
+
+    def map_rows(self, fn, *args, rows=()):
+        return concat_rows(compute(*self._tasks(fn, args, rows)))
+
+    def map_rows_reduce(self, fn, *args, rows=(), combine=None):
+        from dask import delayed
+
+        parts = self._tasks(fn, args, rows)
+        per_row = [delayed(_first, pure=True)(p) for p in parts]
+        total = tree_sum([delayed(_second, pure=True)(p) for p in parts], combine=combine)
+        *per_row, total = compute(*per_row, total)
+        return concat_rows(per_row), total
+
+    def map_matrix(self, fn, *args, rows=(), dtype, sparse: bool):
+        import dask.array as da
+
+        x = self.x
+        meta = _meta_like(x, sparse=sparse, dtype=dtype)
+        if not rows:
+            return x.map_blocks(_apply_rows, *args, fn=fn, n_rows=0, dtype=dtype, meta=meta)
+        pairs: list = [x, "ij"]
+        for r in rows:
+            if r is None:
+                pairs += [None, None]
+                continue
+            r = np.asarray(r)
+            if r.ndim == 1:
+                pairs += [da.from_array(r, chunks=(x.chunks[0],)), "i"]
+            else:
+                pairs += [da.from_array(r, chunks=(x.chunks[0], r.shape[1])), "ik"]
+        for a in args:
+            pairs += [a, None]
+        return da.blockwise(
+            _apply_rows,
+            "ij",
+            *pairs,
+            fn=fn,
+            n_rows=len(rows),
+            concatenate=True,
+            dtype=dtype,
+            meta=meta,
+        )

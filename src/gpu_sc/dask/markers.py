@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from dask import delayed
 
-from ..dispatch.arrays import ArrayModule, module_of
+from ..dispatch.arrays import ArrayModule
 from ..dispatch.registry import EngineContext
 from ..engine.markers import rank_genes_groups_with
 from ..kernels import markers as K
 from ..kernels.reductions import as_csr
-from .graph import compute, row_blocks, row_offsets, subset_cols, to_array_module, tree_sum
+from .graph import DaskRows, compute, row_blocks, subset_cols
 
 __all__ = ["WILCOXON_CHUNK_NNZ", "rank_genes_groups"]
 
@@ -33,9 +32,8 @@ __all__ = ["WILCOXON_CHUNK_NNZ", "rank_genes_groups"]
 WILCOXON_CHUNK_NNZ = 50_000_000
 
 
-def _sums_block(b, masks):
-    am = module_of(b)
-    s = K.group_sums(am, as_csr(am, b).tocsc(), masks)
+def _sums_block(am, b, cell_masks):
+    s = K.group_sums(am, as_csr(am, b).tocsc(), cell_masks.T)
     return (s.sums, s.sumsq, s.nnz, s.total_sum, s.total_sumsq, s.total_nnz)
 
 
@@ -44,19 +42,12 @@ def group_sums(am: ArrayModule, X, masks) -> K.GroupSums:
 
     Per row block, then added by the fixed-order tree sum.
     """
-    x = to_array_module(X, am.name)
-    off = row_offsets(x)
-    task = delayed(_sums_block, pure=True)
-    parts = [
-        task(b, masks[:, a:c]) for b, a, c in zip(row_blocks(x), off[:-1], off[1:], strict=True)
-    ]
-    (total,) = compute(tree_sum(parts))
+    total = DaskRows(X, am.name).map_reduce(_sums_block, rows=(np.asarray(masks).T,))
     sizes = am.xp.asarray(np.asarray(masks).sum(axis=1), dtype=am.xp.float64)
     return K.GroupSums(int(X.shape[0]), sizes, *(am.asarray(t) for t in total))
 
 
-def _nnz_block(b):
-    am = module_of(b)
+def _nnz_block(am, b):
     b = as_csr(am, b)
     return am.to_host(am.xp.bincount(b.indices, minlength=b.shape[1])).astype(np.int64)
 
@@ -77,8 +68,7 @@ def rank_sums(am: ArrayModule, X, masks, cells=None):
 
     By chunks of genes, each gathered whole (all cells) to the client.
     """
-    task = delayed(_nnz_block, pure=True)
-    (nnz,) = compute(tree_sum([task(b) for b in row_blocks(X)]))
+    nnz = DaskRows(X).map_reduce(_nnz_block)
     n_genes = X.shape[1]
     rank, tie, n_ranked = None, np.zeros(n_genes), 0
     for left, right in _gene_chunks(nnz, WILCOXON_CHUNK_NNZ):

@@ -1,6 +1,8 @@
-"""Shared by the preprocessing engine steps: matrix access and row-block streaming.
+"""Shared by the preprocessing engine steps: matrix access and row-block execution.
 
-Chunking: a step streams its matrix from host in row blocks of ``ctx.chunk_rows`` when
+The steps run their block functions through :func:`executor` (:mod:`gpu_sc.engine.executor`):
+a Dask matrix gets the Dask executor, any other the in-memory one. Chunking (in memory): a
+step streams its matrix from host in row blocks of ``ctx.chunk_rows`` when
 ``ctx.chunked`` is set (the dispatcher's retry after an out-of-memory error) or when the host
 matrix is too big for the device (:func:`gpu_sc.kernels.chunks.needs_chunking`). Otherwise the
 matrix moves to the device once and is processed as a single block by the same code.
@@ -8,17 +10,18 @@ matrix moves to the device once and is processed as a single block by the same c
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..dispatch.arrays import module_of
-from ..dispatch.registry import EngineContext, EngineUnsupported
-from ..kernels.chunks import RowBlocks, is_device, needs_chunking, stack_rows
-from ..kernels.reductions import as_csr
+from ..dispatch.arrays import is_dask, module_of
+from ..dispatch.registry import EngineUnsupported
+from ..kernels.chunks import is_device
+from .executor import executor
+
+__all__ = ["executor"]
 
 # ---------------------------------------------------------------------------------------------
 # helpers shared by the steps
@@ -42,7 +45,8 @@ def _plain(x: Any) -> Any:
 
 def _get_x(adata, layer: str | None, obsm: str | None = None, *, use_raw: bool = False) -> Any:
     """The matrix a step reads: ``adata.obsm[obsm]``, ``adata.raw.X`` (``use_raw``),
-    ``adata.layers[layer]`` or ``adata.X`` (two of them: scanpy's ValueError)."""
+    ``adata.layers[layer]`` or ``adata.X`` (two of them: scanpy's ValueError); a Dask
+    array of CSR or dense row blocks is returned as it is (for :func:`executor`)."""
     if use_raw:
         from scanpy.preprocessing._qc import _choose_mtx_rep
 
@@ -61,6 +65,13 @@ def _get_x(adata, layer: str | None, obsm: str | None = None, *, use_raw: bool =
         x = adata.X
     if x is None:
         raise EngineUnsupported("adata has no matrix to work on")
+    if is_dask(x):
+        meta = x._meta
+        if (sp.issparse(meta) or hasattr(meta, "indptr")) and getattr(
+            meta, "format", "csr"
+        ) != "csr":
+            raise EngineUnsupported("sparse blocks must be CSR; rechunk the matrix by rows")
+        return x
     if not (sp.issparse(x) or isinstance(x, np.ndarray) or is_device(x)):
         raise EngineUnsupported(f"matrix type {type(x).__name__} is not supported")
     if sp.issparse(x) and x.format not in ("csr", "csc"):
@@ -74,6 +85,19 @@ def _actual(adata) -> None:
         adata._init_as_actual(adata.copy())
 
 
+def _subset(adata, keep: np.ndarray, axis: int) -> None:
+    """``adata`` subset in place along ``axis`` (0: cells, 1: genes); Dask matrices lazily,
+    block by block (:func:`gpu_sc.dask.steps.subset_obs`)."""
+    if is_dask(adata.X) or any(is_dask(v) for v in adata.layers.values()):
+        from ..dask.steps import subset_obs, subset_var
+
+        (subset_obs if axis == 0 else subset_var)(adata, keep)
+    elif axis == 0:
+        adata._inplace_subset_obs(keep)
+    else:
+        adata._inplace_subset_var(keep)
+
+
 def _set_x(adata, x: Any, layer: str | None, obsm: str | None = None) -> None:
     _actual(adata)
     if obsm is not None:
@@ -82,43 +106,6 @@ def _set_x(adata, x: Any, layer: str | None, obsm: str | None = None) -> None:
         adata.layers[layer] = x
     else:
         adata.X = x
-
-
-class _Blocks:
-    """The matrix as row blocks on the device: several blocks streamed from host in chunked
-    mode, else one block (the whole matrix, moved to the device once and reused by every pass).
-    """
-
-    def __init__(self, ctx: EngineContext, x: Any, *, csr: bool = True, dense_result=False):
-        self.am = ctx.am
-        self.shape = x.shape
-        self.chunked = bool(
-            ctx.chunked
-            or needs_chunking(ctx.am, x, max_nnz=ctx.max_device_nnz, dense_result=dense_result)
-        )
-        # cupyx sparse matrices hold floats only: integer counts travel as float64 (exact);
-        # steps derive their output dtypes from the host matrix, not from the blocks.
-        dtype = None
-        if ctx.am.name == "cupy" and np.issubdtype(x.dtype, np.integer) and _is_sparse(x):
-            dtype = np.float64
-        if self.chunked:
-            self._source: Iterable = RowBlocks(ctx.am, x, ctx.chunk_rows, dtype=dtype)
-        else:
-            xd = ctx.am.asarray(x, dtype=dtype)
-            self._source = [(0, x.shape[0], as_csr(ctx.am, xd) if csr else xd)]
-
-    def __iter__(self):
-        return iter(self._source)
-
-    def map(self, func) -> Any:
-        """``func(start, stop, block)`` for every block, as one matrix: in chunked mode each
-        block's result moves to host as soon as it is computed and the results are stacked
-        there (the whole result never sits on the device); otherwise the single device result.
-        """
-        if not self.chunked:
-            ((start, stop, b),) = self._source
-            return func(start, stop, b)
-        return stack_rows([self.am.to_host(func(*item)) for item in self])
 
 
 def _is_sparse(x: Any) -> bool:

@@ -14,7 +14,8 @@ import pandas as pd
 
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import hvg as hvg_k
-from ._matrix import _actual, _Blocks, _get_x, _host, _sanitized_obs
+from ..kernels.reductions import as_csr
+from ._matrix import _actual, _get_x, _sanitized_obs, _subset, executor
 
 __all__ = ["highly_variable_genes", "store_hvg"]
 
@@ -34,26 +35,32 @@ def _batch_codes(adata, batch_key: str | None, *, unique_sorted: bool):
     return cat.codes.astype(np.int64), list(cat.categories)
 
 
-def _group_stats(ctx, blocks: _Blocks, codes, n_groups: int, transform=None, check=False):
-    """Host float64 per-group gene sums / sums of squares / nonzero counts over all blocks."""
-    am = ctx.am
-    acc = None
-    counts_ok = True
-    for start, stop, b in blocks:
-        if check:
-            counts_ok &= _is_counts(am, b)
-        if transform is not None:
-            b = transform(b)
-        c = None if codes is None else am.asarray(codes[start:stop])
-        s = hvg_k.group_sums(am, b, c, n_groups)
-        s = {k: (v if k == "n" else _host(am, v)) for k, v in s.items()}
-        if acc is None:
-            acc = s
+def _stats_block(am, b, codes, expm1_base, check, n_groups):
+    """Per group of rows (``codes``: this block's batch codes, or None for one group) and
+    gene: float64 sum, sum of squares, int64 count of values > 0, and the rows per group, of
+    the block (of ``expm1`` of it unless ``expm1_base`` is False); and whether it holds
+    counts (when ``check``)."""
+    b = as_csr(am, b)
+    ok = _is_counts(am, b) if check else True
+    if expm1_base is not False:
+        b = hvg_k.expm1_values(am, b, expm1_base)
+    s = hvg_k.group_sums(am, b, None if codes is None else am.asarray(codes), n_groups)
+    return {**s, "counts_ok": bool(ok)}
+
+
+def _clipped_block(am, b, codes, clip_vals):
+    """Per group, per gene float64 sums and sums of squares of the clipped block."""
+    b = as_csr(am, b)
+    sums, sqs = [], []
+    for g, clip_val in enumerate(clip_vals):
+        sub = b if codes is None else b[am.xp.flatnonzero(am.asarray(codes == g))]
+        if sub.shape[0] == 0:  # nothing of this group here
+            s = q = am.xp.zeros(b.shape[1], dtype=am.xp.float64)
         else:
-            for k in acc:
-                acc[k] = acc[k] + s[k]
-    acc["counts_ok"] = counts_ok
-    return acc
+            s, q = hvg_k.clipped_sums(am, sub, am.asarray(clip_val))
+        sums.append(s)
+        sqs.append(q)
+    return am.xp.stack(sums), am.xp.stack(sqs)
 
 
 def _is_counts(am, x) -> bool:
@@ -102,11 +109,8 @@ def highly_variable_genes(
     if n_top_genes is None:
         cutoffs = dict(min_disp=min_disp, max_disp=max_disp, min_mean=min_mean, max_mean=max_mean)
     codes, labels = _batch_codes(adata, batch_key, unique_sorted=False)
-    transform = None
-    if flavor == "seurat":
-        base = adata.uns.get("log1p", {}).get("base")
-        transform = lambda b: hvg_k.expm1_values(ctx.am, b, base)  # noqa: E731
-    stats = _group_stats(ctx, _Blocks(ctx, x), codes, len(labels), transform)
+    base = adata.uns.get("log1p", {}).get("base") if flavor == "seurat" else False
+    stats = executor(ctx, x).map_reduce(_stats_block, base, False, len(labels), rows=(codes,))
     var_names = adata.var_names
 
     df = hvg_k.seurat_table(
@@ -126,17 +130,16 @@ def highly_variable_genes(
         batch_key=batch_key,
         inplace=inplace,
         subset=subset,
-        subset_var=_subset_var,
+        subset_var=lambda adata, mask: _subset(adata, mask, 1),
     )
 
 
 def _hvg_seurat_v3(
     adata, ctx, x, *, flavor, n_top_genes, batch_key, check_values, span, subset, inplace
 ):
-    am = ctx.am
     codes, labels = _batch_codes(adata, batch_key, unique_sorted=True)
-    blocks = _Blocks(ctx, x)
-    stats = _group_stats(ctx, blocks, codes, len(labels), check=check_values)
+    ex = executor(ctx, x)
+    stats = ex.map_reduce(_stats_block, False, check_values, len(labels), rows=(codes,))
     if check_values and not stats["counts_ok"]:
         warnings.warn(
             f"`{flavor=!r}` expects raw count data, but non-integers were found.",
@@ -144,17 +147,7 @@ def _hvg_seurat_v3(
             stacklevel=3,
         )
     means, variances, fits = hvg_k.seurat_v3_fits(stats, span)
-    clip_dev = [am.asarray(f[3]) for f in fits]
-    csum = np.zeros((len(labels), x.shape[1]))
-    csq = np.zeros((len(labels), x.shape[1]))
-    for start, stop, b in blocks:
-        for g in range(len(labels)):
-            sub = b if codes is None else b[am.xp.flatnonzero(am.asarray(codes[start:stop] == g))]
-            if sub.shape[0] == 0:
-                continue
-            s, q = hvg_k.clipped_sums(am, sub, clip_dev[g])
-            csum[g] += _host(am, s)
-            csq[g] += _host(am, q)
+    csum, csq = ex.map_reduce(_clipped_block, [f[3] for f in fits], rows=(codes,))
     df = hvg_k.seurat_v3_table(
         adata.var_names, means, variances, fits, csum, csq, flavor=flavor, n_top_genes=n_top_genes
     )
@@ -165,12 +158,8 @@ def _hvg_seurat_v3(
         batch_key=batch_key,
         inplace=inplace,
         subset=subset,
-        subset_var=_subset_var,
+        subset_var=lambda adata, mask: _subset(adata, mask, 1),
     )
-
-
-def _subset_var(adata, mask) -> None:
-    adata._inplace_subset_var(mask)
 
 
 def store_hvg(adata, df, *, flavor, batch_key, inplace, subset, subset_var):

@@ -13,7 +13,7 @@ from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import pca as pca_k
 from ..kernels import scale as scale_k
 from ..kernels._blas import one_thread
-from ._matrix import _actual, _Blocks, _get_x, _host
+from ._matrix import _actual, _get_x, _host, executor
 
 __all__ = ["pca", "resolve_n_comps", "write_pca"]
 
@@ -38,7 +38,6 @@ def pca(
 ):
     from scanpy.preprocessing._pca import _handle_mask_var
 
-    am, xp = ctx.am, ctx.am.xp
     if layer is not None and chunked:
         raise NotImplementedError("Cannot use `layer` and `chunked` at the same time.")  # scanpy's
     # scanpy's chunked=True is an incremental PCA, which approximates the exact PCA on the
@@ -47,52 +46,36 @@ def pca(
     center = bool(zero_center or chunked)
     mask_param, mask = _handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
     x = _get_x(adata, layer)
+    ex = executor(ctx, x)
+    if ex.lazy and ex.sparse and not center:
+        raise TypeError(  # scanpy's error
+            "`zero_center=False` is not supported for sparse Dask arrays (yet). "
+            "See <https://github.com/dask/dask-ml/issues/123>."
+        )
     n_obs = x.shape[0]
     n_feat = int(mask.sum()) if mask is not None else x.shape[1]
     n_comps = resolve_n_comps(n_comps, n_obs, n_feat)
-    float_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
-    blocks = _Blocks(ctx, x)
-    cols = am.asarray(np.flatnonzero(mask)) if mask is not None else None
-
-    def sub(b):
-        return b[:, cols] if cols is not None else b
-
-    seed = int(random_state)  # an integer (catalogue.SEED_POLICY: the dispatcher checked it)
+    float_dtype = ex.dtype if np.issubdtype(ex.dtype, np.floating) else np.dtype(np.float64)
+    am = ex.am
+    cols = None if mask is None or mask.all() else np.flatnonzero(mask)
     if n_feat <= pca_k.EIGH_MAX_FEATURES:
-        total, gram = None, None
-        for _, _, b in blocks:
-            s, g = pca_k.gram_block(am, sub(b))
-            total = s if total is None else total + s
-            gram = g if gram is None else gram + g
+        total, gram = ex.map_reduce(_gram_block, cols)
         mean, evals, evecs, total_var = pca_k.exact_pca(
-            am, total, gram, n_obs, n_comps, center=center
+            am, am.asarray(total), am.asarray(gram), n_obs, n_comps, center=center
+        )
+    elif ex.lazy:
+        raise EngineUnsupported(
+            f"{n_feat} features: the dask PCA handles up to {pca_k.EIGH_MAX_FEATURES}; "
+            "select highly variable genes first"
         )
     else:
-        total = None
-        total_sq = None
-        for _, _, b in blocks:
-            s, q = scale_k.col_accumulators(am, sub(b))
-            total = s if total is None else total + s
-            total_sq = q if total_sq is None else total_sq + q
-        mean = total / n_obs
-        total_var = float(((total_sq - n_obs * mean**2) / (n_obs - 1)).sum())
-        if not center:  # truncated SVD: the operator X^T X / (n - 1), no centring
-            mean = xp.zeros_like(mean)
-
-        def apply_cov(v):
-            acc = None
-            for _, _, b in blocks:
-                bs = sub(b)
-                with one_thread(am):  # the same bits whatever the thread count
-                    xv = bs.astype(xp.float64) @ v
-                part = pca_k.t_matmul(am, bs, xv)
-                acc = part if acc is None else acc + part
-            return (acc - n_obs * xp.outer(mean, mean @ v)) / (n_obs - 1)
-
-        evals, evecs = pca_k.top_eigh_randomized(am, apply_cov, n_feat, n_comps, seed=seed)
-        evecs = pca_k.flip_signs(am, pca_k.zero_empty_features(am, evecs, total_sq))
-    x_pca = blocks.map(lambda start, stop, b: pca_k.project_block(am, sub(b), mean, evecs))
-    x_pca = am.to_host(x_pca)
+        mean, evals, evecs, total_var = _randomized(
+            ex, cols, n_obs, n_feat, n_comps, center, seed=int(random_state)
+        )
+    # the Dask path casts on the workers, so that the client receives the coordinates at
+    # their final size (the same values as casting after concatenation)
+    cast = np.dtype(dtype) if ex.lazy else None
+    x_pca = ex.map_rows(_project_block, cols, mean, evecs, cast)
     variance, variance_ratio = explained_variance(
         _host(am, evals), x_pca, total_var, n_obs, center=center, dtype=float_dtype
     )
@@ -113,6 +96,49 @@ def pca(
         key_added=key_added,
     )
     return None
+
+
+def _sub(am, b, cols):
+    return b if cols is None else b[:, am.asarray(cols)]
+
+
+def _gram_block(am, b, cols):
+    return pca_k.gram_block(am, _sub(am, b, cols))
+
+
+def _project_block(am, b, cols, mean, evecs, dtype):
+    out = pca_k.project_block(am, _sub(am, b, cols), am.asarray(mean), am.asarray(evecs))
+    return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _randomized(ex, cols, n_obs, n_feat, n_comps, center, *, seed):
+    """Top eigenpairs of the covariance by randomized subspace iteration over the blocks
+    (in memory: more features than :data:`gpu_sc.kernels.pca.EIGH_MAX_FEATURES`)."""
+    am, xp = ex.am, ex.am.xp
+    cols = None if cols is None else am.asarray(cols)
+    total, total_sq = None, None
+    for _, _, b in ex:
+        s, q = scale_k.col_accumulators(am, _sub(am, b, cols))
+        total = s if total is None else total + s
+        total_sq = q if total_sq is None else total_sq + q
+    mean = total / n_obs
+    total_var = float(((total_sq - n_obs * mean**2) / (n_obs - 1)).sum())
+    if not center:  # truncated SVD: the operator X^T X / (n - 1), no centring
+        mean = xp.zeros_like(mean)
+
+    def apply_cov(v):
+        acc = None
+        for _, _, b in ex:
+            bs = _sub(am, b, cols)
+            with one_thread(am):  # the same bits whatever the thread count
+                xv = bs.astype(xp.float64) @ v
+            part = pca_k.t_matmul(am, bs, xv)
+            acc = part if acc is None else acc + part
+        return (acc - n_obs * xp.outer(mean, mean @ v)) / (n_obs - 1)
+
+    evals, evecs = pca_k.top_eigh_randomized(am, apply_cov, n_feat, n_comps, seed=seed)
+    evecs = pca_k.flip_signs(am, pca_k.zero_empty_features(am, evecs, total_sq))
+    return mean, evals, evecs, total_var
 
 
 def resolve_n_comps(n_comps, n_obs: int, n_feat: int) -> int:

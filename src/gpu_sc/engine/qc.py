@@ -13,8 +13,8 @@ import numpy as np
 
 from ..dispatch.registry import EngineContext
 from ..kernels import qc as qc_k
-from ..kernels.reductions import axis_sum
-from ._matrix import _actual, _Blocks, _get_x, _host, _major_nnz_dtype, _sum_dtype
+from ..kernels.reductions import as_csr, axis_sum
+from ._matrix import _actual, _get_x, _major_nnz_dtype, _subset, _sum_dtype, executor
 
 __all__ = ["calculate_qc_metrics", "filter_cells", "filter_genes"]
 
@@ -33,7 +33,6 @@ def calculate_qc_metrics(
     log1p,
     parallel,
 ):
-    am = ctx.am
     x = _get_x(adata, layer, use_raw=use_raw)
     qc_vars = [qc_vars] if isinstance(qc_vars, str) else list(qc_vars)
     masks = [np.asarray(adata.var[q].values, dtype=bool) for q in qc_vars]
@@ -41,34 +40,25 @@ def calculate_qc_metrics(
     if ns and not (max(ns) <= x.shape[1] and min(ns) > 0):
         raise IndexError("Positions outside range of features.")
 
-    blocks = _Blocks(ctx, x)
-    dev_masks = [am.asarray(m) for m in masks]
-    nnz_rows, totals, tops, qcs = [], [], [], []
-    nnz_cols = np.zeros(x.shape[1], dtype=np.int64)
-    sum_cols = np.zeros(x.shape[1], dtype=np.float64)
-    for _, _, b in blocks:
-        o = qc_k.obs_metrics(am, b, dev_masks, ns)
-        nnz_rows.append(_host(am, o["nnz"]))
-        totals.append(_host(am, o["total"]))
-        if ns:
-            tops.append(_host(am, o["top"]))
-        qcs.append([_host(am, t) for t in o["qc"]])
-        c_nnz, c_sum = qc_k.var_accumulators(am, b)
-        nnz_cols += _host(am, c_nnz)
-        sum_cols += _host(am, c_sum)
-
+    ex = executor(ctx, x)
+    rows, (nnz_cols, sum_cols) = ex.map_rows_reduce(_qc_block, masks, ns)
+    if ex.lazy:  # scipy's index dtypes of the matrix the blocks would stack into
+        obs_count_dtype = _index_dtype(int(rows["nnz"].sum()), x.shape[1])
+        var_count_dtype = np.dtype(np.int64)
+    else:
+        obs_count_dtype, var_count_dtype = _major_nnz_dtype(x, 1), _major_nnz_dtype(x, 0)
     obs, var = qc_k.qc_tables(
         adata.obs_names,
         adata.var_names,
-        nnz_rows=np.concatenate(nnz_rows),
-        totals=np.concatenate(totals),
-        tops=np.concatenate(tops, axis=0) if ns else None,
-        qcs=[np.concatenate([parts[i] for parts in qcs]) for i in range(len(qc_vars))],
+        nnz_rows=rows["nnz"],
+        totals=rows["total"],
+        tops=rows["top"] if ns else None,
+        qcs=list(rows["qc"]),
         nnz_cols=nnz_cols,
         sum_cols=sum_cols,
-        x_dtype=x.dtype,
-        obs_count_dtype=_major_nnz_dtype(x, 1),
-        var_count_dtype=_major_nnz_dtype(x, 0),
+        x_dtype=ex.dtype,
+        obs_count_dtype=obs_count_dtype,
+        var_count_dtype=var_count_dtype,
         expr_type=expr_type,
         var_type=var_type,
         qc_vars=qc_vars,
@@ -83,6 +73,19 @@ def calculate_qc_metrics(
     return None
 
 
+def _qc_block(am, b, masks, ns):
+    """Per-cell metrics of a block, and its per-gene accumulators."""
+    b = as_csr(am, b)
+    o = qc_k.obs_metrics(am, b, [am.asarray(m) for m in masks], ns)
+    rows = {"nnz": o["nnz"], "total": o["total"], "top": o["top"], "qc": list(o["qc"])}
+    return rows, qc_k.var_accumulators(am, b)
+
+
+def _index_dtype(nnz: int, n: int) -> np.dtype:
+    """scipy's index dtype for a matrix of ``nnz`` nonzeros and largest dimension ``n``."""
+    return np.dtype(np.int32 if max(nnz, n) <= np.iinfo(np.int32).max else np.int64)
+
+
 def _one_threshold(names: tuple[str, ...], values: tuple) -> None:
     if sum(v is not None for v in values) != 1:
         a, b, c, d = names
@@ -91,19 +94,21 @@ def _one_threshold(names: tuple[str, ...], values: tuple) -> None:
         )
 
 
+def _count_block(am, b, axis: int, by_counts: bool):
+    if by_counts:
+        return axis_sum(am, b, axis=axis)
+    return axis_sum(am, b, axis=axis, transform=lambda d: d > 0)
+
+
 def _filter_numbers(ctx: EngineContext, x: Any, axis: int, by_counts: bool) -> np.ndarray:
     """Per row (``axis=1``) or column (``axis=0``): total counts (in numpy's sum dtype of the
     data) or number of positive values (int64), as scanpy's filter functions compute them."""
-    am = ctx.am
-    blocks = _Blocks(ctx, x, csr=False)  # the reductions handle CSR and CSC alike
-    parts = []
-    for _, _, b in blocks:
-        if by_counts:
-            parts.append(_host(am, axis_sum(am, b, axis=axis)))
-        else:
-            parts.append(_host(am, axis_sum(am, b, axis=axis, transform=lambda d: d > 0)))
-    number = np.concatenate(parts) if axis == 1 else np.sum(parts, axis=0)
-    return number.astype(_sum_dtype(x.dtype) if by_counts else np.int64)
+    ex = executor(ctx, x, csr=False)  # the reductions handle CSR and CSC alike
+    if axis == 1:
+        number = ex.map_rows(_count_block, axis, by_counts)
+    else:
+        number = ex.map_reduce(_count_block, axis, by_counts)
+    return number.astype(_sum_dtype(ex.dtype) if by_counts else np.int64)
 
 
 def _filter_mask(ctx: EngineContext, adata, axis: int, thresholds: dict):
@@ -135,7 +140,7 @@ def filter_cells(
         return keep, number
     _actual(adata)
     adata.obs["n_counts" if by_counts else "n_genes"] = number
-    adata._inplace_subset_obs(keep)
+    _subset(adata, keep, 0)
     return None
 
 
@@ -154,7 +159,7 @@ def filter_genes(
         return keep, number
     _actual(adata)
     adata.var["n_counts" if by_counts else "n_cells"] = number
-    adata._inplace_subset_var(keep)
+    _subset(adata, keep, 1)
     return None
 
 
