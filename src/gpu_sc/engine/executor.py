@@ -137,7 +137,7 @@ class InMemoryRows:
         # cupyx sparse matrices hold floats only: integer counts travel as float64 (exact);
         # steps derive their output dtypes from the host matrix, not from the blocks.
         dtype = None
-        if ctx.am.name == "cupy" and np.issubdtype(x.dtype, np.integer) and self.sparse:
+        if ctx.am.on_device and np.issubdtype(x.dtype, np.integer) and self.sparse:
             dtype = np.float64
         if self.chunked:
             self._source: Iterable = RowBlocks(ctx.am, x, ctx.chunk_rows, dtype=dtype)
