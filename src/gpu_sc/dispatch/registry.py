@@ -16,7 +16,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -470,6 +470,7 @@ def _engine_params(
     accepted = inspect.signature(func).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         return params, []
+    defaults: Mapping[str, inspect.Parameter]
     try:  # scanpy's defaults: ``scanpy_impl`` is scanpy's function or wraps it
         defaults = inspect.signature(scanpy_impl).parameters
     except (TypeError, ValueError):

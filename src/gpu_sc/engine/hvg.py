@@ -8,6 +8,7 @@ matrix access and row-block streaming are shared in :mod:`gpu_sc.engine._matrix`
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ def _batch_codes(adata, batch_key: str | None, *, unique_sorted: bool):
 def _group_stats(ctx, blocks: _Blocks, codes, n_groups: int, transform=None, check=False):
     """Host float64 per-group gene sums / sums of squares / nonzero counts over all blocks."""
     am = ctx.am
-    acc = None
+    acc: Any = None  # the first block's sums
     counts_ok = True
     for start, stop, b in blocks:
         if check:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -229,6 +230,7 @@ def _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_met
     sc_utils.sanitize_anndata(adata)  # as scanpy: string columns become categorical
     if groupby not in adata.obs or not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
         raise EngineUnsupported(f"obs[{groupby!r}] is not categorical (scanpy reports it)")
+    order: Any
     if groups == "all":
         order = "all"
     elif isinstance(groups, str | int):
@@ -281,7 +283,7 @@ def _records(
     from statsmodels.stats.multitest import multipletests
 
     n_genes = scores.shape[1]
-    stats = None
+    stats: Any = None  # the first tested group's frame
     for g in tested:
         name = str(groups_order[g])
         idx = _select_top_n(np.abs(scores[g]) if rankby_abs else scores[g], n_top)

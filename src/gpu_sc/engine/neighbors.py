@@ -149,8 +149,8 @@ def neighbors(
         indices, dists = _knn(am, x, k, metric, dtype=dtype)
         ctx.details["knn"] = {"algorithm": "exact"}
     else:
-        params = transformer if isinstance(transformer, IVFFlat) else IVFFlat()
-        indices, dists, info = ivf_knn(am, x, k, metric, params=params, dtype=dtype)
+        ivf = transformer if isinstance(transformer, IVFFlat) else IVFFlat()
+        indices, dists, info = ivf_knn(am, x, k, metric, params=ivf, dtype=dtype)
         ctx.details["knn"] = info
     ctx.details["knn"]["auto"] = transformer is None
     distances = knn_to_csr(am, indices, dists)

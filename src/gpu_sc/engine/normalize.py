@@ -8,6 +8,7 @@ matrix access and row-block streaming are shared in :mod:`gpu_sc.engine._matrix`
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,8 @@ def normalize_total(
     if np.issubdtype(x.dtype, np.integer):
         x = x.astype(np.float32)  # as scanpy
     blocks = _Blocks(ctx, x)
-    counts_parts, hi = [], None
+    counts_parts: list[Any] = []
+    hi: Any = None  # or'ed over the blocks
     for _, _, b in blocks:
         c = norm_k.counts_per_cell(am, b)
         counts_parts.append(_host(am, c))

@@ -8,6 +8,7 @@ matrix access and row-block streaming are shared in :mod:`gpu_sc.engine._matrix`
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,7 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
         if (codes < 0).any():
             raise EngineUnsupported(f"obs[{keys[0]!r}] has missing values")
         n_groups = len(first.cat.categories)
-        acc = None
+        acc: Any = None  # the first block's sums
         for start, stop, b in blocks:
             s = reg_k.group_sums(am, b, am.asarray(codes[start:stop]), n_groups)
             s = {k: _host(am, v) for k, v in s.items()}
@@ -64,7 +65,8 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
         regressors = obs[keys] if keys else obs
         regressors.insert(0, "ones", 1.0)
         r_host = regressors.to_numpy().astype(np.float64)
-        gram, rtx = None, None
+        gram: Any = None  # summed over the blocks
+        rtx: Any = None
         for start, stop, b in blocks:
             g, t = reg_k.normal_equations(am, b, am.asarray(r_host[start:stop]))
             gram = _host(am, g) if gram is None else gram + _host(am, g)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 from .. import catalogue
 from .._progress import step_line
@@ -138,7 +139,8 @@ def pipeline(
         backend=resolved,
         shapes=shapes,
         progress=progress,
-        hooks=() if line is None else (line,),
+        # StepLine has StepHook's methods (gpu_sc._progress does not import the pipeline)
+        hooks=() if line is None else (cast(StepHook, line),),
         strict=strict,
         output=output,
         chunk_rows=settings.chunk_rows,
@@ -286,6 +288,7 @@ class Runner:
         with recording():
             for name in catalogue.PIPELINE:
                 entry = catalogue.get(name)
+                assert entry is not None  # PIPELINE names catalogued steps
                 if entry.section is not None and not getattr(self.cfg, entry.section).enabled:
                     continue
                 catalogue.resolve(entry.run)(self, self.cfg, entry)
