@@ -36,7 +36,7 @@ def pca(
     key_added=None,  # scanpy >= 1.11 (older ones store under the default key)
     copy,
 ):
-    from scanpy.preprocessing._pca import _handle_mask_var
+    from .._scanpy_compat import handle_mask_var
 
     am, xp = ctx.am, ctx.am.xp
     if layer is not None and chunked:
@@ -45,7 +45,7 @@ def pca(
     # covariance that the engine computes anyway (streamed in row blocks when needed); like
     # scanpy it then centres whatever zero_center says (and ignores svd_solver).
     center = bool(zero_center or chunked)
-    mask_param, mask = _handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
+    mask_param, mask = handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
     x = _get_x(adata, layer)
     n_obs = x.shape[0]
     n_feat = int(mask.sum()) if mask is not None else x.shape[1]

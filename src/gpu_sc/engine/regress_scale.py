@@ -92,7 +92,7 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
     """scanpy's ``scale``; with ``mask_obs`` the means and SDs are those of the masked cells,
     only those are scaled and they go to ``var['mean of <mask>']`` (``'mean with mask'`` for
     an array), as scanpy does."""
-    from scanpy.get import _check_mask
+    from .._scanpy_compat import check_mask
 
     am, xp = ctx.am, ctx.am.xp
     names = ("mean", "std")
@@ -103,7 +103,7 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
             if isinstance(mask_obs, str)
             else ("mean with mask", "std with mask")
         )
-        mask = np.asarray(_check_mask(adata, mask_obs, "obs"), dtype=bool)
+        mask = np.asarray(check_mask(adata, mask_obs, "obs"), dtype=bool)
     x = _get_x(adata, layer, obsm)
     if np.issubdtype(x.dtype, np.integer):
         x = x.astype(np.float64)  # as scanpy

@@ -272,10 +272,10 @@ def _call_on_matrix(
         x_pca = tmp.obsm["X_pca"]
         if not return_info:
             return x_pca
-        from scanpy.preprocessing._pca import _handle_mask_var
+        from .._scanpy_compat import handle_mask_var
 
         info = tmp.uns["pca"]
-        _, mask = _handle_mask_var(
+        _, mask = handle_mask_var(
             tmp, params["mask_var"], use_highly_variable=params["use_highly_variable"]
         )
         loadings = tmp.varm["PCs"] if mask is None else tmp.varm["PCs"][mask]
