@@ -33,6 +33,9 @@ __all__ = [
     "FallbackError",
     "engine_impl",
     "implemented_steps",
+    "is_default",
+    "move_to_host",
+    "quiet_unusable_cuda",
     "register",
     "run_scanpy",
     "run_step",
@@ -70,7 +73,7 @@ _UNUSABLE_CUDA_WARNED = contextvars.ContextVar("gpu_sc_unusable_cuda_warned", de
 
 
 @contextlib.contextmanager
-def _quiet_unusable_cuda():
+def quiet_unusable_cuda():
     token = _UNUSABLE_CUDA_WARNED.set(True)
     try:
         yield
@@ -298,7 +301,7 @@ def run_step(
             fallback_reason = None
             engine_record = {"precision": precision, **ctx.details}
             if output == "host":
-                _move_to_host(adata)
+                move_to_host(adata)
             am.release_memory()
     if result is _NOT_RUN:
         used = "scanpy"
@@ -314,7 +317,7 @@ def run_step(
                 step,
                 fallback_reason,
             )
-        _move_to_host(adata)
+        move_to_host(adata)
         t0 = time.perf_counter()
         result = scanpy_impl(adata, **params)
     seconds = time.perf_counter() - t0
@@ -479,7 +482,7 @@ def _engine_params(
     for name, value in params.items():
         if name in accepted:
             kept[name] = value
-        elif name not in defaults or not _is_default(value, defaults[name].default):
+        elif name not in defaults or not is_default(value, defaults[name].default):
             lacking.append(f"{name}={value!r}")
     # A parameter the engine requires but this scanpy does not pass (an older scanpy).
     lacking += [
@@ -493,7 +496,7 @@ def _engine_params(
     return kept, lacking
 
 
-def _is_default(value: Any, default: Any) -> bool:
+def is_default(value: Any, default: Any) -> bool:
     if value is default:
         return True
     if default is inspect.Parameter.empty:
@@ -508,19 +511,19 @@ def _is_anndata(x) -> bool:
     return type(x).__name__ == "AnnData"
 
 
-def _move_to_host(adata) -> None:
+def move_to_host(adata) -> None:
     """Replace device arrays in ``adata`` by host copies (scanpy and h5ad need host arrays)."""
     if not _is_anndata(adata):
         return
-    from .arrays import _to_host
     from .arrays import is_device_array as on_device
+    from .arrays import to_host_array
 
     if on_device(adata.X):
-        adata.X = _to_host(adata.X, None)
+        adata.X = to_host_array(adata.X, None)
     for mapping in (adata.layers, adata.obsm, adata.varm, adata.obsp):
         for key in list(mapping.keys()):
             if on_device(mapping[key]):
-                mapping[key] = _to_host(mapping[key], None)
+                mapping[key] = to_host_array(mapping[key], None)
 
 
 def bind_scanpy_params(func: Callable, args: tuple, kwargs: dict) -> tuple[Any, dict]:

@@ -12,7 +12,7 @@ import numpy as np
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import pca as pca_k
 from ..kernels import scale as scale_k
-from ..kernels._blas import one_thread
+from ..kernels.blas import one_thread
 from ._matrix import _actual, _Blocks, _get_x, _host
 
 __all__ = ["pca", "resolve_n_comps", "write_pca"]

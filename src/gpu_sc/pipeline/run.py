@@ -15,8 +15,8 @@ from ..dispatch.backends import canonical_backend_name, cuda_status, resolve_bac
 from ..dispatch.provenance import provenance, record_step, recording, store_pipeline_record
 from ..dispatch.registry import (
     FallbackError,
-    _move_to_host,
-    _quiet_unusable_cuda,
+    move_to_host,
+    quiet_unusable_cuda,
     strict_mode,
 )
 from .config import PipelineConfig
@@ -149,10 +149,10 @@ def pipeline(
         precision=precision,
     )
     try:
-        with _quiet_unusable_cuda():
+        with quiet_unusable_cuda():
             runner.run()
     finally:
-        _move_to_host(runner.adata)
+        move_to_host(runner.adata)
     work = runner.adata
     ran = [p["backend"] for p in provenance(work)[n_before:] if p["backend"] != "anndata"]
     used = {b: ran.count(b) for b in dict.fromkeys(ran)}

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import catalogue
 from ..dispatch.arrays import is_dask, module_of
-from ..dispatch.registry import _is_default, bind_scanpy_params, run_scanpy, run_step
+from ..dispatch.registry import bind_scanpy_params, is_default, run_scanpy, run_step
 
 logger = logging.getLogger("gpu_sc")
 
@@ -218,7 +218,7 @@ def _call_on_matrix(
         other = [
             f"{k}={_short(v)}"
             for k, v in params.items()
-            if k not in entry.array_params and not _is_default(v, defaults[k].default)
+            if k not in entry.array_params and not is_default(v, defaults[k].default)
         ]
         for key in ("mask_obs", "mask_var"):
             if key in entry.array_params and isinstance(params.get(key), str):
