@@ -55,7 +55,7 @@ def leiden(
         if partition_type is not None:
             raise ValueError("Do not pass in partition_type argument when using igraph.")
     # leidenalg with another partition type or on the directed graph: declared unsupported in
-    # the catalogue (gpu_sc.catalogue._leidenalg_objective), never reaches here
+    # the catalogue (gpu_sc.catalogue.declarations._leidenalg_objective), never reaches here
     if flavor == "leidenalg":
         warn_once(
             "In the future, the default backend for leiden will be igraph instead of leidenalg."
