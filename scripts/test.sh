@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy  # the files of [tool.mypy] in pyproject.toml (cached: .mypy_cache)
 exec .venv/bin/python -m pytest "$@"

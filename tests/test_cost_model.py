@@ -20,8 +20,8 @@ from gpu_sc.bench.model import (
     growth_exponent,
     markdown,
     project,
-    run_model,
 )
+from gpu_sc.testing.cost_counts import run_model
 
 UNIT = GpuConstants(
     "unit",

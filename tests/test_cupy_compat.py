@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gpu_sc.dispatch.arrays import _to_host, array_module, device_sparse_dtype, is_device_array
+from gpu_sc.dispatch.arrays import array_module, device_sparse_dtype, is_device_array, to_host_array
 from gpu_sc.kernels import leiden as leiden_k
 from gpu_sc.kernels import markers as markers_k
 from gpu_sc.kernels import pca as pca_k
@@ -171,7 +171,7 @@ def test_subclasses_of_device_arrays_count_as_device_arrays():
     fake_cupy = type("ndarray", (), {"__module__": "cupy._core.core", "get": lambda self: host})
     view = type("CupyArrayView", (fake_cupy,), {"__module__": "anndata._core.views"})()
     assert is_device_array(view) and is_device(view)
-    assert _to_host(view, None) is host
+    assert to_host_array(view, None) is host
     for plain in (host, sp.csr_matrix(np.eye(2)), [1.0], 1.0):
         assert not is_device_array(plain)
 

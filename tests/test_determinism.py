@@ -11,7 +11,7 @@ import pytest
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from gpu_sc.dispatch.arrays import array_module
-from gpu_sc.kernels import _blas
+from gpu_sc.kernels import blas
 from gpu_sc.kernels import pca as pca_k
 from gpu_sc.kernels import regress as reg_k
 
@@ -92,7 +92,7 @@ def test_a_block_leaving_first_does_not_unpin_a_block_still_running(block):
     inside, go, got = threading.Event(), threading.Event(), {}
 
     def slow_block():
-        with _blas.one_thread(AM):
+        with blas.one_thread(AM):
             inside.set()
             go.wait(10)
             got["late"] = (x - mean[None, :]) @ v  # after the other block left
@@ -102,7 +102,7 @@ def test_a_block_leaving_first_does_not_unpin_a_block_still_running(block):
         t = threading.Thread(target=slow_block)
         t.start()
         inside.wait(10)
-        with _blas.one_thread(AM):
+        with blas.one_thread(AM):
             got["early"] = (x - mean[None, :]) @ v
         go.set()
         t.join(10)

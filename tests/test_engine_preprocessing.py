@@ -387,16 +387,16 @@ def run_engine(step: str, adata, backend: str, *, chunked: bool, chunk_rows: int
     from gpu_sc.dispatch import array_module
     from gpu_sc.dispatch.registry import (
         EngineContext,
-        _move_to_host,
         bind_scanpy_params,
         engine_impl,
+        move_to_host,
     )
 
     scanpy_func = getattr(sc.pp, step)
     _, params = bind_scanpy_params(scanpy_func, (adata,), kwargs)
     ctx = EngineContext(am=array_module(backend), chunked=chunked, chunk_rows=chunk_rows)
     result = engine_impl(step, backend)(adata, ctx, **params)
-    _move_to_host(adata)
+    move_to_host(adata)
     return result
 
 

@@ -150,3 +150,72 @@ def test_no_module_imports_upward():
         if _layer(t) > _layer(m)
     )
     assert upward == []
+
+
+def _every_import(path: Path):
+    """``(line, module, name)`` for every import in ``path``, at any depth (functions too),
+    relative imports resolved; ``name`` is None for ``import module``."""
+    mod = _module_name(path)
+    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield node.lineno, a.name, None
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for a in node.names:
+                yield node.lineno, target, a.name
+
+
+def _package(module: str) -> str:
+    """``gpu_sc.engine.pca`` -> ``gpu_sc.engine``; a top-level module is its own package."""
+    return ".".join(module.split(".")[:2])
+
+
+#: gpu_sc-wide internals: private to the distribution, shared by all its packages.
+_SHARED_PRIVATE = ("gpu_sc._settings", "gpu_sc._progress", "gpu_sc._scanpy_compat")
+
+
+def test_no_private_name_crosses_a_package():
+    """A leading underscore means "this package's own": another gpu_sc package reaches only
+    public names (a private helper it needs gets a public name in its home module)."""
+    crossings = []
+    for path in sorted(ROOT.rglob("*.py")):
+        mod = _module_name(path)
+        for line, target, name in _every_import(path):
+            if not target.startswith("gpu_sc") or target.startswith(_SHARED_PRIVATE):
+                continue
+            full = f"{target}.{name}" if name else target
+            if _package(full) == _package(mod):
+                continue
+            parts = full.split(".")[1:]
+            if any(p.startswith("_") and not p.startswith("__") for p in parts):
+                crossings.append(f"{mod}:{line} imports {full}")
+    assert crossings == []
+
+
+#: The one production module that reaches gpu_sc.testing: ``gpu-sc bench --model`` runs the
+#: cost model's counting run on the CuPy double (bench tooling, imported only in that mode).
+_TOOLING_ENTRY = {("gpu_sc.cli.bench", "gpu_sc.testing.cost_counts")}
+
+
+def test_production_code_never_imports_the_cupy_double():
+    """The CuPy double (gpu_sc.testing) is test tooling: no module outside gpu_sc.testing
+    imports it, at any depth (kernels read its counters off the array module instead)."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        mod = _module_name(path)
+        if mod == "gpu_sc.testing" or mod.startswith("gpu_sc.testing."):
+            continue
+        for line, target, name in _every_import(path):
+            full = f"{target}.{name}" if name else target
+            if full != "gpu_sc.testing" and not full.startswith("gpu_sc.testing."):
+                continue
+            if (mod, target) not in _TOOLING_ENTRY:
+                found.append(f"{mod}:{line} imports {full}")
+    assert found == []

@@ -28,15 +28,39 @@ Outputs that changed (the engine reproduces the installed scanpy's):
   algorithm) instead of two-pass moments. The engine's moments differ in the last bits, which
   moves near-tied ranks, so on scanpy >= 1.12 the step runs on scanpy (:func:`engine_gap`;
   recorded as a fallback). The Dask path, which cannot fall back, keeps its two-pass moments.
+
+scanpy's private names (a leading underscore in the module or the name) are reached only
+through the functions at the end of this module, so a scanpy release that moves one breaks
+here, in one place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["SCANPY_VERSION", "engine_gap", "engine_params", "host_function", "qc_var_mean"]
+__all__ = [
+    "SCANPY_VERSION",
+    "check_mask",
+    "choose_graph",
+    "engine_gap",
+    "engine_params",
+    "handle_mask_var",
+    "handle_sklearn_args",
+    "host_function",
+    "init_pos_from_paga",
+    "qc_var_mean",
+    "rank_genes_groups_methods",
+    "sanitize_anndata",
+    "scanpy_pca",
+    "select_groups",
+    "validate_hvg_cutoffs",
+    "vector_friendly",
+    "view_to_actual",
+    "warn_once",
+]
 
 
 def _version(package: str) -> tuple[int, int]:
@@ -123,3 +147,121 @@ def engine_gap(step: str, params: Mapping[str, Any]) -> str | None:
             "algorithm (scanpy.get.aggregate), which the engine does not reproduce bit for bit"
         )
     return None
+
+
+# -- scanpy's private API -------------------------------------------------------------------
+# Each function imports one private scanpy name (lazily: scanpy is imported on first use) and
+# passes the call through unchanged. The names and signatures were checked on scanpy 1.11.5
+# (constraints.txt) and 1.12.4 (constraints-newest.txt, scripts/test_newest.sh), the two ends
+# of the range pyproject.toml admits.
+# Still importing scanpy's private names directly (their modules are being rewritten):
+# gpu_sc/dask/steps.py (_handle_mask_var) and gpu_sc/engine/_matrix.py (_choose_mtx_rep,
+# _get_obs_rep).
+
+
+def handle_mask_var(adata: Any, mask_var: Any, *, use_highly_variable: Any) -> tuple[Any, Any]:
+    """scanpy's ``_handle_mask_var`` (pca): ``(mask_var, mask)`` from ``mask_var`` and the
+    deprecated ``use_highly_variable``, with scanpy's errors and warnings."""
+    from scanpy.preprocessing._pca import _handle_mask_var
+
+    return _handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
+
+
+def handle_sklearn_args(svd_solver: Any, method: type, *, sparse: bool | None = None) -> Any:
+    """scanpy's ``_handle_sklearn_args``: the solver scikit-learn's ``method`` runs for
+    ``svd_solver``, warning when scanpy ignores the one asked for."""
+    from scanpy.preprocessing._pca import _handle_sklearn_args
+
+    if sparse is None:
+        return _handle_sklearn_args(svd_solver, method)
+    return _handle_sklearn_args(svd_solver, method, sparse=sparse)
+
+
+def scanpy_pca() -> Callable[..., Any]:
+    """scanpy's own ``pca`` (``scanpy.preprocessing._pca.pca``), below any wrapper of
+    ``sc.pp.pca``."""
+    from scanpy.preprocessing._pca import pca
+
+    return pca
+
+
+def check_mask(data: Any, mask: Any, dim: str) -> Any:
+    """scanpy's ``scanpy.get._check_mask``: a mask given as a key or an array, checked."""
+    from scanpy.get import _check_mask
+
+    return _check_mask(data, mask, dim)
+
+
+def choose_graph(adata: Any, obsp: str | None, neighbors_key: str | None) -> Any:
+    """scanpy's ``_choose_graph``: the connectivities of ``obsp`` or ``neighbors_key``, with
+    scanpy's errors."""
+    from scanpy._utils import _choose_graph
+
+    return _choose_graph(adata, obsp, neighbors_key)
+
+
+def warn_once(msg: str, category: type[Warning], stacklevel: int = 1) -> None:
+    """scanpy's ``warn_once``: warns, then ignores that message for the rest of the session.
+    ``stacklevel`` counts from the caller, as scanpy's does."""
+    from scanpy import _utils
+
+    _utils.warn_once(msg, category, stacklevel=stacklevel + 1)
+
+
+def view_to_actual(adata: Any) -> None:
+    """scanpy's ``view_to_actual``: a view becomes actual, warning "Received a view of an
+    AnnData. Making a copy."."""
+    from scanpy._utils import view_to_actual as _view_to_actual
+
+    _view_to_actual(adata)
+
+
+def sanitize_anndata(adata: Any) -> None:
+    """scanpy's ``sanitize_anndata``: string columns of ``obs``/``var`` become categorical."""
+    from scanpy._utils import sanitize_anndata as _sanitize_anndata
+
+    _sanitize_anndata(adata)
+
+
+def select_groups(adata: Any, groups_order_subset: Any, key: str) -> tuple[Any, Any]:
+    """scanpy's ``select_groups``: the groups' names in order and their masks."""
+    from scanpy._utils import select_groups as _select_groups
+
+    return _select_groups(adata, groups_order_subset, key)
+
+
+def rank_genes_groups_methods() -> Any:
+    """The ``method`` values the installed scanpy's ``rank_genes_groups`` accepts."""
+    from scanpy._utils import get_literal_vals
+    from scanpy.tools._rank_genes_groups import _Method
+
+    return get_literal_vals(_Method)
+
+
+def init_pos_from_paga(adata: Any, *, random_state: Any, neighbors_key: str | None) -> Any:
+    """scanpy's ``get_init_pos_from_paga``: UMAP's initial positions from the PAGA layout."""
+    from scanpy.tools._utils import get_init_pos_from_paga
+
+    return get_init_pos_from_paga(adata, random_state=random_state, neighbors_key=neighbors_key)
+
+
+def validate_hvg_cutoffs(**cutoffs: Any) -> Any:
+    """scanpy's ``_Cutoffs.validate`` (highly_variable_genes): cutoffs given together with
+    ``n_top_genes`` are ignored, with scanpy's warning."""
+    from scanpy.preprocessing._highly_variable_genes import _Cutoffs
+
+    return _Cutoffs.validate(**cutoffs)
+
+
+@contextlib.contextmanager
+def vector_friendly(value: bool = True) -> Iterator[None]:
+    """scanpy's ``settings._vector_friendly`` (rasterized scatters in vector formats) set to
+    ``value`` while the block runs, restored after."""
+    from scanpy import settings
+
+    before = settings._vector_friendly
+    settings._vector_friendly = value
+    try:
+        yield
+    finally:
+        settings._vector_friendly = before

@@ -74,7 +74,7 @@ def _pid_alive(pid: int) -> bool:
 
 def sweep_stale_temporaries(directory: str | Path) -> list[Path]:
     """Remove gpu_sc temporaries in ``directory`` left by dead processes of this host."""
-    removed = []
+    removed: list[Path] = []
     host = _host()
     try:
         entries = list(os.scandir(directory))
@@ -230,8 +230,9 @@ def _no_space_errno(exc: BaseException) -> int | None:
     """ENOSPC, EDQUOT or EFBIG when ``exc`` reports one (HDF5 may only say it in the text)."""
     if isinstance(exc, OutputError) or not isinstance(exc, Exception):
         return None
-    if getattr(exc, "errno", None) in _NO_SPACE:
-        return exc.errno
+    number = getattr(exc, "errno", None)
+    if number in _NO_SPACE:
+        return number
     text = str(exc)
     for code in _NO_SPACE:
         if f"errno = {code}," in text or os.strerror(code) in text:
@@ -358,7 +359,7 @@ def _defer_signals(signals, deferred: list[int]) -> dict:
     swapped = {}
     for sig in signals:
         handler = signal.getsignal(sig)
-        if callable(handler) or handler is signal.default_int_handler:
+        if callable(handler):  # Python-level handlers, signal.default_int_handler included
             swapped[sig] = signal.signal(sig, lambda signum, _frame: deferred.append(signum))
     return swapped
 

@@ -240,7 +240,7 @@ def _run_model(args) -> int:
     import json
     from pathlib import Path
 
-    from ..bench.model import markdown, price, run_model, runs_of
+    from ..bench.model import markdown, price, runs_of
     from ..io import atomic_path
 
     t0 = time.perf_counter()
@@ -284,6 +284,9 @@ def _run_model(args) -> int:
     else:
         targets = _int_list(args.model_target)
         config = json.loads(args.model_config) if args.model_config else None
+        # the counting run drives the CuPy double: test tooling, imported only for --model
+        from ..testing.cost_counts import run_model
+
         report = run_model(
             _int_list(args.cells),
             target=targets[0],

@@ -22,6 +22,7 @@ __all__ = [
     "is_dask",
     "is_device_array",
     "module_of",
+    "to_host_array",
 ]
 
 
@@ -53,12 +54,12 @@ class ArrayModule:
     def asarray(self, x: Any, dtype=None) -> Any:
         """Move ``x`` (dense or sparse, host or device) into this namespace, CSR/CSC kept."""
         if not self.on_device:
-            return _to_host(x, dtype)
+            return to_host_array(x, dtype)
         return _to_cupy(self, x, dtype)
 
     def to_host(self, x: Any) -> Any:
         """NumPy / SciPy copy of ``x`` (no copy when it already is one)."""
-        return _to_host(x, None)
+        return to_host_array(x, None)
 
     def issparse(self, x: Any) -> bool:
         return sp.issparse(x) or (self.on_device and self.sparse.issparse(x))
@@ -102,7 +103,7 @@ def is_device_array(x: Any) -> bool:
     return any(c.__module__.startswith("cupy") for c in type(x).__mro__)
 
 
-def _to_host(x: Any, dtype) -> Any:
+def to_host_array(x: Any, dtype) -> Any:
     if hasattr(x, "get") and is_device_array(x):
         x = x.get()  # cupy dense -> numpy, cupyx sparse -> scipy sparse
     if sp.issparse(x):

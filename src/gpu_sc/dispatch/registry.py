@@ -16,7 +16,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,9 @@ __all__ = [
     "engine_impl",
     "impl_for",
     "implemented_steps",
+    "is_default",
+    "move_to_host",
+    "quiet_unusable_cuda",
     "register",
     "run_scanpy",
     "run_step",
@@ -71,7 +74,7 @@ _UNUSABLE_CUDA_WARNED = contextvars.ContextVar("gpu_sc_unusable_cuda_warned", de
 
 
 @contextlib.contextmanager
-def _quiet_unusable_cuda():
+def quiet_unusable_cuda():
     token = _UNUSABLE_CUDA_WARNED.set(True)
     try:
         yield
@@ -242,7 +245,7 @@ def run_step(
         used = "scanpy"
         if fallback_reason is not None:
             _announce_fallback(step, fallback_reason, strict=opts.strict, unusable=unusable)
-        _move_to_host(adata)
+        move_to_host(adata)
         t0 = time.perf_counter()
         result = scanpy_impl(adata, **params)
     seconds = time.perf_counter() - t0
@@ -364,7 +367,7 @@ def _run_engine(step: str, adata, impl: _Impl, kept: dict[str, Any], opts: _Opti
     if result is _NOT_RUN:
         return result, t0, why, fallback_reason, {}
     if opts.output == "host":
-        _move_to_host(adata)
+        move_to_host(adata)
     am.release_memory()
     return result, t0, why, None, {"precision": opts.precision, **ctx.details}
 
@@ -523,6 +526,7 @@ def _engine_params(
     accepted = inspect.signature(func).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         return params, []
+    defaults: Mapping[str, inspect.Parameter]
     try:  # scanpy's defaults: ``scanpy_impl`` is scanpy's function or wraps it
         defaults = inspect.signature(scanpy_impl).parameters
     except (TypeError, ValueError):
@@ -531,7 +535,7 @@ def _engine_params(
     for name, value in params.items():
         if name in accepted:
             kept[name] = value
-        elif name not in defaults or not _is_default(value, defaults[name].default):
+        elif name not in defaults or not is_default(value, defaults[name].default):
             lacking.append(f"{name}={value!r}")
     # A parameter the engine requires but this scanpy does not pass (an older scanpy).
     lacking += [
@@ -545,7 +549,7 @@ def _engine_params(
     return kept, lacking
 
 
-def _is_default(value: Any, default: Any) -> bool:
+def is_default(value: Any, default: Any) -> bool:
     if value is default:
         return True
     if default is inspect.Parameter.empty:
@@ -560,19 +564,19 @@ def _is_anndata(x) -> bool:
     return type(x).__name__ == "AnnData"
 
 
-def _move_to_host(adata) -> None:
+def move_to_host(adata) -> None:
     """Replace device arrays in ``adata`` by host copies (scanpy and h5ad need host arrays)."""
     if not _is_anndata(adata):
         return
-    from .arrays import _to_host
     from .arrays import is_device_array as on_device
+    from .arrays import to_host_array
 
     if on_device(adata.X):
-        adata.X = _to_host(adata.X, None)
+        adata.X = to_host_array(adata.X, None)
     for mapping in (adata.layers, adata.obsm, adata.varm, adata.obsp):
         for key in list(mapping.keys()):
             if on_device(mapping[key]):
-                mapping[key] = _to_host(mapping[key], None)
+                mapping[key] = to_host_array(mapping[key], None)
 
 
 def bind_scanpy_params(func: Callable, args: tuple, kwargs: dict) -> tuple[Any, dict]:

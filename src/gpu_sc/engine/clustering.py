@@ -40,7 +40,7 @@ def leiden(
     optimises the same objective (``directed=False``, default partition type). Labels are
     numbered by decreasing cluster size.
     """
-    from scanpy import _utils as sc_utils
+    from .._scanpy_compat import choose_graph, warn_once
 
     am = ctx.am
     # restrict_to, random_state, leidenalg's objective: declared in the catalogue; scanpy's
@@ -55,9 +55,9 @@ def leiden(
         if partition_type is not None:
             raise ValueError("Do not pass in partition_type argument when using igraph.")
     # leidenalg with another partition type or on the directed graph: declared unsupported in
-    # the catalogue (gpu_sc.catalogue._leidenalg_objective), never reaches here
+    # the catalogue (gpu_sc.catalogue.declarations._leidenalg_objective), never reaches here
     if flavor == "leidenalg":
-        sc_utils.warn_once(
+        warn_once(
             "In the future, the default backend for leiden will be igraph instead of leidenalg."
             '\n\n To achieve the future defaults please pass: flavor="igraph" and '
             "n_iterations=2.  directed must also be False to work with igraph's "
@@ -69,7 +69,7 @@ def leiden(
     if clustering_args.get("objective_function", "modularity") != "modularity" or extra:
         raise EngineUnsupported(f"clustering arguments {sorted(clustering_args)}")
     if adjacency is None:
-        adjacency = sc_utils._choose_graph(adata, obsp, neighbors_key)  # scanpy's errors
+        adjacency = choose_graph(adata, obsp, neighbors_key)  # scanpy's errors
     A = am.asarray(adjacency)
     if not am.issparse(A):
         A = am.sparse.csr_matrix(A)

@@ -72,10 +72,10 @@ def umap(
         # obsm may hold a device array (device output): np.asarray would raise on it
         init_given = np.asarray(am.to_host(adata.obsm[init_pos]), dtype=np.float32)
     elif isinstance(init_pos, str) and init_pos == "paga":
-        from scanpy.tools._utils import get_init_pos_from_paga
+        from .._scanpy_compat import init_pos_from_paga
 
         init_given = np.asarray(
-            get_init_pos_from_paga(adata, random_state=random_state, neighbors_key=neighbors_key),
+            init_pos_from_paga(adata, random_state=random_state, neighbors_key=neighbors_key),
             dtype=np.float32,
         )
     elif hasattr(init_pos, "shape"):

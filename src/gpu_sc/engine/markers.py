@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -207,28 +208,31 @@ def rank_genes_groups_with(
 def _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_method, layer, kwds):
     """Validate like scanpy, in scanpy's order and with scanpy's errors (what this does not
     implement raises :class:`EngineUnsupported`, so scanpy runs), and select the data."""
-    from scanpy import _utils as sc_utils
-    from scanpy._utils import select_groups
-    from scanpy.get import _check_mask
-    from scanpy.tools._rank_genes_groups import _Method
+    from .._scanpy_compat import (
+        check_mask,
+        rank_genes_groups_methods,
+        sanitize_anndata,
+        select_groups,
+    )
 
     if kwds:
         raise EngineUnsupported(f"extra arguments {sorted(kwds)}")
-    mask_var = _check_mask(adata, mask_var, "var")
+    mask_var = check_mask(adata, mask_var, "var")
     if use_raw is None:
         use_raw = adata.raw is not None
     elif use_raw is True and adata.raw is None:
         raise ValueError("Received `use_raw=True`, but `adata.raw` is empty.")
-    if method not in (avail_methods := sc_utils.get_literal_vals(_Method)):
+    if method not in (avail_methods := rank_genes_groups_methods()):
         raise ValueError(f"Method must be one of {avail_methods}.")
     if method == "logreg":  # the catalogue declares it; an engine caller gets the same
         raise EngineUnsupported("method='logreg' is not implemented")
     avail_corr = {"benjamini-hochberg", "bonferroni"}
     if corr_method not in avail_corr:
         raise ValueError(f"Correction method must be one of {avail_corr}.")
-    sc_utils.sanitize_anndata(adata)  # as scanpy: string columns become categorical
+    sanitize_anndata(adata)  # as scanpy: string columns become categorical
     if groupby not in adata.obs or not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
         raise EngineUnsupported(f"obs[{groupby!r}] is not categorical (scanpy reports it)")
+    order: Any
     if groups == "all":
         order = "all"
     elif isinstance(groups, str | int):
@@ -281,7 +285,7 @@ def _records(
     from statsmodels.stats.multitest import multipletests
 
     n_genes = scores.shape[1]
-    stats = None
+    stats: Any = None  # the first tested group's frame
     for g in tested:
         name = str(groups_order[g])
         idx = _select_top_n(np.abs(scores[g]) if rankby_abs else scores[g], n_top)

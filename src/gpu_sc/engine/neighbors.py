@@ -84,8 +84,7 @@ def _pca_on_the_fly(adata, am, n_pcs: int | None):
     import inspect
     import warnings
 
-    from scanpy.preprocessing._pca import pca as scanpy_pca
-
+    from .._scanpy_compat import scanpy_pca
     from ..dispatch.registry import EngineContext
     from .pca import pca
 
@@ -98,7 +97,7 @@ def _pca_on_the_fly(adata, am, n_pcs: int | None):
     )
     params = {
         name: p.default
-        for name, p in inspect.signature(scanpy_pca).parameters.items()
+        for name, p in inspect.signature(scanpy_pca()).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
     params["n_comps"] = n_pcs if n_pcs is not None else _N_PCS
@@ -149,8 +148,8 @@ def neighbors(
         indices, dists = _knn(am, x, k, metric, dtype=dtype)
         ctx.details["knn"] = {"algorithm": "exact"}
     else:
-        params = transformer if isinstance(transformer, IVFFlat) else IVFFlat()
-        indices, dists, info = ivf_knn(am, x, k, metric, params=params, dtype=dtype)
+        ivf = transformer if isinstance(transformer, IVFFlat) else IVFFlat()
+        indices, dists, info = ivf_knn(am, x, k, metric, params=ivf, dtype=dtype)
         ctx.details["knn"] = info
     ctx.details["knn"]["auto"] = transformer is None
     distances = knn_to_csr(am, indices, dists)

@@ -12,7 +12,7 @@ import numpy as np
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import pca as pca_k
 from ..kernels import scale as scale_k
-from ..kernels._blas import one_thread
+from ..kernels.blas import one_thread
 from ._matrix import _actual, _get_x, _host, executor
 
 __all__ = ["pca", "resolve_n_comps", "write_pca"]
@@ -36,7 +36,7 @@ def pca(
     key_added=None,  # scanpy >= 1.11 (older ones store under the default key)
     copy,
 ):
-    from scanpy.preprocessing._pca import _handle_mask_var
+    from .._scanpy_compat import handle_mask_var
 
     if layer is not None and chunked:
         raise NotImplementedError("Cannot use `layer` and `chunked` at the same time.")  # scanpy's
@@ -44,7 +44,7 @@ def pca(
     # covariance that the engine computes anyway (streamed in row blocks when needed); like
     # scanpy it then centres whatever zero_center says (and ignores svd_solver).
     center = bool(zero_center or chunked)
-    mask_param, mask = _handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
+    mask_param, mask = handle_mask_var(adata, mask_var, use_highly_variable=use_highly_variable)
     x = _get_x(adata, layer)
     ex = executor(ctx, x)
     if ex.lazy and ex.sparse and not center:

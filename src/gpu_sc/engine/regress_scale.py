@@ -99,8 +99,9 @@ def regress_out(adata, ctx: EngineContext, *, keys, layer, n_jobs, copy):
         if np.linalg.det(gram) == 0:
             raise EngineUnsupported("singular regressors (scanpy then fits a GLM per gene)")
         coeff = np.linalg.inv(gram) @ rtx
+        out_dtype: np.dtype
         if np.issubdtype(ex.dtype, np.integer):
-            out_dtype = np.float32 if ex.dtype.itemsize <= 4 else np.float64
+            out_dtype = np.dtype(np.float32 if ex.dtype.itemsize <= 4 else np.float64)
         else:
             out_dtype = ex.dtype
         out = ex.map_matrix(
@@ -120,7 +121,7 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
     """scanpy's ``scale``; with ``mask_obs`` the means and SDs are those of the masked cells,
     only those are scaled and they go to ``var['mean of <mask>']`` (``'mean with mask'`` for
     an array), as scanpy does."""
-    from scanpy.get import _check_mask
+    from .._scanpy_compat import check_mask
 
     names = ("mean", "std")
     mask = None
@@ -130,7 +131,7 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
             if isinstance(mask_obs, str)
             else ("mean with mask", "std with mask")
         )
-        mask = np.asarray(_check_mask(adata, mask_obs, "obs"), dtype=bool)
+        mask = np.asarray(check_mask(adata, mask_obs, "obs"), dtype=bool)
     x = _get_x(adata, layer, obsm)
     if not is_dask(x) and np.issubdtype(x.dtype, np.integer):
         x = x.astype(np.float64)  # as scanpy (the Dask path scales the blocks as they are)

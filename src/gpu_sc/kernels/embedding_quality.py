@@ -19,9 +19,9 @@ __all__ = ["kl_divergence", "neighbourhood_preservation", "trustworthiness"]
 
 
 def _host(x) -> np.ndarray:
-    from ..dispatch.arrays import _to_host
+    from ..dispatch.arrays import to_host_array
 
-    x = _to_host(x, None)
+    x = to_host_array(x, None)
     if hasattr(x, "toarray"):
         x = x.toarray()
     return np.ascontiguousarray(x, dtype=np.float64)
@@ -110,9 +110,9 @@ def kl_divergence(P, Y) -> float:
     """
     import scipy.sparse as sp
 
-    from ..dispatch.arrays import _to_host
+    from ..dispatch.arrays import to_host_array
 
-    P = sp.csr_matrix(_to_host(P, None), dtype=np.float64)
+    P = sp.csr_matrix(to_host_array(P, None), dtype=np.float64)
     Y = _host(Y)
     n = Y.shape[0]
     sq = np.einsum("ij,ij->i", Y, Y)

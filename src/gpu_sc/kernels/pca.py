@@ -6,7 +6,7 @@ covariance is eigendecomposed exactly (``xp.linalg.eigh``); above, a randomized 
 subspace iteration on the covariance operator finds the leading eigenpairs.
 
 Block products (:func:`gram_block`, :func:`t_matmul`, :func:`project_block`) and the
-eigensolvers run host BLAS/LAPACK on one thread (:func:`gpu_sc.kernels._blas.one_thread`), so a block gives the same bits on a
+eigensolvers run host BLAS/LAPACK on one thread (:func:`gpu_sc.kernels.blas.one_thread`), so a block gives the same bits on a
 Dask worker, on the client and in the in-memory engine, whatever their thread counts.
 
 Sign convention: scanpy's default solver (sklearn ``PCA``, arpack) ends with
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..dispatch.arrays import ArrayModule
-from ._blas import one_thread
+from .blas import one_thread
 from .reductions import axis_sum
 
 __all__ = [
@@ -53,7 +53,7 @@ def gram_block(am: ArrayModule, x: Any) -> tuple[Any, Any]:
         gram = (x64.T @ x64).toarray()
         return axis_sum(am, x64, axis=0), gram
     x64 = x.astype(xp.float64)
-    with one_thread(am):  # the same bits whatever runs the block (kernels._blas)
+    with one_thread(am):  # the same bits whatever runs the block (kernels.blas)
         return x64.sum(axis=0), x64.T @ x64
 
 
@@ -152,7 +152,7 @@ def flip_signs(am: ArrayModule, v: Any) -> Any:
 def project_block(am: ArrayModule, x: Any, mean: Any, v: Any) -> Any:
     """``(X - mean) @ V`` for one row block in float64 (sparse X stays sparse)."""
     xp = am.xp
-    with one_thread(am):  # the same bits whatever runs the block (kernels._blas)
+    with one_thread(am):  # the same bits whatever runs the block (kernels.blas)
         if am.issparse(x):
             return xp.asarray(x.astype(xp.float64) @ v) - (mean @ v)[None, :]
         return (x.astype(xp.float64) - mean[None, :]) @ v

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..dispatch.arrays import ArrayModule
-from ._blas import one_thread
+from .blas import one_thread
 
 __all__ = [
     "categorical_fit",
@@ -38,7 +38,7 @@ def dense(am: ArrayModule, x: Any) -> Any:
 def normal_equations(am: ArrayModule, x: Any, r: Any) -> tuple[Any, Any]:
     """``(R^T R, R^T X)`` in float64 for one row block (``r``: float64 regressors)."""
     xp = am.xp
-    with one_thread(am):  # the same bits whatever runs the block (kernels._blas)
+    with one_thread(am):  # the same bits whatever runs the block (kernels.blas)
         return r.T @ r, r.T @ dense(am, x).astype(xp.float64)
 
 

@@ -29,7 +29,7 @@ from .. import catalogue
 from .._settings import settings
 from ..backends import canonical_backend_name, delegates, find, get, resolve, resolve_precision
 from ..dispatch.provenance import environment, provenance, recording
-from ..dispatch.registry import _move_to_host, engine_impl
+from ..dispatch.registry import engine_impl, move_to_host
 from ..pipeline.config import PipelineConfig
 from ..pipeline.run import Runner, StepHook
 from ..pipeline.validate import validate_counts
@@ -230,7 +230,7 @@ def _run_recorded(adata, cfg: PipelineConfig, backend: str, before_step=None) ->
         with settings.override(output="host"):
             runner.run()
     finally:
-        _move_to_host(runner.adata)
+        move_to_host(runner.adata)
     return recorder
 
 
@@ -267,7 +267,7 @@ class _Isolated:
             with settings.override(output="host"), recording():
                 func(adata, *args, backend=self.backend, **kwargs)
         finally:
-            _move_to_host(adata)
+            move_to_host(adata)
         ran = _ran_since(adata, n_before)
         return ran, _extract(stage, adata, ran)
 

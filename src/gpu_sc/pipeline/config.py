@@ -21,7 +21,7 @@ import types
 import typing
 from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import catalogue
 
@@ -80,7 +80,7 @@ class _Config:
     @classmethod
     def coerce(cls, config: PipelineConfig | dict | str | Path | None) -> PipelineConfig:
         if config is None:
-            return cls()
+            return typing.cast("PipelineConfig", cls())
         if isinstance(config, cls):
             return cls.from_dict(config.to_dict())  # re-validate fields set by assignment
         if isinstance(config, dict):
@@ -92,7 +92,7 @@ class _Config:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # on PipelineConfig, a dataclass
 
 
 def _build(cls, data: Any, where: str):
@@ -153,9 +153,18 @@ def _name(tp) -> str:
 Num = catalogue.Num
 OneOf = catalogue.OneOf
 
+if TYPE_CHECKING:  # the fields come from the catalogue at import: a static face for mypy
+
+    class PipelineConfig(_Config):  # noqa: D101
+        var_names_make_unique: bool
+
+        def __init__(self, **sections: Any) -> None: ...
+        def __getattr__(self, section: str) -> Any: ...  # noqa: D105
+
+
 #: The whole workflow, in order: ``var_names_make_unique`` and one field per catalogue
 #: section. Defaults reproduce scanpy's PBMC3k tutorial.
-PipelineConfig = dataclasses.make_dataclass(
+PipelineConfig = dataclasses.make_dataclass(  # type: ignore[misc,assignment]  # the static face above
     "PipelineConfig",
     [("var_names_make_unique", bool, field(default=True))]
     + [(s.name, s.config, field(default_factory=s.config)) for s in catalogue.sections()],
@@ -248,7 +257,9 @@ def _check_extra(cfg, section: str, func_name: str, reserved: tuple[str, ...], e
     params = list(inspect.signature(getattr(getattr(sc, ns), name)).parameters.values())[1:]
     open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     names = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    kwargs = catalogue.section(section).kwargs
+    entry = catalogue.section(section)
+    assert entry is not None  # _STEPS names catalogue sections
+    kwargs = entry.kwargs
     more = catalogue.resolve(kwargs)(getattr(cfg, section)) if kwargs else None
     if more is not None:  # where scanpy's **kwargs go, declared by the catalogue's section
         names += more

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 from .. import catalogue
 from .._progress import step_line
@@ -14,8 +15,8 @@ from ..dispatch.arrays import is_dask
 from ..dispatch.provenance import provenance, record_step, recording, store_pipeline_record
 from ..dispatch.registry import (
     FallbackError,
-    _move_to_host,
-    _quiet_unusable_cuda,
+    move_to_host,
+    quiet_unusable_cuda,
     strict_mode,
 )
 from .config import PipelineConfig
@@ -141,7 +142,8 @@ def pipeline(
         backend=chosen,
         shapes=shapes,
         progress=progress,
-        hooks=() if line is None else (line,),
+        # StepLine has StepHook's methods (gpu_sc._progress does not import the pipeline)
+        hooks=() if line is None else (cast(StepHook, line),),
         strict=strict,
         output=output,
         chunk_rows=settings.chunk_rows,
@@ -150,10 +152,10 @@ def pipeline(
         precision=precision,
     )
     try:
-        with _quiet_unusable_cuda():
+        with quiet_unusable_cuda():
             runner.run()
     finally:
-        _move_to_host(runner.adata)
+        move_to_host(runner.adata)
     work = runner.adata
     ran = [p["backend"] for p in provenance(work)[n_before:] if p["backend"] != "anndata"]
     used = {b: ran.count(b) for b in dict.fromkeys(ran)}
@@ -289,6 +291,7 @@ class Runner:
         with recording():
             for name in catalogue.PIPELINE:
                 entry = catalogue.get(name)
+                assert entry is not None  # PIPELINE names catalogued steps
                 if entry.section is not None and not getattr(self.cfg, entry.section).enabled:
                     continue
                 catalogue.resolve(entry.run)(self, self.cfg, entry)

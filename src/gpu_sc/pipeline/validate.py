@@ -95,9 +95,9 @@ def _summary(X) -> dict:
     from ..dispatch.arrays import is_dask
 
     if is_dask(X):
-        from ..dask.steps import value_summary
+        from ..dask.steps import value_summary as dask_value_summary
 
-        return value_summary(X)
+        return dask_value_summary(X)
     from ..dispatch.arrays import array_module
     from ..kernels.qc import value_summary
 

@@ -402,16 +402,14 @@ def _plotting(view: PlotView):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    sc = _sc()
-    vector_friendly = sc.settings._vector_friendly  # scanpy's switch for rasterized scatters
-    sc.settings._vector_friendly = True
+    from .._scanpy_compat import vector_friendly
+
     rc = {"figure.figsize": (view.figsize, view.figsize), "savefig.dpi": 100, "figure.dpi": 100}
-    try:
-        with matplotlib.rc_context(rc), warnings.catch_warnings():
+    try:  # scanpy's switch for rasterized scatters, on while the figures are drawn
+        with vector_friendly(), matplotlib.rc_context(rc), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield plt
     finally:
-        sc.settings._vector_friendly = vector_friendly
         plt.close("all")
 
 

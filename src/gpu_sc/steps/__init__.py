@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import catalogue
 from ..dispatch.arrays import is_dask, module_of
-from ..dispatch.registry import _is_default, bind_scanpy_params, run_scanpy, run_step
+from ..dispatch.registry import bind_scanpy_params, is_default, run_scanpy, run_step
 
 logger = logging.getLogger("gpu_sc")
 
@@ -218,7 +218,7 @@ def _call_on_matrix(
         other = [
             f"{k}={_short(v)}"
             for k, v in params.items()
-            if k not in entry.array_params and not _is_default(v, defaults[k].default)
+            if k not in entry.array_params and not is_default(v, defaults[k].default)
         ]
         for key in ("mask_obs", "mask_var"):
             if key in entry.array_params and isinstance(params.get(key), str):
@@ -272,10 +272,10 @@ def _call_on_matrix(
         x_pca = tmp.obsm["X_pca"]
         if not return_info:
             return x_pca
-        from scanpy.preprocessing._pca import _handle_mask_var
+        from .._scanpy_compat import handle_mask_var
 
         info = tmp.uns["pca"]
-        _, mask = _handle_mask_var(
+        _, mask = handle_mask_var(
             tmp, params["mask_var"], use_highly_variable=params["use_highly_variable"]
         )
         loadings = tmp.varm["PCs"] if mask is None else tmp.varm["PCs"][mask]

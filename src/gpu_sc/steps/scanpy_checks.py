@@ -28,7 +28,7 @@ __all__ = [
 def transforms_in_place(adata, params: dict[str, Any]) -> None:
     """normalize_total, log1p, regress_out, scale: scanpy makes a view actual, warning
     "Received a view of an AnnData. Making a copy." (``scanpy._utils.view_to_actual``)."""
-    from scanpy._utils import view_to_actual
+    from .._scanpy_compat import view_to_actual
 
     view_to_actual(adata)
 
@@ -54,9 +54,9 @@ def highly_variable_genes(adata, params: dict[str, Any]) -> None:
     """Cutoffs given together with ``n_top_genes`` are ignored, with scanpy's warning."""
     if params.get("flavor") in ("seurat_v3", "seurat_v3_paper"):
         return
-    from scanpy.preprocessing._highly_variable_genes import _Cutoffs
+    from .._scanpy_compat import validate_hvg_cutoffs
 
-    _Cutoffs.validate(
+    validate_hvg_cutoffs(
         **{
             k: params[k]
             for k in ("n_top_genes", "min_disp", "max_disp", "min_mean", "max_mean")
@@ -84,10 +84,11 @@ def pca(adata, params: dict[str, Any]) -> None:
     if not params.get("zero_center", True):
         # scanpy's TruncatedSVD path: a solver it does not offer is ignored with a warning
         if not is_dask(x):
-            from scanpy.preprocessing._pca import _handle_sklearn_args
             from sklearn.decomposition import TruncatedSVD
 
-            _handle_sklearn_args(svd_solver, TruncatedSVD)
+            from .._scanpy_compat import handle_sklearn_args
+
+            handle_sklearn_args(svd_solver, TruncatedSVD)
         return
     if is_dask(x):
         meta_sparse = hasattr(getattr(x, "_meta", None), "nnz")
@@ -107,10 +108,11 @@ def pca(adata, params: dict[str, Any]) -> None:
         )
         warnings.warn(msg, FutureWarning, stacklevel=4)
         return
-    from scanpy.preprocessing._pca import _handle_sklearn_args
     from sklearn.decomposition import PCA
 
-    _handle_sklearn_args(svd_solver, PCA, sparse=sparse)
+    from .._scanpy_compat import handle_sklearn_args
+
+    handle_sklearn_args(svd_solver, PCA, sparse=sparse)
 
 
 def tsne(adata, params: dict[str, Any]) -> None:
@@ -161,7 +163,7 @@ def leiden(adata, params: dict[str, Any]) -> None:
             msg = "Do not pass in partition_type argument when using igraph."
             raise ValueError(msg)
         return
-    from scanpy import _utils
+    from .._scanpy_compat import warn_once
 
     try:
         import leidenalg  # noqa: F401
@@ -176,4 +178,4 @@ def leiden(adata, params: dict[str, Any]) -> None:
         ' To achieve the future defaults please pass: flavor="igraph" and n_iterations=2.  '
         "directed must also be False to work with igraph's implementation."
     )
-    _utils.warn_once(msg, FutureWarning, stacklevel=3)  # scanpy's call: warned once in all
+    warn_once(msg, FutureWarning, stacklevel=3)  # scanpy's call: warned once in all

@@ -95,6 +95,8 @@ def _build_modules() -> dict[str, types.ModuleType]:
         m = types.ModuleType(name, f"CuPy double: {name} (NumPy underneath, not a GPU)")
         m.__dict__.update(ns.get(name, {}))
         m.__is_cupy_double__ = True
+        # what production code (gpu_sc.kernels.cuda's PRICED mode) reads, never importing this
+        m.__cupy_double_counters__ = DEVICE.counters
         mods[name] = m
     mods.update(_cuda.build_modules())
     mods["cupyx"] = types.ModuleType("cupyx", "CuPy double: cupyx")
