@@ -76,9 +76,9 @@ def test_host_function_reads_below_a_backend_dispatcher():
     assert host_function(plain) is plain
 
 
-# Modules being rewritten elsewhere that still import scanpy's private names directly; each
-# is to move behind gpu_sc._scanpy_compat, and this list shrinks to empty.
-_NOT_YET = {"dask/steps.py", "engine/_matrix.py"}
+# Modules that still import scanpy's private names directly (each to move behind
+# gpu_sc._scanpy_compat): none left.
+_NOT_YET: set[str] = set()
 
 
 def _private_scanpy_names(path) -> list[str]:

@@ -192,6 +192,21 @@ def check_mask(data: Any, mask: Any, dim: str) -> Any:
     return _check_mask(data, mask, dim)
 
 
+def choose_mtx_rep(adata: Any, *, use_raw: bool, layer: str | None) -> Any:
+    """scanpy's ``scanpy.preprocessing._qc._choose_mtx_rep``: ``adata.raw.X``, a layer or
+    ``adata.X``, with scanpy's errors."""
+    from scanpy.preprocessing._qc import _choose_mtx_rep
+
+    return _choose_mtx_rep(adata, use_raw=use_raw, layer=layer)
+
+
+def get_obs_rep(adata: Any, *, layer: str | None = None, obsm: str | None = None) -> Any:
+    """scanpy's ``scanpy.get._get_obs_rep`` (raises scanpy's error for a layer and an obsm)."""
+    from scanpy.get import _get_obs_rep
+
+    return _get_obs_rep(adata, layer=layer, obsm=obsm)
+
+
 def choose_graph(adata: Any, obsp: str | None, neighbors_key: str | None) -> Any:
     """scanpy's ``_choose_graph``: the connectivities of ``obsp`` or ``neighbors_key``, with
     scanpy's errors."""

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._scanpy_compat import choose_mtx_rep, get_obs_rep
 from ..dispatch.arrays import is_dask, module_of
 from ..dispatch.registry import EngineUnsupported
 from ..kernels.chunks import is_device
@@ -48,14 +49,10 @@ def _get_x(adata, layer: str | None, obsm: str | None = None, *, use_raw: bool =
     ``adata.layers[layer]`` or ``adata.X`` (two of them: scanpy's ValueError); a Dask
     array of CSR or dense row blocks is returned as it is (for :func:`executor`)."""
     if use_raw:
-        from scanpy.preprocessing._qc import _choose_mtx_rep
-
-        x = _choose_mtx_rep(adata, use_raw=True, layer=layer)  # scanpy's errors
+        x = choose_mtx_rep(adata, use_raw=True, layer=layer)  # scanpy's errors
     elif obsm is not None:
         if layer is not None:
-            from scanpy.get import _get_obs_rep
-
-            _get_obs_rep(adata, layer=layer, obsm=obsm)  # raises scanpy's error
+            get_obs_rep(adata, layer=layer, obsm=obsm)  # raises scanpy's error
         x = adata.obsm[obsm]
     elif layer is not None:
         if layer not in adata.layers:
