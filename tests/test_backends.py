@@ -161,3 +161,40 @@ def test_a_backend_object_is_accepted_wherever_a_name_is():
     assert rec["backend"] == "numpy" and rec["requested"] == "numpy"
     with gpu_sc.use_backend(backends.get("cpu")):
         assert gpu_sc.settings.backend == "scanpy"
+
+
+def _backend_name_comparisons() -> list[str]:
+    """``x == "cupy"``, ``name in ("numpy", "cupy")``, ... in gpu_sc outside gpu_sc/backends:
+    comparisons of text with a backend's (or array library's) name."""
+    import ast
+    from pathlib import Path
+
+    names = {"numpy", "cupy", "scanpy"}
+
+    def strings(node) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            return set().union(*(strings(e) for e in node.elts)) if node.elts else set()
+        return set()
+
+    root = Path(gpu_sc.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] == "backends":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                consts = set().union(*(strings(n) for n in [node.left, *node.comparators]))
+                if consts & names:
+                    rel = path.relative_to(root)
+                    found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_backend_name_is_compared_as_text_outside_the_backends_package():
+    """A backend's behaviour is read from its object (delegates, is_gpu, array module, ...);
+    comparing names as text outside ``gpu_sc.backends`` is what made a new backend touch 8
+    files (issue 21 allows at most 3; none is left)."""
+    found = _backend_name_comparisons()
+    assert not found, "\n".join(found)

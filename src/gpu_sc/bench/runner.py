@@ -448,7 +448,7 @@ def _rows_for(n, backend, runs: list[_Run], plan: _Plan, cfg, devices) -> list[d
         row["peak_gpu_bytes"] = _max(s["peak_gpu"] for s in per)
         over = cfg.budget_s is not None and row["max_s"] > cfg.budget_s
         row["status"] = "over_budget" if over else "ok"
-        device = "gpu" if "cupy" in ran_on and "gpu" in devices else "host"
+        device = "gpu" if any(is_gpu(b) for b in ran_on) and "gpu" in devices else "host"
         rates = devices.get(device)
         floor = None
         if work is not None and rates is not None:

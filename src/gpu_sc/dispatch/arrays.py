@@ -8,6 +8,7 @@ Every kernel in :mod:`gpu_sc.kernels` is written once against an :class:`ArrayMo
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -146,17 +147,34 @@ def _to_cupy(am: ArrayModule, x: Any, dtype) -> Any:
     return cp.asarray(x, dtype=dtype)
 
 
+def _numpy_module() -> ArrayModule:
+    return ArrayModule("numpy", np, sp, max_nnz=np.iinfo(np.int64).max)
+
+
+def _cupy_module() -> ArrayModule:
+    import cupy
+    import cupyx.scipy.sparse
+
+    return ArrayModule("cupy", cupy, cupyx.scipy.sparse, max_nnz=2**31 - 1, on_device=True)
+
+
+#: The array libraries the engine computes with, by the name of their Python module.
+_LIBRARIES: dict[str, Callable[[], ArrayModule]] = {"numpy": _numpy_module, "cupy": _cupy_module}
+
+
 @functools.cache
 def array_module(name: str) -> ArrayModule:
-    """The :class:`ArrayModule` of an engine backend (``"numpy"`` or ``"cupy"``)."""
-    if name == "numpy":
-        return ArrayModule("numpy", np, sp, max_nnz=np.iinfo(np.int64).max)
-    if name == "cupy":
-        import cupy
-        import cupyx.scipy.sparse
+    """The :class:`ArrayModule` of an array library (``"numpy"`` or ``"cupy"``)."""
+    make = _LIBRARIES.get(name)
+    if make is None:
+        raise ValueError(f"no array module for {name!r}; array libraries: {', '.join(_LIBRARIES)}")
+    return make()
 
-        return ArrayModule("cupy", cupy, cupyx.scipy.sparse, max_nnz=2**31 - 1, on_device=True)
-    raise ValueError(f"no array module for backend {name!r}; engine backends are numpy, cupy")
+
+def array_module_for(xp: Any) -> ArrayModule:
+    """The :class:`ArrayModule` whose namespace is the module ``xp`` (``numpy``, ``cupy`` or
+    the CuPy double, which calls itself ``cupy``)."""
+    return array_module(xp.__name__)
 
 
 def module_of(x: Any) -> ArrayModule:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ...dispatch.arrays import array_module_for
 from ._spec import KernelSpec
 
 __all__ = [
@@ -93,7 +94,7 @@ def load_kernels() -> dict[str, dict[str, Any]]:
 def launch_stream(xp):
     """numba-cuda's view of CuPy's current stream (so kernels queue behind CuPy's work), or
     None for NumPy arrays (the simulator)."""
-    if xp.__name__ != "cupy":
+    if not array_module_for(xp).on_device:
         return None
     from numba import cuda
 

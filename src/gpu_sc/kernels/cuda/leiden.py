@@ -38,6 +38,7 @@ import math
 
 import numpy as np
 
+from ...dispatch.arrays import array_module_for
 from ..leiden import SWEEPS_PER_CALL, PhaseState, phase_sweeps
 from ._registry import launch_stream
 from ._spec import KernelCost, KernelSpec
@@ -281,7 +282,6 @@ def _example(xp, scale: int = 0):
     2 x 20000 nodes with 30 edges each; 2: 2 x 200000)."""
     import scipy.sparse as sp
 
-    from ...dispatch.arrays import array_module
     from ..leiden import _Graph
 
     half = {0: 40, 1: 20000, 2: 200000}[scale]
@@ -293,7 +293,7 @@ def _example(xp, scale: int = 0):
     A = ((A + A.T) > 0).astype(np.float64).tocsr()
     A.setdiag(0)
     A.eliminate_zeros()
-    am = array_module("cupy" if xp.__name__ == "cupy" else "numpy")
+    am = array_module_for(xp)
     g = _Graph.from_adjacency(am, A)
     state = PhaseState("move", g, xp.arange(g.n, dtype=xp.int64), 1.0, 64)
     perms = xp.asarray(np.stack([rng.permutation(g.n) for _ in range(SWEEPS_PER_CALL)]))

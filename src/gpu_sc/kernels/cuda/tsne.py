@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from ...dispatch.arrays import array_module_for
 from ..segment import segment_ids
 from ..tsne import _FLOAT32_TINY, _attraction, descent_step
 from ._registry import grid, launch_stream
@@ -240,9 +241,8 @@ def _launch(xp, kernels, y, update, gains, state, momentum, learning_rate, compu
 
 def _kl_error(xp, state, y, z: float) -> float:
     """The reference's KL error at ``y`` (its array calls: check iterations only)."""
-    from ...dispatch.arrays import array_module
 
-    am = array_module("cupy" if xp.__name__ == "cupy" else "numpy")
+    am = array_module_for(xp)
     rows = state.rows if state.rows is not None else segment_ids(am, xp.diff(state.P.indptr))
     _, w = _attraction(am, state.P, y, rows)
     q = xp.maximum(w / z, _FLOAT32_TINY)
@@ -286,11 +286,7 @@ def _example(xp, scale: int = 0):
     P = sp.csr_matrix((rng.uniform(0, 1, rows.size), (rows, cols)), shape=(n, n))
     P = ((P + P.T) / (2 * P.sum())).tocsr()
     P.sort_indices()
-    csr = (
-        __import__("cupyx.scipy.sparse", fromlist=["csr_matrix"]).csr_matrix
-        if (xp.__name__ == "cupy")
-        else sp.csr_matrix
-    )
+    csr = array_module_for(xp).sparse.csr_matrix
     P = csr(P)
     state = TsneState(P=P, rows=None, repulsion=rep)
     y = xp.asarray(rng.normal(size=(n, 2)).astype(np.float32))

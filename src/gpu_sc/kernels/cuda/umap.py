@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...dispatch.arrays import array_module_for
 from ..umap import HASH_GOLDEN, HASH_M1, HASH_M2, layout_epoch
 from ._registry import grid, launch_stream
 from ._spec import KernelCost, KernelSpec
@@ -157,7 +158,6 @@ def _example(xp, scale: int = 0):
     2: 10^6), epoch 0 (every edge of maximal weight active)."""
     import scipy.sparse as sp
 
-    from ...dispatch.arrays import array_module
     from ..umap import layout_state
 
     n = {0: 64, 1: 100_000, 2: 1_000_000}[scale]
@@ -166,7 +166,7 @@ def _example(xp, scale: int = 0):
     cols = (rows + rng.integers(1, n, rows.size)) % n
     g = sp.csr_matrix((rng.uniform(0.1, 1.0, rows.size), (rows, cols)), shape=(n, n))
     g = (g + g.T).tocsr()
-    am = array_module("cupy" if xp.__name__ == "cupy" else "numpy")
+    am = array_module_for(xp)
     state = layout_state(am, g, n_epochs=200, seed=0, negatives="hash")
     y = xp.asarray(rng.uniform(0, 10, (n, 2)).astype(np.float32))
     return (y, state, 0, 1.0, 1.58, 0.9, 1.0), {}
