@@ -20,7 +20,6 @@ MARK = "# long:"
 #: Modules whose long functions are still to be split (issue 21); shrinks to empty.
 PENDING = {
     "bench/runner.py",
-    "pipeline/run.py",
     "datasets/synthetic_h5ad.py",
     "engine/markers.py",
     "bench/model.py",
