@@ -29,7 +29,6 @@ PENDING = {
     "datasets/synthetic.py",
     "engine/embedding.py",
     "kernels/knn.py",
-    "steps/__init__.py",
     "io.py",
     "bench/report.py",
     "kernels/connectivities.py",
