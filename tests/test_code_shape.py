@@ -21,7 +21,6 @@ MARK = "# long:"
 PENDING = {
     "bench/runner.py",
     "datasets/synthetic_h5ad.py",
-    "engine/markers.py",
     "bench/model.py",
     "bench/dask_atlas.py",
     "cli/bench.py",
