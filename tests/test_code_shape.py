@@ -26,7 +26,6 @@ PENDING = {
     "cli/bench.py",
     "kernels/ivf.py",
     "datasets/synthetic.py",
-    "engine/embedding.py",
     "kernels/knn.py",
     "io.py",
     "bench/report.py",
