@@ -24,12 +24,9 @@ PENDING = {
     "bench/model.py",
     "bench/dask_atlas.py",
     "cli/bench.py",
-    "kernels/ivf.py",
     "datasets/synthetic.py",
-    "kernels/knn.py",
     "io.py",
     "bench/report.py",
-    "kernels/connectivities.py",
 }
 
 
