@@ -25,7 +25,6 @@ PENDING = {
     "bench/dask_atlas.py",
     "cli/bench.py",
     "datasets/synthetic.py",
-    "io.py",
     "bench/report.py",
 }
 
