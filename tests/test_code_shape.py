@@ -19,7 +19,6 @@ MARK = "# long:"
 
 #: Modules whose long functions are still to be split (issue 21); shrinks to empty.
 PENDING = {
-    "bench/runner.py",
     "datasets/synthetic_h5ad.py",
     "bench/model.py",
     "bench/dask_atlas.py",
