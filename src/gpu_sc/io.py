@@ -292,40 +292,66 @@ def run_isolated(func, *args) -> None:
         func(*args)
         return
     if pid == 0:  # the child: write, report an exception through the pipe, never return
-        code = 0
-        stderr = None
-        try:
-            _restore_signals(swapped, [])  # the parent handles what arrived meanwhile
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            os.close(r)
-            _die_with_parent()
-            # After a failed write h5py prints tracebacks of its failing frees; the failure
-            # itself reaches the parent through the pipe. The child's stderr is therefore
-            # held back, and passed on only when the write succeeds (warnings).
-            sys.unraisablehook = lambda _unraisable: None
-            faulthandler.disable()  # a crash here is the parent's to report
-            stderr = (tempfile.TemporaryFile(), os.dup(2))
-            sys.stderr.flush()
-            os.dup2(stderr[0].fileno(), 2)
-            _test_delay()
-            func(*args)
-            sys.stderr.flush()
-            stderr[0].seek(0)
-            os.write(stderr[1], stderr[0].read())
-        except BaseException as exc:
-            code = 1
-            try:
-                payload = pickle.dumps(exc)
-            except Exception:
-                payload = pickle.dumps(OSError(f"{type(exc).__name__}: {exc}"))
-            try:
-                with os.fdopen(w, "wb") as fh:
-                    fh.write(payload)
-            except BaseException:
-                pass
-        finally:
-            os._exit(code)
+        _write_in_child(func, args, (r, w), swapped, mask)
     os.close(w)
+    payload, status = _wait_for_writer(pid, r, swapped, deferred, mask)
+    if payload:
+        raise pickle.loads(payload)
+    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+        how = (
+            f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+            if os.WIFSIGNALED(status)
+            else f"exit status {os.WEXITSTATUS(status)}"
+        )
+        raise OSError(f"the writer process died ({how}); nothing was written")
+
+
+def _write_in_child(func, args, pipe, swapped, mask):
+    """Run ``func(*args)`` in the forked child and send an exception through ``pipe``.
+
+    Never returns (``os._exit``).
+    """
+    r, w = pipe
+    code = 0
+    stderr = None
+    try:
+        _restore_signals(swapped, [])  # the parent handles what arrived meanwhile
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(r)
+        _die_with_parent()
+        # After a failed write h5py prints tracebacks of its failing frees; the failure
+        # itself reaches the parent through the pipe. The child's stderr is therefore
+        # held back, and passed on only when the write succeeds (warnings).
+        sys.unraisablehook = lambda _unraisable: None
+        faulthandler.disable()  # a crash here is the parent's to report
+        stderr = (tempfile.TemporaryFile(), os.dup(2))
+        sys.stderr.flush()
+        os.dup2(stderr[0].fileno(), 2)
+        _test_delay()
+        func(*args)
+        sys.stderr.flush()
+        stderr[0].seek(0)
+        os.write(stderr[1], stderr[0].read())
+    except BaseException as exc:
+        code = 1
+        try:
+            payload = pickle.dumps(exc)
+        except Exception:
+            payload = pickle.dumps(OSError(f"{type(exc).__name__}: {exc}"))
+        try:
+            with os.fdopen(w, "wb") as fh:
+                fh.write(payload)
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _wait_for_writer(pid, r, swapped, deferred, mask):
+    """Return the child's pickled exception (empty if none) and its wait status.
+
+    An interrupt while waiting kills the child first.
+    """
     try:
         _restore_signals(swapped, deferred)  # a parked signal is raised here ...
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # ... and a held one here
@@ -339,15 +365,7 @@ def run_isolated(func, *args) -> None:
         except OSError:
             pass
         raise
-    if payload:
-        raise pickle.loads(payload)
-    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-        how = (
-            f"signal {signal.Signals(os.WTERMSIG(status)).name}"
-            if os.WIFSIGNALED(status)
-            else f"exit status {os.WEXITSTATUS(status)}"
-        )
-        raise OSError(f"the writer process died ({how}); nothing was written")
+    return payload, status
 
 
 def _defer_signals(signals, deferred: list[int]) -> dict:

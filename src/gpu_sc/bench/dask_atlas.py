@@ -273,6 +273,44 @@ def leiden_labels(x_pca: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+
+    if a.mode == "memory":
+        _child_memory(a.data, a.result)
+        return 0
+    if a.mode == "dask":
+        _child_dask(
+            a.data,
+            a.result,
+            a.workers,
+            a.memory_limit,
+            a.chunk_rows,
+            a.persist_after_hvg,
+            [s for s in a.after_pca.split(",") if s],
+        )
+        return 0
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    data = a.data or a.out / f"atlas_{a.cells}x{a.genes}_seed{a.seed}.h5ad"
+    report: dict = {
+        "machine": {
+            "node": platform.node(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "args": {k: str(v) for k, v in vars(a).items() if k not in ("mode", "result")},
+        "note": a.note,
+    }
+    _atlas(a, data, report)
+    _run_paths(a, data, report)
+    (a.out / "dask_atlas.json").write_text(json.dumps(report, indent=1, default=str))
+    (a.out / "dask_atlas.md").write_text(_markdown(report))
+    print(_markdown(report))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The driver's and the children's command line."""
     p = argparse.ArgumentParser(
         prog="python -m gpu_sc.bench.dask_atlas",
         description=__doc__,
@@ -317,34 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         "--mode", choices=("driver", "dask", "memory"), default="driver", help=argparse.SUPPRESS
     )
     p.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    return p
 
-    if a.mode == "memory":
-        _child_memory(a.data, a.result)
-        return 0
-    if a.mode == "dask":
-        _child_dask(
-            a.data,
-            a.result,
-            a.workers,
-            a.memory_limit,
-            a.chunk_rows,
-            a.persist_after_hvg,
-            [s for s in a.after_pca.split(",") if s],
-        )
-        return 0
 
-    a.out.mkdir(parents=True, exist_ok=True)
-    data = a.data or a.out / f"atlas_{a.cells}x{a.genes}_seed{a.seed}.h5ad"
-    report: dict = {
-        "machine": {
-            "node": platform.node(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "args": {k: str(v) for k, v in vars(a).items() if k not in ("mode", "result")},
-        "note": a.note,
-    }
+def _atlas(a: argparse.Namespace, data: Path, report: dict) -> None:
+    """Write the atlas (or reuse the file), recording it in ``report["atlas"]``."""
     if not data.exists():
         import gpu_sc
 
@@ -364,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     report["atlas"]["file_bytes"] = data.stat().st_size
     report["atlas"]["x_csr_bytes"] = _csr_bytes(data)
 
+
+def _run_paths(a: argparse.Namespace, data: Path, report: dict) -> None:
+    """Run each path in a child process; with both, their ratios and the parity."""
     common = [
         "--data",
         str(data),
@@ -396,10 +414,6 @@ def main(argv: list[str] | None = None) -> int:
             "run_dask_over_memory": d["run_seconds"] / m["run_seconds"],
         }
         report["parity"] = _compare(a.out / "result_memory", a.out / "result_dask", leiden=a.leiden)
-    (a.out / "dask_atlas.json").write_text(json.dumps(report, indent=1, default=str))
-    (a.out / "dask_atlas.md").write_text(_markdown(report))
-    print(_markdown(report))
-    return 0
 
 
 def _csr_bytes(path: Path) -> int:

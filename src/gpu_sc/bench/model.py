@@ -429,8 +429,38 @@ def _fmt_s(x: float) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The model as a markdown page, labelled as a model in its title and every table."""
     gpu = report["gpu"]
-    target = report["target"]
-    targets = [target, *report.get("extra_targets", [])]
+    others = report.get("other_gpus", [])
+    names = [
+        gpu["name"].replace(" (model)", ""),
+        *[o["gpu"]["name"].replace(" (model)", "") for o in others],
+    ]
+    lines = _model_header(report) + _model_totals(report, names)
+    if others:
+        lines += _other_cards(report, names)
+    lines += [
+        "## Steps that miss, and why",
+        "",
+    ]
+    for o in report["offenders"]:
+        lines.append(f"- **{o['step']}**: {_fmt_s(o['model_s'])} s modelled; {o['why']}.")
+    lines += ["", "## Per step (model)", ""]
+    head = (
+        "| step | cells | ran on | CuPy calls | syncs | HBM bytes | flop | FP64 flop | "
+        "H2D+D2H bytes | launch s | sync s | memory s | compute s | transfer s | **model s** "
+        "| exp |"
+    )
+    lines += [head, "|" + "---|" * 2 + "---|" + "---:|" * 13]
+    for r in report["rows"]:
+        if r["model_s"]["total"] == 0:  # bookkeeping on the host (subsetting, .raw): no GPU
+            continue
+        lines.append(_step_row(r))
+    return "\n".join(lines) + "\n"
+
+
+def _model_header(report: dict[str, Any]) -> list[str]:
+    """The page's title, disclaimer, what was counted, the cards' constants and the model."""
+    gpu = report["gpu"]
+    targets = [report["target"], *report.get("extra_targets", [])]
     others = report.get("other_gpus", [])
     lines = [
         f"# GPU cost model (a MODEL, not a measurement) — {gpu['name']}",
@@ -457,13 +487,18 @@ def markdown(report: dict[str, Any]) -> str:
         "the dominant count.",
         "",
     ]
+    return lines
+
+
+def _model_totals(report: dict[str, Any], names: list[str]) -> list[str]:
+    """The totals per size and card, then whether the model meets the goal."""
+    target = report["target"]
+    targets = [target, *report.get("extra_targets", [])]
+    others = report.get("other_gpus", [])
+    lines: list[str] = []
     totals = report["totals_s"]
     partial = report.get("partial_sizes", {})
     steps = list(dict.fromkeys(r["step"] for r in report["rows"]))
-    names = [
-        gpu["name"].replace(" (model)", ""),
-        *[o["gpu"]["name"].replace(" (model)", "") for o in others],
-    ]
     lines += [
         "| cells | " + " | ".join(f"{n} total (s)" for n in names) + " |",
         "|---:|" + "---:|" * len(names),
@@ -497,60 +532,53 @@ def markdown(report: dict[str, Any]) -> str:
         ),
         "",
     ]
-    if others:
-        lines += [
-            "## The same counts on other cards (model)",
-            "",
-            "| step | cells | " + " | ".join(f"{n} s" for n in names) + " |",
-            "|---|---:|" + "---:|" * len(names),
-        ]
-        for i, r in enumerate(report["rows"]):
-            if r["counted"] or r["model_s"]["total"] == 0:
-                continue
-            lines.append(
-                f"| {r['step']} | {r['n_cells']:,} | {_fmt_s(r['model_s']['total'])} | "
-                + " | ".join(_fmt_s(o["rows"][i]["model_s"]["total"]) for o in others)
-                + " |"
-            )
-        lines.append("")
-    lines += [
-        "## Steps that miss, and why",
+    return lines
+
+
+def _other_cards(report: dict[str, Any], names: list[str]) -> list[str]:
+    """The per-step model times on the other cards."""
+    others = report.get("other_gpus", [])
+    lines = [
+        "## The same counts on other cards (model)",
         "",
+        "| step | cells | " + " | ".join(f"{n} s" for n in names) + " |",
+        "|---|---:|" + "---:|" * len(names),
     ]
-    for o in report["offenders"]:
-        lines.append(f"- **{o['step']}**: {_fmt_s(o['model_s'])} s modelled; {o['why']}.")
-    lines += ["", "## Per step (model)", ""]
-    head = (
-        "| step | cells | ran on | CuPy calls | syncs | HBM bytes | flop | FP64 flop | "
-        "H2D+D2H bytes | launch s | sync s | memory s | compute s | transfer s | **model s** "
-        "| exp |"
-    )
-    lines += [head, "|" + "---|" * 2 + "---|" + "---:|" * 13]
-    for r in report["rows"]:
-        c, m = r["counts"], r["model_s"]
-        if m["total"] == 0:  # bookkeeping on the host (subsetting, .raw): nothing on the GPU
+    for i, r in enumerate(report["rows"]):
+        if r["counted"] or r["model_s"]["total"] == 0:
             continue
-        exps = r["exponents"]
-        if exps:
-            main = max((k for k in m if k != "total"), key=m.get)
-            key = {
-                "launch": "ops",
-                "sync": "syncs",
-                "memory": "bytes",
-                "compute": "flops",
-                "transfer": "transfer_bytes",
-            }[main]
-            exp = f"{exps[key]:.2f} ({key})"
-        else:
-            exp = ""
-        cells = f"{r['n_cells']:,}" + ("" if r["counted"] else " (extrap.)")
-        ran = ",".join(r["ran_on"]) if r["ran_on"] else "–"
         lines.append(
-            f"| {r['step']} | {cells} | {ran} | {c['ops']:.3g} | {c['syncs']:.3g} | "
-            f"{c['bytes']:.3g} | {c['flops']:.3g} | {c.get('flops_fp64', 0):.3g} | "
-            f"{c['h2d_bytes'] + c['d2h_bytes']:.3g} | "
-            f"{_fmt_s(m['launch'])} | {_fmt_s(m['sync'])} | {_fmt_s(m['memory'])} | "
-            f"{_fmt_s(m['compute'])} | {_fmt_s(m['transfer'])} | **{_fmt_s(m['total'])}** | "
-            f"{exp} |"
+            f"| {r['step']} | {r['n_cells']:,} | {_fmt_s(r['model_s']['total'])} | "
+            + " | ".join(_fmt_s(o["rows"][i]["model_s"]["total"]) for o in others)
+            + " |"
         )
-    return "\n".join(lines) + "\n"
+    lines.append("")
+    return lines
+
+
+def _step_row(r: dict) -> str:
+    """One row of the per-step table: counts, the model's parts, the growth exponent."""
+    c, m = r["counts"], r["model_s"]
+    exps = r["exponents"]
+    if exps:
+        main = max((k for k in m if k != "total"), key=m.get)
+        key = {
+            "launch": "ops",
+            "sync": "syncs",
+            "memory": "bytes",
+            "compute": "flops",
+            "transfer": "transfer_bytes",
+        }[main]
+        exp = f"{exps[key]:.2f} ({key})"
+    else:
+        exp = ""
+    cells = f"{r['n_cells']:,}" + ("" if r["counted"] else " (extrap.)")
+    ran = ",".join(r["ran_on"]) if r["ran_on"] else "–"
+    return (
+        f"| {r['step']} | {cells} | {ran} | {c['ops']:.3g} | {c['syncs']:.3g} | "
+        f"{c['bytes']:.3g} | {c['flops']:.3g} | {c.get('flops_fp64', 0):.3g} | "
+        f"{c['h2d_bytes'] + c['d2h_bytes']:.3g} | "
+        f"{_fmt_s(m['launch'])} | {_fmt_s(m['sync'])} | {_fmt_s(m['memory'])} | "
+        f"{_fmt_s(m['compute'])} | {_fmt_s(m['transfer'])} | **{_fmt_s(m['total'])}** | "
+        f"{exp} |"
+    )

@@ -86,6 +86,15 @@ def _ran_on(r: dict) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: context, then per size a step × backend table."""
+    lines = _context_lines(report)
+    for size in report["sizes"]:
+        lines += _size_lines(report["rows"], size)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _context_lines(report: dict[str, Any]) -> list[str]:
+    """The report's opening: command, machine, data, stops, floors and the table legend."""
     p, m = report["parameters"], report["machine"]
     lines = [
         "**gpu_sc benchmark** (`" + p.get("command", "gpu-sc bench") + "`)",
@@ -125,52 +134,55 @@ def markdown(report: dict[str, Any]) -> str:
         "predicted over it.",
         "",
     ]
-    rows = report["rows"]
-    for size in report["sizes"]:
-        n = size["n_cells"]
-        inp = size["input"]
-        lines += [
-            f"#### {n:,} cells",
-            "",
-            f"Input {inp['n_obs']:,} × {inp['n_vars']:,}, {inp['nnz']:,} nonzeros "
-            f"(generated in {size['generate_s']:.1f} s on the {size['generated_on']}, excluded).",
-            "",
-        ]
-        totals = [r for r in rows if r["n_cells"] == n and r["step"] == "total"]
-        for t in totals:
-            slow = _slowest(rows, n, t["backend"])
-            lines.append(
-                f"- **{t['backend']}**: end to end {_s(t['median_s'])} s"
-                + (f" ({t['status']}: {t['note']})" if t["status"] != "ok" else "")
-                + (
-                    f", {_ratio(t['speedup_vs_scanpy'])} scanpy"
-                    if not delegates(t["backend"]) and t["speedup_vs_scanpy"]
-                    else ""
-                )
-                + (f"; slowest: {slow}" if slow else "")
+    return lines
+
+
+def _size_lines(rows: list[dict], size: dict) -> list[str]:
+    """One size's section: its input, the per-backend totals and the step × backend table."""
+    lines: list[str] = []
+    n = size["n_cells"]
+    inp = size["input"]
+    lines += [
+        f"#### {n:,} cells",
+        "",
+        f"Input {inp['n_obs']:,} × {inp['n_vars']:,}, {inp['nnz']:,} nonzeros "
+        f"(generated in {size['generate_s']:.1f} s on the {size['generated_on']}, excluded).",
+        "",
+    ]
+    totals = [r for r in rows if r["n_cells"] == n and r["step"] == "total"]
+    for t in totals:
+        slow = _slowest(rows, n, t["backend"])
+        lines.append(
+            f"- **{t['backend']}**: end to end {_s(t['median_s'])} s"
+            + (f" ({t['status']}: {t['note']})" if t["status"] != "ok" else "")
+            + (
+                f", {_ratio(t['speedup_vs_scanpy'])} scanpy"
+                if not delegates(t["backend"]) and t["speedup_vs_scanpy"]
+                else ""
             )
-            if is_gpu(t["backend"]) and n >= GOAL_CELLS and t["median_s"]:
-                lines.append(_goal_line(t, rows, n))
-        lines += [
-            "",
-            TABLE_HEADER,
-            "|---|---|---|---:|---|---:|---:|---:|---:|",
-        ]
-        for r in sorted((r for r in rows if r["n_cells"] == n), key=_order(rows, n)):
-            step = "**total**" if r["step"] == "total" else r["step"]
-            lines.append(
-                f"| {step} | {r['backend']} | {_ran_on(r)} | {_time_cell(r)} | "
-                f"{_spread_cell(r)} | {_ratio(r['speedup_vs_scanpy'])} | "
-                f"{_bytes(r['peak_rss_bytes'])} | {_bytes(r['peak_gpu_bytes'])} | "
-                f"{_ratio(r['floor_ratio'], '')} |"
-            )
-        reasons = sorted(
-            {r["fallback_reason"] for r in rows if r["n_cells"] == n and r["fallback_reason"]}
+            + (f"; slowest: {slow}" if slow else "")
         )
-        if reasons:
-            lines += ["", "Fallbacks: " + "; ".join(reasons) + "."]
-        lines.append("")
-    return "\n".join(lines)
+        if is_gpu(t["backend"]) and n >= GOAL_CELLS and t["median_s"]:
+            lines.append(_goal_line(t, rows, n))
+    lines += [
+        "",
+        TABLE_HEADER,
+        "|---|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted((r for r in rows if r["n_cells"] == n), key=_order(rows, n)):
+        step = "**total**" if r["step"] == "total" else r["step"]
+        lines.append(
+            f"| {step} | {r['backend']} | {_ran_on(r)} | {_time_cell(r)} | "
+            f"{_spread_cell(r)} | {_ratio(r['speedup_vs_scanpy'])} | "
+            f"{_bytes(r['peak_rss_bytes'])} | {_bytes(r['peak_gpu_bytes'])} | "
+            f"{_ratio(r['floor_ratio'], '')} |"
+        )
+    reasons = sorted(
+        {r["fallback_reason"] for r in rows if r["n_cells"] == n and r["fallback_reason"]}
+    )
+    if reasons:
+        lines += ["", "Fallbacks: " + "; ".join(reasons) + "."]
+    return lines
 
 
 #: The issue's target: 10^6 cells end to end in <= 30 s and >= 100x scanpy on one GPU.
@@ -261,45 +273,7 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False)
     for ax, step in zip(axes.flat, steps, strict=False):
         for backend in backends:
-            pts = sorted(
-                (r["n_cells"], r["median_s"], r["min_s"], r["max_s"])
-                for r in rows
-                if r["step"] == step and r["backend"] == backend
-            )
-            if not pts:
-                continue
-            x, y, lo, hi = map(list, zip(*pts, strict=True))
-            yerr = [
-                [a - b for a, b in zip(y, lo, strict=True)],
-                [b - a for a, b in zip(y, hi, strict=True)],
-            ]
-            line = ax.errorbar(x, y, yerr=yerr, marker="o", capsize=2, label=backend)
-            over = [
-                (r["n_cells"], r["median_s"])
-                for r in rows
-                if r["step"] == step and r["backend"] == backend and r["status"] == "over_budget"
-            ]
-            if over:
-                ax.scatter(
-                    *zip(*over, strict=True),
-                    marker="x",
-                    s=80,
-                    color=line.lines[0].get_color(),
-                    zorder=3,
-                )
-            pred = [
-                (r["n_cells"], r["predicted_s"])
-                for r in report["rows"]
-                if r["step"] == step and r["backend"] == backend and r["predicted_s"]
-            ]
-            if pred:
-                ax.scatter(
-                    *zip(*pred, strict=True),
-                    marker="o",
-                    facecolors="none",
-                    edgecolors=line.lines[0].get_color(),
-                    zorder=3,
-                )
+            _plot_backend(ax, report, rows, step, backend)
         top = max((r["max_s"] for r in rows if r["step"] == step), default=0)
         if budget is not None and step != "total" and top >= budget / 10:
             ax.axhline(budget, color="grey", linestyle="--", linewidth=0.8)
@@ -320,3 +294,49 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
     fig.tight_layout(rect=(0, 0, 0.95, 0.97))
     fig.savefig(path, format="png", dpi=80)
     plt.close(fig)
+
+
+def _plot_backend(ax, report: dict[str, Any], rows: list, step: str, backend: str) -> None:
+    """Draw one backend's line on one step's panel.
+
+    Min–max bars, x = ran over the budget, hollow = predicted over it (not run).
+    """
+    pts = sorted(
+        (r["n_cells"], r["median_s"], r["min_s"], r["max_s"])
+        for r in rows
+        if r["step"] == step and r["backend"] == backend
+    )
+    if not pts:
+        return
+    x, y, lo, hi = map(list, zip(*pts, strict=True))
+    yerr = [
+        [a - b for a, b in zip(y, lo, strict=True)],
+        [b - a for a, b in zip(y, hi, strict=True)],
+    ]
+    line = ax.errorbar(x, y, yerr=yerr, marker="o", capsize=2, label=backend)
+    over = [
+        (r["n_cells"], r["median_s"])
+        for r in rows
+        if r["step"] == step and r["backend"] == backend and r["status"] == "over_budget"
+    ]
+    if over:
+        ax.scatter(
+            *zip(*over, strict=True),
+            marker="x",
+            s=80,
+            color=line.lines[0].get_color(),
+            zorder=3,
+        )
+    pred = [
+        (r["n_cells"], r["predicted_s"])
+        for r in report["rows"]
+        if r["step"] == step and r["backend"] == backend and r["predicted_s"]
+    ]
+    if pred:
+        ax.scatter(
+            *zip(*pred, strict=True),
+            marker="o",
+            facecolors="none",
+            edgecolors=line.lines[0].get_color(),
+            zorder=3,
+        )

@@ -103,12 +103,67 @@ def run_bench(
     """
     import gpu_sc
 
-    started = time.perf_counter()
+    st = _BenchState(cfg, time.perf_counter())
+    st.requested, st.enabled = expand_steps(cfg.steps)
+    st.load_start = _load()
+    st.pcfg = pipeline_config(st.enabled)
+    st.uses_gpu = any(is_gpu(b) for b in cfg.backends)
+    st.devices = _measure_devices(st.uses_gpu, log)
+    with HostPeak() as host, GpuPeak(st.uses_gpu) as gpu:
+        st.host, st.gpu = host, gpu
+        if cfg.warmup:
+            _warm_up(st, log)
+        for n in cfg.cells:
+            if st.stopped_reason is not None:
+                st.rows += [_limit_row(n, b, st.stopped_reason) for b in cfg.backends]
+                continue
+            log(f"generating {n} cells (host)")
+            t0 = time.perf_counter()
+            base = gpu_sc.datasets.synthetic(
+                n, cfg.n_genes, cfg.n_types, difficulty=cfg.difficulty, seed=cfg.seed
+            )
+            gen_s = time.perf_counter() - t0
+            st.sizes.append(
+                {"n_cells": n, "generate_s": gen_s, "generated_on": "host", "input": _state(base)}
+            )
+            plans = {
+                b: _plan(cfg, b, n, st.enabled, st.history, st.labels_seen) for b in cfg.backends
+            }
+            runs = _repeat_size(st, n, base, plans, log)
+            del base
+            gc.collect()
+            _collect_size(st, n, runs, plans)
+            if checkpoint is not None:
+                checkpoint(_report(st))
+
+    return _report(st)
+
+
+@dataclass
+class _BenchState:
+    """What :func:`run_bench` accumulates, and what its report is made of."""
+
+    cfg: BenchConfig
+    started: float
     stopped_reason: str | None = None
-    requested, enabled = expand_steps(cfg.steps)
-    load_start = _load()
-    pcfg = pipeline_config(enabled)
-    uses_gpu = any(is_gpu(b) for b in cfg.backends)
+    requested: Any = None
+    enabled: Any = None
+    load_start: list[float] | None = None
+    pcfg: Any = None
+    uses_gpu: bool = False
+    devices: dict[str, DeviceRates] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    sizes: list[dict[str, Any]] = field(default_factory=list)
+    history: dict[tuple[str, str], list[tuple[int, float]]] = field(default_factory=dict)
+    labels_seen: dict[str, list[str]] = field(default_factory=dict)  # section -> its labels
+    warmup_s: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # backend -> first error
+    host: Any = None
+    gpu: Any = None
+
+
+def _measure_devices(uses_gpu: bool, log: Callable[[str], None]) -> dict[str, DeviceRates]:
+    """Measure the host's (and, when a GPU backend runs and CUDA works, the GPU's) rates."""
     devices: dict[str, DeviceRates] = {}
     log("measuring host copy bandwidth and matmul rate")
     devices["host"] = measure_device("numpy")
@@ -118,136 +173,126 @@ def run_bench(
         if cuda_status().available:
             log("measuring GPU copy bandwidth and matmul rate")
             devices["gpu"] = measure_device("cupy")
-    rows: list[dict[str, Any]] = []
-    sizes: list[dict[str, Any]] = []
-    history: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    labels_seen: dict[str, list[str]] = {}  # section -> pipeline labels it produced
-    warmup_s: dict[str, float] = {}
-    failed: dict[str, dict[str, Any]] = {}  # backend -> first error (not run at larger sizes)
+    return devices
 
-    def report() -> dict[str, Any]:
-        """The report so far (the content of ``bench.json``)."""
-        env = environment("cupy" if uses_gpu else None)
-        machine = machine_info(uses_gpu)
-        machine["load_average_start"] = load_start
-        return {
-            "schema": SCHEMA,
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "parameters": {
-                "cells": cfg.cells,
-                "backends": cfg.backends,
-                "steps_requested": requested,
-                "steps_enabled": enabled,
-                "repeats": cfg.repeats,
-                "budget_s": cfg.budget_s,
-                "seed": cfg.seed,
-                "difficulty": cfg.difficulty,
-                "n_genes": cfg.n_genes,
-                "n_types": cfg.n_types,
-                "warmup_cells": min(WARMUP_CELLS, cfg.cells[0]) if cfg.warmup else 0,
-                "data_generated_on": "host (gpu_sc.datasets.synthetic)",
-                "pipeline_config": pcfg.to_dict(),
-                "stopped": stopped_reason,
-            },
-            "machine": machine,
-            "versions": env["versions"],
-            "devices": {k: v.to_dict() for k, v in devices.items()},
-            "memory_method": {
-                "host_rss": host.method,
-                "gpu": "CuPy default pool, in-use bytes after every allocation"
-                if gpu.enabled
-                else None,
-            },
-            "warmup_s": warmup_s,
-            "sizes": sizes,
-            "rows": rows,
-        }
 
-    with HostPeak() as host, GpuPeak(uses_gpu) as gpu:
-        if cfg.warmup:
-            n_warm = min(WARMUP_CELLS, cfg.cells[0])
-            warm = gpu_sc.datasets.synthetic(
-                n_warm, cfg.n_genes, cfg.n_types, difficulty=cfg.difficulty, seed=cfg.seed + 1
-            )
-            for backend in cfg.backends:
-                log(f"warm-up: {backend} on {n_warm} cells")
-                t0 = time.perf_counter()
-                gpu_sc.pipeline(warm.copy(), pcfg, backend=backend)
-                warmup_s[backend] = time.perf_counter() - t0
-            del warm
-            gc.collect()
+def _report(st: _BenchState) -> dict[str, Any]:
+    """Return the report so far (the content of ``bench.json``)."""
+    cfg = st.cfg
+    env = environment("cupy" if st.uses_gpu else None)
+    machine = machine_info(st.uses_gpu)
+    machine["load_average_start"] = st.load_start
+    return {
+        "schema": SCHEMA,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parameters": {
+            "cells": cfg.cells,
+            "backends": cfg.backends,
+            "steps_requested": st.requested,
+            "steps_enabled": st.enabled,
+            "repeats": cfg.repeats,
+            "budget_s": cfg.budget_s,
+            "seed": cfg.seed,
+            "difficulty": cfg.difficulty,
+            "n_genes": cfg.n_genes,
+            "n_types": cfg.n_types,
+            "warmup_cells": min(WARMUP_CELLS, cfg.cells[0]) if cfg.warmup else 0,
+            "data_generated_on": "host (gpu_sc.datasets.synthetic)",
+            "pipeline_config": st.pcfg.to_dict(),
+            "stopped": st.stopped_reason,
+        },
+        "machine": machine,
+        "versions": env["versions"],
+        "devices": {k: v.to_dict() for k, v in st.devices.items()},
+        "memory_method": {
+            "host_rss": st.host.method,
+            "gpu": "CuPy default pool, in-use bytes after every allocation"
+            if st.gpu.enabled
+            else None,
+        },
+        "warmup_s": st.warmup_s,
+        "sizes": st.sizes,
+        "rows": st.rows,
+    }
 
-        for n in cfg.cells:
-            if stopped_reason is not None:
-                rows += [_limit_row(n, b, stopped_reason) for b in cfg.backends]
+
+def _warm_up(st: _BenchState, log: Callable[[str], None]) -> None:
+    """Run every backend once on a small data set (JIT, caches), timing it in ``warmup_s``."""
+    import gpu_sc
+
+    cfg = st.cfg
+    n_warm = min(WARMUP_CELLS, cfg.cells[0])
+    warm = gpu_sc.datasets.synthetic(
+        n_warm, cfg.n_genes, cfg.n_types, difficulty=cfg.difficulty, seed=cfg.seed + 1
+    )
+    for backend in cfg.backends:
+        log(f"warm-up: {backend} on {n_warm} cells")
+        t0 = time.perf_counter()
+        gpu_sc.pipeline(warm.copy(), st.pcfg, backend=backend)
+        st.warmup_s[backend] = time.perf_counter() - t0
+    del warm
+    gc.collect()
+
+
+def _repeat_size(st: _BenchState, n: int, base, plans, log) -> dict[str, list[_Run]]:
+    """Run the repeats at one size; sets ``st.stopped_reason`` when the time limit hits."""
+    cfg = st.cfg
+    runs: dict[str, list[_Run]] = {b: [] for b in cfg.backends}
+    stopped = set(st.failed)
+    # Engines before scanpy within a repeat: when a time limit cuts a size short, it
+    # cuts the reference (often predicted over the budget anyway), not the engine.
+    run_order = sorted(cfg.backends, key=delegates)
+    for rep in range(cfg.repeats):
+        for backend in run_order:
+            if backend in stopped:
                 continue
-            log(f"generating {n} cells (host)")
-            t0 = time.perf_counter()
-            base = gpu_sc.datasets.synthetic(
-                n, cfg.n_genes, cfg.n_types, difficulty=cfg.difficulty, seed=cfg.seed
-            )
-            gen_s = time.perf_counter() - t0
-            sizes.append(
-                {"n_cells": n, "generate_s": gen_s, "generated_on": "host", "input": _state(base)}
-            )
-            plans = {b: _plan(cfg, b, n, enabled, history, labels_seen) for b in cfg.backends}
-            runs: dict[str, list[_Run]] = {b: [] for b in cfg.backends}
-            stopped = set(failed)
-            # Engines before scanpy within a repeat: when a time limit cuts a size short, it
-            # cuts the reference (often predicted over the budget anyway), not the engine.
-            run_order = sorted(cfg.backends, key=delegates)
-            for rep in range(cfg.repeats):
-                for backend in run_order:
-                    if backend in stopped:
-                        continue
-                    elapsed = time.perf_counter() - started
-                    if cfg.time_limit_s is not None and elapsed > cfg.time_limit_s:
-                        stopped_reason = (
-                            f"time limit {cfg.time_limit_s:g} s reached after "
-                            f"{elapsed:.0f} s, at {n} cells"
-                        )
-                        log(f"stopping: {stopped_reason}")
-                        break
-                    log(f"{n} cells, {backend}, repeat {rep + 1}/{cfg.repeats}")
-                    partial = bool(plans[backend].no_repeat)
-                    try:
-                        run = _run_once(base, plans[backend].config(pcfg), backend, host, gpu)
-                    except Exception as exc:  # out of memory, an engine bug: keep the rest
-                        failed[backend] = {"n_cells": n, "error": f"{type(exc).__name__}: {exc}"}
-                        stopped.add(backend)
-                        log(f"{n} cells, {backend}: failed: {failed[backend]['error']}")
-                        gc.collect()
-                        continue
-                    run.complete = not partial
-                    runs[backend].append(run)
-                    if cfg.budget_s is not None:
-                        plans[backend].stop_repeating(run, cfg.budget_s, enabled)
-                if stopped_reason is not None:
-                    break
-            del base
-            gc.collect()
-            for backend in cfg.backends:
-                if backend in failed:  # successful repeats before a failure are dropped too
-                    rows.append(_error_row(n, backend, failed[backend]))
-                    continue
-                if not runs[backend]:  # the time limit came before its first repeat
-                    rows.append(_limit_row(n, backend, stopped_reason or "no repeat ran"))
-                    continue
-                rows += _rows_for(n, backend, runs[backend], plans[backend], cfg, devices)
-                for r in rows:
-                    if r["n_cells"] == n and r["backend"] == backend and r["median_s"] is not None:
-                        if r["step"] != "total":
-                            history.setdefault((backend, r["step"]), []).append((n, r["median_s"]))
-                for run in runs[backend]:
-                    for s in run.steps:
-                        sec = section_of(s["step"])
-                        if sec is not None and s["step"] not in labels_seen.setdefault(sec, []):
-                            labels_seen[sec].append(s["step"])
-            _add_speedups(rows, n)
-            if checkpoint is not None:
-                checkpoint(report())
+            elapsed = time.perf_counter() - st.started
+            if cfg.time_limit_s is not None and elapsed > cfg.time_limit_s:
+                st.stopped_reason = (
+                    f"time limit {cfg.time_limit_s:g} s reached after {elapsed:.0f} s, at {n} cells"
+                )
+                log(f"stopping: {st.stopped_reason}")
+                break
+            log(f"{n} cells, {backend}, repeat {rep + 1}/{cfg.repeats}")
+            partial = bool(plans[backend].no_repeat)
+            try:
+                run = _run_once(base, plans[backend].config(st.pcfg), backend, st.host, st.gpu)
+            except Exception as exc:  # out of memory, an engine bug: keep the rest
+                st.failed[backend] = {"n_cells": n, "error": f"{type(exc).__name__}: {exc}"}
+                stopped.add(backend)
+                log(f"{n} cells, {backend}: failed: {st.failed[backend]['error']}")
+                gc.collect()
+                continue
+            run.complete = not partial
+            runs[backend].append(run)
+            if cfg.budget_s is not None:
+                plans[backend].stop_repeating(run, cfg.budget_s, st.enabled)
+        if st.stopped_reason is not None:
+            break
+    return runs
 
-    return report()
+
+def _collect_size(st: _BenchState, n: int, runs: dict[str, list[_Run]], plans) -> None:
+    """Add one size's rows, the step-time history and the labels seen, then speed-ups."""
+    rows = st.rows
+    for backend in st.cfg.backends:
+        if backend in st.failed:  # successful repeats before a failure are dropped too
+            rows.append(_error_row(n, backend, st.failed[backend]))
+            continue
+        if not runs[backend]:  # the time limit came before its first repeat
+            rows.append(_limit_row(n, backend, st.stopped_reason or "no repeat ran"))
+            continue
+        rows += _rows_for(n, backend, runs[backend], plans[backend], st.cfg, st.devices)
+        for r in rows:
+            if r["n_cells"] == n and r["backend"] == backend and r["median_s"] is not None:
+                if r["step"] != "total":
+                    st.history.setdefault((backend, r["step"]), []).append((n, r["median_s"]))
+        for run in runs[backend]:
+            for s in run.steps:
+                sec = section_of(s["step"])
+                if sec is not None and s["step"] not in st.labels_seen.setdefault(sec, []):
+                    st.labels_seen[sec].append(s["step"])
+    _add_speedups(rows, n)
 
 
 def _load() -> list[float] | None:

@@ -39,8 +39,6 @@ def _command(args) -> str:
 
 
 def add_parser(sub) -> None:
-    from ..bench.steps import SECTIONS
-
     p = sub.add_parser(
         "bench",
         help="benchmark backends per step and end to end; write bench.json/.md/.png",
@@ -48,6 +46,17 @@ def add_parser(sub) -> None:
         "(fresh copy per repeat, same process) and report per-step median time, spread, "
         "peak host/GPU memory, speedup over scanpy and time / roofline floor.",
     )
+    _add_run_options(p)
+    _add_model_options(p)
+    _add_dask_atlas_options(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def _add_run_options(p) -> None:
+    """The timed benchmark's options: sizes, backends, steps, repeats, budget, data."""
+    from ..bench.steps import SECTIONS
+
     p.add_argument(
         "--cells",
         default="10000,100000,1000000",
@@ -96,6 +105,10 @@ def add_parser(sub) -> None:
         help="free text stored in bench.json and shown in bench.md "
         "(e.g. what else ran on the machine)",
     )
+
+
+def _add_model_options(p) -> None:
+    """``--model``: count device work on the CuPy double and price it (no GPU)."""
     p.add_argument(
         "--model",
         action="store_true",
@@ -125,6 +138,10 @@ def add_parser(sub) -> None:
         "(new constants or extrapolation) instead of counting; repeatable, each optionally "
         "limited to some steps (e.g. a t-SNE-only run at smaller sizes: 'small.json:tsne')",
     )
+
+
+def _add_dask_atlas_options(p) -> None:
+    """``--dask-atlas``: the Dask path against the in-memory engine, on an atlas on disk."""
     d = p.add_argument_group(
         "--dask-atlas: the Dask path against the in-memory engine",
         "Write a synthetic atlas of --cells (one size) x --genes to disk block by block, then "
@@ -151,8 +168,6 @@ def add_parser(sub) -> None:
         help="then these steps on the Dask path's PCA, timed apart: neighbors, "
         "leiden, paga, umap, rank_genes_groups (comma-separated)",
     )
-    p.add_argument("--out", required=True, help="output directory")
-    p.set_defaults(func=run)
 
 
 def _run_dask_atlas(args) -> int:

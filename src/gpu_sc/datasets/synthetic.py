@@ -127,8 +127,39 @@ def synthetic(
     60 % at 12000 and 75 % at 16000 (and then 1, 4 and 8 % of the healthy cells, the richest);
     at 2000 genes no cell can reach 2500 genes and the doublets stay, as many real ones do.
     """
-    import anndata as ad
+    args = {
+        "n_cells": n_cells,
+        "n_genes": n_genes,
+        "n_types": n_types,
+        "difficulty": difficulty,
+        "seed": seed,
+        "median_library_size": median_library_size,
+        "doublet_rate": doublet_rate,
+        "low_quality_rate": low_quality_rate,
+    }
+    _check_arguments(args)
+    diff = _DIFFICULTIES[difficulty]
+    root = np.random.SeedSequence(seed)
+    model_seq, cells_seq, blocks_seq = root.spawn(3)
+    model = _gene_model(np.random.default_rng(model_seq), n_genes, n_types, diff)
+    cells = _cell_design(
+        np.random.default_rng(cells_seq),
+        model,
+        n_cells,
+        diff,
+        median_library_size,
+        doublet_rate,
+        low_quality_rate,
+    )
+    X = _draw_counts(model, cells, blocks_seq)
+    return _to_anndata(X, model, cells, args)
 
+
+def _check_arguments(args: dict) -> None:
+    """Raise ValueError for :func:`synthetic` arguments out of range."""
+    n_cells, n_genes, n_types = args["n_cells"], args["n_genes"], args["n_types"]
+    difficulty, median_library_size = args["difficulty"], args["median_library_size"]
+    doublet_rate, low_quality_rate = args["doublet_rate"], args["low_quality_rate"]
     if difficulty not in _DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {sorted(_DIFFICULTIES)}, not {difficulty!r}")
     if n_cells < 1:
@@ -145,21 +176,12 @@ def synthetic(
     if median_library_size <= 0:
         raise ValueError(f"median_library_size must be positive, not {median_library_size}")
 
-    diff = _DIFFICULTIES[difficulty]
-    root = np.random.SeedSequence(seed)
-    model_seq, cells_seq, blocks_seq = root.spawn(3)
-    model = _gene_model(np.random.default_rng(model_seq), n_genes, n_types, diff)
-    cells = _cell_design(
-        np.random.default_rng(cells_seq),
-        model,
-        n_cells,
-        diff,
-        median_library_size,
-        doublet_rate,
-        low_quality_rate,
-    )
-    X = _draw_counts(model, cells, blocks_seq)
 
+def _to_anndata(X, model: _GeneModel, cells: _Cells, args: dict):
+    """Build the atlas's AnnData: truth in ``obs``, gene names, the arguments in ``uns``."""
+    import anndata as ad
+
+    n_cells, n_genes, n_types = args["n_cells"], args["n_genes"], args["n_types"]
     types = [f"type_{t}" for t in range(n_types)]
     parents = [f"family_{p}" for p in range(model.n_parents)]
     obs = pd.DataFrame(
@@ -178,14 +200,7 @@ def synthetic(
     names = list(MT_GENES) + [f"GENE{i:0{width}d}" for i in range(1, n_genes - len(MT_GENES) + 1)]
     adata = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=pd.Index(names)))
     adata.uns["synthetic"] = {
-        "n_cells": n_cells,
-        "n_genes": n_genes,
-        "n_types": n_types,
-        "difficulty": difficulty,
-        "seed": seed,
-        "median_library_size": median_library_size,
-        "doublet_rate": doublet_rate,
-        "low_quality_rate": low_quality_rate,
+        **args,
         "lineage": [types[model.lineage[0]], types[model.lineage[1]]],
     }
     return adata

@@ -61,8 +61,54 @@ def write_synthetic_h5ad(
     ``bytes_csr`` (size of the matrix in memory as float32 data, int32 indices, int64 indptr).
     """
     import anndata as ad
-    import h5py
 
+    args = {
+        "n_cells": n_cells,
+        "n_genes": n_genes,
+        "n_types": n_types,
+        "difficulty": difficulty,
+        "seed": seed,
+        "median_library_size": median_library_size,
+        "doublet_rate": doublet_rate,
+        "low_quality_rate": low_quality_rate,
+    }
+    median_library_size = _checked_library_size(args, nnz_per_cell, chunk_rows)
+    args["median_library_size"] = median_library_size
+    model, cells, blocks_seq = _design(args)
+    obs, names, uns = _annotations(model, cells, args)
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    # obs, var, uns and the empty mappings through anndata; X added below in its CSR layout
+    ad.AnnData(obs=obs, var=pd.DataFrame(index=pd.Index(names)), uns=uns).write_h5ad(tmp)
+    try:
+        nnz = _append_x(
+            tmp, _count_blocks(model, cells, blocks_seq), (n_cells, n_genes), chunk_rows
+        )
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {
+        "path": str(path),
+        "n_cells": int(n_cells),
+        "n_genes": int(n_genes),
+        "nnz": int(nnz),
+        "median_library_size": float(median_library_size),
+        "bytes_csr": int(nnz * 8 + (n_cells + 1) * 8),
+    }
+
+
+def _checked_library_size(args: dict, nnz_per_cell: float | None, chunk_rows: int) -> float:
+    """Check the arguments and return the median library size.
+
+    The checks use the generator's own messages; the size is calibrated to ``nnz_per_cell``
+    when given.
+    """
+    n_cells, n_genes, n_types = args["n_cells"], args["n_genes"], args["n_types"]
+    difficulty, seed = args["difficulty"], args["seed"]
+    median_library_size = args["median_library_size"]
+    doublet_rate, low_quality_rate = args["doublet_rate"], args["low_quality_rate"]
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
     if n_cells < 1:
@@ -89,21 +135,32 @@ def write_synthetic_h5ad(
             doublet_rate=doublet_rate,
             low_quality_rate=low_quality_rate,
         )
+    return median_library_size
 
-    diff = _syn._DIFFICULTIES[difficulty]
-    root = np.random.SeedSequence(seed)
+
+def _design(args: dict):
+    """Return the gene model, cell design and count blocks' seed, as ``synthetic`` draws."""
+    diff = _syn._DIFFICULTIES[args["difficulty"]]
+    root = np.random.SeedSequence(args["seed"])
     model_seq, cells_seq, blocks_seq = root.spawn(3)
-    model = _syn._gene_model(np.random.default_rng(model_seq), n_genes, n_types, diff)
+    model = _syn._gene_model(
+        np.random.default_rng(model_seq), args["n_genes"], args["n_types"], diff
+    )
     cells = _syn._cell_design(
         np.random.default_rng(cells_seq),
         model,
-        n_cells,
+        args["n_cells"],
         diff,
-        median_library_size,
-        doublet_rate,
-        low_quality_rate,
+        args["median_library_size"],
+        args["doublet_rate"],
+        args["low_quality_rate"],
     )
+    return model, cells, blocks_seq
 
+
+def _annotations(model, cells, args: dict):
+    """Return the atlas's ``obs``, gene names and ``uns``, as :func:`synthetic` makes them."""
+    n_cells, n_genes, n_types = args["n_cells"], args["n_genes"], args["n_types"]
     types = [f"type_{t}" for t in range(n_types)]
     parents = [f"family_{p}" for p in range(model.n_parents)]
     obs = pd.DataFrame(
@@ -124,58 +181,40 @@ def write_synthetic_h5ad(
     ]
     uns = {
         "synthetic": {
-            "n_cells": n_cells,
-            "n_genes": n_genes,
-            "n_types": n_types,
-            "difficulty": difficulty,
-            "seed": seed,
-            "median_library_size": median_library_size,
-            "doublet_rate": doublet_rate,
-            "low_quality_rate": low_quality_rate,
+            **args,
             "lineage": [types[model.lineage[0]], types[model.lineage[1]]],
         }
     }
+    return obs, names, uns
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    # obs, var, uns and the empty mappings through anndata; X added below in its CSR layout
-    ad.AnnData(obs=obs, var=pd.DataFrame(index=pd.Index(names)), uns=uns).write_h5ad(tmp)
+
+def _append_x(tmp: Path, blocks, shape: tuple[int, int], chunk_rows: int) -> int:
+    """Add the CSR ``X`` to the file ``tmp`` from the count ``blocks``; returns its nnz."""
+    import h5py
+
+    n_cells, n_genes = shape
     nnz = 0
-    try:
-        with h5py.File(tmp, "a") as f:
-            g = f.create_group("X")
-            g.attrs["encoding-type"] = "csr_matrix"
-            g.attrs["encoding-version"] = "0.1.0"
-            g.attrs["shape"] = np.array([n_cells, n_genes], dtype=np.int64)
-            chunk = (1 << 18,)
-            data = g.create_dataset("data", (0,), np.float32, maxshape=(None,), chunks=chunk)
-            indices = g.create_dataset("indices", (0,), np.int32, maxshape=(None,), chunks=chunk)
-            indptr = g.create_dataset("indptr", (n_cells + 1,), np.int64)
-            indptr[0] = 0
-            rows = 0
-            for counts, cols, row_nnz in _buffered(
-                _count_blocks(model, cells, blocks_seq), chunk_rows
-            ):
-                end = nnz + counts.size
-                data.resize((end,))
-                indices.resize((end,))
-                data[nnz:end] = counts.astype(np.float32)
-                indices[nnz:end] = cols
-                indptr[rows + 1 : rows + 1 + row_nnz.size] = nnz + np.cumsum(row_nnz)
-                rows += row_nnz.size
-                nnz = end
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return {
-        "path": str(path),
-        "n_cells": int(n_cells),
-        "n_genes": int(n_genes),
-        "nnz": int(nnz),
-        "median_library_size": float(median_library_size),
-        "bytes_csr": int(nnz * 8 + (n_cells + 1) * 8),
-    }
+    with h5py.File(tmp, "a") as f:
+        g = f.create_group("X")
+        g.attrs["encoding-type"] = "csr_matrix"
+        g.attrs["encoding-version"] = "0.1.0"
+        g.attrs["shape"] = np.array([n_cells, n_genes], dtype=np.int64)
+        chunk = (1 << 18,)
+        data = g.create_dataset("data", (0,), np.float32, maxshape=(None,), chunks=chunk)
+        indices = g.create_dataset("indices", (0,), np.int32, maxshape=(None,), chunks=chunk)
+        indptr = g.create_dataset("indptr", (n_cells + 1,), np.int64)
+        indptr[0] = 0
+        rows = 0
+        for counts, cols, row_nnz in _buffered(blocks, chunk_rows):
+            end = nnz + counts.size
+            data.resize((end,))
+            indices.resize((end,))
+            data[nnz:end] = counts.astype(np.float32)
+            indices[nnz:end] = cols
+            indptr[rows + 1 : rows + 1 + row_nnz.size] = nnz + np.cumsum(row_nnz)
+            rows += row_nnz.size
+            nnz = end
+    return nnz
 
 
 def _count_blocks(model, cells, blocks_seq):

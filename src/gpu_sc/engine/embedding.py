@@ -67,26 +67,7 @@ def umap(
     n = graph.shape[0]
     neigh_params = neigh.get("params", {})
 
-    init_given = None
-    if isinstance(init_pos, str) and init_pos in adata.obsm:
-        # obsm may hold a device array (device output): np.asarray would raise on it
-        init_given = np.asarray(am.to_host(adata.obsm[init_pos]), dtype=np.float32)
-    elif isinstance(init_pos, str) and init_pos == "paga":
-        from .._scanpy_compat import init_pos_from_paga
-
-        init_given = np.asarray(
-            init_pos_from_paga(adata, random_state=random_state, neighbors_key=neighbors_key),
-            dtype=np.float32,
-        )
-    elif hasattr(init_pos, "shape"):
-        init_given = np.asarray(am.to_host(init_pos), dtype=np.float32)
-    elif init_pos not in ("spectral", "random"):
-        raise EngineUnsupported(f"init_pos={init_pos!r}")
-    if init_given is not None:
-        if init_given.shape != (n, n_components):
-            raise ValueError(f"init_pos has shape {init_given.shape}, expected {(n, n_components)}")
-        if np.unique(init_given, axis=0).shape[0] < n:
-            raise EngineUnsupported("init_pos with duplicate rows (umap would jitter them)")
+    init_given = _given_init(adata, am, init_pos, random_state, neighbors_key, (n, n_components))
 
     if a is None or b is None:
         a, b = _umap.find_ab_params(spread, min_dist)
@@ -104,16 +85,8 @@ def umap(
     graph.eliminate_zeros()
 
     rng = am.random_state(seed)
-    if init_given is not None:
-        embedding = am.asarray(init_given)
-    elif init_pos == "random":
-        embedding = rng.uniform(-10.0, 10.0, (n, n_components)).astype(xp.float32)
-    else:
-        x = choose_representation(
-            adata, am, use_rep=neigh_params.get("use_rep"), n_pcs=neigh_params.get("n_pcs")
-        )
-        coords = _umap.spectral_layout(am, graph, n_components, seed, data=am.to_host(x))
-        embedding = _umap.noisy_scale_coords(am, coords, rng)
+    init = (init_pos, init_given, n_components)
+    embedding = _initial_layout(adata, am, graph, init, neigh_params, seed, rng)
     lo, hi = embedding.min(axis=0), embedding.max(axis=0)
     embedding = (10.0 * (embedding - lo) / (hi - lo)).astype(xp.float32)
     y = _umap.optimize_layout(
@@ -136,6 +109,48 @@ def umap(
     adata.uns[key_uns] = dict(params=params)
     adata.obsm[key_obsm] = y
     return None
+
+
+def _given_init(adata, am, init_pos, random_state, neighbors_key, shape):
+    """Return the caller's initial layout (an obsm key, ``"paga"`` or an array) as float32
+    on the host, checked against ``shape``; None for ``"spectral"`` and ``"random"``."""
+    init_given = None
+    if isinstance(init_pos, str) and init_pos in adata.obsm:
+        # obsm may hold a device array (device output): np.asarray would raise on it
+        init_given = np.asarray(am.to_host(adata.obsm[init_pos]), dtype=np.float32)
+    elif isinstance(init_pos, str) and init_pos == "paga":
+        from .._scanpy_compat import init_pos_from_paga
+
+        init_given = np.asarray(
+            init_pos_from_paga(adata, random_state=random_state, neighbors_key=neighbors_key),
+            dtype=np.float32,
+        )
+    elif hasattr(init_pos, "shape"):
+        init_given = np.asarray(am.to_host(init_pos), dtype=np.float32)
+    elif init_pos not in ("spectral", "random"):
+        raise EngineUnsupported(f"init_pos={init_pos!r}")
+    if init_given is not None:
+        if init_given.shape != shape:
+            raise ValueError(f"init_pos has shape {init_given.shape}, expected {shape}")
+        if np.unique(init_given, axis=0).shape[0] < shape[0]:
+            raise EngineUnsupported("init_pos with duplicate rows (umap would jitter them)")
+    return init_given
+
+
+def _initial_layout(adata, am, graph, init, neigh_params, seed, rng):
+    """Return umap's starting layout (given, random or spectral), before its rescaling;
+    ``init`` is ``(init_pos, init_given, n_components)``."""
+    init_pos, init_given, n_components = init
+    n = graph.shape[0]
+    if init_given is not None:
+        return am.asarray(init_given)
+    if init_pos == "random":
+        return rng.uniform(-10.0, 10.0, (n, n_components)).astype(am.xp.float32)
+    x = choose_representation(
+        adata, am, use_rep=neigh_params.get("use_rep"), n_pcs=neigh_params.get("n_pcs")
+    )
+    coords = _umap.spectral_layout(am, graph, n_components, seed, data=am.to_host(x))
+    return _umap.noisy_scale_coords(am, coords, rng)
 
 
 def tsne(

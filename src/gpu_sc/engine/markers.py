@@ -114,57 +114,12 @@ def rank_genes_groups_with(
     means, variances = sums.mean_var(xp)
     sizes = sums.sizes
     tested = [g for g in range(n_groups) if g != iref]
-    alone = []
-    if iref is None:
-        rest_sizes = n_cells - np.asarray(am.to_host(sizes))
-        alone = [groups_order[g] for g in tested if rest_sizes[g] == 0]
-    if alone:  # scanpy gives the same zeros behind numpy's "Mean of empty slice" warnings
-        warnings.warn(
-            f"rank_genes_groups: group {str(alone[0])!r} of {groupby!r} holds every cell, so "
-            "there is no rest to compare it with: its scores are 0 and p-values 1; rank a "
-            "clustering with at least 2 groups",
-            UserWarning,
-            stacklevel=2,
-        )
+    alone = _warn_if_no_rest(am, sizes, n_cells, iref, tested, groups_order, groupby)
     # that case divides 0 by 0 (the rest's statistics): said once above, not as numpy's noise
     quiet = np.errstate(divide="ignore", invalid="ignore") if alone else contextlib.nullcontext()
     with quiet:
-        if iref is None:
-            means_other, vars_other = sums.rest_mean_var(xp)
-            n_other = n_cells - sizes
-        else:
-            means_other = xp.broadcast_to(means[iref], means.shape)
-            vars_other = xp.broadcast_to(variances[iref], variances.shape)
-            n_other = xp.full(n_groups, float(sizes[iref]))
-
-        if method in ("t-test", "t-test_overestim_var"):
-            n2 = n_other if method == "t-test" else sizes
-            scores, pvals = K.t_test(
-                am, means, variances, sizes[:, None], means_other, vars_other, n2[:, None]
-            )
-        elif iref is None:
-            rank_sums, tie_sums, n_ranked = ranks_of(am, X, masks)
-            scores, pvals = K.wilcoxon_z(
-                am, rank_sums, tie_sums[None, :], sizes[:, None], n_ranked, tie_correct=tie_correct
-            )
-        else:
-            scores = xp.zeros((n_groups, n_total_genes))
-            pvals = xp.ones((n_groups, n_total_genes))
-            for g in tested:
-                cells = masks[g] | masks[iref]
-                rank_sums, tie_sums, n_ranked = ranks_of(am, X, masks[g : g + 1], cells)
-                scores[g], pvals[g] = (
-                    r[0]
-                    for r in K.wilcoxon_z(
-                        am,
-                        rank_sums,
-                        tie_sums[None, :],
-                        sizes[g],
-                        n_ranked,
-                        tie_correct=tie_correct,
-                    )
-                )
-
+        tests = (method, iref, tested, tie_correct)
+        scores, pvals, means_other = _test(am, X, masks, sums, means, variances, ranks_of, tests)
         base = adata.uns.get("log1p", {}).get("base")
         factor = 1.0 if base is None else float(np.log(base))
         fold = (xp.expm1(means * factor) + 1e-9) / (xp.expm1(means_other * factor) + 1e-9)
@@ -194,15 +149,83 @@ def rank_genes_groups_with(
         )
     }
     if pts:
-        names = [str(name) for name in groups_order]
-        result["pts"] = pd.DataFrame(am.to_host(sums.pts()).T, index=var_names, columns=names)
-        if iref is None:
-            result["pts_rest"] = pd.DataFrame(
-                am.to_host(sums.pts_rest()).T, index=var_names, columns=names
-            )
+        result.update(_fractions(am, sums, groups_order, var_names, rest=iref is None))
     result.update(stats)
     adata.uns["rank_genes_groups" if key_added is None else key_added] = result
     return None
+
+
+def _warn_if_no_rest(am, sizes, n_cells, iref, tested, groups_order, groupby) -> list:
+    """Return the tested groups that hold every cell (no rest to compare), warning once."""
+    alone = []
+    if iref is None:
+        rest_sizes = n_cells - np.asarray(am.to_host(sizes))
+        alone = [groups_order[g] for g in tested if rest_sizes[g] == 0]
+    if alone:  # scanpy gives the same zeros behind numpy's "Mean of empty slice" warnings
+        warnings.warn(
+            f"rank_genes_groups: group {str(alone[0])!r} of {groupby!r} holds every cell, so "
+            "there is no rest to compare it with: its scores are 0 and p-values 1; rank a "
+            "clustering with at least 2 groups",
+            UserWarning,
+            stacklevel=3,  # rank_genes_groups_with's caller, as before this helper
+        )
+    return alone
+
+
+def _test(am, X, masks, sums, means, variances, ranks_of, tests):
+    """Return ``(scores, pvals, means_other)`` of the test; ``tests`` is
+    ``(method, iref, tested, tie_correct)``."""
+    method, iref, tested, tie_correct = tests
+    xp = am.xp
+    sizes = sums.sizes
+    n_groups = masks.shape[0]
+    if iref is None:
+        means_other, vars_other = sums.rest_mean_var(xp)
+        n_other = X.shape[0] - sizes
+    else:
+        means_other = xp.broadcast_to(means[iref], means.shape)
+        vars_other = xp.broadcast_to(variances[iref], variances.shape)
+        n_other = xp.full(n_groups, float(sizes[iref]))
+
+    if method in ("t-test", "t-test_overestim_var"):
+        n2 = n_other if method == "t-test" else sizes
+        scores, pvals = K.t_test(
+            am, means, variances, sizes[:, None], means_other, vars_other, n2[:, None]
+        )
+    elif iref is None:
+        rank_sums, tie_sums, n_ranked = ranks_of(am, X, masks)
+        scores, pvals = K.wilcoxon_z(
+            am, rank_sums, tie_sums[None, :], sizes[:, None], n_ranked, tie_correct=tie_correct
+        )
+    else:
+        scores = xp.zeros((n_groups, X.shape[1]))
+        pvals = xp.ones((n_groups, X.shape[1]))
+        for g in tested:
+            cells = masks[g] | masks[iref]
+            rank_sums, tie_sums, n_ranked = ranks_of(am, X, masks[g : g + 1], cells)
+            scores[g], pvals[g] = (
+                r[0]
+                for r in K.wilcoxon_z(
+                    am,
+                    rank_sums,
+                    tie_sums[None, :],
+                    sizes[g],
+                    n_ranked,
+                    tie_correct=tie_correct,
+                )
+            )
+    return scores, pvals, means_other
+
+
+def _fractions(am, sums, groups_order, var_names, *, rest: bool) -> dict:
+    """Return ``pts`` (and with ``rest``, ``pts_rest``): each gene's fraction of expressing cells."""
+    names = [str(name) for name in groups_order]
+    out = {"pts": pd.DataFrame(am.to_host(sums.pts()).T, index=var_names, columns=names)}
+    if rest:
+        out["pts_rest"] = pd.DataFrame(
+            am.to_host(sums.pts_rest()).T, index=var_names, columns=names
+        )
+    return out
 
 
 def _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_method, layer, kwds):

@@ -58,9 +58,22 @@ def smooth_knn_dist(
     xp = am.xp
     f32 = xp.float32
     d = xp.asarray(distances, dtype=f32)
-    n, width = d.shape
     target = math.log2(k) * bandwidth
 
+    rho = _rhos(xp, d, local_connectivity)
+    mid = _bisect_sigmas(xp, d, rho, target, n_iter)
+
+    mean_all = d.mean(dtype=f32)
+    mean_row = d.mean(axis=1, dtype=f32)
+    floor = f32(MIN_K_DIST_SCALE) * xp.where(rho > 0, mean_row, mean_all)
+    sigma = xp.where(mid < floor, floor, mid).astype(f32)
+    return sigma, rho
+
+
+def _rhos(xp, d, local_connectivity: float):
+    """Return umap's ``rho`` per row of the ascending float32 distances ``d``."""
+    f32 = xp.float32
+    n, width = d.shape
     # rho: the local_connectivity-th smallest positive distance (rows are ascending, so
     # positive distances are a suffix of each row).
     n_pos = (d > 0).sum(axis=1)
@@ -79,7 +92,13 @@ def smooth_knn_dist(
     enough = n_pos >= local_connectivity
     rho = xp.where(enough, rho, xp.where(n_pos > 0, d.max(axis=1), f32(0)))
     rho = rho.astype(f32)
+    return rho
 
+
+def _bisect_sigmas(xp, d, rho, target: float, n_iter: int):
+    """Return umap's bisection's ``mid`` per row (the sigmas before their floor)."""
+    f32 = xp.float32
+    n = d.shape[0]
     lo = xp.zeros(n, dtype=f32)
     hi = xp.full(n, NPY_FLOATMAX, dtype=f32)
     mid = xp.ones(n, dtype=f32)
@@ -111,12 +130,7 @@ def smooth_knn_dist(
         lo = xp.where(active, new_lo, lo)
         hi = xp.where(active, new_hi, hi)
         mid = xp.where(active, new_mid, mid).astype(f32)
-
-    mean_all = d.mean(dtype=f32)
-    mean_row = d.mean(axis=1, dtype=f32)
-    floor = f32(MIN_K_DIST_SCALE) * xp.where(rho > 0, mean_row, mean_all)
-    sigma = xp.where(mid < floor, floor, mid).astype(f32)
-    return sigma, rho
+    return mid
 
 
 def fuzzy_simplicial_set(

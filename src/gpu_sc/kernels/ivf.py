@@ -237,6 +237,29 @@ def ivf_knn(
     C = kmeans(am, X, nlist, n_iter=params.n_iter, seed=params.seed, tile_elements=tile_elements)
     home, probes = _nearest(am, X, sq, C, nprobe, tile_elements)
     probes = home[:, None] if probes is None else probes
+    lists = (nlist, nprobe)
+    best_d, best_i = _search_lists(am, X, sq64, k, home, probes, lists, tile_elements)
+    short = xp.nonzero(xp.isinf(best_d[:, -1]) & (best_d[:, -1] > 0))[0]
+    if int(short.shape[0]) > 0:  # fewer than k candidates in the probed lists: exact search
+        info["exact_rows"] = int(short.shape[0])
+        ei, ed = _exact_rows(am, X, short, k)
+        best_i[short] = ei
+        best_d[short] = ed
+    best_d[:, 0] = 0.0
+    if metric == "euclidean":
+        dist = xp.sqrt(xp.maximum(best_d, 0.0))
+    else:
+        dist = xp.clip(best_d / 2.0, 0.0, 2.0)  # unit vectors: 1 - x.y = |x - y|^2 / 2
+    return best_i, dist, info
+
+
+def _search_lists(am: ArrayModule, X, sq64, k: int, home, probes, lists, tile_elements):
+    """Return each point's running top ``k`` over its probed lists: ``(best_d, best_i)``,
+    squared distances sorted by (distance, index); empty slots inf / ``_NO_INDEX``.
+    ``lists`` is ``(nlist, nprobe)``."""
+    xp = am.xp
+    n = X.shape[0]
+    nlist, nprobe = lists
     members, m_off = _groups(am, home, nlist)
     # Each point's column in its own list (members are sorted by list, then by index).
     m_off_dev = xp.asarray(m_off[:-1])
@@ -275,18 +298,7 @@ def ivf_knn(
             )
             best_d[qidx] = bd
             best_i[qidx] = bi
-    short = xp.nonzero(xp.isinf(best_d[:, -1]) & (best_d[:, -1] > 0))[0]
-    if int(short.shape[0]) > 0:  # fewer than k candidates in the probed lists: exact search
-        info["exact_rows"] = int(short.shape[0])
-        ei, ed = _exact_rows(am, X, short, k)
-        best_i[short] = ei
-        best_d[short] = ed
-    best_d[:, 0] = 0.0
-    if metric == "euclidean":
-        dist = xp.sqrt(xp.maximum(best_d, 0.0))
-    else:
-        dist = xp.clip(best_d / 2.0, 0.0, 2.0)  # unit vectors: 1 - x.y = |x - y|^2 / 2
-    return best_i, dist, info
+    return best_d, best_i
 
 
 def _exact_rows(am, X, rows, k):

@@ -115,7 +115,14 @@ def knn(
     sq = xp.einsum("ij,ij->i", X, X)
     if fast:  # the fused kernel takes float64 norms; the tile stays float32
         sq = sq.astype(xp.float64)
+    out_idx, out_dist = _search_tiles(am, X, sq, k, metric, tile_elements, round32)
+    return out_idx, _final_distances(xp, out_dist, metric, fast=fast, round32=round32)
 
+
+def _search_tiles(am: ArrayModule, X, sq, k: int, metric: str, tile_elements: int, round32):
+    """Return the ``(n, k)`` indices and squared (or cosine) distances, tile by tile."""
+    xp = am.xp
+    n = X.shape[0]
     cols_per_tile = max(k, min(n, tile_elements // max(1, min(n, 4096))))
     rows_per_tile = max(1, min(n, tile_elements // cols_per_tile))
     # Columns in a fixed order drawn on the host, so every backend visits them alike.
@@ -148,9 +155,14 @@ def knn(
             )
         out_idx[r0:r1] = best_i
         out_dist[r0:r1] = xp.where(xp.isinf(best_d), 0.0, best_d)  # self: -inf -> 0
+    return out_idx, out_dist
+
+
+def _final_distances(xp, out_dist, metric: str, *, fast: bool, round32: bool):
+    """Return the distances from the search's squared (euclidean) or cosine ones."""
     if fast:
         out_dist = out_dist.astype(xp.float64)
-        return out_idx, xp.sqrt(out_dist) if metric == "euclidean" else out_dist
+        return xp.sqrt(out_dist) if metric == "euclidean" else out_dist
     if metric == "euclidean":
         if round32:  # scikit-learn takes the root in float32, then returns float64
             out_dist = xp.sqrt(out_dist.astype(xp.float32)).astype(xp.float64)
@@ -158,7 +170,7 @@ def knn(
             out_dist = xp.sqrt(out_dist)
     elif round32:
         out_dist = out_dist.astype(xp.float32)  # sklearn's cosine distances keep float32
-    return out_idx, out_dist
+    return out_dist
 
 
 # Width of the first column block: wide enough that the k-th distance among it is a useful

@@ -49,62 +49,111 @@ def pipeline(
     config
         :class:`PipelineConfig`, a dict of sections, or a TOML path; ``None`` = the tutorial.
     backend
-        ``None`` (default): ``gpu_sc.settings.backend`` (``"auto"`` unless changed, e.g. by
-        ``with gpu_sc.use_backend("numpy"):``); ``"auto"`` (cupy when CUDA is usable, else
-        scanpy), ``"scanpy"``, ``"numpy"``, ``"cupy"`` or an alias. Steps the engine lacks run on scanpy, recorded as fallbacks.
-        An explicit ``"cupy"`` without a usable GPU logs one warning and runs on scanpy.
+        ``None``: ``gpu_sc.settings.backend`` (``"auto"`` unless changed, e.g. by ``with
+        gpu_sc.use_backend("numpy"):``); ``"auto"`` (cupy when CUDA is usable, else scanpy),
+        ``"scanpy"``, ``"numpy"``, ``"cupy"`` or an alias. Steps the engine lacks run on
+        scanpy, recorded as fallbacks; an explicit ``"cupy"`` without a usable GPU logs one
+        warning and runs on scanpy.
     copy
-        Return the result as a new object and leave ``adata`` unchanged; otherwise the
-        result replaces the contents of ``adata`` (in place, like scanpy).
+        Return a new object, ``adata`` unchanged; else the result replaces its contents.
     progress
         Called as ``progress(step, seconds)`` after each step (the CLI prints a line).
     strict
-        Turn every fallback to scanpy (unusable CUDA, a step or parameter the engine lacks,
-        a GPU resource error) into a :class:`~gpu_sc.dispatch.FallbackError`, for jobs that
-        must know the engine ran. ``None``: ``gpu_sc.settings.strict``, whose default is
-        ``GPU_SC_STRICT=1`` in the environment. ``"auto"`` choosing scanpy on a machine
-        without CUDA is the requested behaviour, not a fallback.
+        Turn every fallback to scanpy (unusable CUDA, a step or parameter the engine lacks, a
+        GPU resource error) into a :class:`~gpu_sc.dispatch.FallbackError`. ``None``:
+        ``gpu_sc.settings.strict`` (default ``GPU_SC_STRICT=1`` in the environment). ``"auto"``
+        choosing scanpy without CUDA is the requested behaviour, not a fallback.
     atomic
-        ``True`` (default): a failure leaves ``adata`` unchanged (see Notes). ``False``: the
-        steps run on ``adata`` itself, without the extra copy, and a failure leaves it
-        half-processed (for benchmarks, or data too large to hold twice).
+        ``True``: the steps run on a copy, which replaces ``adata``'s contents only when every
+        step has succeeded; on any error, ``KeyboardInterrupt`` included, ``adata`` is as it
+        was and a retry starts from the same input. Costs one copy of the input (shrinking as
+        cells and genes are filtered), as ``copy=True`` does. ``False``: the steps run on
+        ``adata`` itself; a failure leaves it half-processed (for benchmarks, or data too
+        large to hold twice).
     persist_hvg_matrix
-        Dask input only: after the highly-variable-gene subset, keep that (normalised,
-        logged) matrix in the workers' memory (``dask.persist``), so that regress_out, scale
-        and PCA start from it instead of re-reading and re-normalising the file. Costs that
-        matrix's size, spread over the workers.
+        Dask input only: keep the (normalised, logged) matrix after the highly-variable-gene
+        subset in the workers' memory (``dask.persist``), so that regress_out, scale and PCA
+        start from it, not from the file. Costs that matrix's size, spread over the workers.
     precision
         ``"exact"``, ``"fast"`` or ``"auto"`` (``None``: ``gpu_sc.settings.precision``, whose
-        default ``"auto"`` is ``"exact"`` on numpy and ``"fast"`` on cupy; see
-        :class:`gpu_sc._settings.Settings`). Recorded per step in the provenance's ``engine``
-        column and in ``pipeline["precision"]``.
+        default ``"auto"`` is ``"exact"`` on numpy and ``"fast"`` on cupy). Recorded per step
+        in the provenance's ``engine`` column and in ``pipeline["precision"]``.
 
     Returns
     -------
-    The processed AnnData (``adata`` itself unless ``copy``). ``adata.uns["gpu_sc"]`` holds
-    ``provenance`` (a DataFrame, one row per executed step; read it as dicts with
+    The processed AnnData (``adata`` itself unless ``copy``). ``uns["gpu_sc"]`` holds
+    ``provenance`` (a DataFrame, one row per step; as dicts with
     :func:`gpu_sc.dispatch.provenance.provenance`), ``pipeline`` (requested and resolved
     backend, the backends that ran, config as JSON, shapes), ``versions`` and, on a GPU,
-    ``device``; all of it writable by ``adata.write_h5ad`` and ``adata.write_zarr``.
+    ``device``; all of it writable by ``write_h5ad`` and ``write_zarr``.
 
     Notes
     -----
-    **Dask input** (``adata.X`` a Dask array, e.g. from :func:`gpu_sc.datasets.read_lazy`):
-    every step from the filters to PCA, and the marker genes, runs block-wise on the Dask
-    path on whatever scheduler is current (an active ``distributed.Client``, else Dask's
-    local threads), its blocks in CuPy when the backend resolves to a usable ``cupy``. The
-    steps after PCA work on the in-memory PCA matrix. ``X`` and ``.raw`` stay lazy in the
-    result (``adata.write_h5ad`` writes them block by block); the provenance records backend
-    ``dask`` with the scheduler, the worker count and the block size. The input's values are
-    checked in one pass over the blocks before the first step.
-
-    With ``atomic=True`` the steps run on a copy of ``adata``, which replaces the caller's
-    contents only when every step has succeeded: on any error, including
-    ``KeyboardInterrupt``, ``adata`` is exactly as it was and a retry starts from the same
-    input. This costs one extra copy of the input in memory while the pipeline runs (the
-    copy shrinks as cells and genes are filtered); ``copy=True`` costs the same.
+    Dask input (``adata.X`` a Dask array, e.g. from :func:`gpu_sc.datasets.read_lazy`): the
+    filters to PCA and the marker genes run block-wise on the current scheduler (a
+    ``distributed.Client``, else local threads), in CuPy blocks when the backend resolves to
+    a usable ``cupy``; later steps use the in-memory PCA. ``X`` and ``.raw`` stay lazy
+    (written block by block); the provenance records backend ``dask`` with the scheduler,
+    worker count and block size. The values are checked in one pass before the first step.
     """
     cfg = PipelineConfig.coerce(config)
+    record, chosen, usable = _resolve_run(adata, cfg, backend, precision, strict)
+    work = adata.copy() if copy or atomic else adata
+    prepare_counts(work)  # float16 -> float32 on the working object (logged)
+    n_before = len(provenance(work))
+    work = _run_steps(work, cfg, chosen, usable, record, progress, persist_hvg_matrix)
+    _store_record(work, record, n_before)
+    if copy:
+        return work
+    if work is not adata:
+        adata._init_as_actual(work)  # commit: the caller's object takes the result's contents
+    return adata
+
+
+def _run_steps(work, cfg, chosen: Backend, usable: bool, record: dict, progress, persist_hvg):
+    """Run the steps on ``work`` with one :class:`Runner`; returns the result, on the host.
+
+    Adds ``device_resident`` and ``shapes`` to ``record``.
+    """
+    shapes: list[dict] = [{"step": "input", "n_obs": work.n_obs, "n_vars": work.n_vars}]
+    # On cupy the working matrix stays on the device between engine steps; host at the end.
+    output = "device" if chosen.device_resident else "host"
+    resident = False
+    if chosen.device_resident and usable:
+        resident = upload_matrix(work, max_nnz=settings.max_device_nnz, am=chosen.array_module())
+    # The settings are read here, once, and passed down to every step as arguments.
+    line = step_line()  # which step runs, on a terminal (gpu_sc._progress)
+    runner = Runner(
+        work,
+        cfg,
+        backend=chosen,
+        shapes=shapes,
+        progress=progress,
+        # StepLine has StepHook's methods (gpu_sc._progress does not import the pipeline)
+        hooks=() if line is None else (cast(StepHook, line),),
+        strict=record["strict"],
+        output=output,
+        chunk_rows=settings.chunk_rows,
+        max_device_nnz=settings.max_device_nnz,
+        persist_hvg_matrix=persist_hvg,
+        precision=record["precision"],
+    )
+    try:
+        with quiet_unusable_cuda():
+            runner.run()
+    finally:
+        move_to_host(runner.adata)
+    record.update(device_resident=resident, config=cfg.to_dict(), shapes=shapes)
+    return runner.adata
+
+
+def _resolve_run(adata, cfg: PipelineConfig, backend, precision, strict):
+    """Resolve the run's backend, precision and strictness once; validate the counts.
+
+    Returns ``(record, chosen, usable)``, ``record`` the pipeline record's first keys. An
+    unusable backend raises :class:`FallbackError` under ``strict``, else logs one warning
+    and extends the record's ``backend_reason``.
+    """
     requested = canonical_backend_name(settings.backend if backend is None else backend)
     # resolved once for the run: every step gets this Backend
     chosen, why = resolve(backend if isinstance(backend, Backend) else requested)
@@ -124,39 +173,18 @@ def pipeline(
         logger.warning("gpu_sc: %s; every step runs on scanpy (recorded per step)", reason)
         why = f"{why}, but {reason}"
     logger.info("gpu_sc pipeline: backend %s (%s)", resolved, why)
+    record = {
+        "requested_backend": requested,
+        "resolved_backend": resolved,
+        "backend_reason": why,
+        "strict": strict,
+        "precision": precision,
+    }
+    return record, chosen, usable
 
-    work = adata.copy() if copy or atomic else adata
-    prepare_counts(work)  # float16 -> float32 on the working object (logged)
-    shapes: list[dict] = [{"step": "input", "n_obs": work.n_obs, "n_vars": work.n_vars}]
-    n_before = len(provenance(work))
-    # On cupy the working matrix stays on the device between engine steps; host at the end.
-    output = "device" if chosen.device_resident else "host"
-    resident = False
-    if chosen.device_resident and usable:
-        resident = upload_matrix(work, max_nnz=settings.max_device_nnz, am=chosen.array_module())
-    # The settings are read here, once, and passed down to every step as arguments.
-    line = step_line()  # which step runs, on a terminal (gpu_sc._progress)
-    runner = Runner(
-        work,
-        cfg,
-        backend=chosen,
-        shapes=shapes,
-        progress=progress,
-        # StepLine has StepHook's methods (gpu_sc._progress does not import the pipeline)
-        hooks=() if line is None else (cast(StepHook, line),),
-        strict=strict,
-        output=output,
-        chunk_rows=settings.chunk_rows,
-        max_device_nnz=settings.max_device_nnz,
-        persist_hvg_matrix=persist_hvg_matrix,
-        precision=precision,
-    )
-    try:
-        with quiet_unusable_cuda():
-            runner.run()
-    finally:
-        move_to_host(runner.adata)
-    work = runner.adata
+
+def _store_record(work, record: dict, n_before: int) -> None:
+    """Store ``uns["gpu_sc"]["pipeline"]``: ``record`` plus the backends the new steps ran on."""
     ran = [p["backend"] for p in provenance(work)[n_before:] if p["backend"] != "anndata"]
     used = {b: ran.count(b) for b in dict.fromkeys(ran)}
     lazy = {}
@@ -167,24 +195,19 @@ def pipeline(
     store_pipeline_record(
         work,
         {
-            "requested_backend": requested,
-            "resolved_backend": resolved,
-            "backend": ", ".join(used) or resolved,
-            "backend_reason": why,
+            "requested_backend": record["requested_backend"],
+            "resolved_backend": record["resolved_backend"],
+            "backend": ", ".join(used) or record["resolved_backend"],
+            "backend_reason": record["backend_reason"],
             "steps_by_backend": used,
-            "strict": strict,
-            "precision": precision,
-            "device_resident": resident,
-            "config": cfg.to_dict(),
-            "shapes": shapes,
+            "strict": record["strict"],
+            "precision": record["precision"],
+            "device_resident": record["device_resident"],
+            "config": record["config"],
+            "shapes": record["shapes"],
             **lazy,
         },
     )
-    if copy:
-        return work
-    if work is not adata:
-        adata._init_as_actual(work)  # commit: the caller's object takes the result's contents
-    return adata
 
 
 def upload_matrix(adata, *, max_nnz: int, am=None) -> bool:

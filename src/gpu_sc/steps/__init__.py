@@ -56,53 +56,18 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
     ):
         if legacy is not None:  # scanpy's renamed and formerly positional arguments
             args, kwargs = legacy(*args, **kwargs)
-        data = args[0] if args else kwargs.get(_first_name(scanpy_func))
-        if data is not None and not _is_anndata(data):  # a bare matrix, as scanpy takes it
-            return _call_on_matrix(
-                name,
-                namespace,
-                entry,
-                scanpy_func,
-                args,
-                kwargs,
-                dict(
-                    backend=backend,
-                    strict=strict,
-                    output=output,
-                    chunk_rows=chunk_rows,
-                    max_device_nnz=max_device_nnz,
-                    precision=precision,
-                ),
-            )
-        try:
-            adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
-        except TypeError:
-            # A call scanpy's signature rejects: scanpy's own TypeError (raised by Python
-            # when binding the call, before scanpy's function runs any of its code).
-            return scanpy_func(*args, **kwargs)
-        check_step_params(f"gpu_sc.{namespace}.{name}", adata, params)
-        copy = bool(params.get("copy", False))
-        if copy:
-            # Run in place on a copy: engine and scanpy paths then share one code path.
-            adata = adata.copy()
-            params["copy"] = False
-        lazy = False
-        if name not in _GRAPH_STEPS:  # after the copy: a promotion must not touch the caller's
-            lazy = check_step_input(f"gpu_sc.{namespace}.{name}", adata, params)
-        result = run_step(
-            name,
-            adata,
-            params,
-            scanpy_impl=scanpy_impl,
+        options = dict(
             backend=backend,
             strict=strict,
             output=output,
             chunk_rows=chunk_rows,
             max_device_nnz=max_device_nnz,
             precision=precision,
-            lazy=lazy,
         )
-        return adata if copy else result
+        data = args[0] if args else kwargs.get(_first_name(scanpy_func))
+        if data is not None and not _is_anndata(data):  # a bare matrix, as scanpy takes it
+            return _call_on_matrix(name, namespace, entry, scanpy_func, args, kwargs, options)
+        return _call_on_anndata(name, namespace, scanpy_func, scanpy_impl, args, kwargs, options)
 
     @functools.wraps(scanpy_func)
     def step(*args, backend: str | None = None, **kwargs):
@@ -112,11 +77,46 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
     #: ``strict``, ``output`` and the chunking this way instead of through global settings).
     step.call = call
 
+    _dress(step, scanpy_func, name, namespace)
+    return step
+
+
+def _call_on_anndata(
+    name: str,
+    namespace: str,
+    scanpy_func: Callable,
+    scanpy_impl: Callable,
+    args: tuple,
+    kwargs: dict,
+    options: dict,
+) -> Any:
+    """Run a step called on an AnnData: validated, copied if asked, dispatched by run_step."""
+    try:
+        adata, params = bind_scanpy_params(scanpy_func, args, kwargs)
+    except TypeError:
+        # A call scanpy's signature rejects: scanpy's own TypeError (raised by Python
+        # when binding the call, before scanpy's function runs any of its code).
+        return scanpy_func(*args, **kwargs)
+    check_step_params(f"gpu_sc.{namespace}.{name}", adata, params)
+    copy = bool(params.get("copy", False))
+    if copy:
+        # Run in place on a copy: engine and scanpy paths then share one code path.
+        adata = adata.copy()
+        params["copy"] = False
+    lazy = False
+    if name not in _GRAPH_STEPS:  # after the copy: a promotion must not touch the caller's
+        lazy = check_step_input(f"gpu_sc.{namespace}.{name}", adata, params)
+    result = run_step(name, adata, params, scanpy_impl=scanpy_impl, **options, lazy=lazy)
+    return adata if copy else result
+
+
+def _dress(step: Callable, scanpy_func: Callable, name: str, namespace: str) -> None:
+    """Give ``step`` scanpy's signature plus ``backend``, a docstring and its module."""
     sig = inspect.signature(scanpy_func)
     params = list(sig.parameters.values())
     var_kw = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
     params = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    step.__signature__ = sig.replace(parameters=[*params, _BACKEND_PARAM, *var_kw])
+    step.__signature__ = sig.replace(parameters=[*params, _BACKEND_PARAM, *var_kw])  # type: ignore[attr-defined]
     step.__doc__ = (
         f"scanpy.{namespace}.{name}, dispatched by gpu_sc.\n\n"
         "Same parameters, defaults and outputs as scanpy's function, plus ``backend``:\n"
@@ -126,7 +126,6 @@ def make_step(name: str, scanpy_func: Callable[..., Any], namespace: str) -> Cal
         "scanpy's documentation follows.\n\n" + (scanpy_func.__doc__ or "")
     )
     step.__module__ = f"gpu_sc.{namespace}"
-    return step
 
 
 def _is_anndata(x) -> bool:
@@ -209,34 +208,7 @@ def _call_on_matrix(
     form = entry.array_returns if entry is not None else None
     if form is None:
         return scanpy_call()  # scanpy's function takes an AnnData only: its error
-    try:
-        _, params = bind_scanpy_params(scanpy_func, args, kwargs)
-    except TypeError:  # arguments of scanpy's array function only (scale's return_mean_std)
-        params, why = dict(kwargs), "arguments only scanpy's array function takes"
-    else:
-        defaults = inspect.signature(scanpy_func).parameters
-        other = [
-            f"{k}={_short(v)}"
-            for k, v in params.items()
-            if k not in entry.array_params and not is_default(v, defaults[k].default)
-        ]
-        for key in ("mask_obs", "mask_var"):
-            if key in entry.array_params and isinstance(params.get(key), str):
-                # scanpy's own error (a column name means nothing without an AnnData): the
-                # input is wrong, not a gap of the engine, so no fallback
-                msg = (
-                    "Cannot refer to mask with string without providing anndata object as argument"
-                )
-                raise ValueError(msg)
-        why = (
-            f"{', '.join(other)} with a bare matrix"
-            if other
-            else "a bare Dask array (scanpy returns its lazy result)"
-            if is_dask(data)
-            else None
-            if isinstance(data, np.ndarray) or hasattr(data, "tocsr")
-            else f"a bare {type(data).__name__}"
-        )
+    params, why = _matrix_fallback_reason(entry, scanpy_func, args, kwargs, data)
     if why is not None:
         return run_scanpy(
             name,
@@ -269,22 +241,59 @@ def _call_on_matrix(
     if form == "mask":
         return result
     if form == "pca":
-        x_pca = tmp.obsm["X_pca"]
-        if not return_info:
-            return x_pca
-        from .._scanpy_compat import handle_mask_var
-
-        info = tmp.uns["pca"]
-        _, mask = handle_mask_var(
-            tmp, params["mask_var"], use_highly_variable=params["use_highly_variable"]
-        )
-        loadings = tmp.varm["PCs"] if mask is None else tmp.varm["PCs"][mask]
-        components = np.ascontiguousarray(loadings.T, dtype=info["variance"].dtype)
-        return x_pca, components, info["variance_ratio"], info["variance"]
+        return _pca_result(tmp, params, return_info)
     out = tmp.X
     if copy or out is data:
         return out
     return _write_back(data, out)
+
+
+def _matrix_fallback_reason(entry, scanpy_func: Callable, args: tuple, kwargs: dict, data):
+    """Return the bound parameters of a bare-matrix call and why scanpy must run it (None:
+    the engine's array form takes it); a string mask without an AnnData raises scanpy's error.
+    """
+    try:
+        _, params = bind_scanpy_params(scanpy_func, args, kwargs)
+    except TypeError:  # arguments of scanpy's array function only (scale's return_mean_std)
+        return dict(kwargs), "arguments only scanpy's array function takes"
+    defaults = inspect.signature(scanpy_func).parameters
+    other = [
+        f"{k}={_short(v)}"
+        for k, v in params.items()
+        if k not in entry.array_params and not is_default(v, defaults[k].default)
+    ]
+    for key in ("mask_obs", "mask_var"):
+        if key in entry.array_params and isinstance(params.get(key), str):
+            # scanpy's own error (a column name means nothing without an AnnData): the
+            # input is wrong, not a gap of the engine, so no fallback
+            msg = "Cannot refer to mask with string without providing anndata object as argument"
+            raise ValueError(msg)
+    why = (
+        f"{', '.join(other)} with a bare matrix"
+        if other
+        else "a bare Dask array (scanpy returns its lazy result)"
+        if is_dask(data)
+        else None
+        if isinstance(data, np.ndarray) or hasattr(data, "tocsr")
+        else f"a bare {type(data).__name__}"
+    )
+    return params, why
+
+
+def _pca_result(tmp, params: dict, return_info: bool):
+    """Return scanpy's array-form PCA result from the temporary AnnData ``tmp``."""
+    x_pca = tmp.obsm["X_pca"]
+    if not return_info:
+        return x_pca
+    from .._scanpy_compat import handle_mask_var
+
+    info = tmp.uns["pca"]
+    _, mask = handle_mask_var(
+        tmp, params["mask_var"], use_highly_variable=params["use_highly_variable"]
+    )
+    loadings = tmp.varm["PCs"] if mask is None else tmp.varm["PCs"][mask]
+    components = np.ascontiguousarray(loadings.T, dtype=info["variance"].dtype)
+    return x_pca, components, info["variance_ratio"], info["variance"]
 
 
 def _short(value) -> str:

@@ -53,6 +53,8 @@ def leiden_phase_init(k, memb, fix, kfix, Kfix, size):
         cuda.atomic.add(size, memb[u], 1)
 
 
+# long: a CUDA kernel is one function by nature; device-function calls cost registers
+# and change register pressure in the sweep loop, whose locals are the point.
 @cuda.jit
 def leiden_move_sweeps(
     indptr,
@@ -268,6 +270,8 @@ def leiden_refine_init(
         pending[u] = 1 if ok else 0
 
 
+# long: a CUDA kernel is one function by nature; device-function calls cost registers
+# and change register pressure in the sweep loop, whose locals are the point.
 @cuda.jit
 def leiden_refine_sweeps(
     indptr,
