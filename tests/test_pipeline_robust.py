@@ -5,6 +5,7 @@ visible (one warning, strict mode, what actually ran)."""
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 
 import anndata as ad
@@ -62,6 +63,9 @@ def test_failure_midway_leaves_callers_adata_exactly_as_it_was_and_retry_succeed
         raise exc
 
     # pca comes after filtering, the HVG subset and scale: all of them changed the working copy.
+    # gpu_sc.tl binds pp's pca when it is first imported: import it before the patch, or it
+    # would keep `boom` for the rest of the session (test_catalogue then fails after this).
+    importlib.import_module("gpu_sc.tl")
     monkeypatch.setattr(gpu_sc.pp, "pca", boom)
     with pytest.raises(type(exc)):
         gpu_sc.pipeline(adata, FAST, backend="numpy")
