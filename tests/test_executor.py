@@ -8,7 +8,8 @@ import scipy.sparse as sp
 
 from gpu_sc.dispatch.arrays import array_module
 from gpu_sc.dispatch.registry import EngineContext
-from gpu_sc.engine.executor import InMemoryRows, executor
+from gpu_sc.engine._matrix import executor
+from gpu_sc.engine.executor import InMemoryRows
 
 da = pytest.importorskip("dask.array")
 

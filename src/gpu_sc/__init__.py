@@ -15,10 +15,9 @@ import importlib
 import sys
 import types
 
-__version__ = "0.1.0"
-
 from . import backends
 from ._settings import settings
+from ._version import __version__  # noqa: F401  (gpu_sc.__version__)
 from .backends import resolve_precision, use_backend
 
 #: Public name -> (module, attribute or None for the module itself), imported on first use.

@@ -101,7 +101,8 @@ def run_bench(
     rates per device), ``sizes`` (per size: generation time and input shape) and ``rows``:
     one per (size, backend, step label) plus a ``step="total"`` row per (size, backend).
     """
-    import gpu_sc
+    from .. import datasets
+    from ..pipeline import pipeline
 
     started = time.perf_counter()
     stopped_reason: str | None = None
@@ -145,7 +146,7 @@ def run_bench(
                 "n_genes": cfg.n_genes,
                 "n_types": cfg.n_types,
                 "warmup_cells": min(WARMUP_CELLS, cfg.cells[0]) if cfg.warmup else 0,
-                "data_generated_on": "host (gpu_sc.datasets.synthetic)",
+                "data_generated_on": "host (datasets.synthetic)",
                 "pipeline_config": pcfg.to_dict(),
                 "stopped": stopped_reason,
             },
@@ -166,13 +167,13 @@ def run_bench(
     with HostPeak() as host, GpuPeak(uses_gpu) as gpu:
         if cfg.warmup:
             n_warm = min(WARMUP_CELLS, cfg.cells[0])
-            warm = gpu_sc.datasets.synthetic(
+            warm = datasets.synthetic(
                 n_warm, cfg.n_genes, cfg.n_types, difficulty=cfg.difficulty, seed=cfg.seed + 1
             )
             for backend in cfg.backends:
                 log(f"warm-up: {backend} on {n_warm} cells")
                 t0 = time.perf_counter()
-                gpu_sc.pipeline(warm.copy(), pcfg, backend=backend)
+                pipeline(warm.copy(), pcfg, backend=backend)
                 warmup_s[backend] = time.perf_counter() - t0
             del warm
             gc.collect()
@@ -183,7 +184,7 @@ def run_bench(
                 continue
             log(f"generating {n} cells (host)")
             t0 = time.perf_counter()
-            base = gpu_sc.datasets.synthetic(
+            base = datasets.synthetic(
                 n, cfg.n_genes, cfg.n_types, difficulty=cfg.difficulty, seed=cfg.seed
             )
             gen_s = time.perf_counter() - t0
@@ -287,7 +288,7 @@ def _state(adata) -> dict[str, Any]:
 
 def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
     """One pipeline run on a fresh copy of ``base``; per-step records from its provenance."""
-    import gpu_sc
+    from ..pipeline import pipeline
 
     adata = base.copy()
     gc.collect()
@@ -322,7 +323,7 @@ def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
     t0 = time.perf_counter()
     # In place (atomic=False): the run already has its own copy, progress() reads its
     # provenance as it grows, and the peaks stay those of the steps themselves.
-    gpu_sc.pipeline(adata, pcfg, backend=backend, progress=progress, atomic=False)
+    pipeline(adata, pcfg, backend=backend, progress=progress, atomic=False)
     total = time.perf_counter() - t0
     peaks_rss = [s["peak_rss"] for s in steps if s["peak_rss"] is not None]
     peaks_gpu = [s["peak_gpu"] for s in steps if s["peak_gpu"] is not None]

@@ -310,7 +310,7 @@ def environment(backend: str | None = None) -> dict[str, Any]:
     """Versions of the libraries that produce results, and the GPU's name if one is used."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from .. import __version__
+    from .._version import __version__
 
     def _v(dist: str) -> str:
         try:

@@ -23,7 +23,7 @@ from typing import Any
 from .._scanpy_compat import engine_gap, engine_params
 from .._settings import settings
 from ..backends import Backend, canonical_backend_name, engine_names, resolve, resolve_precision
-from .arrays import ArrayModule, array_module
+from .arrays import ArrayModule, array_module, dask_info
 from .provenance import kernel_log, record_step, summarize_kernels, writes_uns
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "EngineContext",
     "EngineUnsupported",
     "FallbackError",
+    "InputError",
     "engine_impl",
     "impl_for",
     "implemented_steps",
@@ -51,6 +52,13 @@ class EngineUnsupported(Exception):
 class DaskUnsupported(ValueError):
     """A step reads a Dask array and has no Dask implementation of the requested parameters
     (scanpy cannot stand in: it would read the whole matrix into memory)."""
+
+
+class InputError(ValueError):
+    """The input AnnData cannot be processed as given (defined here, below the steps and the
+    pipeline that both raise it; :mod:`gpu_sc.pipeline.validate` re-exports it)."""
+
+    __module__ = "gpu_sc.pipeline.validate"  # its public home, unchanged
 
 
 class FallbackError(RuntimeError):
@@ -467,7 +475,6 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
                 step,
                 fallback_reason,
             )
-    from ..dask.graph import dask_info  # imports dask: only for Dask input
 
     _prelude(step, adata, params)
     t0 = time.perf_counter()

@@ -16,6 +16,7 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
+from .. import pp, tl
 from ..dispatch.arrays import is_dask
 from .validate import InputError
 
@@ -28,8 +29,6 @@ def rank_genes_key(method: str) -> str:
 
 
 def _public(name: str):
-    from .. import pp, tl
-
     return getattr(pp, name) if hasattr(pp, name) else getattr(tl, name)
 
 

@@ -10,7 +10,7 @@ from .. import catalogue
 from .._progress import step_line
 from .._settings import settings
 from ..backends import Backend, canonical_backend_name, resolve, resolve_precision
-from ..dispatch.arrays import is_dask
+from ..dispatch.arrays import dask_info, is_dask
 from ..dispatch.provenance import provenance, record_step, recording, store_pipeline_record
 from ..dispatch.registry import (
     FallbackError,
@@ -159,8 +159,6 @@ def pipeline(
     used = {b: ran.count(b) for b in dict.fromkeys(ran)}
     lazy = {}
     if is_dask(work.X):
-        from ..dask.graph import dask_info
-
         lazy = {"dask": dask_info(work.X)}
     store_pipeline_record(
         work,

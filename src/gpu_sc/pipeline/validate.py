@@ -8,13 +8,11 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
+from ..dispatch.registry import InputError
+
 __all__ = ["InputError", "prepare_counts", "validate_counts"]
 
 logger = logging.getLogger("gpu_sc")
-
-
-class InputError(ValueError):
-    """The input AnnData cannot be processed as given."""
 
 
 def _values(X) -> np.ndarray:

@@ -148,7 +148,7 @@ def _gene_columns(X, var, wanted):
     """The columns of the Dask matrix ``X`` for the ``wanted`` genes, in memory (CSR)."""
     import scipy.sparse as sp
 
-    from ..dask.graph import compute, row_blocks, subset_cols
+    from ..engine.dask_rows import compute, row_blocks, subset_cols
 
     keep = var.index.isin(list(wanted))
     blocks = compute(*row_blocks(subset_cols(X, keep)))
