@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dispatch.arrays import dask_info
+
 __all__ = ["leiden_labels", "main"]
 
 _STEPS_AFTER_PCA = ("neighbors", "leiden", "paga", "umap", "tsne", "rank_genes_groups")
@@ -162,7 +164,6 @@ def _child_dask(
     import distributed
 
     from .. import datasets, pp, tl
-    from ..dispatch.arrays import dask_info
     from ..pipeline.on_dask import run_qc_to_pca
 
     t0 = time.perf_counter()

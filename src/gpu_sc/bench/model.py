@@ -38,6 +38,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gpu_sc.dispatch.provenance import provenance
+
+from .._version import __version__
+
 __all__ = [
     "H200",
     "L40S",
@@ -241,7 +245,6 @@ def collect_counts(
     kNN and t-SNE distance tiles at 2**26 elements (an H200 would use 2**28: a quarter of the
     row tiles, so fewer launches in those steps; bytes and flop are the same).
     """
-    from gpu_sc.dispatch.provenance import provenance
     from gpu_sc.testing.cupy_double import install
 
     from .. import datasets
@@ -297,7 +300,6 @@ def run_model(
     """Counts at each size in ``cells``, their projection on ``gpu`` and the extrapolation to
     ``target`` cells (and ``extra_targets``), also priced on ``other_gpus`` (default
     :data:`OTHER_GPUS`); the returned dict is what ``bench_model.json`` holds."""
-    from .._version import __version__
 
     runs = [
         collect_counts(

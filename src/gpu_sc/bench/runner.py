@@ -30,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends import canonical_backend_name, delegates, is_gpu
+from ..backends import canonical_backend_name, cuda_status, delegates, is_gpu
+from ..dispatch.arrays import array_module
 from ..dispatch.provenance import environment, provenance
 from .floors import DeviceRates, Work, floor_seconds, measure_device, step_work
 from .machine import machine_info
@@ -114,8 +115,6 @@ def run_bench(
     log("measuring host copy bandwidth and matmul rate")
     devices["host"] = measure_device("numpy")
     if uses_gpu:
-        from ..backends import cuda_status
-
         if cuda_status().available:
             log("measuring GPU copy bandwidth and matmul rate")
             devices["gpu"] = measure_device("cupy")
@@ -329,8 +328,6 @@ def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
     peaks_gpu = [s["peak_gpu"] for s in steps if s["peak_gpu"] is not None]
     del adata
     if gpu.enabled:  # return the pool's cached blocks: the next run starts from empty
-        from ..dispatch.arrays import array_module
-
         array_module("cupy").release_memory()
     return _Run(total, steps, max(peaks_rss, default=None), max(peaks_gpu, default=None))
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dispatch.arrays import _to_host
+
 __all__ = ["kl_divergence", "neighbourhood_preservation", "trustworthiness"]
 
 
 def _host(x) -> np.ndarray:
-    from ..dispatch.arrays import _to_host
-
     x = _to_host(x, None)
     if hasattr(x, "toarray"):
         x = x.toarray()
@@ -109,8 +109,6 @@ def kl_divergence(P, Y) -> float:
     for both embeddings, so two t-SNE implementations are compared on the same objective.
     """
     import scipy.sparse as sp
-
-    from ..dispatch.arrays import _to_host
 
     P = sp.csr_matrix(_to_host(P, None), dtype=np.float64)
     Y = _host(Y)

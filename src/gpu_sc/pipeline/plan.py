@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from .. import pp, tl
 from ..dispatch.arrays import is_dask
+from ..kernels.ivf import AUTO_IVF_CELLS, IVFFlat
 from .validate import InputError
 
 logger = logging.getLogger("gpu_sc")
@@ -202,7 +203,6 @@ def neighbors(r, cfg, step) -> None:
 def knn_transformer(c, n_obs: int):
     """scanpy's ``transformer`` for the neighbors config ``c``: None (scanpy's default; the
     engine's auto switch) unless the config asks for an algorithm or IVF parameters."""
-    from ..kernels.ivf import AUTO_IVF_CELLS, IVFFlat
 
     ivf = c.algorithm == "ivf" or (c.algorithm == "auto" and n_obs >= AUTO_IVF_CELLS)
     if c.algorithm == "exact":

@@ -29,8 +29,9 @@ import math
 
 import numpy as np
 
+from ...dispatch.arrays import array_module
 from ..segment import segment_ids
-from ..tsne import _FLOAT32_TINY, _attraction, descent_step
+from ..tsne import _FLOAT32_TINY, TsneState, _attraction, descent_step
 from ._registry import grid, launch_stream
 from ._spec import KernelCost, KernelSpec
 
@@ -240,7 +241,6 @@ def _launch(xp, kernels, y, update, gains, state, momentum, learning_rate, compu
 
 def _kl_error(xp, state, y, z: float) -> float:
     """The reference's KL error at ``y`` (its array calls: check iterations only)."""
-    from ...dispatch.arrays import array_module
 
     am = array_module("cupy" if xp.__name__ == "cupy" else "numpy")
     rows = state.rows if state.rows is not None else segment_ids(am, xp.diff(state.P.indptr))
@@ -276,8 +276,6 @@ def _example(xp, scale: int = 0):
     """A random sparse ``P`` (30 entries per row) and positions; scale 0: 64 points, exact;
     1: 2048, exact; 2: 10^5, FFT."""
     import scipy.sparse as sp
-
-    from ..tsne import TsneState
 
     n, rep = {0: (64, "exact"), 1: (2048, "exact"), 2: (100_000, "fft")}[scale]
     rng = np.random.default_rng(0)

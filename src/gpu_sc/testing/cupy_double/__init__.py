@@ -35,6 +35,8 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ...backends.cupy import cuda_status
+from ...dispatch import arrays
 from . import _cuda, _namespace
 from ._core import DEVICE, DEVICE_NAME, OutOfMemoryError, ndarray
 from ._rules import Counters, cupy_version
@@ -186,9 +188,6 @@ def _patch_anndata(undo: list) -> None:
 
 
 def _clear_caches() -> None:
-    from ...backends.cupy import cuda_status
-    from ...dispatch import arrays
-
     cuda_status.cache_clear()
     arrays.array_module.cache_clear()
 
