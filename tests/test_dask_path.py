@@ -92,7 +92,7 @@ class _XReads:
 
 
 class _Fetched:
-    """Records the shape and kind of every array :func:`gpu_sc.dask.graph.compute` brings
+    """Records the shape and kind of every array :func:`gpu_sc.engine.dask_rows.compute` brings
     back to the client."""
 
     def __init__(self, monkeypatch):

@@ -13,7 +13,7 @@ from gpu_sc.engine.executor import InMemoryRows
 
 da = pytest.importorskip("dask.array")
 
-from gpu_sc.dask.graph import DaskRows  # noqa: E402
+from gpu_sc.engine.dask_rows import DaskRows  # noqa: E402
 
 
 def _col_sums(am, b, codes, scale):

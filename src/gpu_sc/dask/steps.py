@@ -1,11 +1,11 @@
 """Preprocessing steps on an AnnData whose ``X`` is a Dask array of row blocks: wiring.
 
 Each step is the in-memory engine's function (:mod:`gpu_sc.engine`), whose block functions
-run on the Dask executor (:class:`gpu_sc.dask.graph.DaskRows`, chosen by
+run on the Dask executor (:class:`gpu_sc.engine.dask_rows.DaskRows`, chosen by
 :func:`gpu_sc.engine.executor.executor` for a Dask matrix): row-local results (normalised,
 log-transformed, scaled, regressed matrices, every row or column subset) only extend the
 graph; statistics over all cells are per-block float64 accumulators added by a fixed-order
-tree (:func:`gpu_sc.dask.graph.tree_sum`), and only they (per-cell or per-gene vectors, a
+tree (:func:`gpu_sc.engine.dask_rows.tree_sum`), and only they (per-cell or per-gene vectors, a
 genes x genes Gram matrix, the PCA coordinates) come back to the client. The functions here
 give scanpy's defaults and refuse what the Dask path does not implement, before any change.
 """

@@ -10,7 +10,7 @@ reductions, an associative ``combine``. An executor runs them over the matrix's 
   folded in block order as they come;
 - :class:`gpu_sc.engine.dask_rows.DaskRows`: a Dask array of row blocks; the block functions are
   tasks, partial results are added by the fixed-order tree of
-  :func:`gpu_sc.dask.graph.tree_sum` (same bits on any number of workers), matrix results
+  :func:`gpu_sc.engine.dask_rows.tree_sum` (same bits on any number of workers), matrix results
   stay lazy.
 
 Both give the same interface (:class:`RowExecutor`); :func:`executor` picks one for a matrix.
