@@ -24,7 +24,7 @@
 #     (every fused kernel of gpu_sc.kernels.cuda timed against its declared cost: measured s,
 #     declared bytes and flops, implied GB/s and TFLOP/s, the H200 model's time; KERNEL_SCALE
 #     (1), KERNEL_REPEATS (5). Rehearsed without a GPU: NUMBA_ENABLE_CUDASIM=1 python -m
-#     gpu_sc.kernels.cuda.timing --scale 0 runs the same code on the simulator.)
+#     gpu_sc.bench.kernel_timing --scale 0 runs the same code on the simulator.)
 # or, while the device time allows it, all four in one call (`... gpu_session.sh all`, each
 # phase then gets PHASE_SECONDS, default 170 s). Settings (environment): PHASE_SECONDS (default
 # 540 for one phase), BENCH_CELLS (100000,1000000), BENCH_REPEATS (3), BENCH_BUDGET (seconds per
@@ -170,7 +170,7 @@ run_bench() {
 run_kernels() {
     local limit=$1
     note "== kernels: each fused kernel against its declared cost (scale ${KERNEL_SCALE:-1})"
-    timeout "$limit" python3 -m gpu_sc.kernels.cuda.timing --scale "${KERNEL_SCALE:-1}" \
+    timeout "$limit" python3 -m gpu_sc.bench.kernel_timing --scale "${KERNEL_SCALE:-1}" \
         --repeats "${KERNEL_REPEATS:-5}" --json "$OUT/kernels.json" >"$OUT/kernels.log" 2>&1
     local rc=$?
     tail -n 20 "$OUT/kernels.log" | tee -a "$SUMMARY"

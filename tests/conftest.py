@@ -100,6 +100,70 @@ def _own_peaks() -> dict:
     return {"peak": peak, "raisers": sorted(_PEAK_RAISERS, key=lambda r: -r[2])[:5]}
 
 
+def _tree_pss_bytes(root: int) -> int:
+    """Proportional set size of process ``root`` and all its descendants (shared pages
+    counted once in total, unlike summed RSS: forked children share their parent's)."""
+    import os
+
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+    return total
+
+
+class _TreeMemory:
+    """Samples, once a second, the memory held at once by the whole test run: this process,
+    the xdist workers and every child (Dask workers, subprocesses)."""
+
+    def __init__(self) -> None:
+        import os
+        import threading
+
+        self.peak = 0
+        self._root = os.getpid()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-pss", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.peak = max(self.peak, _tree_pss_bytes(self._root))
+
+    def start(self) -> None:
+        import os
+
+        if os.path.exists("/proc/self/smaps_rollup"):
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+_TREE = _TreeMemory()
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller (or the only process)
+        _TREE.start()
+
+
 #: Under pytest-xdist (``-n``): each worker's :func:`_own_peaks`, sent when it finishes.
 _WORKER_PEAKS: dict[str, dict] = {}
 
@@ -127,11 +191,11 @@ def _memory_summary(terminalreporter) -> None:
             "(largest child process: workers, subprocesses)"
         )
         raisers += [(name, *r) for r in got["raisers"]]
-    if len(runs) > 1:
-        # an upper bound of the memory held at once: every process at its own peak together
-        total = sum(g["peak"]["self"] + g["peak"]["children"] for g in runs.values())
+    _TREE.stop()
+    if _TREE.peak:
         terminalreporter.write_line(
-            f"peak RSS, all workers and children at once (bound): {total:.2f} GiB"
+            "peak memory of the whole run (PSS of pytest, its workers and all their children, "
+            f"sampled each second): {_TREE.peak / 2**30:.2f} GiB"
         )
     top = sorted(raisers, key=lambda r: -r[3])[:5]
     if top:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from gpu_sc.bench import expand_steps, measure_device, predict_seconds, step_work
-from gpu_sc.bench.memory import GpuPeak, HostPeak
+from gpu_sc.bench.memory import GpuPeak
 from gpu_sc.bench.report import TABLE_HEADER
 from gpu_sc.cli import main
 
@@ -237,15 +236,33 @@ def test_floor_models_scale_as_documented():
     assert rates.device == "host" and rates.bandwidth_bytes_per_s > 1e7
 
 
+_TRANSIENT_PEAK = """
+import numpy as np
+from gpu_sc.bench.memory import HostPeak
+
+with HostPeak() as host:
+    host.reset()
+    before = host.current()
+    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+    del block
+    seen = host.peak() - before
+    host.reset()
+    print(seen, host.peak() - before)
+"""
+
+
 def test_host_peak_sees_a_transient_allocation_and_resets():
-    with HostPeak() as host:
-        host.reset()
-        before = host.current()
-        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
-        del block
-        assert host.peak() - before > 48 * 2**20
-        host.reset()
-        assert host.peak() - before < 48 * 2**20
+    # In a fresh interpreter: a long-lived test process (an xdist worker) may hold freed,
+    # still-resident heap that serves the 64 MiB without raising its resident set.
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _TRANSIENT_PEAK], capture_output=True, text=True, check=True
+    )
+    seen, after_reset = map(int, out.stdout.split())
+    assert seen > 48 * 2**20
+    assert after_reset < 48 * 2**20
 
 
 @pytest.mark.gpu

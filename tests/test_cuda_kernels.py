@@ -341,15 +341,15 @@ def test_kernel_timing_rehearses_on_the_simulator():
     # the simulator at scale 0 and says that its times are not a GPU's.
     if not kcuda.numba_cuda_status().simulator:
         pytest.skip("on a device, scripts/gpu_session.sh kernels is the real run")
-    from gpu_sc.kernels.cuda import timing
+    from gpu_sc.bench import kernel_timing
 
-    report = timing.time_kernels(scale=0, repeats=1)
+    report = kernel_timing.time_kernels(scale=0, repeats=1)
     assert "simulator" in report["where"] and "not a GPU" in report["where"]
     assert {r["kernel"] for r in report["kernels"]} == set(kcuda.registry())
     assert all(
         r["ok"] and r["measured_s"] > 0 and r["model_s_h200"] > 0 for r in report["kernels"]
     ), report
-    text = timing.table(report)
+    text = kernel_timing.table(report)
     assert "knn_tile_topk" in text and "GB/s" in text
 
 

@@ -17,8 +17,10 @@ from gpu_sc.dispatch.provenance import pipeline_record, provenance
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
 
-from gpu_sc.dask import DASK_STEPS, run_qc_to_pca  # noqa: E402  (needs dask)
+from gpu_sc.dask import DASK_STEPS  # noqa: E402  (needs dask)
 from gpu_sc.dask import graph as dgraph  # noqa: E402
+from gpu_sc.engine import dask_rows  # noqa: E402
+from gpu_sc.pipeline.on_dask import run_qc_to_pca  # noqa: E402
 
 AFTER_PCA_OFF = {
     k: {"enabled": False}
@@ -90,12 +92,12 @@ class _XReads:
 
 
 class _Fetched:
-    """Records the shape and kind of every array :func:`gpu_sc.dask.graph.compute` brings
+    """Records the shape and kind of every array :func:`gpu_sc.engine.dask_rows.compute` brings
     back to the client."""
 
     def __init__(self, monkeypatch):
         self.items: list[tuple[str, tuple]] = []
-        monkeypatch.setattr(dgraph, "_fetch_hooks", [self._record])
+        monkeypatch.setattr(dask_rows, "_fetch_hooks", [self._record])
 
     def _record(self, out):
         def walk(o):

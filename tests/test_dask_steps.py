@@ -182,7 +182,7 @@ def test_empty_blocks_after_a_subset_are_harmless(counts):
 
 
 def test_run_dask_step_records_provenance_and_refuses_unknown_steps(counts):
-    from gpu_sc.dask import run_dask_step
+    from gpu_sc.pipeline.on_dask import run_dask_step
 
     lazy = _lazy(counts)
     run_dask_step("log1p", lazy, {})
@@ -196,7 +196,7 @@ def test_run_dask_step_records_provenance_and_refuses_unknown_steps(counts):
 
 def test_a_dask_result_is_saved_block_by_block_by_the_gpu_sc_writer(counts, tmp_path):
     import gpu_sc.io
-    from gpu_sc.dask import run_dask_step
+    from gpu_sc.pipeline.on_dask import run_dask_step
 
     lazy = _lazy(counts)
     run_dask_step("normalize_total", lazy, {"target_sum": 1e4})

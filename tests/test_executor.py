@@ -8,11 +8,12 @@ import scipy.sparse as sp
 
 from gpu_sc.dispatch.arrays import array_module
 from gpu_sc.dispatch.registry import EngineContext
-from gpu_sc.engine.executor import InMemoryRows, executor
+from gpu_sc.engine._matrix import executor
+from gpu_sc.engine.executor import InMemoryRows
 
 da = pytest.importorskip("dask.array")
 
-from gpu_sc.dask.graph import DaskRows  # noqa: E402
+from gpu_sc.engine.dask_rows import DaskRows  # noqa: E402
 
 
 def _col_sums(am, b, codes, scale):

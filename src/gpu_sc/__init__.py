@@ -15,11 +15,27 @@ import importlib
 import sys
 import types
 
-__version__ = "0.1.0"
-
 from . import backends
 from ._settings import settings
+from ._version import __version__  # noqa: F401  (gpu_sc.__version__)
 from .backends import resolve_precision, use_backend
+from .backends.base import wire as _wire
+
+
+def _array_module(name: str):
+    from .dispatch.arrays import array_module  # the dispatcher loads on first use
+
+    return array_module(name)
+
+
+def _implementation(step: str, backend: str):
+    from .dispatch.registry import impl_for  # the dispatcher loads on first use
+
+    return impl_for(step, backend)
+
+
+# The facade, above every layer, hands the backends what they ask of the dispatcher.
+_wire(array_module=_array_module, implementation=_implementation)
 
 #: Public name -> (module, attribute or None for the module itself), imported on first use.
 _LAZY = {

@@ -25,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .dispatch.arrays import is_dask
+from .dispatch.provenance import UNS_KEY, to_native
+
 __all__ = ["OutputError", "atomic_path", "check_output_path", "read_h5ad", "write_h5ad"]
 
 logger = logging.getLogger("gpu_sc")
@@ -400,8 +403,6 @@ def estimate_h5ad_bytes(adata) -> int:
     import pandas as pd
     import scipy.sparse as sp
 
-    from .dispatch.arrays import is_dask
-
     seen = 0
 
     def size(x) -> int:
@@ -446,8 +447,6 @@ def write_h5ad(adata, path: str | Path) -> Path:
     ``anndata.read_h5ad`` reads the file back without gpu_sc. A block of an older form (lists
     of dicts) is first converted to that form in ``adata`` itself.
     """
-    from .dispatch.provenance import UNS_KEY, to_native
-
     path = Path(path)
     if UNS_KEY in adata.uns:
         adata.uns[UNS_KEY] = to_native(adata.uns[UNS_KEY])
@@ -463,8 +462,6 @@ def write_h5ad(adata, path: str | Path) -> Path:
 
 
 def _has_dask(adata) -> bool:
-    from .dispatch.arrays import is_dask
-
     mats = [adata.X, *(m[k] for m in (adata.layers, adata.obsm, adata.obsp) for k in m.keys())]
     if adata.raw is not None:
         mats.append(adata.raw.X)
@@ -479,8 +476,6 @@ def read_h5ad(path: str | Path):
     :func:`gpu_sc.dispatch.provenance.provenance`.
     """
     import anndata as ad
-
-    from .dispatch.provenance import UNS_KEY, to_native
 
     path = Path(path)
     if not path.is_file():

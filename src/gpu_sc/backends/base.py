@@ -13,9 +13,25 @@ library (:attr:`Backend.data_location` is ``"memory"`` for every built-in backen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "wire"]
+
+#: What the backends ask of the dispatcher, which sits above them and is never imported from
+#: here: ``"array_module"``: name -> :class:`gpu_sc.dispatch.ArrayModule`;
+#: ``"implementation"``: (step, backend name) -> the engine's implementation or None. Set by
+#: :func:`wire`, which the package's facade (``gpu_sc/__init__.py``) calls on import, before
+#: anything can ask a backend.
+_WIRING: dict[str, Callable[..., Any]] = {}
+
+
+def wire(*, array_module: Callable[[str], Any], implementation: Callable[[str, str], Any]) -> None:
+    """Give the backends the dispatcher's array modules and engine implementations.
+
+    Dependency injection: the facade calls it; the backends do not import the dispatcher.
+    """
+    _WIRING.update(array_module=array_module, implementation=implementation)
 
 
 class Backend:
@@ -62,17 +78,13 @@ class Backend:
         """Return the :class:`gpu_sc.dispatch.ArrayModule` the engine computes with."""
         if self.array_module_name is None:
             raise ValueError(f"backend {self.name!r} delegates to scanpy: it has no array module")
-        from ..dispatch.arrays import array_module
-
-        return array_module(self.array_module_name)
+        return _WIRING["array_module"](self.array_module_name)
 
     def implementation(self, step: str) -> Any:
         """Return the engine's implementation of ``step`` here, or None (then scanpy)."""
         if self.delegates:
             return None
-        from ..dispatch.registry import impl_for
-
-        return impl_for(step, self.name)
+        return _WIRING["implementation"](step, self.name)
 
     def __repr__(self) -> str:  # noqa: D105
         return f"<backend {self.name!r}>"

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dispatch.arrays import dask_info
+
 __all__ = ["leiden_labels", "main"]
 
 _STEPS_AFTER_PCA = ("neighbors", "leiden", "paga", "umap", "tsne", "rank_genes_groups")
@@ -111,7 +113,7 @@ def _run_child(args: list[str], sample_s: float) -> dict:
 def _child_memory(h5ad: Path, out: Path) -> None:
     import anndata as ad
 
-    import gpu_sc
+    from ..pipeline import pipeline
 
     t0 = time.perf_counter()
     adata = ad.read_h5ad(h5ad)
@@ -120,7 +122,7 @@ def _child_memory(h5ad: Path, out: Path) -> None:
     x_bytes = int(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes)
     t1 = time.perf_counter()
     # atomic=False: the in-memory path's smallest footprint (no working copy of the input)
-    gpu_sc.pipeline(adata, _config(), backend="numpy", atomic=False)
+    pipeline(adata, _config(), backend="numpy", atomic=False)
     t_run = time.perf_counter() - t1
     _save(
         out,
@@ -137,13 +139,13 @@ def _child_memory(h5ad: Path, out: Path) -> None:
 #: ``--after-pca`` steps and how the Dask child runs them once QC -> PCA is done and timed
 #: (each with the tutorial's parameters, as gpu_sc.pipeline would; on CPU "auto" is scanpy).
 _AFTER = {
-    "neighbors": lambda gs, a: gs.pp.neighbors(a, n_neighbors=10, n_pcs=40, random_state=0),
-    "leiden": lambda gs, a: gs.tl.leiden(
+    "neighbors": lambda pp, tl, a: pp.neighbors(a, n_neighbors=10, n_pcs=40, random_state=0),
+    "leiden": lambda pp, tl, a: tl.leiden(
         a, resolution=0.9, flavor="igraph", n_iterations=2, directed=False, random_state=0
     ),
-    "paga": lambda gs, a: gs.tl.paga(a, groups="leiden"),
-    "umap": lambda gs, a: gs.tl.umap(a, random_state=0),
-    "rank_genes_groups": lambda gs, a: gs.tl.rank_genes_groups(
+    "paga": lambda pp, tl, a: tl.paga(a, groups="leiden"),
+    "umap": lambda pp, tl, a: tl.umap(a, random_state=0),
+    "rank_genes_groups": lambda pp, tl, a: tl.rank_genes_groups(
         a, "leiden", method="t-test", use_raw=True
     ),
 }
@@ -161,8 +163,8 @@ def _child_dask(
     import dask
     import distributed
 
-    import gpu_sc
-    from gpu_sc.dask import dask_info, run_qc_to_pca
+    from .. import datasets, pp, tl
+    from ..pipeline.on_dask import run_qc_to_pca
 
     t0 = time.perf_counter()
     with dask.config.set({"distributed.worker.daemon": True}):
@@ -179,7 +181,7 @@ def _child_dask(
     t_start = time.perf_counter() - t0
     try:
         t1 = time.perf_counter()
-        adata = gpu_sc.datasets.read_lazy(h5ad, chunk_rows=chunk_rows)
+        adata = datasets.read_lazy(h5ad, chunk_rows=chunk_rows)
         run_qc_to_pca(adata, _config(), persist_after_hvg=persist)
         t_run = time.perf_counter() - t1
         wall = time.perf_counter() - t0
@@ -187,7 +189,7 @@ def _child_dask(
         t_after = {}
         for name in after:  # the rest of the pipeline on the in-memory PCA (timed apart)
             t2 = time.perf_counter()
-            _AFTER[name](gpu_sc, adata)
+            _AFTER[name](pp, tl, adata)
             t_after[name] = time.perf_counter() - t2
     finally:
         client.close()
@@ -249,10 +251,10 @@ def leiden_labels(x_pca: np.ndarray) -> np.ndarray:
     """The tutorial's kNN graph (10 neighbours, 40 PCs) and Leiden (0.9) on the numpy engine."""
     import anndata as ad
 
-    import gpu_sc
+    from .. import pp, tl
 
     adata = ad.AnnData(X=x_pca.copy(), obsm={"X_pca": x_pca})
-    gpu_sc.pp.neighbors(
+    pp.neighbors(
         adata,
         n_neighbors=10,
         n_pcs=min(40, x_pca.shape[1]),
@@ -260,7 +262,7 @@ def leiden_labels(x_pca: np.ndarray) -> np.ndarray:
         random_state=0,
         backend="numpy",
     )
-    gpu_sc.tl.leiden(
+    tl.leiden(
         adata,
         resolution=0.9,
         flavor="igraph",
@@ -361,10 +363,10 @@ def _parser() -> argparse.ArgumentParser:
 def _atlas(a: argparse.Namespace, data: Path, report: dict) -> None:
     """Write the atlas (or reuse the file), recording it in ``report["atlas"]``."""
     if not data.exists():
-        import gpu_sc
+        from .. import datasets
 
         t0 = time.perf_counter()
-        gen = gpu_sc.datasets.write_synthetic_h5ad(
+        gen = datasets.write_synthetic_h5ad(
             data,
             a.cells,
             a.genes,

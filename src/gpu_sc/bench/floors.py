@@ -51,6 +51,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .. import catalogue
+from ..backends import cuda_status, is_gpu
+from ..dispatch.arrays import array_module
+from .machine import cpu_model
 
 __all__ = ["DeviceRates", "Work", "floor_seconds", "measure_device", "step_work"]
 
@@ -94,8 +97,6 @@ def measure_device(
     ``"scanpy"`` and ``"numpy"`` measure the host (NumPy); ``"cupy"`` the current CUDA device
     (synchronised). The best of ``repeats`` is kept (the device's capability, not its noise).
     """
-    from ..backends import is_gpu
-    from ..dispatch.arrays import array_module
 
     on_gpu = is_gpu(backend)
     am = array_module("cupy" if on_gpu else "numpy")
@@ -137,14 +138,10 @@ def _best(func: Callable[[], Any], sync: Callable[[], None], repeats: int) -> fl
 
 
 def _cpu_name() -> str:
-    from .machine import cpu_model
-
     return cpu_model()
 
 
 def _gpu_name() -> str:
-    from ..backends import cuda_status
-
     return cuda_status().device_name or "unknown GPU"
 
 

@@ -7,6 +7,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from ..backends import cuda_status
+
 __all__ = ["cpu_model", "machine_info"]
 
 
@@ -48,8 +50,6 @@ def machine_info(with_gpu: bool) -> dict[str, Any]:
         "gpu": None,
     }
     if with_gpu:
-        from ..backends import cuda_status
-
         status = cuda_status()
         info["gpu"] = status.device_name
         info["cuda_status"] = status.reason

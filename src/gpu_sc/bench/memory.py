@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from ..backends import cuda_status
+
 __all__ = ["GpuPeak", "HostPeak"]
 
 _STATUS = Path("/proc/self/status")
@@ -115,7 +117,6 @@ class GpuPeak:
     def __enter__(self) -> GpuPeak:
         if not self.enabled:
             return self
-        from ..backends import cuda_status
 
         if not cuda_status().available:
             self.enabled = False

@@ -30,8 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends import canonical_backend_name, delegates, is_gpu
+from .. import datasets
+from ..backends import canonical_backend_name, cuda_status, delegates, is_gpu
+from ..dispatch.arrays import array_module
 from ..dispatch.provenance import environment, provenance
+from ..pipeline import PipelineConfig, pipeline
 from .floors import DeviceRates, Work, floor_seconds, measure_device, step_work
 from .machine import machine_info
 from .memory import GpuPeak, HostPeak
@@ -101,8 +104,6 @@ def run_bench(
     rates per device), ``sizes`` (per size: generation time and input shape) and ``rows``:
     one per (size, backend, step label) plus a ``step="total"`` row per (size, backend).
     """
-    import gpu_sc
-
     st = _BenchState(cfg, time.perf_counter())
     st.requested, st.enabled = expand_steps(cfg.steps)
     st.load_start = _load()
@@ -119,7 +120,7 @@ def run_bench(
                 continue
             log(f"generating {n} cells (host)")
             t0 = time.perf_counter()
-            base = gpu_sc.datasets.synthetic(
+            base = datasets.synthetic(
                 n, cfg.n_genes, cfg.n_types, difficulty=cfg.difficulty, seed=cfg.seed
             )
             gen_s = time.perf_counter() - t0
@@ -168,8 +169,6 @@ def _measure_devices(uses_gpu: bool, log: Callable[[str], None]) -> dict[str, De
     log("measuring host copy bandwidth and matmul rate")
     devices["host"] = measure_device("numpy")
     if uses_gpu:
-        from ..backends import cuda_status
-
         if cuda_status().available:
             log("measuring GPU copy bandwidth and matmul rate")
             devices["gpu"] = measure_device("cupy")
@@ -218,17 +217,15 @@ def _report(st: _BenchState) -> dict[str, Any]:
 
 def _warm_up(st: _BenchState, log: Callable[[str], None]) -> None:
     """Run every backend once on a small data set (JIT, caches), timing it in ``warmup_s``."""
-    import gpu_sc
-
     cfg = st.cfg
     n_warm = min(WARMUP_CELLS, cfg.cells[0])
-    warm = gpu_sc.datasets.synthetic(
+    warm = datasets.synthetic(
         n_warm, cfg.n_genes, cfg.n_types, difficulty=cfg.difficulty, seed=cfg.seed + 1
     )
     for backend in cfg.backends:
         log(f"warm-up: {backend} on {n_warm} cells")
         t0 = time.perf_counter()
-        gpu_sc.pipeline(warm.copy(), st.pcfg, backend=backend)
+        pipeline(warm.copy(), st.pcfg, backend=backend)
         st.warmup_s[backend] = time.perf_counter() - t0
     del warm
     gc.collect()
@@ -332,7 +329,6 @@ def _state(adata) -> dict[str, Any]:
 
 def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
     """One pipeline run on a fresh copy of ``base``; per-step records from its provenance."""
-    import gpu_sc
 
     adata = base.copy()
     gc.collect()
@@ -367,14 +363,12 @@ def _run_once(base, pcfg, backend: str, host: HostPeak, gpu: GpuPeak) -> _Run:
     t0 = time.perf_counter()
     # In place (atomic=False): the run already has its own copy, progress() reads its
     # provenance as it grows, and the peaks stay those of the steps themselves.
-    gpu_sc.pipeline(adata, pcfg, backend=backend, progress=progress, atomic=False)
+    pipeline(adata, pcfg, backend=backend, progress=progress, atomic=False)
     total = time.perf_counter() - t0
     peaks_rss = [s["peak_rss"] for s in steps if s["peak_rss"] is not None]
     peaks_gpu = [s["peak_gpu"] for s in steps if s["peak_gpu"] is not None]
     del adata
     if gpu.enabled:  # return the pool's cached blocks: the next run starts from empty
-        from ..dispatch.arrays import array_module
-
         array_module("cupy").release_memory()
     return _Run(total, steps, max(peaks_rss, default=None), max(peaks_gpu, default=None))
 
@@ -405,8 +399,6 @@ class _Plan:
         off = set(self.skipped) | self.no_repeat
         if not off:
             return pcfg
-        from ..pipeline import PipelineConfig
-
         cfg = PipelineConfig.coerce(pcfg)
         for section in off:
             getattr(cfg, section).enabled = False

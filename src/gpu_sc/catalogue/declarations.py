@@ -37,9 +37,12 @@ def _knn_transformer(v) -> str | None:
     """Neighbors' ``transformer``: None (auto: exact, IVF-Flat from 2*10^5 cells), "sklearn"
     (exact), "ivf" or a :class:`gpu_sc.kernels.ivf.IVFFlat` (IVF-Flat).
     """
-    from ..kernels.ivf import IVFFlat
-
-    if v is None or isinstance(v, IVFFlat) or (isinstance(v, str) and v in ("sklearn", "ivf")):
+    # An IVFFlat instance, recognised by its class's qualified name: the catalogue (pure data,
+    # below every layer) does not import the kernels.
+    ivf = any(
+        f"{c.__module__}.{c.__qualname__}" == "gpu_sc.kernels.ivf.IVFFlat" for c in type(v).__mro__
+    )
+    if v is None or ivf or (isinstance(v, str) and v in ("sklearn", "ivf")):
         return None
     return (
         f"transformer={v!r} (the engine computes exact kNN or IVF-Flat: None, 'sklearn', "

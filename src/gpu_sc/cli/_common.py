@@ -6,12 +6,13 @@ import os
 import sys
 import time
 
+from ..backends import names
+
 __all__ = ["backend_help", "print_progress", "provenance_table"]
 
 
 def backend_help() -> str:
     """``--backend``'s help: ``auto`` and every registered backend (:mod:`gpu_sc.backends`)."""
-    from ..backends import names
 
     return f"auto | {' | '.join(names())} (default auto)"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..backends import registered, resolve_backend
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="versions and usable backends")
@@ -9,7 +11,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..backends import registered, resolve_backend
     from ..dispatch import implemented_steps
     from ..dispatch.provenance import environment
 

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..backends import is_gpu
+from ..backends import get, is_gpu
 from ._common import backend_help, print_progress, provenance_table
 from .report import add_report_options, report_kwargs
 
@@ -102,8 +102,6 @@ def _start_dask(args, backend: str):
     import logging
 
     import distributed
-
-    from ..backends import get
 
     chosen = get(backend)
     if not logging.getLogger("gpu_sc").isEnabledFor(logging.DEBUG):  # unless --verbose

@@ -8,16 +8,17 @@ matrix.
 
 - :data:`DASK_STEPS`: step name -> ``func(adata, ctx, **scanpy_params)`` (the in-memory
   engine's signature), for a step catalogue to register as one more way to run a step;
-- :func:`run_dask_step`: one public step on the Dask matrix (provenance backend ``"dask"``);
-- :func:`run_qc_to_pca`: :func:`gpu_sc.pipeline` from the filters to PCA;
+- :func:`gpu_sc.pipeline.on_dask.run_dask_step`: one public step on the Dask matrix
+  (provenance backend ``"dask"``) and :func:`gpu_sc.pipeline.on_dask.run_qc_to_pca`:
+  :func:`gpu_sc.pipeline` from the filters to PCA (above this package: they call the public
+  steps and the pipeline);
 - :func:`dask_info`: scheduler, worker count and block size, for provenance.
 """
 
 from typing import Any
 
 from .. import catalogue
-from .graph import dask_info
-from .run import run_dask_step, run_qc_to_pca
+from ..dispatch.arrays import dask_info
 
 #: Step name -> Dask implementation ``func(adata, ctx, **scanpy_params)`` (the in-memory
 #: engine's signature), derived from the catalogue's ``Step.dask`` entries.
@@ -25,4 +26,4 @@ DASK_STEPS: dict[str, Any] = {
     s.name: catalogue.resolve(s.dask) for s in catalogue.STEPS if s.dask is not None
 }
 
-__all__ = ["DASK_STEPS", "dask_info", "run_dask_step", "run_qc_to_pca"]
+__all__ = ["DASK_STEPS", "dask_info"]

@@ -20,10 +20,10 @@ import scipy.sparse as sp
 
 from ..dispatch.arrays import ArrayModule
 from ..dispatch.registry import EngineContext
+from ..engine.dask_rows import DaskRows, compute, row_blocks, subset_cols
 from ..engine.markers import rank_genes_groups_with
 from ..kernels import markers as K
 from ..kernels.reductions import as_csr
-from .graph import DaskRows, compute, row_blocks, subset_cols
 
 __all__ = ["WILCOXON_CHUNK_NNZ", "rank_genes_groups"]
 

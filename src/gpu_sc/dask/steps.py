@@ -1,18 +1,16 @@
 """Preprocessing steps on an AnnData whose ``X`` is a Dask array of row blocks: wiring.
 
 Each step is the in-memory engine's function (:mod:`gpu_sc.engine`), whose block functions
-run on the Dask executor (:class:`gpu_sc.dask.graph.DaskRows`, chosen by
+run on the Dask executor (:class:`gpu_sc.engine.dask_rows.DaskRows`, chosen by
 :func:`gpu_sc.engine.executor.executor` for a Dask matrix): row-local results (normalised,
 log-transformed, scaled, regressed matrices, every row or column subset) only extend the
 graph; statistics over all cells are per-block float64 accumulators added by a fixed-order
-tree (:func:`gpu_sc.dask.graph.tree_sum`), and only they (per-cell or per-gene vectors, a
+tree (:func:`gpu_sc.engine.dask_rows.tree_sum`), and only they (per-cell or per-gene vectors, a
 genes x genes Gram matrix, the PCA coordinates) come back to the client. The functions here
 give scanpy's defaults and refuse what the Dask path does not implement, before any change.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
@@ -22,8 +20,9 @@ from ..engine import normalize as _norm
 from ..engine import pca as _pca
 from ..engine import qc as _qc
 from ..engine import regress_scale as _rs
+from ..engine._matrix import subset_dask
+from ..engine.dask_rows import DaskRows, is_dask
 from ..kernels import qc as qc_k
-from .graph import DaskRows, is_dask, subset_cols, subset_rows
 
 __all__ = [
     "calculate_qc_metrics",
@@ -45,11 +44,6 @@ __all__ = [
 # helpers
 
 
-def _actual(adata) -> None:
-    if adata.is_view:
-        adata._init_as_actual(adata.copy())
-
-
 def _dask_x(adata, layer: str | None, params: dict) -> dict:
     """``params`` (a step's ``locals()``) without ``adata`` and ``ctx``, after checking that
     the matrix the step reads is a Dask array."""
@@ -64,34 +58,9 @@ def _dask_x(adata, layer: str | None, params: dict) -> dict:
     return {k: v for k, v in params.items() if k not in ("adata", "ctx")}
 
 
-def _dask_matrices(adata) -> dict[str | None, Any]:
-    out = {None: adata.X} if is_dask(adata.X) else {}
-    out.update({k: v for k, v in adata.layers.items() if is_dask(v)})
-    return out
-
-
 def _subset(adata, keep: np.ndarray, axis: int) -> None:
-    """``adata`` subset in place along ``axis`` (0: cells, 1: genes); Dask matrices are
-    subset block by block (:func:`~gpu_sc.dask.graph.subset_rows` / ``subset_cols``), the
-    rest by anndata."""
-    _actual(adata)
-    keep = np.asarray(keep, dtype=bool)
-    mats = _dask_matrices(adata)
-    for key in mats:
-        if key is None:
-            adata.X = None
-        else:
-            del adata.layers[key]
-    if axis == 0:
-        adata._inplace_subset_obs(keep)
-    else:
-        adata._inplace_subset_var(keep)
-    for key, x in mats.items():
-        x = subset_rows(x, keep) if axis == 0 else subset_cols(x, keep)
-        if key is None:
-            adata.X = x
-        else:
-            adata.layers[key] = x
+    """``adata`` subset in place along ``axis`` (:func:`gpu_sc.engine._matrix.subset_dask`)."""
+    subset_dask(adata, keep, axis)
 
 
 def subset_obs(adata, mask, **_params) -> None:

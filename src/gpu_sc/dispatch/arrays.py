@@ -19,6 +19,7 @@ import scipy.sparse as sp
 __all__ = [
     "ArrayModule",
     "array_module",
+    "dask_info",
     "device_sparse_dtype",
     "is_dask",
     "is_device_array",
@@ -182,3 +183,33 @@ def module_of(x: Any) -> ArrayModule:
     if is_device_array(x):
         return array_module("cupy")
     return array_module("numpy")
+
+
+def dask_info(x=None) -> dict[str, Any]:
+    """Where the Dask work runs: ``scheduler`` (a ``distributed`` address, or the local
+    scheduler's name), ``n_workers`` and, for a matrix ``x``, ``chunk_rows`` (largest block)
+    and ``n_blocks``."""
+    import dask
+
+    info: dict[str, Any] = {}
+    name = dask.config.get("scheduler", None)
+    client = None
+    if name in (None, "dask.distributed", "distributed"):  # a Client sets "dask.distributed"
+        try:
+            from distributed import get_client
+
+            client = get_client()
+        except (ImportError, ValueError):
+            client = None
+    if client is not None:
+        # a connected client's scheduler is set (its stubs allow None)
+        info["scheduler"] = f"distributed {client.scheduler.address}"  # type: ignore[union-attr]
+        info["n_workers"] = len(client.scheduler_info().get("workers", {}))
+    else:
+        name = name or "threads"
+        info["scheduler"] = f"local {name}"
+        info["n_workers"] = 1 if name in ("sync", "single-threaded") else dask.system.CPU_COUNT
+    if x is not None and is_dask(x):
+        info["chunk_rows"] = int(max(x.chunks[0])) if x.chunks[0] else 0
+        info["n_blocks"] = len(x.chunks[0])
+    return info

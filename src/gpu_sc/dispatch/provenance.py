@@ -39,6 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._settings import settings
+from .._version import __version__
+from ..backends import cuda_status, find
+
 __all__ = [
     "HISTORY_SIZE",
     "PROVENANCE_COLUMNS",
@@ -97,7 +101,6 @@ def writes_uns() -> bool | str:
     (the pipeline), ``"untimed"`` with ``gpu_sc.settings.record_steps``, else False."""
     if _RECORDING.get():
         return "timed"
-    from .._settings import settings
 
     return "untimed" if settings.record_steps else False
 
@@ -310,15 +313,11 @@ def environment(backend: str | None = None) -> dict[str, Any]:
     """Versions of the libraries that produce results, and the GPU's name if one is used."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from .. import __version__
-
     def _v(dist: str) -> str:
         try:
             return version(dist)
         except PackageNotFoundError:
             return "not installed"
-
-    from ..backends import cuda_status, find
 
     versions = {
         "gpu_sc": __version__,

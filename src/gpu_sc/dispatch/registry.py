@@ -20,10 +20,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import catalogue
 from .._scanpy_compat import engine_gap, engine_params
 from .._settings import settings
 from ..backends import Backend, canonical_backend_name, engine_names, resolve, resolve_precision
-from .arrays import ArrayModule, array_module
+from ..catalogue import get, unsupported
+from .arrays import ArrayModule, array_module, dask_info, to_host_array
+from .arrays import is_device_array as on_device
 from .provenance import kernel_log, record_step, summarize_kernels, writes_uns
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "EngineContext",
     "EngineUnsupported",
     "FallbackError",
+    "InputError",
     "engine_impl",
     "impl_for",
     "implemented_steps",
@@ -54,6 +58,13 @@ class EngineUnsupported(Exception):
 class DaskUnsupported(ValueError):
     """A step reads a Dask array and has no Dask implementation of the requested parameters
     (scanpy cannot stand in: it would read the whole matrix into memory)."""
+
+
+class InputError(ValueError):
+    """The input AnnData cannot be processed as given (defined here, below the steps and the
+    pipeline that both raise it; :mod:`gpu_sc.pipeline.validate` re-exports it)."""
+
+    __module__ = "gpu_sc.pipeline.validate"  # its public home, unchanged
 
 
 class FallbackError(RuntimeError):
@@ -143,8 +154,6 @@ def engine_impl(step: str, backend: str | Backend) -> Callable[..., Any] | None:
         return None
 
     def checked(adata, ctx, **params):
-        from ..catalogue import get, unsupported
-
         params = engine_params(step, params)
         entry = get(step)
         if entry is not None and entry.namespaces:  # reconciled with the installed scanpy
@@ -178,7 +187,6 @@ def _load_engine() -> None:
     new = [b for b in engine_names() if b not in _LOADED]
     if not new:
         return
-    from .. import catalogue
 
     for entry in catalogue.engine_steps():
         func = catalogue.resolve(entry.engine)
@@ -305,7 +313,6 @@ def _engine_choice(
         return None, {}, f"no {chosen.name} engine implementation of {step!r} yet", False
     if not usable:  # the pipeline warned once: the per-step fallbacks are then quiet
         return None, {}, f"{chosen.name} backend unusable: {reason}", True
-    from ..catalogue import unsupported
 
     spelled = engine_params(step, params)  # scanpy's newer spellings of defaults
     kept, lacking = _engine_params(impl.func, spelled, scanpy_impl)
@@ -430,7 +437,6 @@ def run_scanpy(
 def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) -> Any:
     """:func:`run_step` for a step whose input matrix is a Dask array: the catalogue's Dask
     implementation, recorded with backend ``"dask"`` and where its blocks ran."""
-    from .. import catalogue
 
     entry = catalogue.get(step)
     if entry is None or entry.dask is None:
@@ -470,7 +476,6 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
                 step,
                 fallback_reason,
             )
-    from ..dask.graph import dask_info  # imports dask: only for Dask input
 
     _prelude(step, adata, params)
     t0 = time.perf_counter()
@@ -503,7 +508,6 @@ def _run_lazy(step, adata, params, scanpy_impl, requested, chosen, why, strict) 
 
 def _prelude(step: str, adata, params: dict[str, Any]) -> None:
     """The step's catalogued prelude: scanpy's warnings and argument errors for this call."""
-    from .. import catalogue
 
     entry = catalogue.get(step)
     if entry is not None and entry.prelude is not None:
@@ -568,9 +572,6 @@ def move_to_host(adata) -> None:
     """Replace device arrays in ``adata`` by host copies (scanpy and h5ad need host arrays)."""
     if not _is_anndata(adata):
         return
-    from .arrays import is_device_array as on_device
-    from .arrays import to_host_array
-
     if on_device(adata.X):
         adata.X = to_host_array(adata.X, None)
     for mapping in (adata.layers, adata.obsm, adata.varm, adata.obsp):

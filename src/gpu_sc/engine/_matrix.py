@@ -18,9 +18,10 @@ import scipy.sparse as sp
 
 from .._scanpy_compat import choose_mtx_rep, get_obs_rep
 from ..dispatch.arrays import is_dask, module_of
-from ..dispatch.registry import EngineUnsupported
+from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels.chunks import is_device
-from .executor import executor
+from .dask_rows import DaskRows, subset_cols, subset_rows
+from .executor import InMemoryRows, RowExecutor
 
 __all__ = ["executor"]
 
@@ -82,13 +83,50 @@ def _actual(adata) -> None:
         adata._init_as_actual(adata.copy())
 
 
+def executor(ctx: EngineContext, x: Any, **kw: Any) -> RowExecutor:
+    """The executor of matrix ``x``: :class:`~gpu_sc.engine.dask_rows.DaskRows` for a Dask
+    array (its blocks moved to ``ctx.am``'s module), else
+    :class:`~gpu_sc.engine.executor.InMemoryRows` (``kw``: its options)."""
+    if is_dask(x):
+        return DaskRows(x, ctx.am.name)
+    return InMemoryRows(ctx, x, **kw)
+
+
+def _dask_matrices(adata) -> dict[str | None, Any]:
+    out: dict[str | None, Any] = {None: adata.X} if is_dask(adata.X) else {}
+    out.update({k: v for k, v in adata.layers.items() if is_dask(v)})
+    return out
+
+
+def subset_dask(adata, keep: np.ndarray, axis: int) -> None:
+    """``adata`` subset in place along ``axis`` (0: cells, 1: genes); Dask matrices are
+    subset block by block (:func:`~gpu_sc.engine.dask_rows.subset_rows` / ``subset_cols``),
+    the rest by anndata."""
+    _actual(adata)
+    keep = np.asarray(keep, dtype=bool)
+    mats = _dask_matrices(adata)
+    for key in mats:
+        if key is None:
+            adata.X = None
+        else:
+            del adata.layers[key]
+    if axis == 0:
+        adata._inplace_subset_obs(keep)
+    else:
+        adata._inplace_subset_var(keep)
+    for key, x in mats.items():
+        x = subset_rows(x, keep) if axis == 0 else subset_cols(x, keep)
+        if key is None:
+            adata.X = x
+        else:
+            adata.layers[key] = x
+
+
 def _subset(adata, keep: np.ndarray, axis: int) -> None:
     """``adata`` subset in place along ``axis`` (0: cells, 1: genes); Dask matrices lazily,
-    block by block (:func:`gpu_sc.dask.steps.subset_obs`)."""
+    block by block (:func:`subset_dask`)."""
     if is_dask(adata.X) or any(is_dask(v) for v in adata.layers.values()):
-        from ..dask.steps import subset_obs, subset_var
-
-        (subset_obs if axis == 0 else subset_var)(adata, keep)
+        subset_dask(adata, keep, axis)
     elif axis == 0:
         adata._inplace_subset_obs(keep)
     else:

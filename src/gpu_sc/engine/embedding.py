@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dispatch.registry import EngineUnsupported
+from ..kernels import tsne as _tsne
 from ..kernels import umap as _umap
 from .neighbors import choose_representation
 
@@ -173,8 +174,6 @@ def tsne(
     # (covariance eigendecomposition); use_fast_tsne picks another CPU implementation of the
     # same method, so neither changes what the engine computes.
     from scanpy import settings as sc_settings
-
-    from ..kernels import tsne as _tsne
 
     # metric, random_state: declared in the catalogue.
     am = ctx.am

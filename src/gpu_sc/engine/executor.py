@@ -8,9 +8,9 @@ reductions, an associative ``combine``. An executor runs them over the matrix's 
 - :class:`InMemoryRows`: a host or device matrix, as one device block or, chunked, as row
   blocks streamed from host (:class:`gpu_sc.kernels.chunks.RowBlocks`); partial results are
   folded in block order as they come;
-- :class:`gpu_sc.dask.graph.DaskRows`: a Dask array of row blocks; the block functions are
+- :class:`gpu_sc.engine.dask_rows.DaskRows`: a Dask array of row blocks; the block functions are
   tasks, partial results are added by the fixed-order tree of
-  :func:`gpu_sc.dask.graph.tree_sum` (same bits on any number of workers), matrix results
+  :func:`gpu_sc.engine.dask_rows.tree_sum` (same bits on any number of workers), matrix results
   stay lazy.
 
 Both give the same interface (:class:`RowExecutor`); :func:`executor` picks one for a matrix.
@@ -25,12 +25,12 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from ..dispatch.arrays import ArrayModule, is_dask, module_of
+from ..dispatch.arrays import ArrayModule, module_of
 from ..dispatch.registry import EngineContext
 from ..kernels.chunks import RowBlocks, is_device, needs_chunking, stack_rows
 from ..kernels.reductions import as_csr
 
-__all__ = ["InMemoryRows", "RowExecutor", "add", "concat_rows", "executor", "to_host"]
+__all__ = ["InMemoryRows", "RowExecutor", "add", "concat_rows", "to_host"]
 
 
 class RowExecutor(Protocol):
@@ -184,14 +184,3 @@ class InMemoryRows:
             ((_, _, out),) = self._calls(fn, args, rows)
             return out
         return stack_rows([self.am.to_host(out) for _, _, out in self._calls(fn, args, rows)])
-
-
-def executor(ctx: EngineContext, x: Any, **kw: Any) -> RowExecutor:
-    """The executor of matrix ``x``: :class:`~gpu_sc.dask.graph.DaskRows` for a Dask array
-    (its blocks moved to ``ctx.am``'s module), else :class:`InMemoryRows` (``kw``: its
-    options)."""
-    if is_dask(x):
-        from ..dask.graph import DaskRows
-
-        return DaskRows(x, ctx.am.name)
-    return InMemoryRows(ctx, x, **kw)

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import logging
 
-from ..dispatch.registry import EngineUnsupported
+from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import connectivities as _conn
 from ..kernels.ivf import AUTO_IVF_CELLS, IVFFlat, ivf_knn
 from ..kernels.knn import knn as _knn
 from ..kernels.knn import knn_to_csr
+from .pca import pca
 
 __all__ = ["choose_representation", "knn_algorithm", "neighbors"]
 
@@ -85,8 +86,6 @@ def _pca_on_the_fly(adata, am, n_pcs: int | None):
     import warnings
 
     from .._scanpy_compat import scanpy_pca
-    from ..dispatch.registry import EngineContext
-    from .pca import pca
 
     warnings.warn(
         f"You’re trying to run this on {adata.n_vars} dimensions of `.X`, "

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dispatch.arrays import to_host_array
+
 __all__ = ["kl_divergence", "neighbourhood_preservation", "trustworthiness"]
 
 
 def _host(x) -> np.ndarray:
-    from ..dispatch.arrays import to_host_array
-
     x = to_host_array(x, None)
     if hasattr(x, "toarray"):
         x = x.toarray()
@@ -109,8 +109,6 @@ def kl_divergence(P, Y) -> float:
     for both embeddings, so two t-SNE implementations are compared on the same objective.
     """
     import scipy.sparse as sp
-
-    from ..dispatch.arrays import to_host_array
 
     P = sp.csr_matrix(to_host_array(P, None), dtype=np.float64)
     Y = _host(Y)

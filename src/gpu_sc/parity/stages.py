@@ -21,6 +21,9 @@ import scipy.sparse as sp
 
 from .. import catalogue
 from ..backends import delegates
+from ..dispatch.arrays import array_module
+from ..kernels.embedding_quality import kl_divergence
+from ..kernels.tsne import joint_probabilities
 from ..pipeline.plan import rank_genes_key
 from . import metrics as M
 from .thresholds import (
@@ -405,10 +408,6 @@ def _extract_tsne(adata) -> Extract:
 
 
 def _compare_tsne(a, b, ctx) -> list[Measured]:
-    from ..dispatch.arrays import array_module
-    from ..kernels.embedding_quality import kl_divergence
-    from ..kernels.tsne import joint_probabilities
-
     rows = _compare_embedding(a, b, ctx)
     if not np.array_equal(a["cells"], b["cells"]):
         return rows  # different cells end to end: no shared P to score both embeddings with

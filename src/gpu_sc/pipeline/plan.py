@@ -16,7 +16,9 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
+from .. import pp, tl
 from ..dispatch.arrays import is_dask
+from ..kernels.ivf import AUTO_IVF_CELLS, IVFFlat
 from .validate import InputError
 
 logger = logging.getLogger("gpu_sc")
@@ -28,8 +30,6 @@ def rank_genes_key(method: str) -> str:
 
 
 def _public(name: str):
-    from .. import pp, tl
-
     return getattr(pp, name) if hasattr(pp, name) else getattr(tl, name)
 
 
@@ -203,7 +203,6 @@ def neighbors(r, cfg, step) -> None:
 def knn_transformer(c, n_obs: int):
     """scanpy's ``transformer`` for the neighbors config ``c``: None (scanpy's default; the
     engine's auto switch) unless the config asks for an algorithm or IVF parameters."""
-    from ..kernels.ivf import AUTO_IVF_CELLS, IVFFlat
 
     ivf = c.algorithm == "ivf" or (c.algorithm == "auto" and n_obs >= AUTO_IVF_CELLS)
     if c.algorithm == "exact":

@@ -11,7 +11,7 @@ from .. import catalogue
 from .._progress import step_line
 from .._settings import settings
 from ..backends import Backend, canonical_backend_name, resolve, resolve_precision
-from ..dispatch.arrays import is_dask
+from ..dispatch.arrays import array_module, dask_info, is_dask, is_device_array
 from ..dispatch.provenance import provenance, record_step, recording, store_pipeline_record
 from ..dispatch.registry import (
     FallbackError,
@@ -19,6 +19,7 @@ from ..dispatch.registry import (
     quiet_unusable_cuda,
     strict_mode,
 )
+from ..kernels.chunks import needs_chunking
 from .config import PipelineConfig
 from .plan import rank_genes_key
 from .validate import prepare_counts, validate_counts
@@ -189,8 +190,6 @@ def _store_record(work, record: dict, n_before: int) -> None:
     used = {b: ran.count(b) for b in dict.fromkeys(ran)}
     lazy = {}
     if is_dask(work.X):
-        from ..dask.graph import dask_info
-
         lazy = {"dask": dask_info(work.X)}
     store_pipeline_record(
         work,
@@ -226,9 +225,6 @@ def upload_matrix(adata, *, max_nnz: int, am=None) -> bool:
     """
     import numpy as np
     import scipy.sparse as sp
-
-    from ..dispatch.arrays import array_module, is_device_array
-    from ..kernels.chunks import needs_chunking
 
     x = adata.X
     if x is None or is_dask(x) or is_device_array(x):

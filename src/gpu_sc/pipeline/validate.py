@@ -8,18 +8,16 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
+from ..dispatch.arrays import array_module, is_dask, is_device_array
+from ..dispatch.registry import InputError
+from ..kernels.qc import value_summary
+
 __all__ = ["InputError", "prepare_counts", "validate_counts"]
 
 logger = logging.getLogger("gpu_sc")
 
 
-class InputError(ValueError):
-    """The input AnnData cannot be processed as given."""
-
-
 def _values(X) -> np.ndarray:
-    from ..dispatch.arrays import is_device_array
-
     if is_device_array(X):
         # CuPy forbids np.asarray on device arrays, and a cupyx matrix is no scipy.sparse
         # matrix (it became a 0-d object array): move it to host explicitly.
@@ -28,8 +26,6 @@ def _values(X) -> np.ndarray:
 
 
 def _on_device(X) -> bool:
-    from ..dispatch.arrays import is_device_array  # AnnData's views of CuPy arrays included
-
     return is_device_array(X)
 
 
@@ -92,15 +88,10 @@ def _summary(X) -> dict:
 
     A Dask array: one pass over its blocks, never the whole matrix in memory.
     """
-    from ..dispatch.arrays import is_dask
-
     if is_dask(X):
-        from ..dask.steps import value_summary as dask_value_summary
+        from ..dask.steps import value_summary as dask_value_summary  # the Dask path, on use
 
         return dask_value_summary(X)
-    from ..dispatch.arrays import array_module
-    from ..kernels.qc import value_summary
-
     if not (sp.issparse(X) or isinstance(X, np.ndarray) or _on_device(X)):
         X = np.asarray(X)
     return value_summary(array_module("numpy"), _values(X))  # host values, as before

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..dispatch.provenance import provenance
 from .annotation import UNS_RECORD, cell_type_labels, read_mapping
 from .figures import SUBSAMPLE_CELLS, draw_all, plot_view
 from .html import render
@@ -144,8 +145,6 @@ def _annotation(adata, view, annotation, groupby: str) -> str | None:
 
 
 def _summary(adata, view, sizes, seconds: float) -> list[tuple[str, str]]:
-    from ..dispatch.provenance import provenance
-
     info = adata.uns.get("gpu_sc", {})
     pipe = info.get("pipeline", {}) if isinstance(info, dict) else {}
     rows = [

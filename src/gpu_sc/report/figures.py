@@ -18,6 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dispatch.arrays import is_dask
+from ..dispatch.provenance import pipeline_record
+from ..engine.dask_rows import compute, row_blocks, subset_cols
+
 __all__ = ["FigureResult", "PlotView", "Skip", "draw_all", "plot_view"]
 
 logger = logging.getLogger("gpu_sc")
@@ -99,9 +103,6 @@ def plot_view(
     """Build the :class:`PlotView` of a result (no copy of the large matrices)."""
     import anndata as ad
 
-    from ..dispatch.arrays import is_dask
-    from ..dispatch.provenance import pipeline_record
-
     config = pipeline_record(adata).get("config", {})
     log1p = bool(config.get("log1p", {}).get("enabled", True))
     uns = {k: copy.deepcopy(v) for k, v in adata.uns.items() if k != "gpu_sc"}
@@ -147,8 +148,6 @@ def plot_view(
 def _gene_columns(X, var, wanted):
     """The columns of the Dask matrix ``X`` for the ``wanted`` genes, in memory (CSR)."""
     import scipy.sparse as sp
-
-    from ..dask.graph import compute, row_blocks, subset_cols
 
     keep = var.index.isin(list(wanted))
     blocks = compute(*row_blocks(subset_cols(X, keep)))

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from ..dispatch.provenance import pipeline_record, provenance
+
 __all__ = [
     "backend_line",
     "cluster_sizes",
@@ -27,7 +29,6 @@ def _info(adata) -> dict:
 
 def shape_rows(adata) -> list[dict]:
     """Cells and genes after the input, each filter, and any other step that changed them."""
-    from ..dispatch.provenance import pipeline_record
 
     shapes = pipeline_record(adata).get("shapes", [])
     rows, last = [], None
@@ -92,7 +93,6 @@ def marker_table(long: pd.DataFrame, sizes: pd.DataFrame, top: int = 5) -> pd.Da
 
 def provenance_rows(adata) -> list[dict]:
     """Executed steps: step (with the marker method), backend, requested, fallback, seconds."""
-    from ..dispatch.provenance import provenance
 
     rows = []
     for p in provenance(adata):
@@ -129,7 +129,6 @@ def backend_line(pipe: dict) -> str:
 
 def environment_rows(adata, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     """(name, value) pairs: pipeline backend, device, machine, library versions."""
-    from ..dispatch.provenance import pipeline_record
 
     info = _info(adata)
     pipe = pipeline_record(adata)

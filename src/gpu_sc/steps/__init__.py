@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import catalogue
 from ..dispatch.arrays import is_dask, module_of
-from ..dispatch.registry import bind_scanpy_params, is_default, run_scanpy, run_step
+from ..dispatch.registry import InputError, bind_scanpy_params, is_default, run_scanpy, run_step
 
 logger = logging.getLogger("gpu_sc")
 
@@ -361,8 +361,6 @@ def check_step_params(step: str, adata, params: dict) -> None:
     if entry is not None and entry.too_few is not None and hasattr(adata, "n_obs"):
         why = entry.too_few(adata.n_obs, params)
         if why:
-            from ..pipeline.validate import InputError
-
             raise InputError(f"{step}: {why}")
 
 
@@ -378,8 +376,6 @@ def check_step_input(step: str, adata, params: dict) -> bool:
     Raises :class:`~gpu_sc.pipeline.validate.InputError` naming the step, the matrix and
     what to do.
     """
-    from ..pipeline.validate import InputError
-
     if not hasattr(adata, "obsm"):
         return False  # not an AnnData (scanpy's array input): scanpy handles it
     entry = catalogue.get(step.split(".")[-1]) or _UNCATALOGUED

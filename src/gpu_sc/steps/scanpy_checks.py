@@ -14,6 +14,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from ..dispatch.arrays import is_dask
+
 __all__ = [
     "calculate_qc_metrics",
     "highly_variable_genes",
@@ -71,7 +73,6 @@ def pca(adata, params: dict[str, Any]) -> None:
     (``_handle_sklearn_args``); ``lobpcg`` on sparse input
     is deprecated (FutureWarning); a sparse Dask matrix ignores ``random_state`` and
     ``svd_solver`` with warnings. The engine computes the same PCA whatever the solver."""
-    from ..dispatch.arrays import is_dask
 
     if params.get("chunked"):
         return  # scanpy's chunked path (the engine does not run it)

@@ -15,12 +15,12 @@ import os
 import sys
 import time
 
+from ._registry import registry
+
 
 def compile_all(ccs: list[tuple[int, int]], only: list[str] | None = None) -> list[dict]:
     """One record per (kernel, function, signature, cc): ``ok``, PTX bytes or the error."""
     from numba import cuda
-
-    from ._registry import registry
 
     out = []
     for name, spec in registry().items():

@@ -39,7 +39,7 @@ import math
 import numpy as np
 
 from ...dispatch.arrays import array_module_for
-from ..leiden import SWEEPS_PER_CALL, PhaseState, phase_sweeps
+from ..leiden import SWEEPS_PER_CALL, PhaseState, _Graph, phase_sweeps
 from ._registry import launch_stream
 from ._spec import KernelCost, KernelSpec
 
@@ -281,8 +281,6 @@ def _example(xp, scale: int = 0):
     """A move phase on two dense blocks joined by a few edges (scale 0: 2 x 40 nodes; 1:
     2 x 20000 nodes with 30 edges each; 2: 2 x 200000)."""
     import scipy.sparse as sp
-
-    from ..leiden import _Graph
 
     half = {0: 40, 1: 20000, 2: 200000}[scale]
     rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ import numpy as np
 
 from ...dispatch.arrays import array_module_for
 from ..segment import segment_ids
-from ..tsne import _FLOAT32_TINY, _attraction, descent_step
+from ..tsne import _FLOAT32_TINY, TsneState, _attraction, descent_step
 from ._registry import grid, launch_stream
 from ._spec import KernelCost, KernelSpec
 
@@ -276,8 +276,6 @@ def _example(xp, scale: int = 0):
     """A random sparse ``P`` (30 entries per row) and positions; scale 0: 64 points, exact;
     1: 2048, exact; 2: 10^5, FFT."""
     import scipy.sparse as sp
-
-    from ..tsne import TsneState
 
     n, rep = {0: (64, "exact"), 1: (2048, "exact"), 2: (100_000, "fft")}[scale]
     rng = np.random.default_rng(0)

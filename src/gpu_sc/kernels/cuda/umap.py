@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...dispatch.arrays import array_module_for
-from ..umap import HASH_GOLDEN, HASH_M1, HASH_M2, layout_epoch
+from ..umap import HASH_GOLDEN, HASH_M1, HASH_M2, layout_epoch, layout_state
 from ._registry import grid, launch_stream
 from ._spec import KernelCost, KernelSpec
 
@@ -157,8 +157,6 @@ def _example(xp, scale: int = 0):
     """A kNN-like graph of ``n`` vertices, 15 neighbours each, 2-D (scale 0: 64; 1: 10^5;
     2: 10^6), epoch 0 (every edge of maximal weight active)."""
     import scipy.sparse as sp
-
-    from ..umap import layout_state
 
     n = {0: 64, 1: 100_000, 2: 1_000_000}[scale]
     rng = np.random.default_rng(0)

@@ -35,8 +35,12 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ...backends.cupy import cuda_status
+from ...dispatch import arrays
+from . import _cuda, _namespace
 from ._core import DEVICE, DEVICE_NAME, OutOfMemoryError, ndarray
 from ._rules import Counters, cupy_version
+from ._sparse import csc_matrix, csr_matrix, linalg_namespace, spmatrix
 
 __all__ = ["DEVICE_NAME", "DoubleHandle", "OutOfMemoryError", "install", "installed", "ndarray"]
 
@@ -80,8 +84,6 @@ def installed() -> bool:
 
 
 def _build_modules() -> dict[str, types.ModuleType]:
-    from . import _cuda, _namespace
-
     ns = _namespace.build()
     mods: dict[str, types.ModuleType] = {}
     for name in (
@@ -105,8 +107,6 @@ def _build_modules() -> dict[str, types.ModuleType]:
     mods["cupyx"].__is_cupy_double__ = True
     mods["cupyx.scipy"].sparse = mods["cupyx.scipy.sparse"]
     mods["cupyx.scipy"].special = mods["cupyx.scipy.special"]
-    from ._sparse import linalg_namespace
-
     linalg = types.ModuleType("cupyx.scipy.sparse.linalg", "CuPy double: sparse linalg")
     linalg.__dict__.update(linalg_namespace())
     mods["cupyx.scipy.sparse.linalg"] = linalg
@@ -130,8 +130,6 @@ def _patch_anndata(undo: list) -> None:
         from anndata._core import views
     except ImportError:
         return
-    from ._sparse import csc_matrix, csr_matrix, spmatrix
-
     mocks = {
         "CupyArray": ndarray,
         "CupyCSRMatrix": csr_matrix,
@@ -192,9 +190,6 @@ def _patch_anndata(undo: list) -> None:
 
 
 def _clear_caches() -> None:
-    from ...backends.cupy import cuda_status
-    from ...dispatch import arrays
-
     cuda_status.cache_clear()
     arrays.array_module.cache_clear()
 

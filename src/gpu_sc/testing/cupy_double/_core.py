@@ -57,6 +57,27 @@ class Device:
 
 DEVICE = Device()
 
+#: The double's namespaces, module name -> attributes (``"cupy"``, ``"cupyx.scipy.sparse"``,
+#: ...), filled by :func:`gpu_sc.testing.cupy_double._namespace.build`. Defined here, where
+#: the arrays' operators look functions up, so that this module imports none of the modules
+#: built on it (they import it).
+NAMESPACE: dict[str, dict[str, Any]] = {}
+#: The double's cupyx matrix base class and ``cupy.cuda.Device``, handed over by
+#: ``_sparse`` and ``_cuda`` on import (the package imports both with this module).
+_SPARSE: tuple[type, ...] = ()
+_CUDA_DEVICE: list[type] = []
+
+
+def register_sparse(cls: type) -> None:
+    """``_sparse`` hands over its matrix base class (``isinstance`` checks here)."""
+    global _SPARSE
+    _SPARSE = (cls,)
+
+
+def register_cuda_device(cls: type) -> None:
+    """``_cuda`` hands over its ``Device`` class (an array's ``.device``)."""
+    _CUDA_DEVICE[:] = [cls]
+
 
 def _owner(a: np.ndarray) -> np.ndarray:
     while isinstance(a.base, np.ndarray):
@@ -241,8 +262,6 @@ class ndarray:  # CuPy's name
     # -- NumPy protocols: CuPy's behaviour -------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         # [U] CuPy applies its own ufunc of the same name; NumPy operands fail there.
-        from ._namespace import NAMESPACE
-
         cp_ufunc = NAMESPACE["cupy"].get(ufunc.__name__)
         if cp_ufunc is None:
             return NotImplemented
@@ -251,8 +270,6 @@ class ndarray:  # CuPy's name
     def __array_function__(self, func, types, args, kwargs):
         # cupy/_core/core.pyx __array_function__: the cupy function of the same module path
         # and name, NotImplemented where CuPy has none.
-        from ._namespace import NAMESPACE
-
         modname = func.__module__.replace("numpy", "cupy", 1)
         target = NAMESPACE.get(modname, {}).get(func.__name__)
         if target is None or not all(issubclass(t, (ndarray, np.ndarray)) for t in types):
@@ -261,9 +278,7 @@ class ndarray:  # CuPy's name
 
 
 def _current_device():
-    from ._cuda import Device as CudaDevice
-
-    return CudaDevice(0)
+    return _CUDA_DEVICE[0](0)
 
 
 def _from_host(a):
@@ -348,9 +363,7 @@ def unwrap_operand(x, where: str, *, allow_host: bool = False, allow_lists: bool
             DEVICE.counters.to_device(x.nbytes)
             return x
         raise _unsupported(x)  # [U], and cupy functions take cupy arrays only
-    from ._sparse import spmatrix
-
-    if isinstance(x, spmatrix):
+    if isinstance(x, _SPARSE):
         return x
     if isinstance(x, (list, tuple)):
         if not allow_lists:
@@ -363,10 +376,7 @@ def unwrap_operand(x, where: str, *, allow_host: bool = False, allow_lists: bool
 
 def binary_method(name: str, reflected: bool = False):
     def method(self, other):
-        from ._namespace import NAMESPACE
-        from ._sparse import spmatrix
-
-        if isinstance(other, spmatrix):
+        if isinstance(other, _SPARSE):
             return NotImplemented
         f = NAMESPACE["cupy"][name]
         return f(other, self) if reflected else f(self, other)
@@ -393,8 +403,6 @@ for _name, _cp in [
     setattr(ndarray, f"__r{_name}__", binary_method(_cp, reflected=True))
 
     def _inplace(self, other, _cp=_cp):
-        from ._namespace import NAMESPACE
-
         NAMESPACE["cupy"][_cp](self, other, out=self)
         return self
 
@@ -418,8 +426,6 @@ for _name, _cp in [
 ]:
 
     def _unary(self, _cp=_cp):
-        from ._namespace import NAMESPACE
-
         return NAMESPACE["cupy"][_cp](self)
 
     setattr(ndarray, f"__{_name}__", _unary)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import types
 
-from ._core import DEVICE, DEVICE_NAME, OutOfMemoryError
+from ._core import DEVICE, DEVICE_NAME, OutOfMemoryError, register_cuda_device
 
 _MODULES: dict[str, types.ModuleType] = {}
 
@@ -48,6 +48,9 @@ class Device:
 
     def __repr__(self):
         return f"<CUDA Device {self.id} ({DEVICE_NAME})>"
+
+
+register_cuda_device(Device)
 
 
 class Stream:

@@ -13,11 +13,9 @@ from typing import Any
 import numpy as np
 import scipy.special
 
-from . import _core
-from ._core import DEVICE, ndarray, unwrap_operand
+from . import _core, _cuda, _sparse
+from ._core import DEVICE, NAMESPACE, ndarray, unwrap_operand
 from ._rules import catalogue, check_call, parse_signature
-
-NAMESPACE: dict[str, dict[str, Any]] = {}
 
 _NUMPY_HOMES = {
     "cupy": np,
@@ -199,8 +197,6 @@ def _random_state_class():
 
 def build() -> dict[str, dict[str, Any]]:
     """Fill :data:`NAMESPACE` (module name -> attributes) from the CuPy 14.2 list."""
-    from . import _cuda, _sparse
-
     NAMESPACE.clear()
     names = catalogue()["names"]
     for qualname, entry in names.items():

@@ -262,6 +262,9 @@ spmatrix.__neg__ = lambda self: _wrap_result(f"{self.format}_matrix.__neg__", -s
 spmatrix.__abs__ = lambda self: _wrap_result(f"{self.format}_matrix.__abs__", abs(self._m), (self,))
 
 
+_core.register_sparse(spmatrix)
+
+
 def _unwrap_tuple(t):
     return tuple(_unwrap_tuple(v) if isinstance(v, tuple) else _unwrap(v) for v in t)
 

@@ -1,13 +1,18 @@
 """Shortcuts over :func:`gpu_sc.pipeline` for Dask input (tests, the benchmark).
 
+They call the public steps and the pipeline, so they live here, above :mod:`gpu_sc.dask`.
 The Dask path is not a pipeline of its own: every catalogued step with a ``dask``
 implementation runs on it when the matrix it reads is a Dask array (:func:`gpu_sc.dispatch.run_step`).
 """
 
 from __future__ import annotations
 
+from .. import catalogue, pp, tl
 from ..dispatch.arrays import is_dask
+from ..dispatch.provenance import recording
 from ..dispatch.registry import DaskUnsupported
+from .config import PipelineConfig
+from .run import pipeline
 
 __all__ = ["run_dask_step", "run_qc_to_pca"]
 
@@ -26,14 +31,10 @@ def run_dask_step(step: str, adata, params: dict, *, array_module_name: str = "n
     :class:`~gpu_sc.dispatch.registry.DaskUnsupported` (before any change to ``adata``) for
     a step or parameter value the Dask path does not implement.
     """
-    from .. import catalogue, pp, tl
-
     entry = catalogue.get(step)
     if entry is None or entry.dask is None:
         on_dask = sorted(s.name for s in catalogue.STEPS if s.dask is not None)
         raise DaskUnsupported(f"no dask implementation of {step!r}; the dask path has {on_dask}")
-    from ..dispatch.provenance import recording
-
     func = getattr(pp, step) if hasattr(pp, step) else getattr(tl, step)
     with recording():
         return func.call(adata, **params, backend=array_module_name)
@@ -59,9 +60,6 @@ def run_qc_to_pca(
     persist_after_hvg
         ``pipeline(..., persist_hvg_matrix=True)``.
     """
-    from ..pipeline.config import PipelineConfig
-    from ..pipeline.run import pipeline
-
     if not is_dask(adata.X):
         raise TypeError("adata.X is not a dask array; open the file with gpu_sc.datasets.read_lazy")
     cfg = PipelineConfig.coerce(config).to_dict()

@@ -1,5 +1,5 @@
 """Time every registered fused kernel against its declared cost:
-``python -m gpu_sc.kernels.cuda.timing [--scale 1] [--repeats 5] [--json out.json]``.
+``python -m gpu_sc.bench.kernel_timing [--scale 1] [--repeats 5] [--json out.json]``.
 
 On a CUDA device (CuPy + numba-cuda) each kernel's ``example`` inputs at ``--scale`` are
 launched ``--repeats`` times after one warm-up (which compiles it), timed with CUDA events;
@@ -20,14 +20,15 @@ import statistics
 import sys
 import time
 
+from ..kernels.cuda._registry import jitted, numba_cuda_status, registry
+from .model import H200, StepCounts, project
+
 
 def _copy(a):
     return a.copy() if hasattr(a, "copy") and not isinstance(a, (int, float, str)) else a
 
 
 def time_kernels(scale: int, repeats: int, only: list[str] | None = None) -> dict:
-    from ...bench.model import H200, StepCounts, project
-    from ._registry import jitted, numba_cuda_status, registry
 
     status = numba_cuda_status()
     if status.fused:
