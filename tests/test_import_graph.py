@@ -35,7 +35,7 @@ LAYERS = [
     ("gpu_sc.steps", "gpu_sc.pp", "gpu_sc.tl"),
     ("gpu_sc.datasets", "gpu_sc.io", "gpu_sc.pipeline", "gpu_sc.scverse_backend"),
     ("gpu_sc.parity", "gpu_sc.bench", "gpu_sc.report"),
-    ("gpu_sc.cli",),
+    ("gpu_sc.cli", "gpu_sc.testing.cost_counts"),  # cost_counts: `gpu-sc bench --model`'s run
     ("gpu_sc",),  # the package's facade
 ]
 
@@ -57,8 +57,17 @@ def _layer(module: str) -> int:
     return best
 
 
+#: Modules that are a unit of their own inside a subpackage: gpu_sc.testing holds the CuPy
+#: double (a device, below the kernels) and the cost model's counting run on it (tooling that
+#: runs the pipeline: above bench, beside the CLI that calls it).
+_OWN_UNITS = ("gpu_sc.testing.cost_counts",)
+
+
 def _unit(module: str) -> str:
     """The subpackage or top-level module ``module`` belongs to (``gpu_sc`` for the facade)."""
+    for own in _OWN_UNITS:
+        if module == own or module.startswith(own + "."):
+            return own
     return ".".join(module.split(".")[:2])
 
 
@@ -240,7 +249,12 @@ def _package(module: str) -> str:
 
 
 #: gpu_sc-wide internals: private to the distribution, shared by all its packages.
-_SHARED_PRIVATE = ("gpu_sc._settings", "gpu_sc._progress", "gpu_sc._scanpy_compat")
+_SHARED_PRIVATE = (
+    "gpu_sc._settings",
+    "gpu_sc._progress",
+    "gpu_sc._scanpy_compat",
+    "gpu_sc._version",
+)
 
 
 def test_no_private_name_crosses_a_package():
@@ -329,7 +343,7 @@ def test_no_module_cycles_all_imports():
 #: present (``try``/``except ImportError``); ``scverse_backend`` (an entry point) and
 #: ``catalogue`` resolve scanpy-facing modules on use. Lower the ceiling when one moves to
 #: module level; raise it only with a reason.
-IN_FUNCTION_CEILING = 57
+IN_FUNCTION_CEILING = 50
 
 
 def test_in_function_imports_of_own_modules_pinned():

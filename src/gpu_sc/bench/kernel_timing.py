@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 
-from ..kernels.cuda._registry import jitted, numba_cuda_status, registry
+from ..kernels.cuda import jitted, numba_cuda_status, registry
 from .model import H200, StepCounts, project
 
 

@@ -20,7 +20,7 @@ from ..engine import normalize as _norm
 from ..engine import pca as _pca
 from ..engine import qc as _qc
 from ..engine import regress_scale as _rs
-from ..engine._matrix import subset_dask
+from ..engine import subset_dask
 from ..engine.dask_rows import DaskRows, is_dask
 from ..kernels import qc as qc_k
 
@@ -59,7 +59,7 @@ def _dask_x(adata, layer: str | None, params: dict) -> dict:
 
 
 def _subset(adata, keep: np.ndarray, axis: int) -> None:
-    """``adata`` subset in place along ``axis`` (:func:`gpu_sc.engine._matrix.subset_dask`)."""
+    """``adata`` subset in place along ``axis`` (:func:`gpu_sc.engine.subset_dask`)."""
     subset_dask(adata, keep, axis)
 
 

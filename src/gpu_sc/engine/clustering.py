@@ -7,6 +7,7 @@ import pandas as pd
 import scipy.sparse as sp
 from natsort import natsorted
 
+from .._scanpy_compat import choose_graph, warn_once
 from ..dispatch.registry import EngineUnsupported
 from ..kernels.leiden import leiden as _leiden_kernel
 from ..kernels.paga import paga_connectivities
@@ -40,8 +41,6 @@ def leiden(
     optimises the same objective (``directed=False``, default partition type). Labels are
     numbered by decreasing cluster size.
     """
-    from .._scanpy_compat import choose_graph, warn_once
-
     am = ctx.am
     # restrict_to, random_state, leidenalg's objective: declared in the catalogue; scanpy's
     # errors raised here.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._scanpy_compat import init_pos_from_paga
 from ..dispatch.registry import EngineUnsupported
 from ..kernels import tsne as _tsne
 from ..kernels import umap as _umap
@@ -120,8 +121,6 @@ def _given_init(adata, am, init_pos, random_state, neighbors_key, shape):
         # obsm may hold a device array (device output): np.asarray would raise on it
         init_given = np.asarray(am.to_host(adata.obsm[init_pos]), dtype=np.float32)
     elif isinstance(init_pos, str) and init_pos == "paga":
-        from .._scanpy_compat import init_pos_from_paga
-
         init_given = np.asarray(
             init_pos_from_paga(adata, random_state=random_state, neighbors_key=neighbors_key),
             dtype=np.float32,

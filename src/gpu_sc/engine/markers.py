@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._scanpy_compat import check_mask, rank_genes_groups_methods, sanitize_anndata, select_groups
 from ..dispatch.registry import EngineUnsupported
 from ..kernels import markers as K
 
@@ -231,13 +232,6 @@ def _fractions(am, sums, groups_order, var_names, *, rest: bool) -> dict:
 def _plan(adata, groupby, mask_var, use_raw, groups, reference, method, corr_method, layer, kwds):
     """Validate like scanpy, in scanpy's order and with scanpy's errors (what this does not
     implement raises :class:`EngineUnsupported`, so scanpy runs), and select the data."""
-    from .._scanpy_compat import (
-        check_mask,
-        rank_genes_groups_methods,
-        sanitize_anndata,
-        select_groups,
-    )
-
     if kwds:
         raise EngineUnsupported(f"extra arguments {sorted(kwds)}")
     mask_var = check_mask(adata, mask_var, "var")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 
+from .._scanpy_compat import scanpy_pca
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import connectivities as _conn
 from ..kernels.ivf import AUTO_IVF_CELLS, IVFFlat, ivf_knn
@@ -84,8 +85,6 @@ def _pca_on_the_fly(adata, am, n_pcs: int | None):
     its defaults (here the engine's) and use (and keep) ``obsm['X_pca']``."""
     import inspect
     import warnings
-
-    from .._scanpy_compat import scanpy_pca
 
     warnings.warn(
         f"You’re trying to run this on {adata.n_vars} dimensions of `.X`, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._scanpy_compat import handle_mask_var
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import pca as pca_k
 from ..kernels import scale as scale_k
@@ -36,8 +37,6 @@ def pca(
     key_added=None,  # scanpy >= 1.11 (older ones store under the default key)
     copy,
 ):
-    from .._scanpy_compat import handle_mask_var
-
     if layer is not None and chunked:
         raise NotImplementedError("Cannot use `layer` and `chunked` at the same time.")  # scanpy's
     # scanpy's chunked=True is an incremental PCA, which approximates the exact PCA on the

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .._scanpy_compat import check_mask
 from ..dispatch.arrays import is_dask
 from ..dispatch.registry import EngineContext, EngineUnsupported
 from ..kernels import regress as reg_k
@@ -121,8 +122,6 @@ def scale(adata, ctx: EngineContext, *, zero_center, max_value, copy, layer, obs
     """scanpy's ``scale``; with ``mask_obs`` the means and SDs are those of the masked cells,
     only those are scaled and they go to ``var['mean of <mask>']`` (``'mean with mask'`` for
     an array), as scanpy does."""
-    from .._scanpy_compat import check_mask
-
     names = ("mean", "std")
     mask = None
     if mask_obs is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._scanpy_compat import vector_friendly
 from ..dispatch.arrays import is_dask
 from ..dispatch.provenance import pipeline_record
 from ..engine.dask_rows import compute, row_blocks, subset_cols
@@ -400,8 +401,6 @@ def _plotting(view: PlotView):
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from .._scanpy_compat import vector_friendly
 
     rc = {"figure.figsize": (view.figsize, view.figsize), "savefig.dpi": 100, "figure.dpi": 100}
     try:  # scanpy's switch for rasterized scatters, on while the figures are drawn

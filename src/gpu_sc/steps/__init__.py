@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import catalogue
+from .._scanpy_compat import handle_mask_var
 from ..dispatch.arrays import is_dask, module_of
 from ..dispatch.registry import InputError, bind_scanpy_params, is_default, run_scanpy, run_step
 
@@ -285,7 +286,6 @@ def _pca_result(tmp, params: dict, return_info: bool):
     x_pca = tmp.obsm["X_pca"]
     if not return_info:
         return x_pca
-    from .._scanpy_compat import handle_mask_var
 
     info = tmp.uns["pca"]
     _, mask = handle_mask_var(

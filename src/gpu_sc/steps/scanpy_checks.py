@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from .._scanpy_compat import handle_sklearn_args, validate_hvg_cutoffs, view_to_actual, warn_once
 from ..dispatch.arrays import is_dask
 
 __all__ = [
@@ -30,8 +31,6 @@ __all__ = [
 def transforms_in_place(adata, params: dict[str, Any]) -> None:
     """normalize_total, log1p, regress_out, scale: scanpy makes a view actual, warning
     "Received a view of an AnnData. Making a copy." (``scanpy._utils.view_to_actual``)."""
-    from .._scanpy_compat import view_to_actual
-
     view_to_actual(adata)
 
 
@@ -56,7 +55,6 @@ def highly_variable_genes(adata, params: dict[str, Any]) -> None:
     """Cutoffs given together with ``n_top_genes`` are ignored, with scanpy's warning."""
     if params.get("flavor") in ("seurat_v3", "seurat_v3_paper"):
         return
-    from .._scanpy_compat import validate_hvg_cutoffs
 
     validate_hvg_cutoffs(
         **{
@@ -87,8 +85,6 @@ def pca(adata, params: dict[str, Any]) -> None:
         if not is_dask(x):
             from sklearn.decomposition import TruncatedSVD
 
-            from .._scanpy_compat import handle_sklearn_args
-
             handle_sklearn_args(svd_solver, TruncatedSVD)
         return
     if is_dask(x):
@@ -110,8 +106,6 @@ def pca(adata, params: dict[str, Any]) -> None:
         warnings.warn(msg, FutureWarning, stacklevel=4)
         return
     from sklearn.decomposition import PCA
-
-    from .._scanpy_compat import handle_sklearn_args
 
     handle_sklearn_args(svd_solver, PCA, sparse=sparse)
 
@@ -164,7 +158,6 @@ def leiden(adata, params: dict[str, Any]) -> None:
             msg = "Do not pass in partition_type argument when using igraph."
             raise ValueError(msg)
         return
-    from .._scanpy_compat import warn_once
 
     try:
         import leidenalg  # noqa: F401

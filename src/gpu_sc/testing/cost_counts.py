@@ -12,7 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .. import datasets
+from .._version import __version__
 from ..bench.model import H200, GpuConstants, StepCounts, price
+from ..dispatch.provenance import provenance
+from ..pipeline import pipeline
+from .cupy_double import install
 
 __all__ = ["collect_counts", "run_model"]
 
@@ -35,11 +40,7 @@ def collect_counts(
     kNN and t-SNE distance tiles at 2**26 elements (an H200 would use 2**28: a quarter of the
     row tiles, so fewer launches in those steps; bytes and flop are the same).
     """
-    import gpu_sc
-    from gpu_sc.dispatch.provenance import provenance
-    from gpu_sc.testing.cupy_double import install
-
-    adata = gpu_sc.datasets.synthetic(n_cells, n_genes, seed=seed)
+    adata = datasets.synthetic(n_cells, n_genes, seed=seed)
     steps: list[dict[str, Any]] = []
     with install(device_bytes=device_bytes) as double:
         counters = double.counters
@@ -68,7 +69,7 @@ def collect_counts(
             last[0], last[1] = counters_after, time.perf_counter()
 
         # atomic=False: the progress hook reads the provenance as it grows on `adata` itself
-        gpu_sc.pipeline(adata, config, backend="cupy", progress=progress, atomic=False)
+        pipeline(adata, config, backend="cupy", progress=progress, atomic=False)
     return {"n_cells": n_cells, "n_genes": n_genes, "steps": steps}
 
 
@@ -89,8 +90,6 @@ def run_model(
     """Counts at each size in ``cells``, their projection on ``gpu`` and the extrapolation to
     ``target`` cells (and ``extra_targets``), also priced on ``other_gpus`` (default
     :data:`OTHER_GPUS`); the returned dict is what ``bench_model.json`` holds."""
-    from .. import __version__
-
     runs = [
         collect_counts(
             n, n_genes=n_genes, seed=seed, config=config, device_bytes=device_bytes, log=log

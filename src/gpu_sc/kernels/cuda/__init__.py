@@ -56,6 +56,7 @@ __all__ = [
     "KernelSpec",
     "NumbaCudaStatus",
     "how_to_run",
+    "jitted",
     "kernel_log",
     "load_kernels",
     "numba_cuda_status",
