@@ -45,14 +45,17 @@ def gram_block(am: ArrayModule, x: Any) -> tuple[Any, Any]:
 
     Sparse column sums go through :func:`~gpu_sc.kernels.reductions.axis_sum` (a row
     reduction of the CSC form), not ``x.sum(axis=0)``: cupyx computes the latter as a
-    transposed cuSPARSE SpMV, which scatters with atomics (run-to-run differences).
+    transposed cuSPARSE SpMV, which scatters with atomics (run-to-run differences). A dense
+    block is made C-ordered first: NumPy sums a column-major array in another order, so a
+    column subset (``X[:, mask]`` is column-major) and a copy of it would differ in the last
+    bits (scanpy's test_mask compares them at rtol=1e-11).
     """
     xp = am.xp
     if am.issparse(x):
         x64 = x.astype(xp.float64)
         gram = (x64.T @ x64).toarray()
         return axis_sum(am, x64, axis=0), gram
-    x64 = x.astype(xp.float64)
+    x64 = xp.ascontiguousarray(x, dtype=xp.float64)
     with one_thread(am):  # the same bits whatever runs the block (kernels.blas)
         return x64.sum(axis=0), x64.T @ x64
 
@@ -155,4 +158,4 @@ def project_block(am: ArrayModule, x: Any, mean: Any, v: Any) -> Any:
     with one_thread(am):  # the same bits whatever runs the block (kernels.blas)
         if am.issparse(x):
             return xp.asarray(x.astype(xp.float64) @ v) - (mean @ v)[None, :]
-        return (x.astype(xp.float64) - mean[None, :]) @ v
+        return (xp.ascontiguousarray(x, dtype=xp.float64) - mean[None, :]) @ v  # as gram_block
