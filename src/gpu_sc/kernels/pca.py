@@ -55,7 +55,10 @@ def gram_block(am: ArrayModule, x: Any) -> tuple[Any, Any]:
         x64 = x.astype(xp.float64)
         gram = (x64.T @ x64).toarray()
         return axis_sum(am, x64, axis=0), gram
-    x64 = xp.ascontiguousarray(x, dtype=xp.float64)
+    # astype copies: a fresh, aligned, row-major float64 array, whatever the block's memory
+    # (ascontiguousarray would keep a float64 block as it is, e.g. a buffer unpickled on a
+    # Dask worker, and BLAS then rounds differently than on the same data elsewhere)
+    x64 = x.astype(xp.float64, order="C")
     with one_thread(am):  # the same bits whatever runs the block (kernels.blas)
         return x64.sum(axis=0), x64.T @ x64
 
@@ -158,4 +161,4 @@ def project_block(am: ArrayModule, x: Any, mean: Any, v: Any) -> Any:
     with one_thread(am):  # the same bits whatever runs the block (kernels.blas)
         if am.issparse(x):
             return xp.asarray(x.astype(xp.float64) @ v) - (mean @ v)[None, :]
-        return (xp.ascontiguousarray(x, dtype=xp.float64) - mean[None, :]) @ v  # as gram_block
+        return (x.astype(xp.float64, order="C") - mean[None, :]) @ v  # as gram_block
