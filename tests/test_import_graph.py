@@ -40,6 +40,15 @@ LAYERS = [
 ]
 
 
+def _from_target(package: str, node: ast.ImportFrom) -> str:
+    """The module a ``from ... import`` in ``package`` reads from, relative levels resolved."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -127,12 +136,7 @@ def _imports(in_functions: bool):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:
-                if node.level:
-                    base = package.split(".")
-                    base = base[: len(base) - (node.level - 1)]
-                    base = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    base = node.module or ""
+                base = _from_target(package, node)
                 targets = [
                     f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
                     for a in node.names
@@ -233,12 +237,7 @@ def _every_import(path: Path):
             for a in node.names:
                 yield node.lineno, a.name, None
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _from_target(package, node)
             for a in node.names:
                 yield node.lineno, target, a.name
 
