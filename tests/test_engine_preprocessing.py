@@ -378,6 +378,66 @@ def test_pca_randomized_solver_agrees_with_eigh(monkeypatch, logged):
         assert c >= 0.9999
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pca_random_state_seeds_the_lanczos_solver_like_scanpys_arpack(backend, scaled):
+    """scanpy's default solver (ARPACK) starts from a random vector: the same seed gives the
+    same bits, another seed other last bits of the same PCA. The engine's Lanczos does too
+    (scanpy's test_pca_reproducible), converged to ~1e-13 of the exact eigendecomposition."""
+    runs = {}
+    for name, seed, solver in [("a", 42, None), ("b", 42, None), ("c", 0, None)]:
+        runs[name] = scaled.copy()
+        pp.pca(runs[name], dtype=np.float64, random_state=seed, svd_solver=solver, backend=backend)
+        assert_ran_on(runs[name], backend)
+    assert last_record(runs["a"])["engine"]["pca"] == {"solver": "lanczos (random_state=42)"}
+    a, b, c = (runs[k].obsm["X_pca"] for k in "abc")
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert max_rel(a, c) <= 1e-10
+    exact = scaled.copy()
+    pp.pca(exact, dtype=np.float64, svd_solver="covariance_eigh", backend=backend)
+    assert max_rel(a, exact.obsm["X_pca"]) <= 1e-10
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kwargs", [{"svd_solver": "covariance_eigh"}, {"chunked": True}])
+def test_pca_is_seed_free_where_scanpys_solver_is(backend, kwargs, scaled):
+    """covariance_eigh (and chunked=True, an incremental PCA) ignore random_state in scanpy;
+    the engine then eigendecomposes the covariance exactly: every seed, the same bits."""
+    a, c = scaled.copy(), scaled.copy()
+    pp.pca(a, dtype=np.float64, random_state=42, backend=backend, **kwargs)
+    pp.pca(c, dtype=np.float64, random_state=0, backend=backend, **kwargs)
+    assert_ran_on(a, backend)
+    assert last_record(a)["engine"]["pca"] == {"solver": "eigh"}
+    assert np.array_equal(a.obsm["X_pca"], c.obsm["X_pca"])
+
+
+def test_pca_lanczos_that_does_not_converge_is_replaced_by_eigh_and_recorded(monkeypatch, scaled):
+    """CuPy's eigsh returns its last iterate instead of raising: the residual is checked, and
+    an unconverged solve is replaced by the exact eigendecomposition, recorded as such."""
+    from gpu_sc.kernels import pca as pca_k
+
+    exact = scaled.copy()
+    pp.pca(exact, svd_solver="covariance_eigh", backend="numpy")
+    monkeypatch.setattr(pca_k, "LANCZOS_MAX_RESIDUAL", 0.0)
+    got = scaled.copy()
+    pp.pca(got, backend="numpy")
+    assert_ran_on(got, "numpy")
+    solver = last_record(got)["engine"]["pca"]["solver"]
+    assert solver.startswith("eigh (Lanczos residual ") and solver.endswith("did not converge)")
+    assert np.array_equal(got.obsm["X_pca"], exact.obsm["X_pca"])
+
+
+def test_pca_with_too_few_features_for_a_lanczos_space_uses_eigh():
+    """k components need a Krylov space of 2k + 1 vectors; below that the exact solver is used
+    (as cheap), and the record says why."""
+    rng = np.random.default_rng(0)
+    a = sc.AnnData(rng.normal(size=(100, 12)).astype(np.float32))
+    pp.pca(a, n_comps=6, backend="numpy")
+    assert last_record(a)["engine"]["pca"] == {
+        "solver": "eigh (12 features: too few for a Lanczos space)"
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # chunked == unchunked
 

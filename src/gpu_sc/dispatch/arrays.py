@@ -8,6 +8,7 @@ Every kernel in :mod:`gpu_sc.kernels` is written once against an :class:`ArrayMo
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -84,6 +85,10 @@ class ArrayModule:
         if self.on_device:
             self.xp.get_default_memory_pool().free_all_blocks()
             self.xp.get_default_pinned_memory_pool().free_all_blocks()
+
+    def sparse_linalg(self) -> ModuleType:
+        """``scipy.sparse.linalg`` or ``cupyx.scipy.sparse.linalg`` (``eigsh``, ``svds``)."""
+        return importlib.import_module(self.sparse.__name__ + ".linalg")
 
     def random_state(self, seed: int):
         """A seeded generator in this namespace (``xp.random.RandomState``)."""

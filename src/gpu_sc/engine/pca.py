@@ -57,20 +57,11 @@ def pca(
     float_dtype = ex.dtype if np.issubdtype(ex.dtype, np.floating) else np.dtype(np.float64)
     am = ex.am
     cols = None if mask is None or mask.all() else np.flatnonzero(mask)
-    if n_feat <= pca_k.EIGH_MAX_FEATURES:
-        total, gram = ex.map_reduce(_gram_block, cols)
-        mean, evals, evecs, total_var = pca_k.exact_pca(
-            am, am.asarray(total), am.asarray(gram), n_obs, n_comps, center=center
-        )
-    elif ex.lazy:
-        raise EngineUnsupported(
-            f"{n_feat} features: the dask PCA handles up to {pca_k.EIGH_MAX_FEATURES}; "
-            "select highly variable genes first"
-        )
-    else:
-        mean, evals, evecs, total_var = _randomized(
-            ex, cols, n_obs, n_feat, n_comps, center, seed=int(random_state)
-        )
+    seed = eigen_seed(svd_solver, random_state, chunked=chunked, sparse_dask=ex.lazy and ex.sparse)
+    mean, evals, evecs, total_var, solver = _eigenpairs(
+        ex, cols, n_obs, n_feat, n_comps, center, seed=seed, random_state=random_state
+    )
+    ctx.details["pca"] = {"solver": solver}
     # the Dask path casts on the workers, so that the client receives the coordinates at
     # their final size (the same values as casting after concatenation)
     cast = np.dtype(dtype) if ex.lazy else None
@@ -95,6 +86,36 @@ def pca(
         key_added=key_added,
     )
     return None
+
+
+def _eigenpairs(ex, cols, n_obs, n_feat, n_comps, center, *, seed, random_state):
+    """``(mean, eigenvalues, eigenvectors, total variance, solver)``: from the exact covariance
+    up to :data:`gpu_sc.kernels.pca.EIGH_MAX_FEATURES` features, by randomized subspace
+    iteration over the blocks above (in memory only)."""
+    am = ex.am
+    if n_feat <= pca_k.EIGH_MAX_FEATURES:
+        total, gram = ex.map_reduce(_gram_block, cols)
+        return pca_k.exact_pca(
+            am, am.asarray(total), am.asarray(gram), n_obs, n_comps, center=center, seed=seed
+        )
+    if ex.lazy:
+        raise EngineUnsupported(
+            f"{n_feat} features: the dask PCA handles up to {pca_k.EIGH_MAX_FEATURES}; "
+            "select highly variable genes first"
+        )
+    seed = int(random_state)  # seeded whatever the solver (scanpy's would be randomized too)
+    mean, evals, evecs, total_var = _randomized(ex, cols, n_obs, n_feat, n_comps, center, seed=seed)
+    return mean, evals, evecs, total_var, f"randomized subspace iteration (random_state={seed})"
+
+
+def eigen_seed(svd_solver, random_state, *, chunked: bool, sparse_dask: bool) -> int | None:
+    """The seed of the eigensolver, or None where scanpy's own result does not depend on
+    ``random_state`` (:data:`gpu_sc.kernels.pca.SEED_FREE_SOLVERS`; chunked=True, an
+    incremental PCA; a sparse Dask matrix, where scanpy ignores the seed with a warning).
+    Elsewhere scanpy's solver (ARPACK, randomized) is seeded, and so is the engine's."""
+    if chunked or sparse_dask or svd_solver in pca_k.SEED_FREE_SOLVERS:
+        return None
+    return int(random_state)
 
 
 def _sub(am, b, cols):

@@ -2,8 +2,21 @@
 
 ``cov = (X^T X - n mean mean^T) / (n - 1)`` is accumulated over row blocks in float64, so a
 sparse matrix is never densified or centred. Up to :data:`EIGH_MAX_FEATURES` features the
-covariance is eigendecomposed exactly (``xp.linalg.eigh``); above, a randomized block
-subspace iteration on the covariance operator finds the leading eigenpairs.
+leading eigenpairs of that exact covariance are found by one of two solvers
+(:func:`top_eigenpairs`):
+
+* seeded (scanpy's default ``svd_solver``, ARPACK in scikit-learn): a Lanczos iteration
+  (``eigsh``: ARPACK in SciPy, thick-restart Lanczos in CuPy) from scikit-learn's start vector
+  for ``random_state`` (``_init_arpack_v0``), run to machine precision. Another seed starts
+  another Krylov sequence, so, as with scanpy, it changes the last bits of the result (the
+  components agree with the exact eigendecomposition to ~1e-13), and the same seed gives
+  the same bits. It is also ~2x faster than ``eigh`` (PBMC3k, 1838 genes, 50 components:
+  0.5 s vs 1.2 s on one thread).
+* seed-free (``svd_solver="covariance_eigh"`` or ``"full"``, scanpy's sparse-Dask and chunked
+  paths, tiny problems): the full eigendecomposition (``xp.linalg.eigh``).
+
+Above, a randomized block subspace iteration on the covariance operator finds the leading
+eigenpairs (seeded too).
 
 Block products (:func:`gram_block`, :func:`t_matmul`, :func:`project_block`) and the
 eigensolvers run host BLAS/LAPACK on one thread (:func:`gpu_sc.kernels.blas.one_thread`), so a block gives the same bits on a
@@ -19,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ..dispatch.arrays import ArrayModule
 from .blas import one_thread
 from .reductions import axis_sum
@@ -31,13 +46,25 @@ __all__ = [
     "gram_block",
     "project_block",
     "t_matmul",
+    "SEED_FREE_SOLVERS",
+    "top_eigenpairs",
     "top_eigh",
+    "top_eigh_lanczos",
     "top_eigh_randomized",
     "zero_empty_features",
 ]
 
 #: Above this many features the randomized solver replaces the dense eigendecomposition.
 EIGH_MAX_FEATURES = 10_000
+
+#: scanpy's ``svd_solver`` values whose result no ``random_state`` changes: scikit-learn's
+#: full SVD and covariance eigendecomposition, dask-ml's TSQR.
+SEED_FREE_SOLVERS = frozenset({"full", "covariance_eigh", "tsqr"})
+
+#: Largest accepted Lanczos residual ``|cov v - lambda v|``, relative to the largest
+#: eigenvalue. eigsh is asked for machine precision (tol=0); sqrt(eps) is far outside what a
+#: converged solve leaves, and CuPy's eigsh returns its last iterate instead of raising.
+LANCZOS_MAX_RESIDUAL = 1.5e-8
 
 
 def gram_block(am: ArrayModule, x: Any) -> tuple[Any, Any]:
@@ -86,20 +113,40 @@ def covariance(am: ArrayModule, total: Any, gram: Any, n: int) -> tuple[Any, Any
 
 
 def exact_pca(
-    am: ArrayModule, total: Any, gram: Any, n: int, k: int, *, center: bool
-) -> tuple[Any, Any, Any, float]:
-    """``(mean, eigenvalues, eigenvectors, total variance)`` of the exact PCA from the
-    accumulated column sums and Gram matrix: the eigendecomposition of the covariance
+    am: ArrayModule, total: Any, gram: Any, n: int, k: int, *, center: bool, seed: int | None
+) -> tuple[Any, Any, Any, float, str]:
+    """``(mean, eigenvalues, eigenvectors, total variance, solver)`` of the PCA from the
+    accumulated column sums and Gram matrix: the leading eigenpairs of the covariance
     (``center``) or of ``X^T X`` (a truncated SVD, no centring; ``mean`` is then zero), with
-    all-zero features' loadings exactly 0 and scanpy's signs."""
+    all-zero features' loadings exactly 0 and scanpy's signs. ``seed``: see
+    :func:`top_eigenpairs`."""
     xp = am.xp
     mean, cov = covariance(am, total, gram, n)
     total_var = float(xp.trace(cov))
     if not center:
         mean, cov = xp.zeros_like(mean), gram
-    evals, evecs = top_eigh(am, cov, k)
+    evals, evecs, solver = top_eigenpairs(am, cov, k, seed=seed)
     evecs = zero_empty_features(am, evecs, xp.diagonal(gram))
-    return mean, evals, flip_signs(am, evecs), total_var
+    return mean, evals, flip_signs(am, evecs), total_var, solver
+
+
+def top_eigenpairs(am: ArrayModule, cov: Any, k: int, *, seed: int | None) -> tuple[Any, Any, str]:
+    """Leading ``k`` eigenpairs of the symmetric PSD ``cov`` and the solver that found them.
+
+    ``seed=None``: :func:`top_eigh`. An integer: :func:`top_eigh_lanczos` from that seed,
+    unless the problem is too small for a Krylov space of ``2k + 1`` vectors (then ``eigh``,
+    as cheap) or the Lanczos iteration did not converge (then ``eigh``, and the solver says
+    why: it is recorded in the step's provenance).
+    """
+    d = cov.shape[0]
+    if seed is None:
+        return (*top_eigh(am, cov, k), "eigh")
+    if d <= 2 * k + 1:
+        return (*top_eigh(am, cov, k), f"eigh ({d} features: too few for a Lanczos space)")
+    w, v, residual = top_eigh_lanczos(am, cov, k, seed=seed)
+    if residual <= LANCZOS_MAX_RESIDUAL:
+        return w, v, f"lanczos (random_state={seed})"
+    return (*top_eigh(am, cov, k), f"eigh (Lanczos residual {residual:.2g} did not converge)")
 
 
 def top_eigh(am: ArrayModule, cov: Any, k: int) -> tuple[Any, Any]:
@@ -108,6 +155,37 @@ def top_eigh(am: ArrayModule, cov: Any, k: int) -> tuple[Any, Any]:
     with one_thread(am):  # LAPACK's result too depends on the thread count
         w, v = xp.linalg.eigh(cov)
     return w[::-1][:k], v[:, ::-1][:, :k]
+
+
+def top_eigh_lanczos(am: ArrayModule, cov: Any, k: int, *, seed: int) -> tuple[Any, Any, float]:
+    """Leading ``k`` eigenpairs of ``cov`` by ``eigsh`` from scikit-learn's ARPACK start
+    vector for ``seed`` (``uniform(-1, 1)`` of ``RandomState(seed)``, drawn on the host so that
+    both namespaces start from the same vector), and the largest residual
+    ``|cov v - lambda v|`` relative to the largest eigenvalue.
+
+    ``eigsh``'s ``tol`` is relative to each eigenvalue in SciPy (ARPACK) but absolute on the
+    Ritz residuals in CuPy, which with ``tol=0`` (machine epsilon) would iterate to
+    ``maxiter`` on a covariance whose eigenvalues are ~100. Both are given the covariance
+    divided by its Frobenius norm (an upper bound of the largest eigenvalue, close to it for
+    a PCA's spectrum) and ``tol=1e-13``: machine precision in either reading (PBMC3k:
+    components within 2e-13 of ``eigh``'s, residual 2e-15).
+
+    Each iteration is one ``d x d`` matrix-vector product: the cost does not depend on the
+    number of cells.
+    """
+    xp = am.xp
+    d = cov.shape[0]
+    norm = float(xp.sqrt((cov * cov).sum()))
+    if norm == 0.0:
+        return (*top_eigh(am, cov, k), 0.0)
+    v0 = am.asarray(np.random.RandomState(seed).uniform(-1.0, 1.0, d))
+    with one_thread(am):  # ARPACK's and the products' BLAS, as in top_eigh
+        w, v = am.sparse_linalg().eigsh(cov / norm, k=k, which="LA", v0=v0, tol=1e-13)
+        order = xp.argsort(-w)
+        w, v = w[order] * norm, v[:, order]
+        resid = xp.sqrt(((cov @ v - v * w[None, :]) ** 2).sum(axis=0))
+    top = float(w[0])  # > 0: the matrix is PSD and not zero
+    return w, v, float(resid.max()) / top if top > 0 else float("inf")
 
 
 def top_eigh_randomized(

@@ -142,10 +142,8 @@ def spectral_layout(am: ArrayModule, graph, dim: int, seed: int, data=None):
 
 
 def _component_spectral(am: ArrayModule, graph, dim: int, seed: int):
-    import importlib
-
     xp = am.xp
-    linalg = importlib.import_module(am.sparse.__name__ + ".linalg")
+    linalg = am.sparse_linalg()
     n = graph.shape[0]
     # Row sums (the graph is symmetric): cupyx computes column sums as a transposed SpMV with
     # atomics, which would make the spectral start differ from run to run on the GPU.

@@ -70,7 +70,8 @@ def pca(adata, params: dict[str, Any]) -> None:
     not offer (PCA's, or TruncatedSVD's with ``zero_center=False``) is ignored with a warning
     (``_handle_sklearn_args``); ``lobpcg`` on sparse input
     is deprecated (FutureWarning); a sparse Dask matrix ignores ``random_state`` and
-    ``svd_solver`` with warnings. The engine computes the same PCA whatever the solver."""
+    ``svd_solver`` with warnings. The engine's eigensolver follows the solver only in whether
+    ``random_state`` matters (:func:`gpu_sc.engine.pca.eigen_seed`)."""
 
     if params.get("chunked"):
         return  # scanpy's chunked path (the engine does not run it)
