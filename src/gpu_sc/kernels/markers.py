@@ -8,10 +8,10 @@ Tie sums add integer-valued terms with ``add.reduceat`` (deterministic on both b
 computes it as a difference of cumulative sums: exact while a block's running total of
 ``t^3`` stays below 2**53 ~ 9e15, else off by a relative ~1e-16 of that total, negligible
 against the ``n^3`` it is divided by).
-Numerics follow scanpy 1.11 (``scanpy/tools/_rank_genes_groups.py``): means
-and variances in float64 from the data's values, whose squares are rounded to the data type
-first as scanpy's numba kernel does; the unbiased variance ``(E[x^2] - E[x]^2) n / (n - 1)``;
-Welch's t-test as scipy's ``ttest_ind_from_stats``; average ranks of tied values and scipy's
+Numerics follow the installed scanpy (``scanpy/tools/_rank_genes_groups.py``): means and
+variances in float64 from the data's values, whose squares scanpy 1.11 rounds to the data type
+first (its numba kernel) and 1.12 does not (its float64 aggregation); the unbiased variance
+``(E[x^2] - E[x]^2) n / (n - 1)``; Welch's t-test as scipy's ``ttest_ind_from_stats``; average ranks of tied values and scipy's
 tie correction ``1 - sum(t^3 - t) / (n^3 - n)``.
 """
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._progress import progress
+from .._scanpy_compat import MARKER_SQUARES_IN_DATA_DTYPE
 from ..dispatch.arrays import ArrayModule
 from .cuda import run_kernel
 
@@ -155,16 +156,25 @@ def group_sums(am: ArrayModule, X, masks, *, gene_block: int = 2000) -> GroupSum
 
 
 def _moments(am: ArrayModule, blk):
-    """Values, squares (rounded in the data's precision, like scanpy) and nonzero
-    indicators of a block, as float64 matrices of the block's kind."""
+    """Values, squares and nonzero indicators of a block, as float64 matrices of the block's
+    kind; the squares are rounded in the data's precision where the installed scanpy does so
+    (:data:`gpu_sc._scanpy_compat.MARKER_SQUARES_IN_DATA_DTYPE`), else squared in float64."""
     xp = am.xp
     if am.issparse(blk):
         values, squares, nonzero = blk.copy(), blk.copy(), blk.copy()
         values.data = blk.data.astype(xp.float64)
-        squares.data = (blk.data * blk.data).astype(xp.float64)
+        squares.data = _squares(blk.data, values.data)
         nonzero.data = xp.ones(blk.data.shape[0], dtype=xp.float64)
         return values, squares, nonzero
-    return blk.astype(xp.float64), (blk * blk).astype(xp.float64), (blk != 0).astype(xp.float64)
+    values = blk.astype(xp.float64)
+    return values, _squares(blk, values), (blk != 0).astype(xp.float64)
+
+
+def _squares(x, x64):
+    """``x**2`` in float64: from ``x``'s own dtype (scanpy < 1.12) or from its float64 copy."""
+    if MARKER_SQUARES_IN_DATA_DTYPE:
+        return (x * x).astype(x64.dtype)
+    return x64 * x64
 
 
 def t_test(am: ArrayModule, mean1, var1, n1, mean2, var2, n2):
