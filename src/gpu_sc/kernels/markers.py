@@ -11,8 +11,8 @@ against the ``n^3`` it is divided by).
 Numerics follow the installed scanpy (``scanpy/tools/_rank_genes_groups.py``): means and
 variances in float64 from the data's values, whose squares scanpy 1.11 rounds to the data type
 first (its numba kernel) and 1.12 does not (its float64 aggregation); the unbiased variance
-``(E[x^2] - E[x]^2) n / (n - 1)``; Welch's t-test as scipy's ``ttest_ind_from_stats``; average ranks of tied values and scipy's
-tie correction ``1 - sum(t^3 - t) / (n^3 - n)``.
+``(E[x^2] - E[x]^2) n / (n - 1)``; Welch's t-test as scipy's ``ttest_ind_from_stats``;
+average ranks of tied values and scipy's tie correction ``1 - sum(t^3 - t) / (n^3 - n)``.
 """
 
 from __future__ import annotations

@@ -62,8 +62,9 @@ EIGH_MAX_FEATURES = 10_000
 SEED_FREE_SOLVERS = frozenset({"full", "covariance_eigh", "tsqr"})
 
 #: Largest accepted Lanczos residual ``|cov v - lambda v|``, relative to the largest
-#: eigenvalue. eigsh is asked for machine precision (tol=0); sqrt(eps) is far outside what a
-#: converged solve leaves, and CuPy's eigsh returns its last iterate instead of raising.
+#: eigenvalue. eigsh is asked for machine precision (:func:`top_eigh_lanczos`); sqrt(eps) is
+#: far outside what a converged solve leaves, and CuPy's eigsh returns its last iterate
+#: instead of raising.
 LANCZOS_MAX_RESIDUAL = 1.5e-8
 
 
